@@ -136,4 +136,5 @@ def test_auth_flow_signs_the_encoded_url_and_verifies() -> None:
     path, _, query = request.url.raw_path.decode().partition("?")
     headers = {k.lower(): v for k, v in request.headers.items()}
     assert verify_signature("GET", path, query, headers, access_key_id=AK, access_key_secret=SK)
-    assert "secret" not in repr(auth) and "tok" not in repr(auth)
+    assert "secret" not in repr(auth)
+    assert "tok" not in repr(auth)
