@@ -1,0 +1,364 @@
+"""AsyncDataPlane: the AgentRun data API over one pooled, signed httpx client.
+
+The sync `DataPlane` is generated from this file by scripts/unasync.py; edit
+this one. Every request and every answer is built and parsed in `_wire`; this
+class only sends, retries what is safe to retry, and maps transport failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import time
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+
+from .. import _wire
+from .._auth import AgentRunAuth
+from .._config import Config
+from .._errors import APIError, RequestTimeout, TransportError, WaitTimeout
+from .._models import (
+    CommandResult,
+    Context,
+    Execution,
+    FileContent,
+    FileEntry,
+    Health,
+    ProcessInfo,
+    Sandbox,
+)
+from .._retry import backoff, parse_retry_after, should_retry_connect, should_retry_status
+from .._version import __version__
+
+__all__ = ["AsyncDataPlane"]
+
+T = TypeVar("T")
+log = logging.getLogger("agentrun_ci.data_plane")
+
+USER_AGENT = f"agentrun-ci/{__version__}"
+CHUNK = 1 << 16
+
+
+def _timeout(config: Config, read: float | None = None) -> httpx.Timeout:
+    read = config.read_timeout if read is None else read
+    return httpx.Timeout(connect=config.connect_timeout, read=read, write=read, pool=read)
+
+
+class AsyncDataPlane:
+    """Contexts, code execution, files and processes inside AgentRun sandboxes.
+
+    One instance holds one keep-alive connection pool; share it, and close it
+    (or use it as a context manager) when done.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http2: bool = False,
+        max_connections: int = 100,
+    ) -> None:
+        self.config = config if config is not None else Config.from_env()
+        auth = None
+        if self.config.has_credentials:
+            assert self.config.access_key_id and self.config.access_key_secret
+            auth = AgentRunAuth(
+                self.config.access_key_id,
+                self.config.access_key_secret,
+                self.config.region,
+                self.config.security_token,
+            )
+        self._client = httpx.AsyncClient(
+            base_url=self.config.data_url,
+            auth=auth,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=_timeout(self.config),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            http2=http2,
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint={self.config.data_url!r})"
+
+    # ------------------------------------------------------------ plumbing
+
+    async def close(self) -> None:
+        """Close the connection pool. Safe to call more than once."""
+        if not self._closed:
+            self._closed = True
+            await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncDataPlane:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _request(self, call: _wire.Call[Any], **kw: Any) -> httpx.Request:
+        return self._client.build_request(
+            call.method,
+            call.path,
+            params=call.params,
+            json=call.json,
+            timeout=_timeout(self.config, call.read_timeout),
+            **kw,
+        )
+
+    async def _send(self, call: _wire.Call[Any], *, stream: bool = False, **kw: Any) -> httpx.Response:
+        """Send with the retry policy of `_retry`; return a successful response."""
+        attempt = 0
+        while True:
+            request = self._request(call, **kw)
+            try:
+                response = await self._client.send(request, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # The connection never opened: the body cannot have reached the server.
+                if should_retry_connect(attempt=attempt, max_retries=self.config.max_retries):
+                    delay = backoff(attempt)
+                    log.info("connect failed (%s); retry %d in %.2fs", exc, attempt + 1, delay)
+                    await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                raise _transport_error(exc, request) from exc
+            except httpx.TransportError as exc:
+                # The body may have reached the server: never re-send (execute runs once).
+                raise _transport_error(exc, request) from exc
+            if response.status_code < 400:
+                return response
+            await response.aread()
+            await response.aclose()
+            if should_retry_status(
+                response.status_code,
+                idempotent=call.idempotent,
+                attempt=attempt,
+                max_retries=self.config.max_retries,
+            ):
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                delay = backoff(attempt, retry_after)
+                log.info(
+                    "%s %s answered %d; retry %d in %.2fs",
+                    call.method, call.path, response.status_code, attempt + 1, delay,
+                )
+                await anyio.sleep(delay)
+                attempt += 1
+                continue
+            _wire.raise_for_status(response)
+
+    async def _call(self, call: _wire.Call[T]) -> T:
+        response = await self._send(call)
+        return call.parse(response)
+
+    # ------------------------------------------------------------ sandboxes
+
+    async def create_sandbox(
+        self, template_name: str, *, idle_timeout: float | None = None, sandbox_id: str | None = None
+    ) -> Sandbox:
+        """Start a sandbox from a template (it may still be CREATING: see wait_until_healthy)."""
+        return await self._call(
+            _wire.create_sandbox(template_name, idle_timeout=idle_timeout, sandbox_id=sandbox_id)
+        )
+
+    async def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        return await self._call(_wire.get_sandbox(sandbox_id))
+
+    async def stop_sandbox(self, sandbox_id: str) -> Sandbox:
+        return await self._call(_wire.stop_sandbox(sandbox_id))
+
+    async def delete_sandbox(self, sandbox_id: str) -> Sandbox | None:
+        return await self._call(_wire.delete_sandbox(sandbox_id))
+
+    async def health(self, sandbox_id: str) -> Health:
+        return await self._call(_wire.health(sandbox_id))
+
+    async def wait_until_healthy(
+        self, sandbox_id: str, *, timeout: float = 60.0, interval: float = 0.2
+    ) -> Health:
+        """Poll `/health` until it says ok; WaitTimeout at the deadline."""
+        deadline = time.monotonic() + timeout
+        last: str = "no answer yet"
+        delay = interval
+        while True:
+            try:
+                health = await self.health(sandbox_id)
+                if health.ok:
+                    return health
+                last = f"status {health.status!r}"
+            except TransportError as exc:
+                last = str(exc)
+            except APIError as exc:
+                # 404, 429 and 5xx are what a booting sandbox answers; anything else is final.
+                if exc.status_code < 404 or exc.status_code in (405, 409, 413):
+                    raise
+                last = str(exc)
+            if time.monotonic() + delay > deadline:
+                raise WaitTimeout(
+                    f"sandbox {sandbox_id} was not healthy after {timeout:g} s (last: {last}); "
+                    "raise the timeout or check the sandbox in the console"
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+    # ------------------------------------------------------------ contexts
+
+    async def create_context(
+        self, sandbox_id: str, *, language: str = "python", cwd: str = _wire.DEFAULT_CWD
+    ) -> Context:
+        return await self._call(_wire.create_context(sandbox_id, language=language, cwd=cwd))
+
+    async def list_contexts(self, sandbox_id: str) -> list[Context]:
+        return await self._call(_wire.list_contexts(sandbox_id))
+
+    async def get_context(self, sandbox_id: str, context_id: str) -> Context:
+        return await self._call(_wire.get_context(sandbox_id, context_id))
+
+    async def delete_context(self, sandbox_id: str, context_id: str) -> None:
+        await self._call(_wire.delete_context(sandbox_id, context_id))
+
+    async def execute(
+        self,
+        sandbox_id: str,
+        code: str,
+        *,
+        context_id: str | None = None,
+        language: str | None = None,
+        timeout: float = 30.0,
+    ) -> Execution:
+        """Run code in a context (or the language's default one) and return its Execution.
+
+        Errors in the code are data (`Execution.error`); this raises only for
+        API and transport failures, and it never sends the same code twice.
+        """
+        call = _wire.execute(
+            sandbox_id, code, context_id=context_id, language=language, timeout=timeout
+        )
+        started = time.monotonic()
+        execution = await self._call(call)
+        execution.duration = time.monotonic() - started
+        return execution
+
+    # ------------------------------------------------------------ files
+
+    async def read_file(self, sandbox_id: str, path: str) -> FileContent:
+        return await self._call(_wire.read_file(sandbox_id, path))
+
+    async def write_file(
+        self,
+        sandbox_id: str,
+        path: str,
+        content: str | bytes,
+        *,
+        mode: str = "644",
+        create_dir: bool = True,
+    ) -> FileEntry:
+        return await self._call(
+            _wire.write_file(sandbox_id, path, content, mode=mode, create_dir=create_dir)
+        )
+
+    async def list_files(
+        self, sandbox_id: str, path: str = _wire.DEFAULT_CWD, *, depth: int = 1
+    ) -> list[FileEntry]:
+        return await self._call(_wire.list_files(sandbox_id, path, depth=depth))
+
+    async def stat(self, sandbox_id: str, path: str) -> FileEntry:
+        return await self._call(_wire.stat(sandbox_id, path))
+
+    async def mkdir(
+        self, sandbox_id: str, path: str, *, parents: bool = True, mode: str = "0755"
+    ) -> FileEntry:
+        return await self._call(_wire.mkdir(sandbox_id, path, parents=parents, mode=mode))
+
+    async def move(self, sandbox_id: str, source: str, destination: str) -> FileEntry:
+        return await self._call(_wire.move(sandbox_id, source, destination))
+
+    async def remove(self, sandbox_id: str, path: str) -> None:
+        await self._call(_wire.remove(sandbox_id, path))
+
+    async def upload(
+        self, sandbox_id: str, local_path: str | os.PathLike[str], remote_path: str
+    ) -> FileEntry:
+        """Upload a local file (streamed from disk, never read whole; ≤100 MB on the service)."""
+        local = pathlib.Path(local_path)
+        call = _wire.Call("POST", _wire.upload_path(sandbox_id), _wire.parse_upload)
+        with local.open("rb") as handle:
+            # Only a connect failure is retried, and then no byte of the file was read yet.
+            response = await self._send(
+                call,
+                files={"file": (local.name, handle, "application/octet-stream")},
+                data={"path": remote_path},
+            )
+        return call.parse(response)
+
+    async def download(
+        self, sandbox_id: str, remote_path: str, local_path: str | os.PathLike[str]
+    ) -> pathlib.Path:
+        """Download a file to `local_path`, streamed to disk chunk by chunk."""
+        target = pathlib.Path(local_path)
+        partial = target.with_name(target.name + ".part")
+        response = await self._send(_wire.download(sandbox_id, remote_path), stream=True)
+        try:
+            with partial.open("wb") as handle:
+                async for chunk in response.aiter_bytes(CHUNK):
+                    handle.write(chunk)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            await response.aclose()
+        return target
+
+    # ------------------------------------------------------------ processes
+
+    async def run_command(
+        self, sandbox_id: str, command: str, *, cwd: str | None = None, timeout: float = 30.0
+    ) -> CommandResult:
+        """Run a shell command to completion (≤30 s); a non-zero exit code is data."""
+        return await self._call(_wire.run_command(sandbox_id, command, cwd=cwd, timeout=timeout))
+
+    async def list_processes(self, sandbox_id: str) -> list[ProcessInfo]:
+        return await self._call(_wire.list_processes(sandbox_id))
+
+    async def get_process(self, sandbox_id: str, pid: str) -> ProcessInfo:
+        return await self._call(_wire.get_process(sandbox_id, pid))
+
+    async def kill_process(self, sandbox_id: str, pid: str) -> None:
+        await self._call(_wire.kill_process(sandbox_id, pid))
+
+
+def _transport_error(exc: httpx.TransportError, request: httpx.Request) -> TransportError:
+    where = f"{request.method} {request.url.copy_with(query=None)}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return RequestTimeout(
+            f"connecting for {where} timed out; check the endpoint, the network, or raise "
+            "Config.connect_timeout"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeout(
+            f"{where} timed out waiting for the answer ({type(exc).__name__}); it was not "
+            "re-sent, because the request may already have run. Raise Config.read_timeout, "
+            "or for code use a shorter execute"
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return TransportError(
+            f"could not connect for {where}: {exc}; check AGENTRUN_DATA_ENDPOINT / the region "
+            "and the network"
+        )
+    return TransportError(
+        f"{where} failed in transit ({type(exc).__name__}: {exc}); it was not re-sent because "
+        "it may have reached the service"
+    )
