@@ -52,7 +52,9 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         if bool(self.access_key_id) != bool(self.access_key_secret):
-            missing = "AGENTRUN_ACCESS_KEY_SECRET" if self.access_key_id else "AGENTRUN_ACCESS_KEY_ID"
+            missing = (
+                "AGENTRUN_ACCESS_KEY_SECRET" if self.access_key_id else "AGENTRUN_ACCESS_KEY_ID"
+            )
             raise ConfigError(
                 f"half a key pair: set {missing} too (or unset both to use the local emulator)"
             )

@@ -55,7 +55,12 @@ __all__ = [
     "error_for_status",
 ]
 
-REQUEST_ID_HEADERS = ("x-acs-request-id", "x-agentrun-request-id", "x-request-id", "x-fc-request-id")
+REQUEST_ID_HEADERS = (
+    "x-acs-request-id",
+    "x-agentrun-request-id",
+    "x-request-id",
+    "x-fc-request-id",
+)
 
 
 class AgentRunError(Exception):
@@ -114,7 +119,9 @@ class NotFoundError(APIError):
 
 
 class ConflictError(APIError):
-    hint = "the resource already exists or is in a state that forbids this; pick another name or wait"
+    hint = (
+        "the resource already exists or is in a state that forbids this; pick another name or wait"
+    )
 
 
 class PayloadTooLargeError(APIError):

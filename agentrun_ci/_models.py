@@ -306,7 +306,9 @@ class Result:
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 # "ZeroDivisionError: division by zero" / "  File ..., line 1" / "Traceback (most recent ..."
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|\w*))(?::\s?(.*))?$")
+_ERROR_LINE = re.compile(
+    r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|\w*))(?::\s?(.*))?$"
+)
 
 
 def strip_ansi(text: str) -> str:

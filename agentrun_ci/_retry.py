@@ -26,7 +26,9 @@ MAX_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
 
 
-def should_retry_status(status_code: int, *, idempotent: bool, attempt: int, max_retries: int) -> bool:
+def should_retry_status(
+    status_code: int, *, idempotent: bool, attempt: int, max_retries: int
+) -> bool:
     """Retry an answered request? Only idempotent ones, only on 429/502/503/504."""
     return idempotent and attempt < max_retries and status_code in RETRY_STATUSES
 

@@ -215,7 +215,10 @@ def health(sandbox_id: str) -> Call[Health]:
 def create_context(sandbox_id: str, *, language: str, cwd: str) -> Call[Context]:
     body = {"language": check_language(language), "cwd": cwd}
     return Call(
-        "POST", _sandbox_path(sandbox_id, "/contexts"), _model(Context.from_wire), json=body,
+        "POST",
+        _sandbox_path(sandbox_id, "/contexts"),
+        _model(Context.from_wire),
+        json=body,
         idempotent=False,
     )
 
@@ -251,8 +254,12 @@ def execute(
         # Without a context the service needs a language; the SDK defaults to python.
         body["language"] = check_language(language or "python")
     return Call(
-        "POST", _sandbox_path(sandbox_id, "/contexts/execute"), _model(Execution.from_wire),
-        json=body, idempotent=False, read_timeout=timeout + READ_MARGIN,
+        "POST",
+        _sandbox_path(sandbox_id, "/contexts/execute"),
+        _model(Execution.from_wire),
+        json=body,
+        idempotent=False,
+        read_timeout=timeout + READ_MARGIN,
     )
 
 
@@ -261,7 +268,9 @@ def execute(
 
 def read_file(sandbox_id: str, path: str) -> Call[FileContent]:
     return Call(
-        "GET", _sandbox_path(sandbox_id, "/files"), _model(FileContent.from_wire),
+        "GET",
+        _sandbox_path(sandbox_id, "/files"),
+        _model(FileContent.from_wire),
         params={"path": path},
     )
 
@@ -278,7 +287,13 @@ def write_file(
             text, encoding = base64.b64encode(content).decode("ascii"), "base64"
     else:
         text, encoding = content, "utf-8"
-    body = {"path": path, "content": text, "mode": mode, "encoding": encoding, "createDir": create_dir}
+    body = {
+        "path": path,
+        "content": text,
+        "mode": mode,
+        "encoding": encoding,
+        "createDir": create_dir,
+    }
     # Writing the same bytes twice leaves the same file: safe to retry.
     return Call("POST", _sandbox_path(sandbox_id, "/files"), _entry, json=body, idempotent=True)
 
@@ -287,7 +302,9 @@ def list_files(sandbox_id: str, path: str, *, depth: int) -> Call[list[FileEntry
     if depth < 1:
         raise InvalidArgumentError(f"depth must be >= 1, got {depth}")
     return Call(
-        "GET", _sandbox_path(sandbox_id, "/filesystem"), _list("entries", FileEntry.from_wire),
+        "GET",
+        _sandbox_path(sandbox_id, "/filesystem"),
+        _list("entries", FileEntry.from_wire),
         params={"path": path, "depth": str(depth)},
     )
 
@@ -316,7 +333,9 @@ def upload_path(sandbox_id: str) -> str:
 
 
 def download(sandbox_id: str, path: str) -> Call[None]:
-    return Call("GET", _sandbox_path(sandbox_id, "/filesystem/download"), _none, params={"path": path})
+    return Call(
+        "GET", _sandbox_path(sandbox_id, "/filesystem/download"), _none, params={"path": path}
+    )
 
 
 def parse_upload(response: httpx.Response) -> FileEntry:
@@ -333,13 +352,19 @@ def run_command(
     if cwd is not None:
         body["cwd"] = cwd
     return Call(
-        "POST", _sandbox_path(sandbox_id, "/processes/cmd"), _model(CommandResult.from_wire),
-        json=body, idempotent=False, read_timeout=timeout + READ_MARGIN,
+        "POST",
+        _sandbox_path(sandbox_id, "/processes/cmd"),
+        _model(CommandResult.from_wire),
+        json=body,
+        idempotent=False,
+        read_timeout=timeout + READ_MARGIN,
     )
 
 
 def list_processes(sandbox_id: str) -> Call[list[ProcessInfo]]:
-    return Call("GET", _sandbox_path(sandbox_id, "/processes"), _list("items", ProcessInfo.from_wire))
+    return Call(
+        "GET", _sandbox_path(sandbox_id, "/processes"), _list("items", ProcessInfo.from_wire)
+    )
 
 
 def get_process(sandbox_id: str, pid: str) -> Call[ProcessInfo]:

@@ -75,8 +75,13 @@ def test_published_vectors(
 
 def test_security_token_is_sent_and_signed() -> None:
     headers = signature_headers(
-        "GET", HOST + "/x", access_key_id=AK, access_key_secret=SK, region="cn-hangzhou",
-        security_token="sts-token", now=WHEN,
+        "GET",
+        HOST + "/x",
+        access_key_id=AK,
+        access_key_secret=SK,
+        region="cn-hangzhou",
+        security_token="sts-token",
+        now=WHEN,
     )
     assert headers["x-acs-security-token"] == "sts-token"
     assert "x-acs-security-token" in headers["Agentrun-Authorization"]

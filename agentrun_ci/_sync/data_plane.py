@@ -65,14 +65,9 @@ class DataPlane:
     ) -> None:
         self.config = config if config is not None else Config.from_env()
         auth = None
-        if self.config.has_credentials:
-            assert self.config.access_key_id and self.config.access_key_secret
-            auth = AgentRunAuth(
-                self.config.access_key_id,
-                self.config.access_key_secret,
-                self.config.region,
-                self.config.security_token,
-            )
+        key_id, secret = self.config.access_key_id, self.config.access_key_secret
+        if key_id and secret:
+            auth = AgentRunAuth(key_id, secret, self.config.region, self.config.security_token)
         self._client = httpx.Client(
             base_url=self.config.data_url,
             auth=auth,
@@ -119,7 +114,9 @@ class DataPlane:
             **kw,
         )
 
-    def _send(self, call: _wire.Call[Any], *, stream: bool = False, **kw: Any) -> httpx.Response:
+    def _send(
+        self, call: _wire.Call[Any], *, stream: bool = False, **kw: Any
+    ) -> httpx.Response:
         """Send with the retry policy of `_retry`; return a successful response."""
         attempt = 0
         while True:
@@ -152,7 +149,11 @@ class DataPlane:
                 delay = backoff(attempt, retry_after)
                 log.info(
                     "%s %s answered %d; retry %d in %.2fs",
-                    call.method, call.path, response.status_code, attempt + 1, delay,
+                    call.method,
+                    call.path,
+                    response.status_code,
+                    attempt + 1,
+                    delay,
                 )
                 time.sleep(delay)
                 attempt += 1
@@ -166,7 +167,11 @@ class DataPlane:
     # ------------------------------------------------------------ sandboxes
 
     def create_sandbox(
-        self, template_name: str, *, idle_timeout: float | None = None, sandbox_id: str | None = None
+        self,
+        template_name: str,
+        *,
+        idle_timeout: float | None = None,
+        sandbox_id: str | None = None,
     ) -> Sandbox:
         """Start a sandbox from a template (it may still be CREATING: see wait_until_healthy)."""
         return self._call(
