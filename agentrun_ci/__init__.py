@@ -1,5 +1,96 @@
 """agentrun-ci: run AI-generated code on Alibaba Cloud AgentRun, or on a local emulator."""
 
+from ._async.control_plane import AsyncControlPlane
+from ._async.data_plane import AsyncDataPlane
+from ._config import Config
+from ._errors import (
+    AgentRunError,
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ConflictError,
+    ExecutionFailed,
+    InsufficientStorageError,
+    InvalidArgumentError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeout,
+    ServerError,
+    SessionLostError,
+    TransportError,
+    WaitTimeout,
+)
+from ._interpreter import AsyncCodeInterpreter, AsyncLease, NetworkMode
+from ._models import (
+    CommandResult,
+    Context,
+    Execution,
+    ExecutionError,
+    FileContent,
+    FileEntry,
+    Health,
+    Interpreter,
+    Logs,
+    ProcessInfo,
+    Result,
+    Sandbox,
+    Session,
+    Template,
+)
+from ._ownership import default_owner
+from ._retry import RetryPolicy
+from ._sync.control_plane import ControlPlane
+from ._sync.data_plane import DataPlane
+from ._sync_interpreter import CodeInterpreter, Lease
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "APIError",
+    "AgentRunError",
+    "AsyncCodeInterpreter",
+    "AsyncControlPlane",
+    "AsyncDataPlane",
+    "AsyncLease",
+    "AuthenticationError",
+    "BadRequestError",
+    "CodeInterpreter",
+    "CommandResult",
+    "Config",
+    "ConfigError",
+    "ConflictError",
+    "Context",
+    "ControlPlane",
+    "DataPlane",
+    "Execution",
+    "ExecutionError",
+    "ExecutionFailed",
+    "FileContent",
+    "FileEntry",
+    "Health",
+    "InsufficientStorageError",
+    "Interpreter",
+    "InvalidArgumentError",
+    "Lease",
+    "Logs",
+    "NetworkMode",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "ProcessInfo",
+    "RateLimitError",
+    "RequestTimeout",
+    "Result",
+    "RetryPolicy",
+    "Sandbox",
+    "ServerError",
+    "Session",
+    "SessionLostError",
+    "Template",
+    "TransportError",
+    "WaitTimeout",
+    "__version__",
+    "default_owner",
+]

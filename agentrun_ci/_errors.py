@@ -168,6 +168,11 @@ class ExecutionFailed(AgentRunError):
         error = execution.error
         if error is not None:
             message = f"{error.name}: {error.value}"
+        elif execution.status == "timeout":
+            message = (
+                "execution timed out (the service stops code at the execute timeout, at most "
+                "30 s; split the work or run it with run_command in the background)"
+            )
         else:
             message = f"execution ended with status {execution.status!r}"
         super().__init__(message)
@@ -202,9 +207,14 @@ def error_class(status_code: int) -> type[APIError]:
 
 def request_id_from(headers: Mapping[str, str], body: Any = None) -> str | None:
     """The request id from the body (`requestId`/`RequestId`) or the documented headers."""
-    if isinstance(body, Mapping):
+    bodies = [body]
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        bodies.append(body["error"])  # the older {"error": {...}} variant
+    for candidate in bodies:
+        if not isinstance(candidate, Mapping):
+            continue
         for key in ("requestId", "RequestId", "request_id"):
-            value = body.get(key)
+            value = candidate.get(key)
             if isinstance(value, str) and value:
                 return value
     lowered = {k.lower(): v for k, v in headers.items()}

@@ -305,10 +305,10 @@ class Result:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-# "ZeroDivisionError: division by zero" / "  File ..., line 1" / "Traceback (most recent ..."
-_ERROR_LINE = re.compile(
-    r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|\w*))(?::\s?(.*))?$"
-)
+# "ZeroDivisionError: division by zero", "KeyboardInterrupt", "mod.CustomError: boom"
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
+# a name that reads as an exception class, for scanning JS-style "Name: msg\n    at …" text
+_EXCEPTION_NAME = re.compile(r"(Error|Exception|Exit|Interrupt|Warning|Fault)$")
 
 
 def strip_ansi(text: str) -> str:
@@ -339,15 +339,30 @@ class ExecutionError:
 
 
 def _parse_error_line(traceback: str) -> tuple[str, str]:
-    for line in reversed(traceback.strip().splitlines()):
-        line = line.strip()
-        if not line or line.startswith(("File ", "^", "~")):
-            continue
+    """(name, value) from traceback text (inferred: the cloud documents only `text`).
+
+    Python puts "Name: value" on the last line; Node puts it on the first line,
+    followed by "    at …" frames. Anything else becomes ("Error", last line).
+    """
+    lines = [line.strip() for line in traceback.strip().splitlines() if line.strip()]
+    if not lines:
+        return "Error", ""
+    match = _ERROR_LINE.match(lines[-1])
+    if match:
+        return match.group(1), (match.group(2) or "").strip()
+    for line in lines:
         match = _ERROR_LINE.match(line)
-        if match and " " not in match.group(1):
+        if match and _EXCEPTION_NAME.search(match.group(1)):
             return match.group(1), (match.group(2) or "").strip()
-        return "Error", line
-    return "Error", ""
+    return "Error", lines[-1]
+
+
+def _looks_like_traceback(text: str) -> bool:
+    return "Traceback (most recent call last)" in text or any(
+        (m := _ERROR_LINE.match(line.strip())) is not None
+        and _EXCEPTION_NAME.search(m.group(1)) is not None
+        for line in text.splitlines()
+    )
 
 
 @attrs.define
@@ -428,9 +443,16 @@ class Execution:
             status = "error" if execution.error is not None else "ok"
         execution.status = status
         if status == "error" and execution.error is None:
-            execution.error = ExecutionError(
-                name="ExecutionError", value="the execution ended with status 'error'", traceback=""
-            )
+            # (inferred) The cloud may report the traceback only on stderr, with no error event.
+            stderr = strip_ansi(execution.stderr)
+            if _looks_like_traceback(stderr):
+                execution.error = ExecutionError.from_event({"text": stderr})
+            else:
+                execution.error = ExecutionError(
+                    name="ExecutionError",
+                    value="the execution ended with status 'error'",
+                    traceback=stderr,
+                )
         return execution
 
 

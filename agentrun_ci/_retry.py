@@ -18,7 +18,16 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
-__all__ = ["RETRY_STATUSES", "backoff", "parse_retry_after", "should_retry_status"]
+import attrs
+
+__all__ = [
+    "RETRY_STATUSES",
+    "RetryPolicy",
+    "backoff",
+    "parse_retry_after",
+    "should_retry_connect",
+    "should_retry_status",
+]
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BASE_DELAY = 0.25
@@ -71,3 +80,25 @@ def backoff(
         return retry_after
     ceiling = min(MAX_DELAY, BASE_DELAY * (2**attempt))
     return jitter(ceiling / 2, ceiling)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """The policy one plane applies: the budget plus an injectable jitter (tests pin it).
+
+    `max_retries=0` turns retrying off. The decisions stay the pure functions above.
+    """
+
+    max_retries: int = 3
+    jitter: Callable[[float, float], float] = random.uniform
+
+    def retry_status(self, status_code: int, *, idempotent: bool, attempt: int) -> bool:
+        return should_retry_status(
+            status_code, idempotent=idempotent, attempt=attempt, max_retries=self.max_retries
+        )
+
+    def retry_connect(self, *, attempt: int) -> bool:
+        return should_retry_connect(attempt=attempt, max_retries=self.max_retries)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        return backoff(attempt, retry_after, jitter=self.jitter)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import attrs
 import httpx
 
-from ._errors import APIError, InvalidArgumentError, error_for_status
+from ._errors import APIError, InvalidArgumentError, error_for_status, request_id_from
 from ._models import (
     CommandResult,
     Context,
@@ -72,7 +72,7 @@ def _json(response: httpx.Response) -> Any:
             f"the service answered {response.status_code} with a body that is not JSON",
             status_code=response.status_code,
             code="INVALID_RESPONSE",
-            request_id=response.headers.get("x-acs-request-id"),
+            request_id=request_id_from(response.headers),
         ) from exc
 
 
@@ -294,8 +294,8 @@ def write_file(
         "encoding": encoding,
         "createDir": create_dir,
     }
-    # Writing the same bytes twice leaves the same file: safe to retry.
-    return Call("POST", _sandbox_path(sandbox_id, "/files"), _entry, json=body, idempotent=True)
+    # Not documented as idempotent (only mkdir/move/remove are), so it is never re-sent.
+    return Call("POST", _sandbox_path(sandbox_id, "/files"), _entry, json=body, idempotent=False)
 
 
 def list_files(sandbox_id: str, path: str, *, depth: int) -> Call[list[FileEntry]]:

@@ -25,6 +25,8 @@ RULES: list[tuple[str, str]] = [
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAsyncGenerator\b", "Generator"),
     (r"\bAsyncBaseTransport\b", "BaseTransport"),
+    (r"\bAwaitable\[(\w+)\]", r"\1"),
+    (r"^from collections\.abc import Awaitable, ", "from collections.abc import "),
     (r"\bAsyncClient\b", "Client"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\basync def\b", "def"),

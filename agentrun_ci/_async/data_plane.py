@@ -1,8 +1,9 @@
 """AsyncDataPlane: the AgentRun data API over one pooled, signed httpx client.
 
-The sync `DataPlane` is generated from this file by scripts/unasync.py; edit
-this one. Every request and every answer is built and parsed in `_wire`; this
-class only sends, retries what is safe to retry, and maps transport failures.
+The sync twin is generated from agentrun_ci/_async/data_plane.py by
+scripts/unasync.py; edit that file only. Every request and every answer is
+built and parsed in `_wire`; this class only sends, retries what is safe to
+retry, and maps transport failures.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 import pathlib
 import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -31,7 +33,7 @@ from .._models import (
     ProcessInfo,
     Sandbox,
 )
-from .._retry import backoff, parse_retry_after, should_retry_connect, should_retry_status
+from .._retry import RetryPolicy, parse_retry_after
 from .._version import __version__
 
 __all__ = ["AsyncDataPlane"]
@@ -62,8 +64,13 @@ class AsyncDataPlane:
         transport: httpx.AsyncBaseTransport | None = None,
         http2: bool = False,
         max_connections: int = 100,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config if config is not None else Config.from_env()
+        # Seams for tests: a pinned jitter and a sleep that only records the delay.
+        self.retry = retry if retry is not None else RetryPolicy(self.config.max_retries)
+        self._sleep = sleep if sleep is not None else anyio.sleep
         auth = None
         key_id, secret = self.config.access_key_id, self.config.access_key_secret
         if key_id and secret:
@@ -125,10 +132,10 @@ class AsyncDataPlane:
                 response = await self._client.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # The connection never opened: the body cannot have reached the server.
-                if should_retry_connect(attempt=attempt, max_retries=self.config.max_retries):
-                    delay = backoff(attempt)
+                if self.retry.retry_connect(attempt=attempt):
+                    delay = self.retry.delay(attempt)
                     log.info("connect failed (%s); retry %d in %.2fs", exc, attempt + 1, delay)
-                    await anyio.sleep(delay)
+                    await self._sleep(delay)
                     attempt += 1
                     continue
                 raise _transport_error(exc, request) from exc
@@ -139,14 +146,11 @@ class AsyncDataPlane:
                 return response
             await response.aread()
             await response.aclose()
-            if should_retry_status(
-                response.status_code,
-                idempotent=call.idempotent,
-                attempt=attempt,
-                max_retries=self.config.max_retries,
+            if self.retry.retry_status(
+                response.status_code, idempotent=call.idempotent, attempt=attempt
             ):
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
-                delay = backoff(attempt, retry_after)
+                delay = self.retry.delay(attempt, retry_after)
                 log.info(
                     "%s %s answered %d; retry %d in %.2fs",
                     call.method,
@@ -155,7 +159,7 @@ class AsyncDataPlane:
                     attempt + 1,
                     delay,
                 )
-                await anyio.sleep(delay)
+                await self._sleep(delay)
                 attempt += 1
                 continue
             _wire.raise_for_status(response)
@@ -298,9 +302,13 @@ class AsyncDataPlane:
     ) -> FileEntry:
         """Upload a local file (streamed from disk, never read whole; ≤100 MB on the service)."""
         local = pathlib.Path(local_path)
-        call = _wire.Call("POST", _wire.upload_path(sandbox_id), _wire.parse_upload)
+        # Not idempotent for the retry policy: the file handle is consumed by the first try.
+        call = _wire.Call(
+            "POST", _wire.upload_path(sandbox_id), _wire.parse_upload, idempotent=False
+        )
         with local.open("rb") as handle:
-            # Only a connect failure is retried, and then no byte of the file was read yet.
+            # Only a connect failure is retried, and then no byte of the file was read yet
+            # (httpx streams multipart from the handle; AgentRunAuth never reads the body).
             response = await self._send(
                 call,
                 files={"file": (local.name, handle, "application/octet-stream")},
