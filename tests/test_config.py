@@ -120,3 +120,15 @@ def test_config_is_frozen() -> None:
 def test_negative_retries_are_rejected() -> None:
     with pytest.raises(ConfigError, match="max_retries"):
         Config(max_retries=-1)
+
+
+def test_sts_token_without_key_pair_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="AGENTRUN_ACCESS_KEY_ID"):
+        Config.from_env({"AGENTRUN_SECURITY_TOKEN": "sts"})
+
+
+def test_plane_construction_needs_a_data_url() -> None:
+    from agentrun_ci import DataPlane
+
+    with pytest.raises(ConfigError, match="AGENTRUN_ACCOUNT_ID"):
+        DataPlane(Config())

@@ -183,15 +183,19 @@ class AsyncDataPlane:
         )
 
     async def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        """Fetch a sandbox's current state."""
         return await self._call(_wire.get_sandbox(sandbox_id))
 
     async def stop_sandbox(self, sandbox_id: str) -> Sandbox:
+        """Stop a sandbox (idempotent: a TERMINATED sandbox stays so)."""
         return await self._call(_wire.stop_sandbox(sandbox_id))
 
     async def delete_sandbox(self, sandbox_id: str) -> Sandbox | None:
+        """Delete a sandbox (stopping it first); returns its last state if the service sends one."""
         return await self._call(_wire.delete_sandbox(sandbox_id))
 
     async def health(self, sandbox_id: str) -> Health:
+        """Ask the sandbox's `/health` once."""
         return await self._call(_wire.health(sandbox_id))
 
     async def wait_until_healthy(
@@ -227,15 +231,19 @@ class AsyncDataPlane:
     async def create_context(
         self, sandbox_id: str, *, language: str = "python", cwd: str = _wire.DEFAULT_CWD
     ) -> Context:
+        """Start a kernel (python or javascript) that keeps state between executes."""
         return await self._call(_wire.create_context(sandbox_id, language=language, cwd=cwd))
 
     async def list_contexts(self, sandbox_id: str) -> list[Context]:
+        """List the sandbox's contexts."""
         return await self._call(_wire.list_contexts(sandbox_id))
 
     async def get_context(self, sandbox_id: str, context_id: str) -> Context:
+        """Fetch one context."""
         return await self._call(_wire.get_context(sandbox_id, context_id))
 
     async def delete_context(self, sandbox_id: str, context_id: str) -> None:
+        """Stop a context's kernel; its variables are gone."""
         await self._call(_wire.delete_context(sandbox_id, context_id))
 
     async def execute(
@@ -263,6 +271,7 @@ class AsyncDataPlane:
     # ------------------------------------------------------------ files
 
     async def read_file(self, sandbox_id: str, path: str) -> FileContent:
+        """Read a file (text as UTF-8, binary as base64 on the wire; always bytes here)."""
         return await self._call(_wire.read_file(sandbox_id, path))
 
     async def write_file(
@@ -274,6 +283,7 @@ class AsyncDataPlane:
         mode: str = "644",
         create_dir: bool = True,
     ) -> FileEntry:
+        """Write a file (bytes that are not UTF-8 travel as base64); parents are created."""
         return await self._call(
             _wire.write_file(sandbox_id, path, content, mode=mode, create_dir=create_dir)
         )
@@ -281,20 +291,25 @@ class AsyncDataPlane:
     async def list_files(
         self, sandbox_id: str, path: str = _wire.DEFAULT_CWD, *, depth: int = 1
     ) -> list[FileEntry]:
+        """List a directory, `depth` levels deep."""
         return await self._call(_wire.list_files(sandbox_id, path, depth=depth))
 
     async def stat(self, sandbox_id: str, path: str) -> FileEntry:
+        """Describe one file or directory."""
         return await self._call(_wire.stat(sandbox_id, path))
 
     async def mkdir(
         self, sandbox_id: str, path: str, *, parents: bool = True, mode: str = "0755"
     ) -> FileEntry:
+        """Create a directory (mkdir -p by default; idempotent)."""
         return await self._call(_wire.mkdir(sandbox_id, path, parents=parents, mode=mode))
 
     async def move(self, sandbox_id: str, source: str, destination: str) -> FileEntry:
+        """Move or rename a file or directory (idempotent)."""
         return await self._call(_wire.move(sandbox_id, source, destination))
 
     async def remove(self, sandbox_id: str, path: str) -> None:
+        """Remove a file or directory, recursively (idempotent)."""
         await self._call(_wire.remove(sandbox_id, path))
 
     async def upload(
@@ -344,12 +359,15 @@ class AsyncDataPlane:
         return await self._call(_wire.run_command(sandbox_id, command, cwd=cwd, timeout=timeout))
 
     async def list_processes(self, sandbox_id: str) -> list[ProcessInfo]:
+        """List the processes running in the sandbox."""
         return await self._call(_wire.list_processes(sandbox_id))
 
     async def get_process(self, sandbox_id: str, pid: str) -> ProcessInfo:
+        """Describe one process."""
         return await self._call(_wire.get_process(sandbox_id, pid))
 
     async def kill_process(self, sandbox_id: str, pid: str) -> None:
+        """Stop a process (SIGTERM, then SIGKILL)."""
         await self._call(_wire.kill_process(sandbox_id, pid))
 
 
