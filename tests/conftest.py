@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
+
+if TYPE_CHECKING:
+    from agentrun_ci._config import Config
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# ---------------------------------------------------------------- local emulator (issue #3)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Config]:
+    """A running local emulator for the whole test session, as a `Config` pointing at it.
+
+    Unsigned (no key pair), default limits, one spare kernel. Tests that need other
+    settings (keys, small limits, a provisioning delay) start their own
+    `LocalEmulator(EmulatorSettings(...))`. Templates and sandboxes you create here
+    are shared with the rest of the session: use unique names and delete what you
+    create.
+    """
+    pytest.importorskip("jupyter_client")
+    from agentrun_ci.local import LocalEmulator
+
+    with LocalEmulator() as config:
+        yield config

@@ -1,0 +1,458 @@
+"""Kernels: Jupyter (python) over IPC sockets, and a small node process (javascript).
+
+Both answer `execute(code, timeout)` with the wire events of docs/contract.md
+("Wire events"), a final status and the execution count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+
+from ._limits import PidsCgroup, child_preexec, command_prefix, kill_group, scrubbed_env
+from ._settings import EmulatorSettings
+
+__all__ = [
+    "Kernel",
+    "KernelError",
+    "Launch",
+    "NodeKernel",
+    "PythonKernel",
+    "SparePool",
+    "strip_ansi",
+]
+
+log = logging.getLogger("agentrun_ci.local")
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_INTERRUPT_GRACE = 5.0
+_NODE_REPL = Path(__file__).with_name("_node_repl.js")
+_MARK = b"\x00AGENTRUN\x00"
+
+Event = dict[str, Any]
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class KernelError(RuntimeError):
+    """A kernel could not be started or died; its state is gone."""
+
+
+class Kernel(Protocol):
+    language: str
+
+    @property
+    def pgid(self) -> int | None: ...
+    async def execute(self, code: str, timeout: float) -> tuple[list[Event], str, int | None]: ...
+    async def shutdown(self) -> None: ...
+    async def pause(self, stop: bool) -> None: ...
+
+
+def _timeout_event(timeout: float) -> Event:
+    value = f"execution exceeded {timeout:g} s and was interrupted"
+    return {
+        "type": "error",
+        "name": "TimeoutError",
+        "value": value,
+        "traceback": f"TimeoutError: {value}",
+        "text": f"TimeoutError: {value}",
+    }
+
+
+def _signal_group(pgid: int | None, stop: bool) -> None:
+    if pgid:
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGSTOP if stop else signal.SIGCONT)
+
+
+@attrs.frozen
+class Launch:
+    """How to start sandboxed children: limits, the uid to drop to, the pids cgroup."""
+
+    settings: EmulatorSettings
+    uid: int | None = None
+    cgroup: PidsCgroup | None = None
+
+    def preexec(self, cpu_seconds: int | None, *, memory: bool = True) -> Any:
+        return child_preexec(
+            self.settings, cpu_seconds=cpu_seconds, cgroup=self.cgroup, uid=self.uid, memory=memory
+        )
+
+
+class _KernelManager(AsyncKernelManager):
+    """Hands the connection file to the sandbox uid, which must read it to start."""
+
+    sandbox_uid: int | None = None
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        if self.sandbox_uid is not None:
+            os.chown(self.connection_file, self.sandbox_uid, self.sandbox_uid)
+
+
+class PythonKernel:
+    """One ipykernel process, talked to with jupyter_client over IPC sockets."""
+
+    language = "python"
+
+    def __init__(self, km: Any, kc: Any, home: str, cgroup: PidsCgroup | None) -> None:
+        self._cgroup = cgroup
+        self._km = km
+        self._kc = kc
+        self._home = home
+        self._env: dict[str, str] = {}
+
+    @property
+    def pgid(self) -> int | None:
+        pgid = getattr(self._km.provisioner, "pgid", None)
+        return int(pgid) if pgid else None
+
+    @classmethod
+    async def start(cls, launch: Launch, runtime_dir: Path, home: str) -> PythonKernel:
+        settings = launch.settings
+        exe = settings.python_executable or sys.executable
+        km = _KernelManager(
+            transport="ipc",
+            connection_file=str(runtime_dir / f"kernel-{uuid.uuid4().hex}.json"),
+        )
+        km.sandbox_uid = launch.uid
+        argv = [
+            *command_prefix(settings),
+            exe,
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}",
+            "--HistoryManager.enabled=False",
+            "--IPKernelApp.quiet=True",
+        ]
+        km._kernel_spec = KernelSpec(argv=argv, language="python", display_name="python")
+        env = scrubbed_env(home)
+        env.update(
+            IPYTHONDIR=str(runtime_dir / "ipython"),
+            MPLCONFIGDIR=str(runtime_dir / "matplotlib"),
+            MPLBACKEND="module://matplotlib_inline.backend_inline",
+        )
+        try:
+            await km.start_kernel(
+                env=env,
+                cwd=home,
+                preexec_fn=launch.preexec(settings.kernel_cpu_seconds),
+            )
+            kc = km.client()
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=60)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await km.shutdown_kernel(now=True)
+            raise KernelError(f"the python kernel did not start: {exc}") from exc
+        return cls(km, kc, home, launch.cgroup)
+
+    async def adopt(self, home: str, env: dict[str, str], cgroup: PidsCgroup | None = None) -> None:
+        """Move a (possibly pre-started spare) kernel into its sandbox (dir, env, cgroup)."""
+        if cgroup is not None and cgroup is not self._cgroup:
+            old, self._cgroup = self._cgroup, cgroup
+            for pid in old.pids() if old is not None else []:
+                cgroup.add(pid)
+            if old is not None:
+                await asyncio.to_thread(old.remove)
+        self._home = home
+        self._env = dict(env)
+        code = (
+            "import os as _o\n"
+            f"_o.chdir({home!r}); _o.environ['HOME'] = _o.environ['PWD'] = {home!r}\n"
+            f"_o.environ.update({self._env!r})\n"
+            "del _o\n"
+        )
+        _, status, _ = await self._run(code, 30.0, silent=True)
+        if status != "ok":
+            raise KernelError("could not move the kernel into the sandbox")
+
+    async def execute(self, code: str, timeout: float) -> tuple[list[Event], str, int | None]:
+        return await self._run(code, timeout, silent=False)
+
+    async def _run(
+        self, code: str, timeout: float, *, silent: bool
+    ) -> tuple[list[Event], str, int | None]:
+        if not await self._km.is_alive():
+            raise KernelError("the kernel has died (state lost)")
+        kc = self._kc
+        msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        events: list[Event] = []
+        count: int | None = None
+        status = "ok"
+        timed_out = False
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if timed_out:  # SIGINT did not help (stuck in C code): restart, state is lost
+                    await self._km.restart_kernel(now=True)
+                    await self._kc.wait_for_ready(timeout=60)
+                    await self.adopt(self._home, self._env)
+                    events.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
+                    break
+                timed_out = True
+                status = "timeout"
+                await self._km.interrupt_kernel()
+                deadline = loop.time() + _INTERRUPT_GRACE
+                continue
+            try:
+                msg = await kc.get_iopub_msg(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                if not await self._km.is_alive():
+                    raise KernelError("the kernel died during execution (state lost)") from None
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            content = msg["content"]
+            if kind == "status" and content.get("execution_state") == "idle":
+                break
+            if kind == "execute_input":
+                count = content.get("execution_count")
+            elif kind == "stream":
+                events.append({"type": content.get("name", "stdout"), "text": content["text"]})
+            elif kind in ("execute_result", "display_data"):
+                data = content.get("data", {})
+                events.append(
+                    {
+                        "type": "result",
+                        "text": data.get("text/plain"),
+                        "data": data,
+                        "isMainResult": kind == "execute_result",
+                        "executionCount": content.get("execution_count", count),
+                    }
+                )
+            elif kind == "error":
+                if timed_out and content.get("ename") == "KeyboardInterrupt":
+                    events.append(_timeout_event(timeout))
+                    continue
+                if not timed_out:
+                    status = "error"
+                tb = strip_ansi("\n".join(content.get("traceback", [])))
+                events.append(
+                    {
+                        "type": "error",
+                        "name": content.get("ename", "Error"),
+                        "value": content.get("evalue", ""),
+                        "traceback": tb,
+                        "text": tb,
+                    }
+                )
+        if timed_out and not any(e.get("name") == "TimeoutError" for e in events):
+            events.append(_timeout_event(timeout))
+        await self._drain_shell(msg_id)
+        return events, status, count
+
+    async def _drain_shell(self, msg_id: str) -> None:
+        # The shell reply adds nothing the iopub stream did not; read it so the
+        # queue does not grow, without waiting long for it.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                reply = await self._kc.get_shell_msg(timeout=0.5)
+                if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    return
+
+    async def pause(self, stop: bool) -> None:
+        _signal_group(self.pgid, stop)
+
+    async def shutdown(self) -> None:
+        pgid = self.pgid
+        with contextlib.suppress(Exception):
+            self._kc.stop_channels()
+        if pgid:
+            await asyncio.to_thread(kill_group, pgid)
+        with contextlib.suppress(Exception):
+            await self._km.shutdown_kernel(now=True)  # also removes the connection files
+        if self._cgroup is not None and self._cgroup.path.rsplit("/", 1)[-1].startswith("spare-"):
+            await asyncio.to_thread(self._cgroup.remove)
+
+
+class NodeKernel:
+    """A persistent node process running our small vm-based REPL (`_node_repl.js`)."""
+
+    language = "javascript"
+
+    def __init__(self, launch: Launch, home: str, env: dict[str, str]) -> None:
+        self._launch = launch
+        self._settings = launch.settings
+        self._home = home
+        self._env = env
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ids = itertools.count(1)
+
+    @property
+    def pgid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("node") is not None
+
+    @classmethod
+    async def start(cls, launch: Launch, home: str, env: dict[str, str]) -> NodeKernel:
+        kernel = cls(launch, home, env)
+        await kernel._spawn()
+        return kernel
+
+    async def _spawn(self) -> None:
+        node = shutil.which("node")
+        if node is None:
+            raise KernelError("javascript needs `node` on PATH; install Node.js")
+        # V8 reserves far more address space than it uses, so RLIMIT_AS would stop node
+        # from starting: javascript kernels get a V8 heap cap instead.
+        heap = max(64, (self._settings.memory_mb or 4096) // 2)
+        self._proc = await asyncio.create_subprocess_exec(
+            *command_prefix(self._settings),
+            node,
+            f"--max-old-space-size={heap}",
+            str(_NODE_REPL),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=self._home,
+            env=scrubbed_env(self._home, self._env),
+            start_new_session=True,
+            limit=64 * 1024 * 1024,
+            preexec_fn=self._launch.preexec(self._settings.kernel_cpu_seconds, memory=False),
+        )
+
+    async def execute(self, code: str, timeout: float) -> tuple[list[Event], str, int | None]:
+        proc = self._proc
+        if proc is None or proc.returncode is not None or proc.stdin is None or proc.stdout is None:
+            raise KernelError("the javascript kernel has died (state lost)")
+        req_id = next(self._ids)
+        line = json.dumps({"id": req_id, "code": code, "timeoutMs": int(timeout * 1000)})
+        proc.stdin.write(line.encode() + b"\n")
+        await proc.stdin.drain()
+        extra: list[Event] = []
+        stdout = proc.stdout
+
+        async def read_reply() -> dict[str, Any]:
+            while True:
+                raw = await stdout.readline()
+                if not raw:
+                    raise KernelError("the javascript kernel died during execution (state lost)")
+                if raw.startswith(_MARK):
+                    reply: dict[str, Any] = json.loads(raw[len(_MARK) :])
+                    if reply.get("id") == req_id:
+                        return reply
+                else:  # process.stdout.write from user code
+                    extra.append({"type": "stdout", "text": raw.decode("utf-8", "replace")})
+
+        try:
+            reply = await asyncio.wait_for(read_reply(), timeout + _INTERRUPT_GRACE)
+        except asyncio.TimeoutError:
+            # Stuck outside vm's own timeout (e.g. a busy timer callback): restart.
+            await self.shutdown()
+            await self._spawn()
+            extra.append(_timeout_event(timeout))
+            extra.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
+            return extra, "timeout", None
+        count = reply.get("executionCount")
+        return extra + list(reply["events"]), str(reply["status"]), count
+
+    async def pause(self, stop: bool) -> None:
+        _signal_group(self.pgid, stop)
+
+    async def shutdown(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        await asyncio.to_thread(kill_group, proc.pid)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 5)
+
+
+class SparePool:
+    """Pre-started python kernels, so that creating a context skips the cold start."""
+
+    def __init__(
+        self,
+        launch: Launch,
+        runtime_dir: Path,
+        spare_home: str,
+        cgroup_root: PidsCgroup | None,
+    ) -> None:
+        self._launch = launch
+        self._cgroup_root = cgroup_root
+        self._settings = launch.settings
+        self._runtime = runtime_dir
+        self._home = spare_home
+        self._ready: list[PythonKernel] = []
+        self._starting: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def ready(self) -> int:
+        """How many spare kernels are started and waiting."""
+        return len(self._ready)
+
+    def fill(self) -> None:
+        missing = self._settings.spare_kernels - len(self._ready) - len(self._starting)
+        for _ in range(max(0, missing)):
+            task = asyncio.get_running_loop().create_task(self._start_one())
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    async def _start_one(self) -> None:
+        try:
+            cgroup = None
+            if self._cgroup_root is not None:
+                cgroup = self._cgroup_root.child(
+                    f"spare-{uuid.uuid4().hex[:12]}", self._settings.max_processes
+                )
+            launch = attrs.evolve(self._launch, cgroup=cgroup)
+            kernel = await PythonKernel.start(launch, self._runtime, self._home)
+        except Exception:
+            log.exception("could not pre-start a spare kernel")
+            return
+        if self._closed:
+            await kernel.shutdown()
+        else:
+            self._ready.append(kernel)
+
+    async def take(self, launch: Launch, home: str, env: dict[str, str]) -> PythonKernel:
+        """A running kernel moved into `home`: a spare if one is ready, else a cold start."""
+        kernel: PythonKernel | None = None
+        while self._ready and kernel is None:
+            candidate = self._ready.pop()
+            try:
+                await candidate.adopt(home, env, launch.cgroup)
+                kernel = candidate
+            except KernelError:
+                await candidate.shutdown()
+        if kernel is None:
+            kernel = await PythonKernel.start(launch, self._runtime, home)
+            await kernel.adopt(home, env)
+        if not self._closed:
+            self.fill()
+        return kernel
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._starting):
+            with contextlib.suppress(BaseException):
+                await task
+        kernels, self._ready = self._ready, []
+        await asyncio.gather(*(k.shutdown() for k in kernels), return_exceptions=True)

@@ -1,0 +1,166 @@
+"""LocalEmulator: the app served by uvicorn on a loopback port in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import socket
+import threading
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from .._config import Config
+from ._app import build_app
+from ._core import Core
+from ._settings import EmulatorSettings
+
+__all__ = ["LocalEmulator"]
+
+log = logging.getLogger("agentrun_ci.local")
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class LocalEmulator:
+    """Run the emulator in this process; use as `with` or `async with`, yielding a Config.
+
+    The server gets its own thread and event loop, so it also serves synchronous
+    callers; every kernel, process and temporary directory is gone after `stop()`.
+    """
+
+    def __init__(
+        self,
+        settings: EmulatorSettings | None = None,
+        *,
+        access_key_id: str | None = None,
+        access_key_secret: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        settings = settings or EmulatorSettings()
+        if access_key_id or access_key_secret:
+            import attrs
+
+            settings = attrs.evolve(
+                settings, access_key_id=access_key_id, access_key_secret=access_key_secret
+            )
+        self.settings = settings
+        self._host = host
+        self._port = port
+        self._thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._url: str | None = None
+        self.core: Core | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalEmulator(url={self._url!r})"
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the emulator is not running: call start() or use `with`")
+        return self._url
+
+    @property
+    def config(self) -> Config:
+        return Config(
+            access_key_id=self.settings.access_key_id,
+            access_key_secret=self.settings.access_key_secret,
+            account_id="local",
+            control_endpoint=self.url,
+            data_endpoint=self.url,
+        )
+
+    def start(self) -> Config:
+        if self._thread is not None:
+            return self.config
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+        # proto says TCP, and without it every response waits ~40 ms for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._port))
+        port = sock.getsockname()[1]
+        shown = f"[{self._host}]" if family == socket.AF_INET6 else self._host
+        self._url = f"http://{shown}:{port}"
+        self._thread = threading.Thread(
+            target=self._run, args=(sock,), name="agentrun-local-emulator", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            raise RuntimeError(f"the local emulator did not start: {self._error}") from self._error
+        atexit.register(self.stop)
+        return self.config
+
+    def _run(self, sock: socket.socket) -> None:
+        try:
+            asyncio.run(self._serve(sock))
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+            sock.close()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        core = Core(self.settings)
+        self.core = core
+        try:
+            await core.start()
+            config = uvicorn.Config(
+                build_app(core),
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                timeout_graceful_shutdown=2,
+            )
+            server = uvicorn.Server(config)
+            self._server = server
+            serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+            while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
+                await asyncio.sleep(0.01)
+            if serving.done():
+                serving.result()
+                raise RuntimeError("uvicorn stopped during start-up")
+            self._ready.set()
+            await serving
+        finally:
+            await core.close()
+
+    def stop(self) -> None:
+        """Stop serving; kill every kernel and process; remove the temporary directories."""
+        thread = self._thread
+        if thread is None:
+            return
+        if self._server is not None:
+            self._server.should_exit = True
+        thread.join(timeout=30)
+        self._thread = None
+        self._server = None
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def __enter__(self) -> Config:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Config:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await asyncio.to_thread(self.stop)

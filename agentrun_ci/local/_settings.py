@@ -1,0 +1,60 @@
+"""Emulator settings: one frozen record, every limit in one place."""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+
+__all__ = ["EmulatorSettings"]
+
+
+def _default_uid() -> int | None:
+    # As root, RLIMIT_NPROC is not enforced (CAP_SYS_RESOURCE), so a fork bomb would
+    # not be stopped by it: sandboxed processes therefore drop to an unprivileged uid.
+    return 23456 if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+
+
+@attrs.frozen(kw_only=True)
+class EmulatorSettings:
+    """How the local emulator behaves. Every field has a safe default.
+
+    Limits apply to each kernel and each command process (setrlimit in the child):
+    `memory_mb` (RLIMIT_AS; javascript kernels get a V8 heap cap instead), `cpu_seconds`
+    (RLIMIT_CPU for commands; kernels get `kernel_cpu_seconds` because their CPU time
+    accumulates over their whole life), `file_size_mb` (RLIMIT_FSIZE), `max_processes`
+    (RLIMIT_NPROC: counted per uid, threads included; see `sandbox_uid`).
+    """
+
+    max_exec_timeout: float = 30.0
+    provisioning_delay: float = 0.0
+    memory_mb: int | None = 2048
+    cpu_seconds: int | None = 60
+    kernel_cpu_seconds: int | None = 3600
+    file_size_mb: int | None = 1024
+    max_processes: int | None = 512
+    idle_timeout: float | None = None
+    """Override every sandbox's idle timeout (seconds); None = the sandbox's own value."""
+    ttl: float = 6 * 3600.0
+    """Maximum sandbox life in seconds (the cloud's is 6 h)."""
+    max_upload_bytes: int = 100 * 1024 * 1024
+    spare_kernels: int = 1
+    access_key_id: str | None = attrs.field(default=None, repr=False)
+    access_key_secret: str | None = attrs.field(default=None, repr=False)
+    sandbox_uid: int | None = attrs.field(factory=_default_uid)
+    """Run kernels and commands as this uid (only possible as root); None = our own uid."""
+    no_network: bool = False
+    """Run kernels and commands in a fresh network namespace (needs `unshare -n`)."""
+    reaper_interval: float = 1.0
+    python_executable: str | None = None
+    """The interpreter for python kernels (must have ipykernel); None = sys.executable."""
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.access_key_id) != bool(self.access_key_secret):
+            raise ValueError("give both access_key_id and access_key_secret, or neither")
+        if self.max_exec_timeout <= 0:
+            raise ValueError("max_exec_timeout must be positive seconds")
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.access_key_id and self.access_key_secret)

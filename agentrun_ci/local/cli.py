@@ -1,0 +1,118 @@
+"""`agentrun-ci local serve`: run the emulator in the foreground (wired in agentrun_ci.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from ._server import LOOPBACK, LocalEmulator
+from ._settings import EmulatorSettings
+
+__all__ = ["serve_main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="agentrun-ci local serve",
+        description="Serve the AgentRun control and data planes locally "
+        "(code runs on THIS machine).",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = any free port")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (anyone who reaches it can run code here)",
+    )
+    p.add_argument("--access-key-id", help="require requests signed with this key pair")
+    p.add_argument("--access-key-secret")
+    p.add_argument("--max-exec-timeout", type=float, default=30.0, help="seconds per execution")
+    p.add_argument(
+        "--provisioning-delay",
+        type=float,
+        default=0.0,
+        help="seconds templates/sandboxes stay CREATING",
+    )
+    p.add_argument("--memory-mb", type=int, default=2048, help="RLIMIT_AS per kernel/command")
+    p.add_argument("--cpu-seconds", type=int, default=60, help="RLIMIT_CPU per command")
+    p.add_argument("--max-processes", type=int, default=512, help="RLIMIT_NPROC")
+    p.add_argument("--file-size-mb", type=int, default=1024, help="RLIMIT_FSIZE")
+    p.add_argument("--idle-timeout", type=float, help="override every sandbox's idle timeout (s)")
+    p.add_argument("--ttl", type=float, default=6 * 3600.0, help="max sandbox life (s)")
+    p.add_argument("--max-upload-mb", type=int, default=100)
+    p.add_argument("--spare-kernels", type=int, default=1)
+    p.add_argument("--no-network", action="store_true", help="run code with `unshare -n`")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def serve_main(argv: list[str]) -> int:
+    """Serve until Ctrl-C or SIGTERM; print the endpoint and the environment to export."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.host not in LOOPBACK and not args.allow_remote:
+        sys.stderr.write(
+            f"refusing to bind {args.host}: the emulator runs any code it is sent on this "
+            "machine. Pass --allow-remote if you really mean it.\n"
+        )
+        return 2
+    if args.host not in LOOPBACK:
+        sys.stderr.write(
+            f"WARNING: serving on {args.host}: anyone who can reach it can run code here"
+            + (" (no key pair: requests are not authenticated)" if not args.access_key_id else "")
+            + "\n"
+        )
+    if bool(args.access_key_id) != bool(args.access_key_secret):
+        sys.stderr.write("give both --access-key-id and --access-key-secret, or neither\n")
+        return 2
+    settings = EmulatorSettings(
+        max_exec_timeout=args.max_exec_timeout,
+        provisioning_delay=args.provisioning_delay,
+        memory_mb=args.memory_mb or None,
+        cpu_seconds=args.cpu_seconds or None,
+        max_processes=args.max_processes or None,
+        file_size_mb=args.file_size_mb or None,
+        idle_timeout=args.idle_timeout,
+        ttl=args.ttl,
+        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        spare_kernels=args.spare_kernels,
+        no_network=args.no_network,
+        access_key_id=args.access_key_id,
+        access_key_secret=args.access_key_secret,
+    )
+    emulator = LocalEmulator(settings, host=args.host, port=args.port)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        emulator.start()
+        url = emulator.url
+        print(f"AgentRun emulator listening on {url}  (Ctrl-C to stop)")
+        print("# export these to point agentrun-ci (or Alibaba's SDK) at it:")
+        print(f"export AGENTRUN_DATA_ENDPOINT={url}")
+        print(f"export AGENTRUN_CONTROL_ENDPOINT={url}")
+        print("export AGENTRUN_ACCOUNT_ID=local")
+        if args.access_key_id:
+            print(f"export AGENTRUN_ACCESS_KEY_ID={args.access_key_id}")
+            print("export AGENTRUN_ACCESS_KEY_SECRET=<the secret you passed>")
+        sys.stdout.flush()
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        emulator.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return 0
