@@ -22,7 +22,7 @@ import httpx
 from .. import _wire
 from .._auth import AgentRunAuth
 from .._config import Config
-from .._errors import APIError, RequestTimeout, TransportError, WaitTimeout
+from .._errors import APIError, InvalidArgumentError, RequestTimeout, TransportError, WaitTimeout
 from .._models import (
     CommandResult,
     Context,
@@ -112,14 +112,23 @@ class AsyncDataPlane:
         await self.close()
 
     def _request(self, call: _wire.Call[Any], **kw: Any) -> httpx.Request:
-        return self._client.build_request(
-            call.method,
-            call.path,
-            params=call.params,
-            json=call.json,
-            timeout=_timeout(self.config, call.read_timeout),
-            **kw,
-        )
+        try:
+            return self._client.build_request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                timeout=_timeout(self.config, call.read_timeout),
+                **kw,
+            )
+        except UnicodeEncodeError as exc:
+            # A lone surrogate (e.g. from os.fsdecode of a non-UTF-8 name) cannot travel as
+            # UTF-8 JSON; say so instead of leaking a codec error from inside httpx.
+            raise InvalidArgumentError(
+                f"{call.method} {call.path}: the request contains text that is not valid "
+                f"Unicode ({exc.reason} at position {exc.start}); remove lone surrogates or "
+                "send the data as bytes"
+            ) from None
 
     async def _send(
         self, call: _wire.Call[Any], *, stream: bool = False, **kw: Any
