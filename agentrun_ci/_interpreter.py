@@ -23,6 +23,7 @@ so the account's limits are not hit blindly.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import enum
@@ -824,6 +825,10 @@ class AsyncCodeInterpreter:
             log.warning(LOCAL_NOTICE)
         emulator = LocalEmulator(self._emulator_settings)
         config: Config = await asyncio.to_thread(emulator.start)
+        # The emulator registers its own atexit stop, which would run *before* the tracker's
+        # sweep (atexit is LIFO) and leave the sweep talking to a dead port. The tracker
+        # stops the emulator itself, after deleting what we created.
+        atexit.unregister(emulator.stop)
         self._emulator = emulator
         return config
 
