@@ -1,0 +1,387 @@
+"""`agentrun-ci-mcp` / `python -m agentrun_ci_mcp`: options, logging, transports, signals.
+
+Every option has an environment twin (`AGENTRUN_MCP_<NAME>`), because MCP hosts
+pass configuration through the `env` of their server entry; a flag beats the
+environment. Credentials are read by `agentrun_ci.Config.from_env()`
+(`AGENTRUN_ACCESS_KEY_ID`, ...), never from flags, so they do not show up in
+process listings.
+
+stdout belongs to the protocol in stdio mode: logs go to stderr only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import anyio
+
+from agentrun_ci import __version__
+
+__all__ = ["build_parser", "main", "options_from_args", "run"]
+
+log = logging.getLogger("agentrun_ci_mcp")
+
+ENV_PREFIX = "AGENTRUN_MCP_"
+LOOPBACK_NAMES = {"localhost"}
+#: how long shutdown may spend deleting sandboxes before exiting anyway; stdio hosts
+#: send SIGKILL 2 s after SIGTERM, so the cleanup must be quick
+SHUTDOWN_GRACE = 10.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = environ.get(ENV_PREFIX + name)
+    return value if value not in (None, "") else default
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    from .server import ALL_TOOLS, TOOL_GROUPS
+
+    env = os.environ if environ is None else environ
+    p = argparse.ArgumentParser(
+        prog="agentrun-ci-mcp",
+        description=(
+            "MCP server that runs code in Alibaba Cloud AgentRun sandboxes (or a local "
+            "emulator). Every option can also be set as AGENTRUN_MCP_<OPTION> in the "
+            "environment; flags win."
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"agentrun-ci-mcp {__version__}")
+    add = p.add_argument
+    add(
+        "--transport",
+        choices=["stdio", "streamable-http"],
+        default=_env(env, "TRANSPORT", "stdio"),
+        help="stdio (default; for Claude Desktop and other hosts) or streamable-http [TRANSPORT]",
+    )
+    add("--host", default=_env(env, "HOST", "127.0.0.1"), help="HTTP bind address [HOST]")
+    add("--port", type=int, default=int(_env(env, "PORT", "8000") or 8000), help="[PORT]")
+    add(
+        "--allow-remote",
+        action="store_true",
+        default=_bool(_env(env, "ALLOW_REMOTE")),
+        help="allow binding to a non-loopback address (anyone who can reach it runs code) "
+        "[ALLOW_REMOTE=1]",
+    )
+    add(
+        "--auth-token",
+        default=_env(env, "AUTH_TOKEN"),
+        help="require `Authorization: Bearer <token>` on HTTP (prefer the env var) [AUTH_TOKEN]",
+    )
+    add(
+        "--allowed-hosts",
+        default=_env(env, "ALLOWED_HOSTS"),
+        help="comma-separated Host header values accepted over HTTP (DNS-rebinding "
+        "protection), e.g. 'mcp.example.com:*'; loopback names by default [ALLOWED_HOSTS]",
+    )
+    add(
+        "--allowed-origins",
+        default=_env(env, "ALLOWED_ORIGINS"),
+        help="comma-separated Origin values accepted over HTTP [ALLOWED_ORIGINS]",
+    )
+    add(
+        "--backend",
+        choices=["auto", "cloud", "local"],
+        default=_env(env, "BACKEND", "auto"),
+        help="auto: cloud when AgentRun credentials are set, else the local emulator [BACKEND]",
+    )
+    add(
+        "--strategy",
+        choices=["singleton", "pool", "ephemeral"],
+        default=_env(env, "STRATEGY", "singleton"),
+        help="singleton: one sandbox, a context per client; pool: a sandbox per client from "
+        "a warm pool; ephemeral: a new sandbox per call, no state [STRATEGY]",
+    )
+    add(
+        "--pool-size",
+        default=_env(env, "POOL_SIZE", "1,4"),
+        help="N or MIN,MAX warm sandboxes for --strategy pool [POOL_SIZE]",
+    )
+    add(
+        "--interpreter",
+        default=_env(env, "INTERPRETER"),
+        help="use this existing interpreter (template) instead of creating one; it is "
+        "never deleted [INTERPRETER]",
+    )
+    add("--cpu", type=float, default=float(_env(env, "CPU", "2") or 2), help="vCPUs [CPU]")
+    add(
+        "--memory",
+        type=int,
+        default=int(_env(env, "MEMORY", "4096") or 4096),
+        help="MiB per sandbox [MEMORY]",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=float(_env(env, "TIMEOUT", "30") or 30),
+        help="default seconds per run_code/run_command call, at most 30 [TIMEOUT]",
+    )
+    add(
+        "--max-output-chars",
+        type=int,
+        default=int(_env(env, "MAX_OUTPUT_CHARS", "20000") or 20000),
+        help="per stream; longer output keeps its head and tail [MAX_OUTPUT_CHARS]",
+    )
+    add(
+        "--image-budget-bytes",
+        type=int,
+        default=int(_env(env, "IMAGE_BUDGET_BYTES", "400000") or 400000),
+        help="total image bytes per call; larger plots are downscaled [IMAGE_BUDGET_BYTES]",
+    )
+    add(
+        "--tools",
+        default=_env(env, "TOOLS", "run_code,files,commands"),
+        help=f"tool groups or names to expose: groups {', '.join(TOOL_GROUPS)}; "
+        f"tools {', '.join(ALL_TOOLS)} [TOOLS]",
+    )
+    add(
+        "--idle-timeout",
+        type=float,
+        default=float(_env(env, "IDLE_TIMEOUT", "1800") or 1800),
+        help="release a client's sandbox state after this many idle seconds [IDLE_TIMEOUT]",
+    )
+    add(
+        "--log-level",
+        default=(_env(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="stderr log level [LOG_LEVEL]",
+    )
+    return p
+
+
+def _pool_size(text: str) -> int | tuple[int, int]:
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    try:
+        if len(parts) == 1:
+            return int(parts[0])
+        if len(parts) == 2:
+            return int(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    raise ValueError(f"--pool-size must be N or MIN,MAX, got {text!r}")
+
+
+def _tools(text: str) -> frozenset[str]:
+    from .server import ALL_TOOLS, TOOL_GROUPS
+
+    chosen: set[str] = set()
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        if item in TOOL_GROUPS:
+            chosen.update(TOOL_GROUPS[item])
+        elif item in ALL_TOOLS:
+            chosen.add(item)
+        else:
+            raise ValueError(
+                f"--tools: unknown {item!r}; use groups {', '.join(TOOL_GROUPS)} or tools "
+                f"{', '.join(ALL_TOOLS)}"
+            )
+    if not chosen:
+        raise ValueError("--tools selects no tool")
+    return frozenset(chosen)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _split(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def options_from_args(args: argparse.Namespace) -> Any:
+    """ServerOptions from parsed arguments; ValueError names the bad option."""
+    from .server import EXECUTE_CAP_SECONDS, ServerOptions
+
+    if not 0 < args.timeout <= EXECUTE_CAP_SECONDS:
+        raise ValueError(
+            f"--timeout must be in (0, {EXECUTE_CAP_SECONDS:g}] s (the service's cap per run), "
+            f"got {args.timeout:g}"
+        )
+    if args.max_output_chars < 100:
+        raise ValueError("--max-output-chars must be at least 100")
+    if args.image_budget_bytes < 0:
+        raise ValueError("--image-budget-bytes must be >= 0 (0 drops every image)")
+    if args.idle_timeout <= 0:
+        raise ValueError("--idle-timeout must be positive seconds")
+    return ServerOptions(
+        backend=args.backend,
+        strategy=args.strategy,
+        pool_size=_pool_size(args.pool_size),
+        interpreter=args.interpreter,
+        cpu=args.cpu,
+        memory=args.memory,
+        timeout=args.timeout,
+        max_output_chars=args.max_output_chars,
+        image_budget_bytes=args.image_budget_bytes,
+        tools=_tools(args.tools),
+        idle_timeout=args.idle_timeout,
+    )
+
+
+# ---------------------------------------------------------------- HTTP pieces
+
+
+def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
+    """Reject HTTP requests without `Authorization: Bearer <token>` (401)."""
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if hmac.compare_digest(given, expected):
+            await app(scope, receive, send)
+            return
+        body = json.dumps({"error": "unauthorized: send Authorization: Bearer <token>"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b'Bearer realm="agentrun-ci-mcp"'),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return guarded
+
+
+def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
+    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    hosts = _split(args.allowed_hosts)
+    origins = _split(args.allowed_origins)
+    if not hosts:
+        hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+        if not is_loopback(args.host):
+            hosts.append(f"{args.host}:*")
+    if not origins:
+        origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+    app: ASGIApp = mcp.streamable_http_app(transport_security=security, host=args.host)
+    if args.auth_token:
+        app = bearer_guard(app, args.auth_token)
+    return app
+
+
+# ---------------------------------------------------------------- serving
+
+
+async def serve_stdio(mcp: Any, state: Any) -> None:
+    """Serve on stdio; on EOF, SIGTERM or SIGINT delete everything, then exit.
+
+    The SDK's default SIGTERM kills the process before teardown, and after SIGINT
+    it hangs on the thread reading stdin; so signals are handled here: shielded
+    cleanup, then `os._exit` (normal finalization would wait for that thread).
+    """
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal %d: cleaning up", signum)
+                    with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+                        await state.close()
+                    logging.shutdown()
+                    os._exit(128 + signum)
+
+        tg.start_soon(on_signal)
+        await mcp.run_stdio_async()
+        log.info("stdin closed: cleaning up")
+        with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+            await state.close()
+        tg.cancel_scope.cancel()
+
+
+async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    app = http_app(mcp, args)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    try:
+        await server.serve()
+    finally:
+        with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+            await state.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.transport == "streamable-http" and not is_loopback(args.host):
+        if not args.allow_remote:
+            parser.error(
+                f"--host {args.host} is not a loopback address: anyone who can reach it could "
+                "run code. Pass --allow-remote (and set AGENTRUN_MCP_AUTH_TOKEN) to do it anyway"
+            )
+        log.warning(
+            "listening on %s:%d beyond this machine%s",
+            args.host,
+            args.port,
+            "" if args.auth_token else " WITHOUT an auth token: set AGENTRUN_MCP_AUTH_TOKEN",
+        )
+
+    from .server import build_server
+
+    mcp, state = build_server(options)
+    log.info("agentrun-ci-mcp %s on %s", __version__, args.transport)
+    try:
+        if args.transport == "stdio":
+            anyio.run(serve_stdio, mcp, state)
+        else:
+            anyio.run(serve_http, mcp, state, args)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

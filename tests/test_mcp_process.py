@@ -1,0 +1,389 @@
+"""The installed `agentrun-ci-mcp` console script as a real subprocess.
+
+The server runs against the session's emulator (`--backend cloud` with the
+emulator's endpoints in the environment), with a unique owner tag, so that
+after EOF, SIGTERM or SIGINT the test can list the emulator and check that
+nothing this server created is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp")
+pytest.importorskip("jupyter_client")
+
+import httpx
+from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+
+from agentrun_ci import Config, ControlPlane, DataPlane, __version__
+
+SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
+pytestmark = pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console script not installed")
+
+
+def _env(config: Config, owner: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "AGENTRUN_CONTROL_ENDPOINT": config.control_endpoint or "",
+        "AGENTRUN_DATA_ENDPOINT": config.data_endpoint or "",
+        "AGENTRUN_ACCOUNT_ID": config.account_id or "local",
+        "AGENTRUN_CI_OWNER": owner,
+        "AGENTRUN_MCP_BACKEND": "cloud",
+        "AGENTRUN_MCP_LOG_LEVEL": "WARNING",
+    }
+
+
+def _leftovers(config: Config, owner: str) -> list[str]:
+    prefix = f"arci-{owner}-"
+    with ControlPlane(config) as control:
+        names = [s.sandbox_id for s in control.list_sandboxes()]
+        names += [t.name for t in control.list_templates()]
+    return [n for n in names if n.startswith(prefix)]
+
+
+def _owner() -> str:
+    return "mcpp" + secrets.token_hex(3)
+
+
+# ---------------------------------------------------------------- raw JSON-RPC over stdio
+
+
+class RawServer:
+    """Speaks newline-delimited JSON-RPC to the server so the test can signal it."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [SCRIPT, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self._id = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._id += 1
+        self.send({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params})
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            assert line, "server closed stdout"
+            message = json.loads(line)  # anything but JSON-RPC on stdout fails here
+            if message.get("id") == self._id:
+                return message  # type: ignore[no-any-return]
+
+    def initialize(self) -> dict[str, Any]:
+        reply = self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "0"},
+            },
+        )
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return reply
+
+    def run_code(self, code: str) -> dict[str, Any]:
+        reply = self.request("tools/call", {"name": "run_code", "arguments": {"code": code}})
+        return reply["result"]  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float = 20) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def raw(emulator: Config) -> Iterator[tuple[RawServer, Config, str]]:
+    owner = _owner()
+    server = RawServer(_env(emulator, owner))
+    try:
+        yield server, emulator, owner
+    finally:
+        server.close()
+
+
+def test_stdio_handshake_and_state_then_eof_cleans_up(
+    raw: tuple[RawServer, Config, str],
+) -> None:
+    server, config, owner = raw
+    init = server.initialize()["result"]
+    assert init["serverInfo"] == {"name": "agentrun-ci", "version": __version__}
+    assert server.run_code("a = 20")["isError"] is False
+    result = server.run_code("print(a + 1)")
+    assert result["structuredContent"]["stdout"] == "21\n"
+    assert json.loads(result["content"][0]["text"])["stdout"] == ["21\n"]
+    assert _leftovers(config, owner)  # it really created something
+    assert server.proc.stdin is not None
+    server.proc.stdin.close()
+    assert server.wait() == 0
+    assert _leftovers(config, owner) == []
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signals_delete_everything_even_mid_run(
+    raw: tuple[RawServer, Config, str], signum: int, code: int
+) -> None:
+    server, config, owner = raw
+    server.initialize()
+    assert server.run_code("b = 1")["isError"] is False
+    # a long run in flight must not hold up the cleanup
+    server.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 99,
+            "method": "tools/call",
+            "params": {"name": "run_code", "arguments": {"code": "import time; time.sleep(25)"}},
+        }
+    )
+    time.sleep(0.5)
+    assert _leftovers(config, owner)
+    started = time.monotonic()
+    server.proc.send_signal(signum)
+    assert server.wait() == code
+    assert time.monotonic() - started < 8
+    assert _leftovers(config, owner) == []
+
+
+def test_nothing_but_protocol_on_stdout_and_idle_start_creates_nothing(
+    raw: tuple[RawServer, Config, str],
+) -> None:
+    server, config, owner = raw
+    server.initialize()
+    tools = server.request("tools/list", {})["result"]["tools"]
+    assert "run_code" in {t["name"] for t in tools}
+    assert _leftovers(config, owner) == []  # the handshake is answered before any sandbox
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait() == 143
+
+
+@pytest.mark.anyio
+async def test_official_stdio_client_both_spellings(emulator: Config) -> None:
+    owner = _owner()
+    params = StdioServerParameters(command=SCRIPT, args=[], env=_env(emulator, owner))
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        init = await session.initialize()
+        assert init.server_info.name == "agentrun-ci"
+        r = await session.call_tool("run_code", {"code": "print('legacy')"})
+        assert r.structured_content is not None
+        assert r.structured_content["stdout"] == "legacy\n"
+    async with Client(params) as client:
+        r = await client.call_tool("run_code", {"code": "1/0"})
+        assert r.is_error
+        assert r.structured_content is not None
+        assert r.structured_content["error"]["name"] == "ZeroDivisionError"
+    assert _leftovers(emulator, owner) == []
+
+
+# ---------------------------------------------------------------- streamable HTTP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(emulator: Config) -> Iterator[tuple[str, str, Config, str]]:
+    owner = _owner()
+    port = _free_port()
+    token = secrets.token_urlsafe(16)
+    env = _env(emulator, owner) | {"AGENTRUN_MCP_AUTH_TOKEN": token}
+    proc = subprocess.Popen(
+        [SCRIPT, "--transport", "streamable-http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.05)
+        yield url, token, emulator, owner
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+    assert _leftovers(emulator, owner) == []
+
+
+_INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    },
+}
+_ACCEPT = {"accept": "application/json, text/event-stream"}
+
+
+def test_http_needs_the_bearer_token_and_a_local_host_header(
+    http_server: tuple[str, str, Config, str],
+) -> None:
+    url, token, _, _ = http_server
+    with httpx.Client(timeout=10) as http:
+        assert http.post(url, json=_INIT, headers=_ACCEPT).status_code == 401
+        wrong = {**_ACCEPT, "authorization": "Bearer nope"}
+        assert http.post(url, json=_INIT, headers=wrong).status_code == 401
+        auth = {**_ACCEPT, "authorization": f"Bearer {token}"}
+        assert http.post(url, json=_INIT, headers=auth).status_code == 200
+        # DNS rebinding: a foreign Host or Origin is refused even with the token
+        rebind = {**auth, "host": "evil.example:80"}
+        assert http.post(url, json=_INIT, headers=rebind).status_code in (403, 421)
+        origin = {**auth, "origin": "http://evil.example"}
+        assert http.post(url, json=_INIT, headers=origin).status_code == 403
+
+
+@pytest.mark.anyio
+async def test_http_clients_do_not_share_state(
+    http_server: tuple[str, str, Config, str],
+) -> None:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    url, token, config, owner = http_server
+    headers = {"authorization": f"Bearer {token}"}
+
+    def contexts() -> int:
+        with ControlPlane(config) as control, DataPlane(config) as data:
+            sandboxes = [
+                s.sandbox_id
+                for s in control.list_sandboxes()
+                if s.sandbox_id.startswith(f"arci-{owner}-")
+            ]
+            return sum(len(data.list_contexts(sid)) for sid in sandboxes)
+
+    async with (
+        httpx2.AsyncClient(headers=headers) as h1,
+        httpx2.AsyncClient(headers=headers) as h2,
+        streamable_http_client(url, http_client=h1) as (r1, w1, *_),
+        ClientSession(r1, w1) as one,
+    ):
+        await one.initialize()
+        async with (
+            streamable_http_client(url, http_client=h2) as (r2, w2, *_),
+            ClientSession(r2, w2) as two,
+        ):
+            await two.initialize()
+            await one.call_tool("run_code", {"code": "secret = 'one'"})
+            mine = await one.call_tool("run_code", {"code": "print(secret)"})
+            assert mine.structured_content is not None
+            assert mine.structured_content["stdout"] == "one\n"
+            theirs = await two.call_tool("run_code", {"code": "print(secret)"})
+            assert theirs.is_error
+            assert theirs.structured_content is not None
+            assert theirs.structured_content["error"]["name"] == "NameError"
+            # nor can client two borrow client one's handle
+            handle = mine.structured_content["session"]
+            stolen = await two.call_tool("run_code", {"code": "secret", "session": handle})
+            assert stolen.is_error
+            assert stolen.structured_content is None
+            assert contexts() == 2
+        # client two ended its session (HTTP DELETE): its context is released at once
+        assert contexts() == 1
+
+
+@pytest.mark.anyio
+async def test_http_clients_without_a_session_id_use_session_handles(
+    http_server: tuple[str, str, Config, str],
+) -> None:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    url, token, _, _ = http_server
+    headers = {"authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers) as h1,
+        httpx2.AsyncClient(headers=headers) as h2,
+        Client(streamable_http_client(url, http_client=h1)) as one,
+        Client(streamable_http_client(url, http_client=h2)) as two,
+    ):
+        first = await one.call_tool("run_code", {"code": "v = 'kept'"})
+        assert first.structured_content is not None
+        handle = first.structured_content["session"]
+        again = await one.call_tool("run_code", {"code": "print(v)", "session": handle})
+        assert again.structured_content is not None
+        assert again.structured_content["stdout"] == "kept\n"
+        # no mcp-session-id on this protocol era: without the handle, a call starts afresh
+        bare = await one.call_tool("run_code", {"code": "print(v)"})
+        assert bare.structured_content is not None
+        assert bare.structured_content["error"]["name"] == "NameError"
+        fresh = await two.call_tool("run_code", {"code": "print(v)"})
+        assert fresh.structured_content is not None
+        assert fresh.structured_content["error"]["name"] == "NameError"
+        assert fresh.structured_content["session"] != handle
+        forged = await two.call_tool("run_code", {"code": "1", "session": "forged"})
+        assert forged.is_error
+
+
+def test_orphans_of_a_crashed_server_are_reaped_at_start(emulator: Config) -> None:
+    owner = _owner()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    pid, pid36 = dead.pid, ""
+    while pid:
+        pid, digit = divmod(pid, 36)
+        pid36 = digits[digit] + pid36
+    orphan = f"arci-{owner}-{pid36}x0-dead01"
+    with ControlPlane(emulator) as control:
+        control.create_template(orphan)
+    assert _leftovers(emulator, owner) == [orphan]
+    server = RawServer(_env(emulator, owner))
+    try:
+        server.initialize()  # no tool call: the sweep runs in the background at start
+        deadline = time.monotonic() + 10
+        while _leftovers(emulator, owner) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _leftovers(emulator, owner) == []
+        assert server.proc.stdin is not None
+        server.proc.stdin.close()
+        assert server.wait() == 0
+    finally:
+        server.close()
