@@ -69,7 +69,7 @@ def test_phase_three_and_code_comparison_run_as_written(signed_cloud_env: Config
     output = {"stdout": result.stdout, "stderr": result.stderr}
     assert output == {"stdout": "42\n", "stderr": ""}
 
-    assert AGENTRUN_ACCOUNT_ID == signed_cloud_env.account_id
+    assert signed_cloud_env.account_id == AGENTRUN_ACCOUNT_ID
     assert instance.status == "READY"
     assert session is not None
 
