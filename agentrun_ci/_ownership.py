@@ -1,12 +1,13 @@
 """Owner tags, crash-safe cleanup and the orphan reaper.
 
 Every template and sandbox agentrun-ci creates is named
-`arci-<owner>-<pid36>x<start36>-<random>[-<name>]`:
+`arci-<owner>-<pid32>x<start32>-<random>[-<name>]`:
 
 * `owner` is stable per host and user (a hash of hostname and uid), or what the
   caller passes / `AGENTRUN_CI_OWNER` says, so one user's reaper never touches
   another user's resources;
-* `pid36` and `start36` are the creating process's pid and start time in base 36,
+* `pid32` and `start32` are the creating process's pid and start time in base 32
+  (digits 0-9a-v, so the separator `x` is never a digit),
   so the reaper can tell a crashed (SIGKILLed) process's orphans from the
   resources of a process that is still running, even after pid reuse.
 
@@ -50,29 +51,29 @@ __all__ = ["PREFIX", "OwnerTag", "Tracker", "default_owner", "reap"]
 log = logging.getLogger("agentrun_ci.ownership")
 
 PREFIX = "arci-"
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-_TAG = re.compile(r"^arci-([0-9a-z]{1,16})-([0-9a-z]+)x([0-9a-z]+)-")
+_DIGITS = "0123456789abcdefghijklmnopqrstuv"  # base 32: never "x", the separator
+_TAG = re.compile(r"^arci-([0-9a-z]{1,16})-([0-9a-v]+)x([0-9a-v]+)-")
 _SLUG = re.compile(r"[^a-zA-Z0-9-]+")
 
 
-def _b36(number: int) -> str:
+def _b32(number: int) -> str:
     if number <= 0:
         return "0"
     out = ""
     while number:
-        number, digit = divmod(number, 36)
+        number, digit = divmod(number, 32)
         out = _DIGITS[digit] + out
     return out
 
 
 def default_owner() -> str:
-    """A stable id for this host and user (8 base-36 chars), or $AGENTRUN_CI_OWNER."""
+    """A stable id for this host and user (8 base-32 chars), or $AGENTRUN_CI_OWNER."""
     explicit = os.environ.get("AGENTRUN_CI_OWNER")
     if explicit:
         return normalize_owner(explicit)
     uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "")
     digest = hashlib.sha256(f"{socket.gethostname()}\0{uid}".encode()).digest()
-    return _b36(int.from_bytes(digest[:6], "big")).rjust(8, "0")[:8]
+    return _b32(int.from_bytes(digest[:6], "big")).rjust(8, "0")[:8]
 
 
 def normalize_owner(owner: str) -> str:
@@ -145,7 +146,7 @@ class OwnerTag:
         match = _TAG.match(name)
         if not match:
             return None
-        return cls(match.group(1), int(match.group(2), 36), int(match.group(3), 36))
+        return cls(match.group(1), int(match.group(2), 32), int(match.group(3), 32))
 
     @property
     def owner_prefix(self) -> str:
@@ -153,7 +154,7 @@ class OwnerTag:
 
     @property
     def prefix(self) -> str:
-        return f"{PREFIX}{self.owner}-{_b36(self.pid)}x{_b36(self.start)}-"
+        return f"{PREFIX}{self.owner}-{_b32(self.pid)}x{_b32(self.start)}-"
 
     def new_name(self, name: str | None = None, *, max_length: int = 64) -> str:
         """A fresh tagged resource name, ending in a slug of `name` if given."""

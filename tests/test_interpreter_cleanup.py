@@ -104,3 +104,11 @@ def test_owner_tag_round_trips_and_knows_who_is_alive() -> None:
     recycled = OwnerTag(tag.owner, pid=os.getpid(), start=tag.start + 1)
     assert not recycled.alive() or tag.start == 0
     assert OwnerTag.parse("not-ours") is None
+
+
+@pytest.mark.parametrize(("pid", "start"), [(1, 0), (18006, 556894), (33, 33), (2**22, 10**9)])
+def test_owner_tag_parses_back_whatever_the_digits(pid: int, start: int) -> None:
+    # Regression: in base 36 the separator "x" was also a digit, so a start time such as
+    # 556894 ("bxpa") was split in the wrong place and a live process looked dead.
+    tag = OwnerTag("team", pid, start)
+    assert OwnerTag.parse(tag.prefix + "abc123-name") == tag

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from agentrun_ci._ownership import OwnerTag
+
 pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
@@ -366,12 +368,7 @@ def test_orphans_of_a_crashed_server_are_reaped_at_start(emulator: Config) -> No
     owner = _owner()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    pid, pid36 = dead.pid, ""
-    while pid:
-        pid, digit = divmod(pid, 36)
-        pid36 = digits[digit] + pid36
-    orphan = f"arci-{owner}-{pid36}x0-dead01"
+    orphan = OwnerTag(owner, dead.pid, 0).prefix + "dead01"
     with ControlPlane(emulator) as control:
         control.create_template(orphan)
     assert _leftovers(emulator, owner) == [orphan]
