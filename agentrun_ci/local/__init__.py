@@ -22,7 +22,8 @@ per sandbox where /sys/fs/cgroup is writable, an unprivileged uid where possible
 It is a development and CI tool, not a security boundary for hostile code.
 """
 
+from ._faults import FAULT_KINDS, TRANSIENT_KINDS, FaultPlan
 from ._server import LocalEmulator
 from ._settings import EmulatorSettings
 
-__all__ = ["EmulatorSettings", "LocalEmulator"]
+__all__ = ["FAULT_KINDS", "TRANSIENT_KINDS", "EmulatorSettings", "FaultPlan", "LocalEmulator"]

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._auth import verify_signature
 from ._core import Core, Sandbox
 from ._errors import ApiError, bad_request
+from ._faults import FaultMiddleware
 from ._fs import HOME
 from ._limits import chown_tree
 from ._settings import EmulatorSettings
@@ -540,6 +541,8 @@ def build_app(core: Core) -> Starlette:
         },
         lifespan=None,
     )
+    # Faults sit inside the signature check: only authentic requests get (or set) them.
+    app.add_middleware(FaultMiddleware, core=core, plan=settings.faults)
     app.add_middleware(SignatureMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._faults import FaultPlan
 
 __all__ = ["EmulatorSettings"]
 
@@ -48,6 +52,8 @@ class EmulatorSettings:
     reaper_interval: float = 1.0
     python_executable: str | None = None
     """The interpreter for python kernels (must have ipykernel); None = sys.executable."""
+    faults: FaultPlan | None = None
+    """Inject faults (see `agentrun_ci.local.FaultPlan`); None = off (also via /_admin/faults)."""
 
     def __attrs_post_init__(self) -> None:
         if bool(self.access_key_id) != bool(self.access_key_secret):

@@ -1,0 +1,201 @@
+"""Reliability under injected faults: the chaos suite's workload, counted.
+
+Run: python benchmarks/reliability.py [--ops 1000] [--rate 0.2] [--seed 11]
+Prints markdown tables and writes them to benchmarks/results/reliability.md.
+
+70% of the operations go through DataPlane directly (execute, files, commands,
+context create/delete, listings), 15% through CodeInterpreter (singleton) and 15%
+through AsyncCodeInterpreter (pool of 4, 4 concurrent leases), while the emulator
+injects `rate` transient faults (429, 500/502/503/504, resets before and after the
+body was read, slow answers). A second, smaller run adds destructive faults (a
+sandbox that vanishes, a kernel that dies). Every execute and command appends a
+unique token to a ledger; counting tokens afterwards gives duplicates and losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from chaos_workload import (
+    DataPlaneWorkload,
+    Stats,
+    ensure_template,
+    facade_pool_workload,
+    facade_sync_workload,
+)
+
+from agentrun_ci import DataPlane
+from agentrun_ci.local import (
+    FAULT_KINDS,
+    TRANSIENT_KINDS,
+    EmulatorSettings,
+    FaultPlan,
+    LocalEmulator,
+)
+
+RESULTS = Path(__file__).parent / "results" / "reliability.md"
+DESTRUCTIVE = {"sandbox_gone": 0.02, "kernel_death": 0.04, "error_503": 0.07, "reset_after": 0.07}
+
+
+def run(ops: int, rate: float, seed: int) -> str:
+    plan = FaultPlan(seed=seed, retry_after=0.05, slow_seconds=0.05)
+    transient = dict.fromkeys(TRANSIENT_KINDS, rate / len(TRANSIENT_KINDS))
+    rows: list[tuple[str, Stats, Counter[str], float]] = []
+    eligible: list[int] = []
+    emulator = LocalEmulator(EmulatorSettings(faults=plan, spare_kernels=2))
+    with emulator as config:
+        stage = iter(range(100))
+
+        def on(rates: dict[str, float]) -> None:
+            plan.update({"rates": rates, "seed": seed + next(stage), "resetCounts": True})
+
+        def off() -> None:
+            plan.update({"rates": {}})
+
+        def dataplane(n: int, rates: dict[str, float]) -> Stats:
+            template = f"rel-{uuid.uuid4().hex[:8]}"
+            ensure_template(config, template)
+            on(rates)
+            with DataPlane(config) as dp:
+                work = DataPlaneWorkload(dp, template, random.Random(seed))
+                try:
+                    work.run(n)
+                finally:
+                    off()
+                    stats = work.finish()
+            return stats
+
+        n_dp = round(ops * 0.7)
+        n_sync = round(ops * 0.15)
+        n_pool = ops - n_dp - n_sync
+        t = time.perf_counter()
+        stats = dataplane(n_dp, transient)
+        rows.append(("DataPlane, transient", stats, Counter(plan.counts), time.perf_counter() - t))
+        eligible.append(plan.requests)
+
+        t = time.perf_counter()
+        on(transient)
+        stats = facade_sync_workload(
+            config, "rel" + uuid.uuid4().hex[:6], n_sync, random.Random(seed), off
+        )
+        off()
+        rows.append(
+            ("CodeInterpreter, transient", stats, Counter(plan.counts), time.perf_counter() - t)
+        )
+
+        t = time.perf_counter()
+        on(transient)
+        stats = asyncio.run(
+            facade_pool_workload(config, "rel" + uuid.uuid4().hex[:6], n_pool, off, callers=4)
+        )
+        off()
+        rows.append(
+            (
+                "AsyncCodeInterpreter pool, transient",
+                stats,
+                Counter(plan.counts),
+                time.perf_counter() - t,
+            )
+        )
+
+        t = time.perf_counter()
+        stats = dataplane(max(50, ops // 10), DESTRUCTIVE)
+        rows.append(
+            ("DataPlane, destructive", stats, Counter(plan.counts), time.perf_counter() - t)
+        )
+
+        assert emulator.core is not None
+        leaked_sandboxes = sum(
+            1 for s in list(emulator.core.sandboxes.values()) if s.status != "TERMINATED"
+        )
+    return _tables(rows, eligible, leaked_sandboxes, ops, rate, seed)
+
+
+def _tables(
+    rows: list[tuple[str, Stats, Counter[str], float]],
+    eligible: list[int],
+    leaked_sandboxes: int,
+    ops: int,
+    rate: float,
+    seed: int,
+) -> str:
+    out = [
+        "# Reliability under injected faults",
+        "",
+        f"`python benchmarks/reliability.py --ops {ops} --rate {rate} --seed {seed}` "
+        f"(Python {platform.python_version()}, {platform.machine()}, local emulator).",
+        "",
+        "| workload | ops | ok | typed errors | untyped errors | wrong results | "
+        "executions duplicated | results lost | ran though the call failed | unverifiable | "
+        "leaked contexts | state resets | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    total = Stats()
+    for name, s, _, secs in rows:
+        total.merge(s)
+        out.append(
+            f"| {name} | {s.total} | {sum(s.ok.values())} | {sum(s.errors.values())} | "
+            f"{len(s.untyped)} | {len(s.wrong)} | {s.duplicates} | {s.lost} | "
+            f"{s.ran_despite_error} | {len(s.tokens_unverifiable)} | {s.leaked_contexts} | "
+            f"{s.state_resets} | {secs:.1f} |"
+        )
+    out.append(
+        f"| **all** | **{total.total}** | {sum(total.ok.values())} | "
+        f"{sum(total.errors.values())} | "
+        f"**{len(total.untyped)}** | **{len(total.wrong)}** | **{total.duplicates}** | "
+        f"**{total.lost}** | {total.ran_despite_error} | {len(total.tokens_unverifiable)} | "
+        f"{total.leaked_contexts} | {total.state_resets} | {sum(r[3] for r in rows):.1f} |"
+    )
+    out += [
+        "",
+        f"Sandboxes left running after every client closed: **{leaked_sandboxes}**.",
+        "",
+        "## Faults injected, by kind",
+        "",
+        "| workload | requests eligible | " + " | ".join(FAULT_KINDS) + " | total |",
+        "|---|---:|" + "---:|" * (len(FAULT_KINDS) + 1),
+    ]
+    for (name, _, counts, _), requests in zip(rows, eligible):
+        cells = " | ".join(str(counts.get(k, 0)) for k in FAULT_KINDS)
+        out.append(f"| {name} | {requests} | {cells} | {sum(counts.values())} |")
+    out += ["", "## Errors the callers saw, by type", "", "| type | count |", "|---|---:|"]
+    for kind, count in total.errors.most_common():
+        out.append(f"| {kind} | {count} |")
+    out += [
+        "",
+        "Reading: *executions duplicated* counts ledger tokens found twice (code that ran twice);",
+        "*results lost* counts calls that reported success whose token is missing;",
+        "*ran though the call failed* are executes/commands whose answer was dropped after the",
+        "server ran them (`reset_after`): the SDK reported a TransportError and did not re-send.",
+        "*unverifiable* tokens were sent to a session that was lost afterwards (its ledger went",
+        "with it). *leaked contexts* were created by a call whose answer was lost, so the client",
+        "never learned their id; they die with their sandbox.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    table = run(args.ops, args.rate, args.seed)
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
