@@ -165,7 +165,7 @@ def _tables(
         "| workload | requests eligible | " + " | ".join(FAULT_KINDS) + " | total |",
         "|---|---:|" + "---:|" * (len(FAULT_KINDS) + 1),
     ]
-    for (name, _, counts, _), requests in zip(rows, eligible):
+    for (name, _, counts, _), requests in zip(rows, eligible, strict=True):
         cells = " | ".join(str(counts.get(k, 0)) for k in FAULT_KINDS)
         out.append(f"| {name} | {requests} | {cells} | {sum(counts.values())} |")
     out += ["", "## Errors the callers saw, by type", "", "| type | count |", "|---|---:|"]
