@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._auth import verify_signature
 from ._core import Core, Sandbox
 from ._errors import ApiError, bad_request
-from ._faults import FaultMiddleware
+from ._faults import FaultMiddleware, read_body
 from ._fs import HOME
 from ._limits import chown_tree
 from ._settings import EmulatorSettings
@@ -137,7 +137,7 @@ class SignatureMiddleware:
                 access_key_secret=self.secret,
             )
         elif headers.get("authorization", "").startswith("ACS3-HMAC-SHA256 "):
-            body, receive = await _buffer(receive)
+            body, receive = await read_body(receive)
             ok = _verify_acs3(
                 scope["method"], raw_path, raw_query, headers, body, self.key_id, self.secret
             )
@@ -147,26 +147,6 @@ class SignatureMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    body = b"".join(chunks)
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return body, replay
 
 
 def _verify_acs3(

@@ -228,7 +228,7 @@ class FaultMiddleware:
         match = _SANDBOX.match(scope["path"])
         if not match or not _is_execute(scope["method"], scope["path"]):
             return receive
-        body, receive = await _read_body(receive)
+        body, receive = await read_body(receive)
         sandbox = self.core.sandboxes.get(match.group(1))
         if sandbox is None:
             return receive
@@ -247,7 +247,7 @@ class FaultMiddleware:
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST":
-            raw, _ = await _read_body(receive)
+            raw, _ = await read_body(receive)
             try:
                 body = json.loads(raw or b"{}")
                 if not isinstance(body, dict):
@@ -274,7 +274,8 @@ def _is_execute(method: str, path: str) -> bool:
     return method == "POST" and match is not None and match.group(2) == "/contexts/execute"
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
+async def read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """Read the whole request body; return it and a `receive` that replays it once."""
     chunks: list[bytes] = []
     while True:
         message = await receive()
