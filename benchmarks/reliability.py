@@ -75,13 +75,16 @@ def run(ops: int, rate: float, seed: int) -> str:
                     stats = work.finish()
             return stats
 
+        def record(name: str, stats: Stats, started: float) -> None:
+            rows.append((name, stats, Counter(plan.counts), time.perf_counter() - started))
+            eligible.append(plan.requests)
+
         n_dp = round(ops * 0.7)
         n_sync = round(ops * 0.15)
         n_pool = ops - n_dp - n_sync
         t = time.perf_counter()
         stats = dataplane(n_dp, transient)
-        rows.append(("DataPlane, transient", stats, Counter(plan.counts), time.perf_counter() - t))
-        eligible.append(plan.requests)
+        record("DataPlane, transient", stats, t)
 
         t = time.perf_counter()
         on(transient)
@@ -89,9 +92,7 @@ def run(ops: int, rate: float, seed: int) -> str:
             config, "rel" + uuid.uuid4().hex[:6], n_sync, random.Random(seed), off
         )
         off()
-        rows.append(
-            ("CodeInterpreter, transient", stats, Counter(plan.counts), time.perf_counter() - t)
-        )
+        record("CodeInterpreter, transient", stats, t)
 
         t = time.perf_counter()
         on(transient)
@@ -99,20 +100,11 @@ def run(ops: int, rate: float, seed: int) -> str:
             facade_pool_workload(config, "rel" + uuid.uuid4().hex[:6], n_pool, off, callers=4)
         )
         off()
-        rows.append(
-            (
-                "AsyncCodeInterpreter pool, transient",
-                stats,
-                Counter(plan.counts),
-                time.perf_counter() - t,
-            )
-        )
+        record("AsyncCodeInterpreter pool, transient", stats, t)
 
         t = time.perf_counter()
         stats = dataplane(max(50, ops // 10), DESTRUCTIVE)
-        rows.append(
-            ("DataPlane, destructive", stats, Counter(plan.counts), time.perf_counter() - t)
-        )
+        record("DataPlane, destructive", stats, t)
 
         assert emulator.core is not None
         leaked_sandboxes = sum(
