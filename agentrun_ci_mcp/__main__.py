@@ -299,6 +299,22 @@ def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
 # ---------------------------------------------------------------- serving
 
 
+async def run_stdio(mcp: Any) -> None:
+    """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it."""
+    from mcp.server.stdio import stdio_server
+
+    from ._stdio import pipe_streams
+
+    lowlevel = getattr(mcp, "_lowlevel_server", None)  # no public accessor in mcp 2.3
+    async with pipe_streams() as streams:
+        if streams is None or lowlevel is None:
+            await mcp.run_stdio_async()
+            return
+        stdin, stdout = streams
+        async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+
+
 async def serve_stdio(mcp: Any, state: Any) -> None:
     """Serve on stdio; on EOF, SIGTERM or SIGINT delete everything, then exit.
 
@@ -318,7 +334,7 @@ async def serve_stdio(mcp: Any, state: Any) -> None:
                     os._exit(128 + signum)
 
         tg.start_soon(on_signal)
-        await mcp.run_stdio_async()
+        await run_stdio(mcp)
         log.info("stdin closed: cleaning up")
         with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
             await state.close()

@@ -35,6 +35,7 @@ __all__ = [
     "Rendered",
     "ResultOut",
     "RunCodeOutput",
+    "compact_schema",
     "render_execution",
     "strip_ansi",
     "truncate",
@@ -92,6 +93,47 @@ class RunCodeOutput(BaseModel):
         description="the context was recreated before this run: earlier variables are gone",
     )
     notes: list[str] = Field(default_factory=list, description="things the caller should know")
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The same JSON Schema, cheaper for a client to check on every call.
+
+    Clients validate `structuredContent` against the output schema on each
+    result; with pydantic's form (`$ref` into `$defs`, `anyOf [X, null]` for
+    optional fields) that was a quarter of a call's CPU in the official client.
+    Here references are inlined and `anyOf [{type: T}, {type: null}]` becomes
+    `type: [T, "null"]`; titles (derived from the field names) are dropped.
+    Accepts no recursive models (there are none in our outputs).
+    """
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def walk(node: Any, depth: int = 0) -> Any:
+        if depth > 32:
+            raise ValueError("compact_schema: recursive schema")
+        if isinstance(node, list):
+            return [walk(item, depth + 1) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            out.update(walk(defs[ref.removeprefix("#/$defs/")], depth + 1))
+        for key, value in node.items():
+            if key in ("$ref", "$defs", "title"):
+                continue
+            if key == "properties":  # a map of names, not a schema: keep every name
+                out[key] = {name: walk(sub, depth + 1) for name, sub in value.items()}
+            else:
+                out[key] = walk(value, depth + 1)
+        branches = out.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+            other = branches[0] if branches[1] == {"type": "null"} else branches[1]
+            if isinstance(other, dict) and isinstance(other.get("type"), str):
+                del out["anyOf"]
+                out = {**other, **out, "type": [other["type"], "null"]}
+        return out
+
+    return dict(walk(schema))
 
 
 # ---------------------------------------------------------------- options and result

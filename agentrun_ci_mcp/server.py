@@ -31,6 +31,7 @@ import attrs
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -43,7 +44,7 @@ from agentrun_ci import (
     __version__,
 )
 
-from .render import RenderOptions, RunCodeOutput, render_execution, truncate
+from .render import RenderOptions, RunCodeOutput, compact_schema, render_execution, truncate
 
 __all__ = [
     "ALL_TOOLS",
@@ -132,6 +133,29 @@ class _Client:
     scopes: set[anyio.CancelScope] = attrs.field(factory=set)
 
 
+@attrs.define(eq=False)
+class _Run:
+    """A run_code in flight, for the progress ticker."""
+
+    ctx: Context["AppState", Any]
+    total: float
+    started: float = attrs.field(factory=time.monotonic)
+    last: float = -1.0
+
+    async def tick(self, interval: float) -> None:
+        """Send a progress notification: clients reset their idle timers on it."""
+        elapsed = time.monotonic() - self.started
+        value = min(math.floor(elapsed * 10) / 10, self.total)
+        if elapsed < interval / 2 or value <= self.last:
+            return
+        self.last = value
+        with anyio.move_on_after(max(interval, 0.5)):
+            try:
+                await self.ctx.report_progress(value, self.total, f"running for {elapsed:.0f} s")
+            except Exception:  # a dead progress channel must not fail the run
+                log.debug("progress notification failed", exc_info=True)
+
+
 class AppState:
     """The lifespan object: the lazily created interpreter and every client's lease."""
 
@@ -145,6 +169,8 @@ class AppState:
         self.interpreter: AsyncCodeInterpreter | None = None
         self._open_lock = anyio.Lock()
         self.clients: dict[str, _Client] = {}
+        #: run_code calls in flight, for progress_forever
+        self.runs: set[_Run] = set()
         self.handles: dict[str, str] = {}
         #: set by close(); cleared when the lifespan starts again (in-memory tests)
         self.closing = False
@@ -235,6 +261,14 @@ class AppState:
                 log.info("deleted %d resources left by an earlier server that crashed", count)
         except (AgentRunError, ValueError, OSError) as exc:
             log.warning("could not look for orphans at start: %s", exc)
+
+    async def progress_forever(self) -> None:
+        """One ticker for every run in flight (a task per call cost more than the call)."""
+        interval = self.options.progress_interval
+        while True:
+            await anyio.sleep(interval)
+            for run in list(self.runs):
+                await run.tick(interval)
 
     async def reap_forever(self) -> None:
         interval = max(0.05, min(self.options.idle_timeout / 4, 60.0))
@@ -368,6 +402,7 @@ def build_server(
         app_state.closing = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(app_state.reap_forever)
+            tg.start_soon(app_state.progress_forever)
             if options.reap_orphans:
                 tg.start_soon(app_state.reap_orphans)
             try:
@@ -376,14 +411,6 @@ def build_server(
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(20):
                     await app_state.close()
-
-    mcp: MCPServer[AppState] = MCPServer(
-        "agentrun-ci",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        lifespan=lifespan,
-        log_level="WARNING",
-    )
 
     def resolve(ctx: Context[AppState, Any], session: str | None) -> _Client:
         """The caller's own state; a `session` handle is accepted only if it is theirs."""
@@ -497,13 +524,10 @@ def build_server(
         notes: list[str] = []
         async with using(client) as lease:
             started = time.monotonic()
+            run = _Run(ctx, limit)
+            app_state.runs.add(run)
             try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_progress, ctx, limit, options.progress_interval)
-                    try:
-                        execution = await lease.execute_code(code, language, timeout=limit)
-                    finally:
-                        tg.cancel_scope.cancel()
+                execution = await lease.execute_code(code, language, timeout=limit)
             except InvalidArgumentError as exc:
                 return _fail(str(exc))
             except AgentRunError as exc:
@@ -512,6 +536,8 @@ def build_server(
                 if _is_cancel(exc):
                     await _interrupt(lease, client, time.monotonic() - started)
                 raise
+            finally:
+                app_state.runs.discard(run)
             if client.reset_pending:
                 client.reset_pending = False
                 execution.state_reset = True
@@ -676,9 +702,23 @@ def build_server(
         ("list_files", list_files, "List sandbox files", hints(True, False, True)),
         ("run_command", run_command, "Run a shell command", hints(False, True, False)),
     ]
-    for name, fn, title, annotations in table:
-        if name in enabled:
-            mcp.tool(name=name, title=title, annotations=annotations)(fn)
+    tools = [
+        Tool.from_function(fn, name=name, title=title, annotations=annotations)
+        for name, fn, title, annotations in table
+        if name in enabled
+    ]
+    for tool in tools:
+        # The metadata is read live: validation still runs against the pydantic model.
+        if tool.fn_metadata.output_schema is not None:
+            tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
+    mcp: MCPServer[AppState] = MCPServer(
+        "agentrun-ci",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level="WARNING",
+        tools=tools,
+    )
     return mcp, app_state
 
 
@@ -692,21 +732,3 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
 
 def _fail(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
-
-
-async def _progress(ctx: Context[AppState, Any], total: float, interval: float) -> None:
-    """Keep-alive while code runs: clients reset their idle timers on progress."""
-    started = time.monotonic()
-    last = -1.0
-    while True:
-        await anyio.sleep(interval)
-        elapsed = time.monotonic() - started
-        value = min(math.floor(elapsed * 10) / 10, total)
-        if value <= last:
-            continue
-        last = value
-        try:
-            await ctx.report_progress(value, total, f"running for {elapsed:.0f} s")
-        except Exception:  # a dead progress channel must not fail the run
-            log.debug("progress notification failed", exc_info=True)
-            return

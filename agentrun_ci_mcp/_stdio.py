@@ -1,0 +1,170 @@
+"""stdin/stdout for the stdio transport without worker threads.
+
+The SDK's `stdio_server()` reads stdin and writes stdout through `anyio.wrap_file`,
+i.e. one worker-thread hop per line read and two per message written (write,
+flush). On a small machine those hops are most of a tool call's overhead, and
+the thread blocked in `readline()` is what makes SIGINT hang at exit. Here both
+directions are asyncio pipe transports on private duplicates of fd 0 and 1:
+no threads, and nothing to join at exit.
+
+While serving, fd 0 reads /dev/null and fd 1 writes to stderr (as the SDK does),
+so a stray `print()` or a child process can never corrupt the protocol stream;
+both are restored afterwards.
+
+`pipe_streams()` yields None when stdin/stdout are not pipes, sockets or ttys
+(e.g. a regular file redirected in): the caller then lets the SDK use its own
+threaded reader.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["PipeLines", "PipeWriter", "pipe_streams"]
+
+log = logging.getLogger("agentrun_ci_mcp")
+
+#: one JSON-RPC message per line; a line this long is refused rather than buffered
+MAX_LINE_BYTES = 256 * 1024 * 1024
+_CHUNK = 256 * 1024
+
+
+class PipeLines:
+    """Async iterator of the text lines of a non-blocking pipe (UTF-8, errors replaced)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self._buffer = bytearray()
+        self._eof = False
+        #: inside an oversized line: drop bytes up to its end
+        self._dropping = False
+
+    def __aiter__(self) -> "PipeLines":
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                if self._dropping:
+                    self._dropping = False
+                    continue
+                return line.decode("utf-8", errors="replace")
+            if self._eof:
+                if self._buffer and not self._dropping:
+                    line = bytes(self._buffer)
+                    self._buffer.clear()
+                    return line.decode("utf-8", errors="replace")
+                raise StopAsyncIteration
+            if len(self._buffer) > MAX_LINE_BYTES:
+                # Too big to be a request we would serve: drop it up to its newline
+                # rather than buffer without bound (its caller times out).
+                if not self._dropping:
+                    log.error("stdin: dropped a message over %d bytes", MAX_LINE_BYTES)
+                self._dropping = True
+                self._buffer.clear()
+            chunk = await self._reader.read(_CHUNK)
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._eof = True
+
+
+class PipeWriter:
+    """`write()` + `flush()` over an asyncio write-pipe transport."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._gone = False
+
+    async def write(self, text: str) -> None:
+        if not self._gone:
+            self._writer.write(text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        # A client that closed its end is gone: drop what we write until stdin's
+        # EOF ends the session (raising here would kill the server before cleanup).
+        if self._gone:
+            return
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            self._gone = True
+            log.info("stdout closed by the client (%s); output is dropped", exc)
+
+
+def _pipe_like(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
+@contextlib.contextmanager
+def _divert(fd: int, target: int) -> Iterator[int]:
+    """Yield a private duplicate of `fd` while `fd` itself points at `target`.
+
+    Afterwards `fd` is the wire again, in blocking mode (asyncio made it
+    non-blocking, and the duplicate shares that flag), and the duplicate is closed.
+    """
+    private: int = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.dup2(target, fd)
+    try:
+        yield private
+    finally:
+        with contextlib.suppress(OSError):
+            os.set_blocking(private, True)
+            os.dup2(private, fd)
+        os.close(private)
+
+
+@contextlib.asynccontextmanager
+async def pipe_streams() -> AsyncIterator[tuple[PipeLines, PipeWriter] | None]:
+    """Thread-free stdin lines and stdout writer, or None where that is not possible."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not on asyncio (trio)
+        loop = None
+    if loop is None or not (_pipe_like(0) and _pipe_like(1)):
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        null = os.open(os.devnull, os.O_RDONLY)
+        stack.callback(os.close, null)
+        sys.stdout.flush()
+        in_fd = stack.enter_context(_divert(0, null))
+        out_fd = stack.enter_context(_divert(1, 2))
+        # closefd=False: _divert closes the fds, after the transports let go of them.
+        stdin = os.fdopen(in_fd, "rb", buffering=0, closefd=False)
+        stdout = os.fdopen(out_fd, "wb", buffering=0, closefd=False)
+        reader = asyncio.StreamReader(limit=_CHUNK)
+        read_transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), stdin
+        )
+        try:
+            write_transport, protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, stdout
+            )
+        except BaseException:
+            read_transport.close()
+            raise
+        writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
+        try:
+            yield PipeLines(reader), PipeWriter(writer)
+        finally:
+            read_transport.close()
+            write_transport.close()
+            # let the transports unregister their fds before _divert closes them
+            with anyio.CancelScope(shield=True):
+                await anyio.lowlevel.checkpoint()

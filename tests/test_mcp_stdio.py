@@ -1,0 +1,152 @@
+"""The thread-free stdio transport (agentrun_ci_mcp._stdio) and the compact output schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp")
+
+import jsonschema
+
+from agentrun_ci_mcp import _stdio
+from agentrun_ci_mcp._stdio import PipeLines
+from agentrun_ci_mcp.render import RunCodeOutput, compact_schema
+from agentrun_ci_mcp.server import FileOut, ListOut
+
+pytestmark = pytest.mark.anyio
+SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
+
+
+async def _lines(data: list[bytes]) -> list[str]:
+    reader = asyncio.StreamReader()
+    for chunk in data:
+        reader.feed_data(chunk)
+    reader.feed_eof()
+    return [line async for line in PipeLines(reader)]
+
+
+async def test_lines_are_split_across_chunks_and_long_lines_survive() -> None:
+    big = "x" * 3_000_000  # far beyond asyncio's 64 KiB readline limit
+    data = f'{{"a": "{big}"}}\n{{"b": 1}}\n'.encode()
+    chunks = [data[i : i + 70_000] for i in range(0, len(data), 70_000)]
+    lines = await _lines(chunks)
+    assert [len(line) for line in lines] == [len(big) + 10, 9]
+    assert json.loads(lines[1]) == {"b": 1}
+
+
+async def test_a_last_line_without_newline_and_bad_utf8() -> None:
+    assert await _lines([b'{"a": 1}\n{"b": "\xff"}']) == ['{"a": 1}\n', '{"b": "\ufffd"}']
+    assert await _lines([]) == []
+
+
+async def test_an_oversized_line_is_dropped_up_to_its_newline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_stdio, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(_stdio, "_CHUNK", 100)
+    lines = await _lines([b"1\n", b"y" * 5000, b"y" * 5000 + b"\n", b"2\n"])
+    assert lines == ["1\n", "2\n"]
+
+
+def _initialize(i: int) -> str:
+    return json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        }
+    )
+
+
+@pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console script not installed")
+def test_stdin_from_a_regular_file_falls_back_to_the_sdk_reader(tmp_path: Path) -> None:
+    """A file is not a pipe: the SDK's threaded reader serves it, to EOF, then exit 0."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        _initialize(1)
+        + "\n"
+        + json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        + "\n"
+        + json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        + "\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "AGENTRUN_MCP_BACKEND": "local"}
+    with requests.open("rb") as stdin:
+        done = subprocess.run(
+            [SCRIPT], stdin=stdin, capture_output=True, env=env, timeout=60, check=False
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    answers = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [a["id"] for a in answers] == [1, 2]
+    assert "run_code" in {t["name"] for t in answers[1]["result"]["tools"]}
+
+
+# ---------------------------------------------------------------- compact_schema
+
+
+SAMPLES: list[dict[str, Any]] = [
+    {"stdout": "", "stderr": ""},
+    {
+        "stdout": "1\n",
+        "stderr": "",
+        "results": [{"mime_types": ["text/plain"], "text": "2", "is_main_result": True}],
+        "error": None,
+        "execution_count": 3,
+        "duration_ms": 1.5,
+        "truncated": False,
+        "state_reset": True,
+        "notes": ["n"],
+    },
+    {"stdout": "", "stderr": "", "error": {"name": "E", "value": "v", "traceback": "t"}},
+    {"stdout": "", "stderr": "", "results": [{"mime_types": [], "summary": None, "text": None}]},
+    # invalid ones
+    {"stdout": 1, "stderr": ""},
+    {"stderr": ""},
+    {"stdout": "", "stderr": "", "error": {"name": "E"}},
+    {"stdout": "", "stderr": "", "error": "boom"},
+    {"stdout": "", "stderr": "", "execution_count": "3"},
+    {"stdout": "", "stderr": "", "results": [{"text": "no mime types"}]},
+    {"stdout": "", "stderr": "", "results": [{"mime_types": ["a"], "text": 5}]},
+    {"stdout": "", "stderr": "", "duration_ms": None, "notes": [1]},
+]
+
+
+@pytest.mark.parametrize("model", [RunCodeOutput, FileOut, ListOut])
+def test_the_compact_schema_accepts_and_rejects_what_the_original_does(model: Any) -> None:
+    original = model.model_json_schema()
+    compact = compact_schema(original)
+    assert "$defs" not in json.dumps(compact)
+    assert "anyOf" not in json.dumps(compact)
+    jsonschema.Draft202012Validator.check_schema(compact)
+    full, small = (
+        jsonschema.Draft202012Validator(original),
+        jsonschema.Draft202012Validator(compact),
+    )
+    samples = SAMPLES if model is RunCodeOutput else [{}, {"path": 1}, {"path": "p", "size": 1}]
+    verdicts = [(full.is_valid(doc), small.is_valid(doc)) for doc in samples]
+    assert all(a == b for a, b in verdicts), verdicts
+    if model is RunCodeOutput:
+        assert [v for v, _ in verdicts] == [True] * 4 + [False] * 8
+
+
+def test_a_property_named_title_is_kept() -> None:
+    schema = {
+        "type": "object",
+        "title": "T",
+        "properties": {"title": {"type": "string", "title": "Title"}},
+    }
+    assert compact_schema(schema) == {"type": "object", "properties": {"title": {"type": "string"}}}
