@@ -54,7 +54,8 @@ def translate(source: str, name: str) -> str:
         for pattern, replacement in RULES:
             line = re.sub(pattern, replacement, line)
         lines.append(line)
-    return HEADER.format(name=name) + "".join(lines)
+    # a removed import can leave two blank lines inside the import block
+    return HEADER.format(name=name) + re.sub(r"\n\n\n(?=from \.|import )", "\n\n", "".join(lines))
 
 
 def main(argv: list[str]) -> int:

@@ -14,14 +14,10 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
-from alibabacloud_agentrun20250910 import models as oa
-from alibabacloud_agentrun20250910.client import Client
-from alibabacloud_tea_openapi import utils_models as oa_util
-from darabonba.runtime import RuntimeOptions
 
 from .._config import Config
 from .._errors import (
@@ -37,6 +33,12 @@ from .._errors import (
 from .._models import Sandbox, Template
 from .._retry import backoff, should_retry_connect, should_retry_status
 
+if TYPE_CHECKING:
+    # Imported where used: the Alibaba package takes ~0.25 s to import, which every
+    # `import agentrun_ci` (and an MCP server's handshake) would otherwise pay.
+    from alibabacloud_agentrun20250910.client import Client
+    from darabonba.runtime import RuntimeOptions
+
 __all__ = ["AsyncControlPlane"]
 
 T = TypeVar("T")
@@ -51,6 +53,9 @@ PLACEHOLDER_KEY = "agentrun-ci-no-credentials"
 
 def build_client(config: Config) -> Client:
     """One configured Alibaba client for `config.control_url` (scheme → protocol)."""
+    from alibabacloud_agentrun20250910.client import Client
+    from alibabacloud_tea_openapi import utils_models as oa_util
+
     url = urlsplit(config.control_url)
     key_id = config.access_key_id or PLACEHOLDER_KEY
     secret = config.access_key_secret or PLACEHOLDER_KEY
@@ -70,6 +75,8 @@ def build_client(config: Config) -> Client:
 
 
 def _runtime(config: Config) -> RuntimeOptions:
+    from darabonba.runtime import RuntimeOptions
+
     # Retries are ours (only for calls safe to repeat), so the package's are off.
     return RuntimeOptions(
         autoretry=False,
@@ -218,6 +225,8 @@ class AsyncControlPlane:
         template_type: str = "CodeInterpreter",
     ) -> Template:
         """Create a template (it starts CREATING: see wait_template_ready)."""
+        from alibabacloud_agentrun20250910 import models as oa
+
         body = oa.CreateTemplateInput(
             template_name=name,
             template_type=template_type,
@@ -255,6 +264,8 @@ class AsyncControlPlane:
         template_type: str | None = None,
     ) -> list[Template]:
         """Every matching template (all pages). `name` matches as the service does."""
+        from alibabacloud_agentrun20250910 import models as oa
+
         out: list[Template] = []
         page = 1
         while True:
@@ -326,6 +337,8 @@ class AsyncControlPlane:
         idle_timeout: float | None = None,
         sandbox_id: str | None = None,
     ) -> Sandbox:
+        from alibabacloud_agentrun20250910 import models as oa
+
         body = oa.CreateSandboxInput(
             template_name=template_name,
             sandbox_id=sandbox_id,
@@ -355,6 +368,8 @@ class AsyncControlPlane:
         template_type: str | None = None,
     ) -> list[Sandbox]:
         """Every matching sandbox (follows nextToken)."""
+        from alibabacloud_agentrun20250910 import models as oa
+
         out: list[Sandbox] = []
         token: str | None = None
         while True:
