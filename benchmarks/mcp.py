@@ -65,6 +65,8 @@ def server_env(config: Config) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
+        # lets a checkout other than the installed one be measured (git worktree)
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
         "AGENTRUN_CONTROL_ENDPOINT": config.control_endpoint or "",
         "AGENTRUN_DATA_ENDPOINT": config.data_endpoint or "",
         "AGENTRUN_ACCOUNT_ID": config.account_id or "local",
