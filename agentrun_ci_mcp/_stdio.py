@@ -115,8 +115,8 @@ def _pipe_like(fd: int) -> bool:
 def _divert(fd: int, target: int) -> Iterator[int]:
     """Yield a private duplicate of `fd` while `fd` itself points at `target`.
 
-    Afterwards `fd` is the wire again, in blocking mode (asyncio made it
-    non-blocking, and the duplicate shares that flag), and the duplicate is closed.
+    Afterwards `fd` is the wire again, in blocking mode (the event loop made it
+    non-blocking, and duplicates share that flag), and the duplicate is closed.
     """
     private: int = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     os.dup2(target, fd)
@@ -145,9 +145,10 @@ async def pipe_streams() -> AsyncIterator[tuple[PipeLines, PipeWriter] | None]:
         sys.stdout.flush()
         in_fd = stack.enter_context(_divert(0, null))
         out_fd = stack.enter_context(_divert(1, 2))
-        # closefd=False: _divert closes the fds, after the transports let go of them.
-        stdin = os.fdopen(in_fd, "rb", buffering=0, closefd=False)
-        stdout = os.fdopen(out_fd, "wb", buffering=0, closefd=False)
+        # Each transport owns (and closes) a duplicate of its own: loops differ in
+        # whether they close the fd they are given (uvloop does).
+        stdin = os.fdopen(fcntl.fcntl(in_fd, fcntl.F_DUPFD_CLOEXEC, 3), "rb", buffering=0)
+        stdout = os.fdopen(fcntl.fcntl(out_fd, fcntl.F_DUPFD_CLOEXEC, 3), "wb", buffering=0)
         reader = asyncio.StreamReader(limit=_CHUNK)
         read_transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), stdin
@@ -158,6 +159,7 @@ async def pipe_streams() -> AsyncIterator[tuple[PipeLines, PipeWriter] | None]:
             )
         except BaseException:
             read_transport.close()
+            stdout.close()
             raise
         writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
         try:
@@ -165,6 +167,6 @@ async def pipe_streams() -> AsyncIterator[tuple[PipeLines, PipeWriter] | None]:
         finally:
             read_transport.close()
             write_transport.close()
-            # let the transports unregister their fds before _divert closes them
+            # let the transports finish closing before the wire is restored
             with anyio.CancelScope(shield=True):
                 await anyio.lowlevel.checkpoint()

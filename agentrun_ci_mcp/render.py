@@ -389,7 +389,9 @@ def render_execution(
     legacy = dict(structured)
     legacy["stdout"] = streams["stdout"][1]
     legacy["stderr"] = streams["stderr"][1]
-    text = TextContent(type="text", text=json.dumps(legacy, indent=2, ensure_ascii=False))
+    # One line: json's C encoder does not indent, and the Python one cost more than the
+    # rest of the rendering; JSON readers (and models) do not need the whitespace.
+    text = TextContent(type="text", text=json.dumps(legacy, ensure_ascii=False))
     return Rendered(
         structured=structured,
         content=[text, *state["images"]],

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 pytest.importorskip("mcp")
 
-from agentrun_ci_mcp.__main__ import build_parser, is_loopback, main, options_from_args
+from agentrun_ci_mcp.__main__ import (
+    backend_options,
+    build_parser,
+    is_loopback,
+    main,
+    options_from_args,
+)
 from agentrun_ci_mcp.server import ALL_TOOLS
 
 
@@ -84,3 +92,21 @@ def test_loopback_detection() -> None:
     assert not is_loopback("0.0.0.0")
     assert not is_loopback("10.0.0.5")
     assert not is_loopback("example.com")
+
+
+def test_the_event_loop_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_parser({}).parse_args([]).loop == "auto"
+    assert build_parser({"AGENTRUN_MCP_LOOP": "asyncio"}).parse_args([]).loop == "asyncio"
+    assert backend_options("asyncio") == {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        assert backend_options("auto") == {}
+    else:
+        assert backend_options("auto") == {"use_uvloop": True}
+        assert backend_options("uvloop") == {"use_uvloop": True}
+    # without uvloop: auto falls back quietly, an explicit request is an error naming the fix
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    assert backend_options("auto") == {}
+    with pytest.raises(ValueError, match="pip install uvloop"):
+        backend_options("uvloop")
