@@ -33,14 +33,17 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentrun_ci import (
     AgentRunError,
+    APIError,
     AsyncCodeInterpreter,
     AsyncLease,
     Config,
+    Execution,
     InvalidArgumentError,
+    SessionLostError,
     __version__,
 )
 
@@ -501,6 +504,7 @@ def build_server(
                     f"at most {EXECUTE_CAP_SECONDS:g})."
                 ),
                 gt=0,
+                allow_inf_nan=False,  # a NaN deadline would never expire
             ),
         ] = None,
         session: SessionArg = None,
@@ -531,7 +535,7 @@ def build_server(
             except InvalidArgumentError as exc:
                 return _fail(str(exc))
             except AgentRunError as exc:
-                return _fail(f"the run failed on the service side: {exc}")
+                return _fail(_run_failure(exc))
             except BaseException as exc:
                 if _is_cancel(exc):
                     await _interrupt(lease, client, time.monotonic() - started)
@@ -544,7 +548,14 @@ def build_server(
                 notes.append(
                     "the previous run was cancelled, so its context was restarted to stop it"
                 )
-            if execution.status == "timeout":
+            if execution.status == "timeout" and _kernel_restarted(execution):
+                execution.state_reset = True
+                notes.append(
+                    f"the run exceeded its timeout of {limit:g} s and did not stop when "
+                    "interrupted, so its kernel was restarted: variables and imports from "
+                    "earlier calls are gone (files are kept)"
+                )
+            elif execution.status == "timeout":
                 notes.append(
                     f"the run exceeded its timeout of {limit:g} s and was interrupted; the "
                     "context is still usable and keeps earlier state. One run is capped at "
@@ -660,7 +671,9 @@ def build_server(
         command: Annotated[str, Field(description="A shell command line")],
         ctx: Context[AppState, Any],
         cwd: Annotated[str | None, Field(description="working directory")] = None,
-        timeout: Annotated[float | None, Field(gt=0, description="seconds, at most 30")] = None,
+        timeout: Annotated[
+            float | None, Field(gt=0, allow_inf_nan=False, description="seconds, at most 30")
+        ] = None,
         session: SessionArg = None,
     ) -> CommandOut:
         """Run a shell command in your sandbox (pip install, ls, background jobs with nohup ... &).
@@ -711,6 +724,7 @@ def build_server(
         # The metadata is read live: validation still runs against the pydantic model.
         if tool.fn_metadata.output_schema is not None:
             tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
+        _refuse_unknown_arguments(tool)
     mcp: MCPServer[AppState] = MCPServer(
         "agentrun-ci",
         version=__version__,
@@ -720,6 +734,18 @@ def build_server(
         tools=tools,
     )
     return mcp, app_state
+
+
+def _refuse_unknown_arguments(tool: Tool) -> None:
+    """Make an argument the tool does not name an error; the SDK drops it silently, so
+    a misspelt `timout` would run with the default timeout and nobody would know."""
+    base = tool.fn_metadata.arg_model
+
+    class Strict(base):  # type: ignore[valid-type,misc]
+        model_config = ConfigDict(extra="forbid", title=base.__name__)
+
+    tool.fn_metadata.arg_model = Strict
+    tool.parameters = {**tool.parameters, "additionalProperties": False}
 
 
 async def _guard(awaitable: Awaitable[Any]) -> Any:
@@ -732,3 +758,26 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
 
 def _fail(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def _run_failure(exc: AgentRunError) -> str:
+    """The text of a run_code call the service could not complete."""
+    if isinstance(exc, SessionLostError) or (
+        isinstance(exc, APIError) and exc.code == "ERR_CONTEXT_LOST"
+    ):
+        # Not "retry later": running the same code again would kill the new context too.
+        return (
+            "the code's process died (os._exit, a crash, or killed for memory), so its "
+            "context is gone with all variables and imports; the next run_code call starts "
+            f"in a fresh context and reports state_reset: true. Details: {exc}"
+        )
+    return f"the run failed on the service side: {exc}"
+
+
+#: what the emulator appends to stderr when an interrupt did not stop the code and it
+#: had to restart the kernel (same context id, empty namespace)
+_KERNEL_RESTARTED = "kernel restarted: state lost"
+
+
+def _kernel_restarted(execution: Execution) -> bool:
+    return any(_KERNEL_RESTARTED in chunk for chunk in execution.logs.stderr[-2:])
