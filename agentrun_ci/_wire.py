@@ -152,7 +152,8 @@ def _model(model: Callable[[Mapping[str, Any]], T]) -> Callable[[httpx.Response]
 
 
 def check_timeout(timeout: float, *, what: str = "execution") -> float:
-    if timeout <= 0:
+    # `not timeout > 0` also refuses NaN, whose deadline would never come
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise InvalidArgumentError(f"{what} timeout must be positive seconds, got {timeout!r}")
     if timeout > EXECUTE_TIMEOUT_CAP:
         raise InvalidArgumentError(

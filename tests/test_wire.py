@@ -28,7 +28,7 @@ def test_execute_timeout_above_the_cap_names_the_cap_and_the_way_out() -> None:
     assert "run_command" in str(info.value)
 
 
-@pytest.mark.parametrize("timeout", [0, -1])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("-inf"), True, "5"])
 def test_execute_timeout_must_be_positive(timeout: float) -> None:
     with pytest.raises(InvalidArgumentError):
         _wire.execute("sbx", "x", context_id=None, language=None, timeout=timeout)
