@@ -79,6 +79,57 @@ def test_100_mb_of_output_arrives_intact_and_the_server_stays_up(dp: DataPlane, 
     _still_serving(dp, sid)
 
 
+def test_100_mb_of_output_arrives_intact_under_a_1_gb_memory_limit() -> None:
+    # ipykernel once sent a cell's whole output as one message (and IPython kept a copy):
+    # under 1 GB that ran out of memory and the output vanished with status "ok".
+    with (
+        LocalEmulator(EmulatorSettings(memory_mb=1024, spare_kernels=0)) as config,
+        ControlPlane(config) as cp,
+        DataPlane(config) as plane,
+    ):
+        cp.create_template("small")
+        sandbox = plane.create_sandbox("small").sandbox_id
+        plane.wait_until_healthy(sandbox)
+        code = "import sys\nfor _ in range(100): sys.stdout.write('x' * 1_000_000)"
+        for _ in range(2):  # and again: no output is kept in the kernel between cells
+            ex = plane.execute(sandbox, code)
+            assert (ex.ok, len(ex.stdout), ex.stderr) == (True, 100_000_000, "")
+            del ex
+        _still_serving(plane, sandbox)
+
+
+def test_output_the_kernel_could_not_send_is_reported_not_lost_silently(
+    dp: DataPlane, sid: str
+) -> None:
+    # Make the kernel's send of stdout fail as it does when memory runs out.
+    code = (
+        "import sys\n"
+        "session = sys.stdout.session\n"
+        "send = session.send\n"
+        "def failing(stream, msg, *a, **k):\n"
+        "    if msg['msg_type'] == 'stream' and msg['content']['name'] == 'stdout':\n"
+        "        raise MemoryError\n"
+        "    return send(stream, msg, *a, **k)\n"
+        "session.send = failing\n"
+        "try:\n"
+        "    print('x' * 5000)\n"
+        "    sys.stdout.flush()\n"
+        "finally:\n"
+        "    session.send = send\n"
+    )
+    ex = dp.execute(sid, code)
+    assert ex.stdout == ""
+    assert "[output lost" in ex.stderr
+    assert "5001 characters of stdout never arrived" in ex.stderr
+    _still_serving(dp, sid)
+
+
+def test_command_output_over_the_cap_is_truncated_with_a_note(dp: DataPlane, sid: str) -> None:
+    done = dp.run_command(sid, "head -c 17000000 /dev/zero | tr '\\0' x")
+    assert len(done.stdout) == 16 * 1024 * 1024
+    assert f"output truncated: {17_000_000 - 16 * 1024 * 1024} bytes of stdout" in done.stderr
+
+
 def test_non_utf8_bytes_on_stdout_are_replaced_not_fatal(dp: DataPlane, sid: str) -> None:
     ex = dp.execute(sid, "import os, time\nos.write(1, b'a\\xff\\xfeb\\n')\ntime.sleep(0.3)")
     assert ex.ok

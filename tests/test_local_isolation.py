@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +24,25 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+def _host_pid(inner: int, anchors: list[int]) -> int:
+    """The host pid of a pid printed inside the sandbox, whose kernels and commands (the
+    `anchors`, as the processes API lists them) may each have their own PID namespace."""
+    spaces = set()
+    for anchor in anchors:
+        with contextlib.suppress(OSError):
+            spaces.add(os.readlink(f"/proc/{anchor}/ns/pid_for_children"))
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            space = os.readlink(f"/proc/{name}/ns/pid")
+            with open(f"/proc/{name}/status") as fh:
+                nspid = next(line for line in fh if line.startswith("NSpid:")).split()
+        except (OSError, StopIteration):
+            continue
+        if space in spaces and int(nspid[-1]) == inner:
+            return int(name)
+    return inner
 
 
 def _wait_dead(pids: list[int], timeout: float = 5.0) -> list[int]:
@@ -164,9 +184,9 @@ def test_infinite_loop_is_interrupted(emu: tuple[LocalEmulator, httpx.Client], s
     assert _run(http, sid, "state + 1")[0]["text"] == "124"
 
 
-def _kernel_pids(http: httpx.Client, sid: str) -> list[int]:
+def _kernel_pids(http: httpx.Client, sid: str, status: str = "running") -> list[int]:
     items = http.get(f"/sandboxes/{sid}/processes").json()["items"]
-    return [p["processId"] for p in items if p["status"] == "running"]
+    return [p["processId"] for p in items if p["status"] == status or not status]
 
 
 def test_no_process_left_after_context_delete_and_stop(
@@ -177,12 +197,12 @@ def test_no_process_left_after_context_delete_and_stop(
     child = _run(
         http, sid, "import subprocess; p = subprocess.Popen(['sleep', '60']); p.pid", contextId=ctx
     )
-    child_pid = int(str(child[0]["text"]))
     kernel = next(
         p
         for p in http.get(f"/sandboxes/{sid}/processes").json()["items"]
         if p["tag"] == f"context:{ctx}"
     )["processId"]
+    child_pid = _host_pid(int(str(child[0]["text"])), [kernel])
     assert _alive(child_pid)
     assert _alive(kernel)
     assert http.delete(f"/sandboxes/{sid}/contexts/{ctx}").status_code == 204
@@ -192,7 +212,7 @@ def test_no_process_left_after_context_delete_and_stop(
     http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": "sleep 60 & echo $!"})
     pids = _kernel_pids(http, sid)
     bg = http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": "sleep 61 & echo $!"})
-    pids.append(int(bg.json()["result"]["stdout"]))
+    pids.append(_host_pid(int(bg.json()["result"]["stdout"]), _kernel_pids(http, sid, "")))
     assert all(_alive(p) for p in pids)
     http.post(f"/sandboxes/{sid}/stop")
     assert _wait_dead(pids) == []
@@ -206,7 +226,8 @@ def test_nothing_left_after_emulator_shutdown() -> None:
         sid = http.post("/sandboxes", json={"templateName": "t"}).json()["data"]["sandboxId"]
         _run(http, sid, "import subprocess; subprocess.Popen(['sleep', '60'])")
         bg = http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": "sleep 62 & echo $!"})
-        pids = [*_kernel_pids(http, sid), int(bg.json()["result"]["stdout"])]
+        inner = int(bg.json()["result"]["stdout"])
+        pids = [*_kernel_pids(http, sid), _host_pid(inner, _kernel_pids(http, sid, ""))]
         root = emulator.core.sandboxes[sid].root if emulator.core else None
     emulator.stop()
     assert _wait_dead(pids) == []

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ import pytest
 pytest.importorskip("jupyter_client")
 
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
+from agentrun_ci.local._limits import group_members
 from agentrun_ci.local.cli import serve_main
 
 
@@ -54,13 +56,16 @@ def test_sandbox_is_stopped_and_cleaned(settings: EmulatorSettings, body: dict[s
         sid = http.post("/sandboxes", json={"templateName": "t", **body}).json()["data"][
             "sandboxId"
         ]
-        bg = http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": "sleep 60 & echo $!"})
-        pid = int(bg.json()["result"]["stdout"])
+        http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": "sleep 60 &"})
+        # host pids: the sandbox may print its own PID namespace's pids (`echo $!`)
+        items = http.get(f"/sandboxes/{sid}/processes").json()["items"]
+        pids = [m for item in items for m in group_members(item["processId"])]
+        assert pids  # the background sleep (and its namespace init) still run
         assert emulator.core is not None
         root = emulator.core.sandboxes[sid].root
         assert _wait_status(http, sid, "TERMINATED")
         assert not root.exists()
-        assert _gone(pid)
+        assert all(_gone(pid) for pid in pids)
 
 
 def test_serve_refuses_remote_host_without_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,3 +115,89 @@ async def test_async_context_manager() -> None:
         async with httpx.AsyncClient(base_url=str(config.data_endpoint)) as http:
             r = await http.get("/2025-09-10/sandboxes")
             assert r.json()["data"] == {"items": [], "nextToken": None}
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_serve_takes_the_secret_from_a_file_or_the_environment_not_argv(
+    source: str, tmp_path: Path
+) -> None:
+    import os
+
+    from agentrun_ci import Config, ControlPlane, PermissionDeniedError
+
+    secret = "serve-secret-" + os.urandom(8).hex()
+    code = (
+        "import sys; from agentrun_ci.local.cli import serve_main; "
+        "sys.exit(serve_main(sys.argv[1:]))"
+    )
+    argv = [sys.executable, "-c", code, "--spare-kernels", "0", "--access-key-id", "KID"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRUN_")}
+    if source == "file":
+        path = tmp_path / "secret"
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+        argv += ["--access-key-secret-file", str(path)]
+    else:
+        env["AGENTRUN_ACCESS_KEY_SECRET"] = secret
+    with subprocess.Popen(
+        [*argv, "--log-level", "ERROR"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[4]
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
+                assert secret.encode() not in fh.read()
+            assert httpx.get(f"{url}/2025-09-10/templates").status_code == 403
+            good = Config(
+                access_key_id="KID",
+                access_key_secret=secret,
+                account_id="local",
+                control_endpoint=url,
+                data_endpoint=url,
+            )
+            with ControlPlane(good) as cp:
+                assert cp.list_templates() == []
+            bad = Config(
+                access_key_id="KID",
+                access_key_secret="wrong",
+                account_id="local",
+                control_endpoint=url,
+                data_endpoint=url,
+            )
+            with ControlPlane(bad) as cp, pytest.raises(PermissionDeniedError):
+                cp.list_templates()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            assert proc.stderr is not None
+            assert "WARNING" not in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_serve_warns_about_a_secret_in_argv_and_refuses_a_missing_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from agentrun_ci.local.cli import _parser, _secret
+
+    monkeypatch.delenv("AGENTRUN_ACCESS_KEY_SECRET", raising=False)
+    args = _parser().parse_args(["--access-key-id", "K", "--access-key-secret", "S"])
+    assert _secret(args) == "S"
+    assert "every user of this machine can read" in capsys.readouterr().err
+    # an id without a secret, an unreadable or empty file: usage errors, nothing served
+    assert serve_main(["--access-key-id", "K"]) == 2
+    assert "--access-key-secret-file" in capsys.readouterr().err
+    assert serve_main(["--access-key-id", "K", "--access-key-secret-file", "/nonexistent"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "empty").write_text("")
+    empty = str(tmp_path / "empty")
+    assert serve_main(["--access-key-id", "K", "--access-key-secret-file", empty]) == 2
+    assert "is empty" in capsys.readouterr().err
+    # an exported secret alone (no id) turns nothing on
+    monkeypatch.setenv("AGENTRUN_ACCESS_KEY_SECRET", "S")
+    assert _secret(_parser().parse_args([])) == ""

@@ -18,7 +18,8 @@ for /home/user; each python context is an ipykernel (IPC sockets, one pre-starte
 spare), each javascript context a small persistent node process; commands run under
 bash. All of them get a scrubbed environment and the limits of `EmulatorSettings`;
 `_limits.py` describes the containment model (process groups, rlimits, a pids cgroup
-per sandbox where /sys/fs/cgroup is writable, an unprivileged uid where possible).
+per sandbox where /sys/fs/cgroup is writable, an unprivileged uid where possible, and
+as root a PID namespace with its own /proc per kernel and command).
 It is a development and CI tool, not a security boundary for hostile code.
 """
 

@@ -29,9 +29,11 @@ from ._kernels import Kernel, KernelError, Launch, NodeKernel, SparePool
 from ._limits import (
     PidsCgroup,
     chown_tree,
-    command_prefix,
+    instance_name,
     kill_group,
+    pid_namespace_works,
     scrubbed_env,
+    sweep_stale,
     usable_uid,
 )
 from ._settings import EmulatorSettings
@@ -190,12 +192,12 @@ class Core:
         self.started = time.monotonic()
         exe = settings.python_executable or sys.executable
         self.uid = usable_uid(settings, exe)
-        _sweep_stale()
-        self.cgroups = PidsCgroup.create_root(
-            f"agentrun-local-{os.getpid()}-{secrets.token_hex(4)}"
-        )
-        self.launch = Launch(settings, self.uid, None)
-        self._base = Path(tempfile.mkdtemp(prefix=f"agentrun-local-{os.getpid()}-"))
+        self.pid_namespace = settings.pid_namespace and pid_namespace_works(exe)
+        sweep_stale(tempfile.gettempdir())
+        name = instance_name()
+        self.cgroups = PidsCgroup.create_root(f"{name}-{secrets.token_hex(4)}")
+        self.launch = Launch(settings, self.uid, None, self.pid_namespace)
+        self._base = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         os.chmod(self._base, 0o711)  # noqa: S103 - the sandbox uid must traverse it, not list it
         self.runtime = self._base / "runtime"
         self.runtime.mkdir(mode=0o700)
@@ -381,7 +383,7 @@ class Core:
             born=mono,
             last_active=mono,
             env=env,
-            launch=Launch(self.settings, self.uid, cgroup),
+            launch=Launch(self.settings, self.uid, cgroup, self.pid_namespace),
         )
         self.sandboxes[sandbox_id] = sandbox
         return sandbox
@@ -462,6 +464,7 @@ class Core:
             await asyncio.to_thread(kill_group, proc.pid)
             if proc.status == "running":
                 proc.status = "killed"
+            await _reap(proc)
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
             await asyncio.to_thread(sandbox.launch.cgroup.remove)
         await asyncio.to_thread(shutil.rmtree, sandbox.root, ignore_errors=True)
@@ -568,22 +571,30 @@ class Core:
             raise bad_request(f"cwd {cwd_api!r} is not an existing directory")
         shell = shutil.which("bash") or "/bin/sh"
         started = time.monotonic()
+        launch = self._launch(sandbox)
+        # In a PID namespace the command's init outlives the shell while background jobs
+        # (`nohup job &`) run, so the shell's exit code comes back through a pipe.
+        status_r, status_w = os.pipe() if launch.pid_namespace else (-1, -1)
         # Output goes to unlinked temporary files, not pipes: a background child
         # (`sleep 60 &`) keeps a pipe open and would hold the reply hostage.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = await asyncio.create_subprocess_exec(
-                *command_prefix(self.settings),
-                shell,
-                "-c",
-                command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=str(cwd),
-                env=scrubbed_env(str(sandbox.root), sandbox.env),
-                start_new_session=True,
-                preexec_fn=self._launch(sandbox).preexec(self.settings.cpu_seconds),
-            )
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv([shell, "-c", command], status_fd=status_w, linger=True),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=str(cwd),
+                    env=scrubbed_env(str(sandbox.root), sandbox.env),
+                    start_new_session=True,
+                    pass_fds=(status_w,) if status_w >= 0 else (),
+                    preexec_fn=launch.preexec(self.settings.cpu_seconds),
+                )
+            except BaseException:
+                _close(status_r)
+                raise
+            finally:
+                _close(status_w)
             record = Process(
                 pid=proc.pid,
                 command=command,
@@ -594,19 +605,30 @@ class Core:
             )
             sandbox.processes[proc.pid] = record
             status = "completed"
+            pipe = os.fdopen(status_r, "rb", buffering=0) if status_r >= 0 else None
             try:
-                code = await asyncio.wait_for(proc.wait(), timeout)
+                code = await asyncio.wait_for(_exit_code(proc, pipe), timeout)
             except asyncio.TimeoutError:
                 await asyncio.to_thread(kill_group, proc.pid)
                 code = await proc.wait()
                 status = "timeout"
-            stdout = _read_back(out)
-            stderr = _read_back(err)
+            finally:
+                if pipe is not None:
+                    pipe.close()
+            stdout, dropped_out = _read_back(out)
+            stderr, dropped_err = _read_back(err)
+        for stream, dropped in (("stdout", dropped_out), ("stderr", dropped_err)):
+            if dropped:  # never lose output silently
+                stderr += (
+                    f"\n[output truncated: {dropped} bytes of {stream} dropped; the emulator "
+                    f"keeps {_MAX_OUTPUT // 2**20} MB per stream: write big output to a file]\n"
+                ).encode()
         if status == "timeout":
             stderr += f"\ncommand exceeded {timeout:g} s and was killed\n".encode()
         record.status = "killed" if status == "timeout" else "completed"
         record.exit_code = code
-        record.proc = None
+        if proc.returncode is not None:
+            record.proc = None  # else background jobs still run under it: reaped at stop
         sandbox.last_active = time.monotonic()
         elapsed = int((time.monotonic() - started) * 1000)
         return {
@@ -662,6 +684,8 @@ class Core:
         record = sandbox.processes.get(pid)
         if record is not None and record.status == "running":
             record.status = "killed"
+        if record is not None:
+            await _reap(record)
         for ctx in list(sandbox.contexts.values()):
             if ctx.kernel.pgid == pid:  # killing a kernel ends its context
                 await self.delete_context(sandbox, ctx.id)
@@ -669,34 +693,45 @@ class Core:
 
 
 _MAX_OUTPUT = 16 * 1024 * 1024
-_STALE = re.compile(r"^agentrun-local-(\d+)-")
 
 
-def _sweep_stale() -> None:
-    """Remove what an emulator process that died without cleaning up left behind."""
-    places = [tempfile.gettempdir(), "/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
-    for place in places:
-        try:
-            names = os.listdir(place)
-        except OSError:
-            continue
-        for name in names:
-            match = _STALE.match(name)
-            if match is None or os.path.exists(f"/proc/{match.group(1)}"):
-                continue
-            path = os.path.join(place, name)
-            if place.startswith("/sys/"):
-                for sub in [e.path for e in os.scandir(path) if e.is_dir()]:
-                    PidsCgroup(sub).remove()
-                PidsCgroup(path).remove()
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def _read_back(fh: Any) -> bytes:
+def _read_back(fh: Any) -> tuple[bytes, int]:
+    """A command's captured stream, at most _MAX_OUTPUT bytes, and how many were dropped."""
+    size = os.fstat(fh.fileno()).st_size
     fh.seek(0)
     data: bytes = fh.read(_MAX_OUTPUT)
-    return data
+    return data, max(0, size - len(data))
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+async def _exit_code(proc: asyncio.subprocess.Process, pipe: Any) -> int:
+    """The command's exit code: from its namespace init's status pipe, else its own exit."""
+    if pipe is None:
+        return await proc.wait()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        line = await reader.readline()
+    finally:
+        transport.close()
+    try:
+        return int(line)
+    except ValueError:  # the init died without a word (killed): fall back to its exit
+        return await proc.wait()
+
+
+async def _reap(proc: Process) -> None:
+    """Collect a command whose init lingered for background jobs (just killed)."""
+    if proc.proc is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.proc.wait(), 5)
+        proc.proc = None
 
 
 def _rss_mb(pid: int) -> float:

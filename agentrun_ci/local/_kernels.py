@@ -6,6 +6,7 @@ Both answer `execute(code, timeout)` with the wire events of docs/contract.md
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import itertools
@@ -25,7 +26,7 @@ import attrs
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
-from ._limits import PidsCgroup, child_preexec, command_prefix, kill_group, scrubbed_env
+from ._limits import PidsCgroup, child_preexec, kill_group, sandbox_argv, scrubbed_env
 from ._settings import EmulatorSettings
 
 __all__ = [
@@ -46,6 +47,85 @@ _NODE_REPL = Path(__file__).with_name("_node_repl.js")
 _MARK = b"\x00AGENTRUN\x00"
 
 Event = dict[str, Any]
+
+# Run in every python kernel (by `adopt`). ipykernel keeps a cell's output in memory until
+# its IO thread flushes it (every 0.2 s) as ONE message, JSON-encoded in one piece, and
+# IPython 9 also keeps every cell's output for its (here disabled) history. 100 MB printed
+# under a 1 GB memory limit made that flush fail with MemoryError in the IO thread: the
+# output was gone and the execute said "ok". So: keep no output history, send big writes
+# in 1 MB pieces, and count what each cell wrote, so that `PythonKernel` can compare it
+# with what arrived and say when output was lost (`_LOST`).
+_OUTPUT_GUARD = """
+def _agentrun_guard():
+    from ipykernel.iostream import OutStream
+    if hasattr(OutStream, "_agentrun_take"):
+        return
+
+    class Forget(dict):
+        def __contains__(self, key):
+            return False
+
+        def __missing__(self, key):
+            return []
+
+    shell = get_ipython()
+    if hasattr(shell.history_manager, "outputs"):
+        shell.history_manager.outputs = Forget()
+    write, flush, chunk, counts, pending = OutStream.write, OutStream._flush, 1 << 20, {}, {}
+
+    def guarded_write(self, text):
+        if not isinstance(text, str):
+            return write(self, text)
+        key = (self.parent_header.get("msg_id"), self.name)
+        for start in range(0, len(text), chunk):
+            piece = text[start : start + chunk]
+            write(self, piece)
+            counts[key] = counts.get(key, 0) + len(piece)
+            pending[self.name] = pending.get(self.name, 0) + len(piece)
+            if pending[self.name] >= chunk:
+                pending[self.name] = 0
+                self.flush()
+        return len(text)
+
+    def guarded_flush(self):
+        try:
+            flush(self)
+        except MemoryError:
+            pass
+
+    def take():
+        msg_id = shell.kernel.get_parent()["header"]["msg_id"]
+        found = {name: n for (mid, name), n in counts.items() if mid == msg_id}
+        counts.clear()
+        return found
+
+    class Write:
+        # IPython tees each cell's output by setting `stream.write` to a wrapper and
+        # putting back what it found after the cell: a plain class patch would be
+        # shadowed by that instance attribute, so this descriptor takes the sets.
+        def __get__(self, stream, owner=None):
+            if stream is None:
+                return guarded_write
+            return stream.__dict__.get("_agentrun_write") or guarded_write.__get__(stream)
+
+        def __set__(self, stream, value):
+            if getattr(value, "__func__", None) in (write, guarded_write):
+                stream.__dict__.pop("_agentrun_write", None)
+            else:
+                stream.__dict__["_agentrun_write"] = value
+
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, OutStream):
+            stream.__dict__.pop("write", None)
+    OutStream.write, OutStream._flush, OutStream._agentrun_take = Write(), guarded_flush, take
+
+
+_agentrun_guard()
+del _agentrun_guard
+"""
+_COUNT = "__import__('ipykernel').iostream.OutStream._agentrun_take()"
 
 
 def strip_ansi(text: str) -> str:
@@ -77,6 +157,32 @@ def _timeout_event(timeout: float) -> Event:
     }
 
 
+def _lost_output(events: list[Event], reply: dict[str, Any]) -> list[Event]:
+    """A stderr note for output the kernel wrote that never arrived (never lose it silently)."""
+    counted = reply.get("user_expressions", {}).get("agentrun_output", {})
+    if counted.get("status") != "ok":
+        name = counted.get("ename", "no answer")
+        return [{"type": "stderr", "text": f"{_LOST} (the kernel could not count it: {name})]\n"}]
+    try:
+        written = ast.literal_eval(counted["data"]["text/plain"])
+    except (KeyError, ValueError, SyntaxError):
+        return []
+    notes: list[Event] = []
+    for stream in ("stdout", "stderr"):
+        got = sum(len(e.get("text") or "") for e in events if e.get("type") == stream)
+        lost = int(written.get(stream, 0)) - got
+        if lost > 0:
+            text = f"{_LOST}: {lost} characters of {stream} never arrived]\n"
+            notes.append({"type": "stderr", "text": text})
+    return notes
+
+
+_LOST = (
+    "[output lost: the kernel probably ran out of memory sending it; raise the memory "
+    "limit, print less, or write big output to a file"
+)
+
+
 def _signal_group(pgid: int | None, stop: bool) -> None:
     if pgid:
         with contextlib.suppress(OSError):
@@ -85,15 +191,34 @@ def _signal_group(pgid: int | None, stop: bool) -> None:
 
 @attrs.frozen
 class Launch:
-    """How to start sandboxed children: limits, the uid to drop to, the pids cgroup."""
+    """How to start sandboxed children: limits, the uid to drop to, the pids cgroup, and
+    whether each gets its own PID namespace (`_limits.sandbox_argv`)."""
 
     settings: EmulatorSettings
     uid: int | None = None
     cgroup: PidsCgroup | None = None
+    pid_namespace: bool = False
+
+    @property
+    def python(self) -> str:
+        return self.settings.python_executable or sys.executable
+
+    def argv(self, argv: list[str], *, status_fd: int = -1, linger: bool = False) -> list[str]:
+        return sandbox_argv(
+            self.settings,
+            argv,
+            python=self.python,
+            pid_namespace=self.pid_namespace,
+            uid=self.uid,
+            status_fd=status_fd,
+            linger=linger,
+        )
 
     def preexec(self, cpu_seconds: int | None, *, memory: bool = True) -> Any:
+        # In a PID namespace unshare drops the uid itself: it needs root to make one.
+        uid = None if self.pid_namespace else self.uid
         return child_preexec(
-            self.settings, cpu_seconds=cpu_seconds, cgroup=self.cgroup, uid=self.uid, memory=memory
+            self.settings, cpu_seconds=cpu_seconds, cgroup=self.cgroup, uid=uid, memory=memory
         )
 
 
@@ -128,22 +253,26 @@ class PythonKernel:
     @classmethod
     async def start(cls, launch: Launch, runtime_dir: Path, home: str) -> PythonKernel:
         settings = launch.settings
-        exe = settings.python_executable or sys.executable
+        exe = launch.python
         km = _KernelManager(
             transport="ipc",
             connection_file=str(runtime_dir / f"kernel-{uuid.uuid4().hex}.json"),
         )
         km.sandbox_uid = launch.uid
-        argv = [
-            *command_prefix(settings),
-            exe,
-            "-m",
-            "ipykernel_launcher",
-            "-f",
-            "{connection_file}",
-            "--HistoryManager.enabled=False",
-            "--IPKernelApp.quiet=True",
-        ]
+        argv = launch.argv(
+            [
+                exe,
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                "{connection_file}",
+                "--HistoryManager.enabled=False",
+                "--IPKernelApp.quiet=True",
+                # Under our namespace init the kernel's parent is PID 1, which ipykernel's
+                # parent poller takes for "the server died": 1 turns the poller off.
+                *(["--IPKernelApp.parent_handle=1"] if launch.pid_namespace else []),
+            ]
+        )
         km._kernel_spec = KernelSpec(argv=argv, language="python", display_name="python")
         env = scrubbed_env(home)
         env.update(
@@ -176,7 +305,7 @@ class PythonKernel:
                 await asyncio.to_thread(old.remove)
         self._home = home
         self._env = dict(env)
-        code = (
+        code = _OUTPUT_GUARD + (
             "import os as _o\n"
             f"_o.chdir({home!r}); _o.environ['HOME'] = _o.environ['PWD'] = {home!r}\n"
             f"_o.environ.update({self._env!r})\n"
@@ -195,7 +324,13 @@ class PythonKernel:
         if not await self._km.is_alive():
             raise KernelError("the kernel has died (state lost)")
         kc = self._kc
-        msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
+        msg_id = kc.execute(
+            code,
+            silent=silent,
+            store_history=not silent,
+            allow_stdin=False,
+            user_expressions={} if silent else {"agentrun_output": _COUNT},
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         events: list[Event] = []
@@ -261,17 +396,21 @@ class PythonKernel:
                 )
         if timed_out and not any(e.get("name") == "TimeoutError" for e in events):
             events.append(_timeout_event(timeout))
-        await self._drain_shell(msg_id)
+        reply = await self._drain_shell(msg_id)
+        if reply is not None and not silent and status == "ok":
+            events += _lost_output(events, reply)
         return events, status, count
 
-    async def _drain_shell(self, msg_id: str) -> None:
-        # The shell reply adds nothing the iopub stream did not; read it so the
-        # queue does not grow, without waiting long for it.
+    async def _drain_shell(self, msg_id: str) -> dict[str, Any] | None:
+        # The shell reply only adds what our output guard counted (user_expressions);
+        # read it so the queue does not grow, without waiting long for it.
         with contextlib.suppress(queue.Empty):
             while True:
                 reply = await self._kc.get_shell_msg(timeout=0.5)
                 if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                    return
+                    content: dict[str, Any] = reply.get("content", {})
+                    return content
+        return None
 
     async def pause(self, stop: bool) -> None:
         _signal_group(self.pgid, stop)
@@ -323,10 +462,7 @@ class NodeKernel:
         # from starting: javascript kernels get a V8 heap cap instead.
         heap = max(64, (self._settings.memory_mb or 4096) // 2)
         self._proc = await asyncio.create_subprocess_exec(
-            *command_prefix(self._settings),
-            node,
-            f"--max-old-space-size={heap}",
-            str(_NODE_REPL),
+            *self._launch.argv([node, f"--max-old-space-size={heap}", str(_NODE_REPL)]),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

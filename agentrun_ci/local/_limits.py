@@ -12,19 +12,33 @@ Containment model (see also README of the emulator in `__init__`):
   finds every process of the sandbox at cleanup, even one that called setsid; and
   (2) if the unprivileged `sandbox_uid` can run the kernel interpreter, children
   drop to it, which makes RLIMIT_NPROC bite as well. Not root: RLIMIT_NPROC applies
-  to our own uid (shared with the server: set `max_processes` well above its needs).
+  to our own uid (shared with the server: set `max_processes` well above its needs);
+* a PID namespace with its own /proc for every kernel and command, where `unshare`
+  can make one (root; probed once, a logged warning otherwise): code then cannot see
+  the server, nor read its /proc/<pid>/environ or cmdline (which may hold the access
+  key secret). The chain is `unshare --pid --fork --mount-proc --kill-child` → a small
+  init (`_INIT`, PID 1: it reaps orphans, drops CAP_SYS_ADMIN from the bounding set so
+  root code cannot unmount the private /proc, and outlives a command's shell while its
+  background jobs run) → the real program. All three share one process group, so
+  jupyter_client's SIGINT and our SIGKILL/SIGSTOP reach the program directly;
+* every direct child gets PR_SET_PDEATHSIG=SIGKILL, and `--kill-child` carries it on,
+  so a SIGKILLed emulator takes its kernels and commands with it; what survives
+  anyway (no namespace) is swept by the next emulator start (`sweep_stale`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import os
+import re
 import resource
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 
@@ -34,10 +48,13 @@ __all__ = [
     "PidsCgroup",
     "child_preexec",
     "chown_tree",
-    "command_prefix",
     "group_members",
+    "instance_name",
     "kill_group",
+    "pid_namespace_works",
+    "sandbox_argv",
     "scrubbed_env",
+    "sweep_stale",
     "usable_uid",
 ]
 
@@ -137,6 +154,18 @@ class PidsCgroup:
                 time.sleep(0.02)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    # Loaded before fork: the preexec_fn only calls into it.
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - no libc to load (not Linux)
+        return None
+
+
 def child_preexec(
     settings: EmulatorSettings,
     *,
@@ -145,15 +174,19 @@ def child_preexec(
     uid: int | None = None,
     memory: bool = True,
 ) -> Callable[[], None]:
-    """A preexec_fn: join the pids cgroup, set the rlimits, then drop to `uid`.
+    """A preexec_fn: join the pids cgroup, set the rlimits, drop to `uid`, die with us.
 
     It runs in the forked child before exec. The order matters: joining a cgroup
-    needs root, and the limits are set while we still may.
+    needs root, and the limits are set while we still may; the parent-death signal
+    comes last because changing uid clears it. It fires when the *thread* that
+    forked exits: ours is the emulator's event-loop thread, which lives as long as it.
     """
     memory_mb = settings.memory_mb if memory else None
     fsize = settings.file_size_mb
     nproc = settings.max_processes
     procs = cgroup.procs_file if cgroup is not None else None
+    libc = _libc() if hasattr(os, "getppid") else None
+    parent = os.getpid()
 
     def apply() -> None:  # pragma: no cover - runs in the forked child
         if procs is not None:
@@ -172,6 +205,10 @@ def child_preexec(
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+        if libc is not None and sys.platform.startswith("linux"):
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the emulator died before prctl took effect
+                os.kill(os.getpid(), signal.SIGKILL)
 
     return apply
 
@@ -210,14 +247,104 @@ def _probe_uid(uid: int, executable: str) -> int | None:
     return uid if ok else None
 
 
-def command_prefix(settings: EmulatorSettings) -> list[str]:
-    """`unshare -n` when the no-network option is on."""
+# PID 1 of a sandboxed child's own PID namespace: `python -I -S -c _INIT STATUS_FD LINGER
+# ARGV...`. It starts ARGV, reaps every orphan (a PID 1 must), and writes ARGV's exit code
+# to STATUS_FD (-1: none). Without LINGER it exits with ARGV, which kills the namespace;
+# with it (commands) it stays while background jobs (`nohup job &`) run, as in a sandbox.
+# Sandboxed code sees this text as PID 1's command line, hence no comments inside. It
+# sets PR_SET_PDEATHSIG (1) again, as `unshare --setuid` clears the one of --kill-child;
+# drops CAP_SYS_ADMIN (21) from the bounding set (PR_CAPBSET_DROP, 24) so root code can
+# neither unmount this /proc (the host's is under it) nor mount another; and sets SIGINT
+# to SIG_DFL, which a PID 1 ignores, so jupyter_client's interrupt reaches only the kernel.
+_INIT = """\
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None)
+libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+libc.prctl(24, 21, 0, 0, 0)
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+fd, linger, argv = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:]
+if fd >= 0:
+    os.set_inheritable(fd, False)
+reset = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)
+main = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=reset)
+code = 1
+while True:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        break
+    if pid == main:
+        code = os.waitstatus_to_exitcode(status)
+        if fd >= 0:
+            os.write(fd, b"%d\\n" % code)
+            os.close(fd)
+            fd = -1
+        if not linger:
+            break
+os._exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _unshare(no_network: bool, uid: int | None) -> list[str]:
+    tool = shutil.which("unshare") or "unshare"
+    argv = [tool, "--pid", "--fork", "--mount-proc", "--kill-child"]
+    if no_network:
+        argv.append("--net")
+    if uid is not None:  # unshare needs root; it drops to the sandbox uid in the namespace
+        argv += [f"--setgid={uid}", f"--setuid={uid}"]
+    return argv
+
+
+def sandbox_argv(
+    settings: EmulatorSettings,
+    argv: list[str],
+    *,
+    python: str,
+    pid_namespace: bool,
+    uid: int | None = None,
+    status_fd: int = -1,
+    linger: bool = False,
+) -> list[str]:
+    """`argv` wrapped for its sandbox: own PID namespace (+ init), or `unshare -n`, or as is.
+
+    With `pid_namespace`, `uid` is dropped to by unshare (so the preexec must not drop
+    it) and `status_fd`, if given, receives the exit code of `argv` as a line.
+    """
+    if pid_namespace:
+        init = [python, "-I", "-S", "-c", _INIT, str(status_fd), "1" if linger else "0"]
+        return [*_unshare(settings.no_network, uid), "--", *init, *argv]
     if settings.no_network:
         tool = shutil.which("unshare")
         if tool is None:
             raise RuntimeError("no_network needs the `unshare` tool (util-linux) on PATH")
-        return [tool, "-n", "--"]
-    return []
+        return [tool, "-n", "--", *argv]
+    return argv
+
+
+@functools.lru_cache(maxsize=8)
+def pid_namespace_works(python: str) -> bool:
+    """Probe once: can children run as PID 2 of their own PID namespace, under our init?"""
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        reason = "no `unshare` tool (util-linux) on PATH"
+    else:
+        check = "import os, sys; sys.exit(os.getpid() != 2 or os.getppid() != 1)"
+        init = [python, "-I", "-S", "-c", _INIT, "-1", "0"]
+        probe = [*_unshare(False, None), "--", *init, python, "-I", "-S", "-c", check]
+        try:
+            done = subprocess.run(probe, capture_output=True, timeout=30, check=False, cwd="/")
+        except (OSError, subprocess.SubprocessError) as exc:
+            reason = str(exc)
+        else:
+            if done.returncode == 0:
+                return True
+            reason = done.stderr.decode("utf-8", "replace").strip()[-300:] or "it failed"
+    log.warning(
+        "no PID namespace for sandboxed code (%s): it shares the server's /proc, so it "
+        "can read /proc/<pid>/environ and cmdline of processes of its uid (run as root "
+        "with util-linux `unshare`, or keep secrets out of the server's environment)",
+        reason,
+    )
+    return False
 
 
 def _is_zombie(pid: int) -> bool:
@@ -270,3 +397,102 @@ def chown_tree(path: str, uid: int | None) -> None:
         return
     with contextlib.suppress(OSError):
         os.chown(path, uid, uid, follow_symlinks=False)
+
+
+# ---------------------------------------------------------------- what a dead emulator left
+
+_STALE = re.compile(r"^agentrun-local-(\d+)(?:\.(\d+))?-")
+
+
+def _start_time(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot): with the pid, it names one process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b")") + 2 :].split()[19])
+
+
+def instance_name() -> str:
+    """`agentrun-local-<pid>.<start time>`: the prefix of our temp dir and cgroup names.
+
+    A pid alone can be reused after the emulator dies; pid and start time cannot, so
+    `sweep_stale` never mistakes a live emulator for a dead one.
+    """
+    pid = os.getpid()
+    return f"agentrun-local-{pid}.{_start_time(pid) or 0}"
+
+
+def _is_stale(name: str) -> bool:
+    match = _STALE.match(name)
+    if match is None:
+        return False
+    pid = int(match.group(1))
+    if match.group(2) is None:  # an older emulator's name: the pid alone must do
+        return not os.path.exists(f"/proc/{pid}")
+    return _start_time(pid) != int(match.group(2))
+
+
+def _processes_under(bases: list[str]) -> list[int]:
+    """Live pids whose HOME or working directory lies in one of the dead emulators' dirs."""
+    homes = [b"HOME=" + base.encode() + b"/" for base in bases]
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid() or _is_zombie(int(name)):
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if any(cwd.startswith(base + "/") or cwd == base for base in bases) or any(
+            home in env for home in homes
+        ):
+            found.append(int(name))
+    return found
+
+
+def sweep_stale(tmp: str) -> list[str]:
+    """Remove what emulators that died without cleaning up left: processes, cgroups, dirs.
+
+    Their processes are found by the pids cgroup and, without one, by a HOME or
+    working directory inside their temporary directory (every child gets one there).
+    Returns the paths removed.
+    """
+    removed: list[str] = []
+    try:
+        bases = [os.path.join(tmp, n) for n in os.listdir(tmp) if _is_stale(n)]
+    except OSError:
+        bases = []
+    if bases:
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            pids = _processes_under(bases)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+    for place in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+        try:
+            names = [n for n in os.listdir(place) if _is_stale(n)]
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(place, name)
+            with contextlib.suppress(OSError):
+                for sub in [e.path for e in os.scandir(path) if e.is_dir()]:
+                    PidsCgroup(sub).remove()
+            PidsCgroup(path).remove()
+            if not os.path.exists(path):
+                removed.append(path)
+    for base in bases:
+        shutil.rmtree(base, ignore_errors=True)
+        if not os.path.exists(base):
+            removed.append(base)
+    if removed:
+        log.info("removed what a dead emulator left: %s", ", ".join(removed))
+    return removed

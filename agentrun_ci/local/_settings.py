@@ -49,6 +49,9 @@ class EmulatorSettings:
     """Run kernels and commands as this uid (only possible as root); None = our own uid."""
     no_network: bool = False
     """Run kernels and commands in a fresh network namespace (needs `unshare -n`)."""
+    pid_namespace: bool = True
+    """Give each kernel and command its own PID namespace and /proc, so code cannot see the
+    server (nor read its environment) where `unshare` allows it (root); False = never."""
     reaper_interval: float = 1.0
     python_executable: str | None = None
     """The interpreter for python kernels (must have ipykernel); None = sys.executable."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -28,8 +29,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback --host (anyone who reaches it can run code here)",
     )
-    p.add_argument("--access-key-id", help="require requests signed with this key pair")
-    p.add_argument("--access-key-secret")
+    p.add_argument(
+        "--access-key-id",
+        help="require requests signed with this key pair; its secret comes from "
+        "--access-key-secret-file, else $AGENTRUN_ACCESS_KEY_SECRET",
+    )
+    p.add_argument(
+        "--access-key-secret-file",
+        metavar="PATH",
+        help="read the secret from this file (first line; keep it mode 600)",
+    )
+    p.add_argument(
+        "--access-key-secret",
+        help="the secret itself: discouraged, any user can read it in `ps`",
+    )
     p.add_argument("--max-exec-timeout", type=float, default=30.0, help="seconds per execution")
     p.add_argument(
         "--provisioning-delay",
@@ -48,6 +61,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-network", action="store_true", help="run code with `unshare -n`")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def _secret(args: argparse.Namespace) -> str | None:
+    """The secret from the file, the argv flag (warned) or the environment; None = error."""
+    if args.access_key_secret_file:
+        try:
+            with open(args.access_key_secret_file, encoding="utf-8") as fh:
+                first = fh.readline().strip()
+            mode = os.stat(args.access_key_secret_file).st_mode
+        except OSError as exc:
+            sys.stderr.write(f"cannot read --access-key-secret-file: {exc}\n")
+            return None
+        if not first:
+            sys.stderr.write(f"--access-key-secret-file {args.access_key_secret_file} is empty\n")
+            return None
+        if mode & 0o077:
+            sys.stderr.write(
+                f"WARNING: {args.access_key_secret_file} is readable by other users: chmod 600 it\n"
+            )
+        return first
+    if args.access_key_secret:
+        sys.stderr.write(
+            "WARNING: --access-key-secret puts the secret in this process's command line, "
+            "which every user of this machine can read (ps): use --access-key-secret-file "
+            "or $AGENTRUN_ACCESS_KEY_SECRET\n"
+        )
+        return str(args.access_key_secret)
+    if args.access_key_id:  # only with an id: an exported cloud secret alone turns on nothing
+        return os.environ.get("AGENTRUN_ACCESS_KEY_SECRET", "")
+    return ""
 
 
 def serve_main(argv: list[str]) -> int:
@@ -70,8 +113,14 @@ def serve_main(argv: list[str]) -> int:
             + (" (no key pair: requests are not authenticated)" if not args.access_key_id else "")
             + "\n"
         )
-    if bool(args.access_key_id) != bool(args.access_key_secret):
-        sys.stderr.write("give both --access-key-id and --access-key-secret, or neither\n")
+    secret = _secret(args)
+    if secret is None:
+        return 2
+    if bool(args.access_key_id) != bool(secret):
+        sys.stderr.write(
+            "give --access-key-id together with a secret (--access-key-secret-file or "
+            "$AGENTRUN_ACCESS_KEY_SECRET), or neither\n"
+        )
         return 2
     settings = EmulatorSettings(
         max_exec_timeout=args.max_exec_timeout,
@@ -86,7 +135,7 @@ def serve_main(argv: list[str]) -> int:
         spare_kernels=args.spare_kernels,
         no_network=args.no_network,
         access_key_id=args.access_key_id,
-        access_key_secret=args.access_key_secret,
+        access_key_secret=secret or None,
     )
     emulator = LocalEmulator(settings, host=args.host, port=args.port)
     stop = threading.Event()
