@@ -28,6 +28,7 @@ import collections
 import contextlib
 import enum
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
@@ -727,6 +728,7 @@ class AsyncCodeInterpreter:
         self.template: Template | None = None
         self._owns_template = False
         self._emulator: Any = None
+        self._emulator_started = threading.Event()
         self._control: AsyncControlPlane | None = None
         self._data: AsyncDataPlane | None = None
         self._tracker: Tracker | None = None
@@ -824,13 +826,26 @@ class AsyncCodeInterpreter:
             # With no logging configured, Python's last-resort handler prints it to stderr.
             log.warning(LOCAL_NOTICE)
         emulator = LocalEmulator(self._emulator_settings)
-        config: Config = await asyncio.to_thread(emulator.start)
-        # The emulator registers its own atexit stop, which would run *before* the tracker's
-        # sweep (atexit is LIFO) and leave the sweep talking to a dead port. The tracker
-        # stops the emulator itself, after deleting what we created.
-        atexit.unregister(emulator.stop)
+        # Recorded before it starts: cancelling this `await` does not stop the thread that
+        # starts it, and close() must still stop what that thread started.
         self._emulator = emulator
-        return config
+        return await asyncio.to_thread(self._run_emulator, emulator)
+
+    def _run_emulator(self, emulator: Any) -> Config:
+        try:
+            config: Config = emulator.start()
+            # The emulator registers its own atexit stop, which would run *before* the
+            # tracker's sweep (atexit is LIFO) and leave the sweep talking to a dead port.
+            # The tracker stops the emulator itself, after deleting what we created.
+            atexit.unregister(emulator.stop)
+            return config
+        finally:
+            self._emulator_started.set()
+
+    def _stop_emulator(self) -> None:
+        """Stop our emulator once its start is over (a cancelled caller may have left it)."""
+        self._emulator_started.wait()
+        self._emulator.stop()
 
     # ------------------------------------------------------------ interpreter
 
@@ -1139,7 +1154,7 @@ class AsyncCodeInterpreter:
                 # Whatever a failed step left behind, plus stopping our emulator.
                 await asyncio.to_thread(self._tracker.cleanup_sync)
             elif self._emulator is not None:
-                await asyncio.to_thread(self._emulator.stop)
+                await asyncio.to_thread(self._stop_emulator)
 
     async def __aenter__(self) -> AsyncCodeInterpreter:
         await self._open()
