@@ -167,6 +167,17 @@ class _Runtime:
         except (APIError, TransportError):
             return False
 
+    async def gone(self, sandbox_id: str) -> bool:
+        """Does the service say the sandbox no longer exists (404)? A probe that failed
+        in transit or with a 5xx proves nothing, so it counts as "still there"."""
+        try:
+            await self.data.health(sandbox_id)
+        except NotFoundError:
+            return True
+        except (APIError, TransportError):
+            return False
+        return False
+
 
 class _Strategy:
     """How leases get sessions."""
@@ -529,6 +540,8 @@ class AsyncLease:
             except NotFoundError as exc:
                 # The service refused it (404): the code did not run, so running it once in
                 # the recreated context is safe -- and the caller is told state was reset.
+                # Remembered first: if recreating fails too, the next execute must say so.
+                self._pending_reset = True
                 session = await self._recover(session)
                 if explicit:
                     raise SessionLostError(
@@ -577,8 +590,24 @@ class AsyncLease:
         if isinstance(self._strategy, _Ephemeral):
             return await self._strategy.run(action)
         session = await self._ensure_session()
-        async with self._rt.requests:
-            return await action(session.id)
+        try:
+            async with self._rt.requests:
+                return await action(session.id)
+        except NotFoundError as exc:
+            # Usually the file is missing; but if the whole session vanished, every later
+            # file call would 404 too until an execute noticed. Replace it now, and say so.
+            if not await self._rt.gone(session.id):
+                raise
+            async with self._lock:
+                if self._session is session:
+                    self._contexts.clear()
+                    self._extra.clear()
+                    self._session = await self._strategy.replace(self, session)
+                    self._pending_reset = True  # the next execute reports state_reset
+            raise SessionLostError(
+                f"session {session.id} is gone (deleted or expired): its files and variables "
+                "are lost. A fresh session replaced it; repeat the call"
+            ) from exc
 
     async def read_file(self, path: str) -> FileContent:
         return await self._on_session(lambda sid: self._rt.data.read_file(sid, path))  # type: ignore[no-any-return]

@@ -134,6 +134,8 @@ class _Client:
     hooked: bool = False
     #: cancel scopes of this client's calls in flight (cancelled at shutdown)
     scopes: set[anyio.CancelScope] = attrs.field(factory=set)
+    #: the caller has this state's `session` handle (a result carried it, or they sent it)
+    delivered: bool = False
 
 
 @attrs.define(eq=False)
@@ -440,7 +442,9 @@ def build_server(
             raise ToolError(
                 "unknown or expired `session` handle; omit `session` to start a new state"
             )
-        return app_state.clients[owner_key]
+        client = app_state.clients[owner_key]
+        client.delivered = True
+        return client
 
     def _end_with_connection(ctx: Context[AppState, Any], key: str) -> None:
         # The SDK has no public end-of-session hook yet; its connection exit stack is
@@ -470,6 +474,7 @@ def build_server(
         client.busy += 1
         scope = anyio.CancelScope()
         client.scopes.add(scope)
+        answered = False
         try:
             await app_state.evict_over_limit(client)
             with scope:
@@ -481,10 +486,18 @@ def build_server(
                     yield lease
             if scope.cancelled_caught:
                 raise ToolError("the server is shutting down; the call was stopped")
+            answered = True
         finally:
             client.scopes.discard(scope)
             client.busy -= 1
             client.last_used = time.monotonic()
+            if answered:
+                client.delivered = True
+            elif client.key.startswith("handle:") and not client.delivered:
+                # A first call without a stable identity failed: its result carries no
+                # handle, so nobody can reach this state again. Release it now, or its
+                # lease (a whole pool sandbox) would be held until the idle timeout.
+                await app_state.release(client.key)
 
     enabled = options.tools
 
@@ -526,44 +539,48 @@ def build_server(
                 "`nohup python job.py > job.log 2>&1 &`, and poll job.log."
             )
         notes: list[str] = []
-        async with using(client) as lease:
-            started = time.monotonic()
-            run = _Run(ctx, limit)
-            app_state.runs.add(run)
-            try:
-                execution = await lease.execute_code(code, language, timeout=limit)
-            except InvalidArgumentError as exc:
-                return _fail(str(exc))
-            except AgentRunError as exc:
-                return _fail(_run_failure(exc))
-            except BaseException as exc:
-                if _is_cancel(exc):
-                    await _interrupt(lease, client, time.monotonic() - started)
-                raise
-            finally:
-                app_state.runs.discard(run)
-            if client.reset_pending:
-                client.reset_pending = False
-                execution.state_reset = True
-                notes.append(
-                    "the previous run was cancelled, so its context was restarted to stop it"
-                )
-            if execution.status == "timeout" and _kernel_restarted(execution):
-                execution.state_reset = True
-                notes.append(
-                    f"the run exceeded its timeout of {limit:g} s and did not stop when "
-                    "interrupted, so its kernel was restarted: variables and imports from "
-                    "earlier calls are gone (files are kept)"
-                )
-            elif execution.status == "timeout":
-                notes.append(
-                    f"the run exceeded its timeout of {limit:g} s and was interrupted; the "
-                    "context is still usable and keeps earlier state. One run is capped at "
-                    f"{EXECUTE_CAP_SECONDS:g} s: split long work, or run it in the background "
-                    "with run_command and poll its output"
-                )
-            if execution.duration is None:
-                execution.duration = time.monotonic() - started
+        try:
+            async with using(client) as lease:
+                started = time.monotonic()
+                run = _Run(ctx, limit)
+                app_state.runs.add(run)
+                try:
+                    execution = await lease.execute_code(code, language, timeout=limit)
+                except InvalidArgumentError as exc:
+                    raise _RunFailed(str(exc)) from exc
+                except AgentRunError as exc:
+                    raise _RunFailed(_run_failure(exc)) from exc
+                except BaseException as exc:
+                    if _is_cancel(exc):
+                        await _interrupt(lease, client, time.monotonic() - started)
+                    raise
+                finally:
+                    app_state.runs.discard(run)
+                if client.reset_pending:
+                    client.reset_pending = False
+                    execution.state_reset = True
+                    notes.append(
+                        "the previous run was cancelled, so its context was restarted to stop it"
+                    )
+                if execution.status == "timeout" and _kernel_restarted(execution):
+                    execution.state_reset = True
+                    notes.append(
+                        f"the run exceeded its timeout of {limit:g} s and did not stop when "
+                        "interrupted, so its kernel was restarted: variables and imports from "
+                        "earlier calls are gone (files are kept)"
+                    )
+                elif execution.status == "timeout":
+                    notes.append(
+                        f"the run exceeded its timeout of {limit:g} s and was interrupted; the "
+                        "context is still usable and keeps earlier state. One run is capped at "
+                        f"{EXECUTE_CAP_SECONDS:g} s: split long work, or run it in the background "
+                        "with run_command and poll its output"
+                    )
+                if execution.duration is None:
+                    execution.duration = time.monotonic() - started
+        except _RunFailed as failed:
+            # raised through `using`, so that it knows this call failed
+            return _fail(str(failed))
         rendered = render_execution(
             execution, options.render, notes=notes, extra={"session": client.handle}
         )
@@ -754,6 +771,10 @@ async def _guard(awaitable: Awaitable[Any]) -> Any:
         return await awaitable
     except AgentRunError as exc:
         raise ToolError(str(exc)) from exc
+
+
+class _RunFailed(Exception):
+    """run_code could not run the code; its message becomes the error result."""
 
 
 def _fail(message: str) -> CallToolResult:

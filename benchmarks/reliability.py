@@ -1,6 +1,6 @@
 """Reliability under injected faults: the chaos suite's workload, counted.
 
-Run: python benchmarks/reliability.py [--ops 1000] [--rate 0.2] [--seed 11]
+Run: python benchmarks/reliability.py [--ops 1000] [--mcp-ops 1000] [--rate 0.2] [--seed 11]
 Prints markdown tables and writes them to benchmarks/results/reliability.md.
 
 70% of the operations go through DataPlane directly (execute, files, commands,
@@ -10,6 +10,12 @@ injects `rate` transient faults (429, 500/502/503/504, resets before and after t
 body was read, slow answers). A second, smaller run adds destructive faults (a
 sandbox that vanishes, a kernel that dies). Every execute and command appends a
 unique token to a ledger; counting tokens afterwards gives duplicates and losses.
+
+Then `mcp_ops` tool calls through the MCP server (run_code, run_command, write_file,
+read_file, list_files, reset_context) under the same faults: 45% from 4 concurrent
+streamable-HTTP clients on an in-process server with the singleton strategy, 45% the
+same with the pool strategy, 10% through the `agentrun-ci-mcp` process over stdio;
+plus a smaller destructive run (pool, 3 clients).
 """
 
 from __future__ import annotations
@@ -18,24 +24,34 @@ import argparse
 import asyncio
 import platform
 import random
+import shutil
 import sys
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import anyio
 
-from chaos_workload import (
+# This folder holds mcp.py, which would shadow the `mcp` package the MCP rows import.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent / "tests"))
+
+from chaos_workload import (  # noqa: E402 -- after the sys.path fix above
     DataPlaneWorkload,
     Stats,
     ensure_template,
     facade_pool_workload,
     facade_sync_workload,
+    mcp_http_workload,
+    mcp_leftovers,
+    mcp_stdio_env,
+    mcp_stdio_workload,
 )
 
-from agentrun_ci import DataPlane
-from agentrun_ci.local import (
+from agentrun_ci import DataPlane  # noqa: E402
+from agentrun_ci.local import (  # noqa: E402
     FAULT_KINDS,
     TRANSIENT_KINDS,
     EmulatorSettings,
@@ -44,14 +60,20 @@ from agentrun_ci.local import (
 )
 
 RESULTS = Path(__file__).parent / "results" / "reliability.md"
+SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
 DESTRUCTIVE = {"sandbox_gone": 0.02, "kernel_death": 0.04, "error_503": 0.07, "reset_after": 0.07}
 
 
-def run(ops: int, rate: float, seed: int) -> str:
+Row = tuple[str, Stats, Counter[str], float]
+
+
+def run(ops: int, rate: float, seed: int, mcp_ops: int = 1000) -> str:
     plan = FaultPlan(seed=seed, retry_after=0.05, slow_seconds=0.05)
     transient = dict.fromkeys(TRANSIENT_KINDS, rate / len(TRANSIENT_KINDS))
-    rows: list[tuple[str, Stats, Counter[str], float]] = []
+    rows: list[Row] = []
     eligible: list[int] = []
+    mcp_rows: list[Row] = []
+    mcp_eligible: list[int] = []
     emulator = LocalEmulator(EmulatorSettings(faults=plan, spare_kernels=2))
     with emulator as config:
         stage = iter(range(100))
@@ -75,9 +97,10 @@ def run(ops: int, rate: float, seed: int) -> str:
                     stats = work.finish()
             return stats
 
-        def record(name: str, stats: Stats, started: float) -> None:
-            rows.append((name, stats, Counter(plan.counts), time.perf_counter() - started))
-            eligible.append(plan.requests)
+        def record(name: str, stats: Stats, started: float, *, mcp: bool = False) -> None:
+            row = (name, stats, Counter(plan.counts), time.perf_counter() - started)
+            (mcp_rows if mcp else rows).append(row)
+            (mcp_eligible if mcp else eligible).append(plan.requests)
 
         n_dp = round(ops * 0.7)
         n_sync = round(ops * 0.15)
@@ -106,25 +129,67 @@ def run(ops: int, rate: float, seed: int) -> str:
         stats = dataplane(max(50, ops // 10), DESTRUCTIVE)
         record("DataPlane, destructive", stats, t)
 
+        def mcp_http(name: str, n: int, rates: dict[str, float], strategy: str, k: int) -> None:
+            t = time.perf_counter()
+            on(rates)
+            owner = "rel" + uuid.uuid4().hex[:6]
+            try:
+                stats = anyio.run(
+                    lambda: mcp_http_workload(
+                        config, owner, n, seed, off, strategy=strategy, clients=k
+                    )
+                )
+            finally:
+                off()
+            record(name, stats, t, mcp=True)
+
+        if mcp_ops > 0:
+            n_stdio = round(mcp_ops * 0.1) if SCRIPT else 0
+            n_single = (mcp_ops - n_stdio) // 2
+            mcp_http(
+                "MCP HTTP, singleton, 4 clients, transient", n_single, transient, "singleton", 4
+            )
+            n_pool = mcp_ops - n_stdio - n_single
+            mcp_http("MCP HTTP, pool, 4 clients, transient", n_pool, transient, "pool", 4)
+            if n_stdio:
+                t = time.perf_counter()
+                on(transient)
+                owner = "rel" + uuid.uuid4().hex[:6]
+                try:
+                    stats = anyio.run(
+                        mcp_stdio_workload, SCRIPT, mcp_stdio_env(config, owner), n_stdio, seed, off
+                    )
+                finally:
+                    off()
+                stats.leaked_sandboxes += len(mcp_leftovers(config, owner))
+                record("MCP stdio process, transient", stats, t, mcp=True)
+            n_bad = max(50, mcp_ops // 10)
+            mcp_http("MCP HTTP, pool, 3 clients, destructive", n_bad, DESTRUCTIVE, "pool", 3)
+
         assert emulator.core is not None
         leaked_sandboxes = sum(
             1 for s in list(emulator.core.sandboxes.values()) if s.status != "TERMINATED"
         )
-    return _tables(rows, eligible, leaked_sandboxes, ops, rate, seed)
+    tables = _tables(rows, eligible, leaked_sandboxes, ops, rate, seed, mcp_ops)
+    if mcp_rows:
+        tables += "\n" + _mcp_tables(mcp_rows, mcp_eligible)
+    return tables
 
 
 def _tables(
-    rows: list[tuple[str, Stats, Counter[str], float]],
+    rows: list[Row],
     eligible: list[int],
     leaked_sandboxes: int,
     ops: int,
     rate: float,
     seed: int,
+    mcp_ops: int = 0,
 ) -> str:
     out = [
         "# Reliability under injected faults",
         "",
-        f"`python benchmarks/reliability.py --ops {ops} --rate {rate} --seed {seed}` "
+        f"`python benchmarks/reliability.py --ops {ops} --mcp-ops {mcp_ops} --rate {rate} "
+        f"--seed {seed}` "
         f"(Python {platform.python_version()}, {platform.machine()}, local emulator).",
         "",
         "| workload | ops | ok | typed errors | untyped errors | wrong results | "
@@ -177,13 +242,72 @@ def _tables(
     return "\n".join(out)
 
 
+def _mcp_tables(rows: list[Row], eligible: list[int]) -> str:
+    out = [
+        "## Through the MCP server",
+        "",
+        "| workload | tool calls | ok | clear error results | unclear or protocol errors | "
+        "wrong results | executions duplicated | results lost | ran though the call failed | "
+        "unverifiable | contexts no lease knew | sandboxes left after close | "
+        "state resets reported | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    total = Stats()
+    for name, s, _, secs in rows:
+        total.merge(s)
+        out.append(
+            f"| {name} | {s.total} | {sum(s.ok.values())} | {sum(s.errors.values())} | "
+            f"{len(s.untyped)} | {len(s.wrong)} | {s.duplicates} | {s.lost} | "
+            f"{s.ran_despite_error} | {len(s.tokens_unverifiable)} | {s.leaked_contexts} | "
+            f"{s.leaked_sandboxes} | {s.state_resets} | {secs:.1f} |"
+        )
+    out.append(
+        f"| **all** | **{total.total}** | {sum(total.ok.values())} | "
+        f"{sum(total.errors.values())} | **{len(total.untyped)}** | **{len(total.wrong)}** | "
+        f"**{total.duplicates}** | **{total.lost}** | {total.ran_despite_error} | "
+        f"{len(total.tokens_unverifiable)} | {total.leaked_contexts} | "
+        f"**{total.leaked_sandboxes}** | {total.state_resets} | {sum(r[3] for r in rows):.1f} |"
+    )
+    out += [
+        "",
+        "### Faults injected during the MCP runs, by kind",
+        "",
+        "| workload | requests eligible | " + " | ".join(FAULT_KINDS) + " | total |",
+        "|---|---:|" + "---:|" * (len(FAULT_KINDS) + 1),
+    ]
+    for (name, _, counts, _), requests in zip(rows, eligible, strict=True):
+        cells = " | ".join(str(counts.get(k, 0)) for k in FAULT_KINDS)
+        out.append(f"| {name} | {requests} | {cells} | {sum(counts.values())} |")
+    out += ["", "### Error results the MCP clients saw, by kind", "", "| kind | count |"]
+    out.append("|---|---:|")
+    for kind, count in total.errors.most_common():
+        if count > 0:
+            out.append(f"| {kind} | {count} |")
+    out += [
+        "",
+        "Reading: every tool call ended in a correct result or an error result whose text",
+        "names what failed (an HTTP status and code, a transport failure that was not re-sent,",
+        "a lost session); *unclear or protocol errors* counts the rest (a JSON-RPC error, an",
+        'exception in the client, a hang, a bare "Error executing tool X"). Every run_code',
+        "also prints the mark its predecessor left in the context: *wrong results* include",
+        "state lost without `state_reset: true`. Ledgers are read with faults off, from every",
+        "sandbox the server still had. *contexts no lease knew* were created by a call whose",
+        "answer was lost; they were deleted with their sandbox when the server closed.",
+        "*sandboxes left after close* counts sandboxes and templates with the server's owner",
+        "prefix once it had shut down.",
+        "",
+    ]
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=1000)
+    parser.add_argument("--mcp-ops", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    table = run(args.ops, args.rate, args.seed)
+    table = run(args.ops, args.rate, args.seed, args.mcp_ops)
     print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(table)
