@@ -157,3 +157,46 @@ def test_the_sweep_judges_death_by_pid_and_start_time(tmp_path: Path) -> None:
         if orphan.returncode is None:
             orphan.kill()
             orphan.wait()
+
+
+_FORGOTTEN = """
+from agentrun_ci import CodeInterpreter
+ci = CodeInterpreter.from_env()  # no credentials: the embedded local emulator
+ci.create_interpreter(name="forgotten")
+ci.start_session()
+run = ci.execute_code("import subprocess; subprocess.Popen(['sleep', 'MARK']); print('ok')")
+print(run.stdout.strip(), flush=True)
+# no close(), no `with`: the script just ends, as scripts and notebooks do
+"""
+
+
+def test_a_script_that_never_closes_leaves_nothing_at_exit(tmp_path: Path) -> None:
+    """Cleanup that runs from atexit cannot use worker threads any more; it must still run."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AGENTRUN_", "ALIBABA_CLOUD_", "FC_"))
+    }
+    env["TMPDIR"] = str(tmp_path)  # too deep for a Unix socket path: sockets go to /tmp
+    mark = f"{2000 + secrets.randbelow(10**6) / 1000:.3f}"
+    script = subprocess.Popen(
+        [sys.executable, "-c", _FORGOTTEN.replace("MARK", mark)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = script.communicate(timeout=120)
+    assert script.returncode == 0, err
+    assert out.strip() == "ok", err
+    assert "Traceback" not in err, err
+    assert "cleanup step failed" not in err, err
+    assert "loopback TCP" not in err, err
+    assert _under(str(tmp_path)) == []  # kernels, spare kernels
+    assert _running(mark) == []  # what the code started
+    assert os.listdir(tmp_path) == []  # the emulator's temp dir, sandbox homes, spare kernels
+    assert glob.glob(f"/tmp/agentrun-local-{script.pid}.*") == []  # its socket dir
+    cgroups = glob.glob(f"/sys/fs/cgroup/pids/agentrun-local-{script.pid}.*") + glob.glob(
+        f"/sys/fs/cgroup/agentrun-local-{script.pid}.*"
+    )
+    assert cgroups == []

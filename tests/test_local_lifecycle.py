@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -201,3 +202,44 @@ def test_serve_warns_about_a_secret_in_argv_and_refuses_a_missing_one(
     # an exported secret alone (no id) turns nothing on
     monkeypatch.setenv("AGENTRUN_ACCESS_KEY_SECRET", "S")
     assert _secret(_parser().parse_args([])) == ""
+
+
+@pytest.mark.parametrize("failure", ["dies", "cannot-move-in"])
+def test_a_kernel_that_fails_at_birth_is_reaped_and_reported_as_nothing_ran(
+    monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """A new context whose kernel fails before it is ready: a clear 500, no kernel left."""
+    from agentrun_ci.local import _kernels
+
+    started: list[int] = []
+    adopt = _kernels.PythonKernel.adopt
+
+    async def failing(self: _kernels.PythonKernel, home: str, *args: object) -> None:
+        pid = self.pgid
+        assert pid is not None
+        started.append(pid)
+        if failure == "dies":  # really dies, as under the kernel_death fault
+            _kernels.kill_group(pid)
+            for _ in range(100):
+                if not await self._km.is_alive():
+                    break
+                await asyncio.sleep(0.01)
+        else:  # alive, but its chdir into the sandbox fails
+            home = "/nonexistent/sandbox/home"
+        await adopt(self, home, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_kernels.PythonKernel, "adopt", failing)
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=0))
+    with emulator as config, httpx.Client(base_url=str(config.data_endpoint), timeout=30) as http:
+        http.post("/2025-09-10/templates", json={"templateName": "t"})
+        sid = http.post("/sandboxes", json={"templateName": "t"}).json()["data"]["sandboxId"]
+        reply = http.post(f"/sandboxes/{sid}/contexts", json={"language": "python"})
+        assert reply.status_code == 500, reply.text
+        message = reply.json()["message"]
+        assert "could not start a python kernel for a new context" in message
+        assert "no code ran" in message
+        assert "state lost" not in message
+        assert len(started) == 1
+        assert _gone(started[0])  # shut down, not left running until the emulator stops
+        assert emulator.core is not None
+        assert emulator.core.sandboxes[sid].contexts == {}

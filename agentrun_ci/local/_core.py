@@ -25,7 +25,7 @@ import attrs
 
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
-from ._kernels import Kernel, KernelError, Launch, NodeKernel, SparePool
+from ._kernels import Kernel, KernelError, Launch, NodeKernel, SparePool, socket_path_fits
 from ._limits import (
     PidsCgroup,
     chown_tree,
@@ -37,11 +37,13 @@ from ._limits import (
     usable_uid,
 )
 from ._settings import EmulatorSettings
+from ._threads import blocking
 
 __all__ = ["Core"]
 
 log = logging.getLogger("agentrun_ci.local")
 
+_SHORT_TMP = "/tmp"  # noqa: S108 -- kernels' sockets when $TMPDIR is too deep for them
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 LANGUAGES = ("python", "javascript")
@@ -193,10 +195,10 @@ class Core:
         exe = settings.python_executable or sys.executable
         self.uid = usable_uid(settings, exe)
         self.pid_namespace = settings.pid_namespace and pid_namespace_works(exe)
-        sweep_stale(tempfile.gettempdir())
+        for tmp in dict.fromkeys((tempfile.gettempdir(), _SHORT_TMP)):
+            sweep_stale(tmp)
         name = instance_name()
         self.cgroups = PidsCgroup.create_root(f"{name}-{secrets.token_hex(4)}")
-        self.launch = Launch(settings, self.uid, None, self.pid_namespace)
         self._base = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         os.chmod(self._base, 0o711)  # noqa: S103 - the sandbox uid must traverse it, not list it
         self.runtime = self._base / "runtime"
@@ -205,6 +207,14 @@ class Core:
             (self.runtime / sub).mkdir(mode=0o700)
             chown_tree(str(self.runtime / sub), self.uid)
         chown_tree(str(self.runtime), self.uid)
+        # Kernels' Unix sockets need a short path (at most 107 bytes); under a deep $TMPDIR
+        # they get a private directory in /tmp, named like the base so the sweep finds it.
+        self._sockets: Path | None = None
+        if not socket_path_fits(str(self.runtime / "k-0123456789abcdef")):
+            with contextlib.suppress(OSError):
+                self._sockets = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_SHORT_TMP))
+                chown_tree(str(self._sockets), self.uid)
+        self.launch = Launch(settings, self.uid, None, self.pid_namespace, self._sockets)
         self._sandbox_dir = self._base / "sandboxes"
         self._sandbox_dir.mkdir(mode=0o711)
         self.pool = SparePool(self.launch, self.runtime, str(self.runtime / "spare"), self.cgroups)
@@ -226,8 +236,10 @@ class Core:
         )
         await self.pool.close()
         if self.cgroups is not None:
-            await asyncio.to_thread(self.cgroups.remove)
+            await blocking(self.cgroups.remove)
         shutil.rmtree(self._base, ignore_errors=True)
+        if self._sockets is not None:
+            shutil.rmtree(self._sockets, ignore_errors=True)
 
     async def _reap_forever(self) -> None:
         while True:
@@ -383,7 +395,7 @@ class Core:
             born=mono,
             last_active=mono,
             env=env,
-            launch=Launch(self.settings, self.uid, cgroup, self.pid_namespace),
+            launch=Launch(self.settings, self.uid, cgroup, self.pid_namespace, self._sockets),
         )
         self.sandboxes[sandbox_id] = sandbox
         return sandbox
@@ -461,13 +473,13 @@ class Core:
         sandbox.defaults.clear()
         await asyncio.gather(*(c.kernel.shutdown() for c in contexts), return_exceptions=True)
         for proc in sandbox.processes.values():
-            await asyncio.to_thread(kill_group, proc.pid)
+            await blocking(kill_group, proc.pid)
             if proc.status == "running":
                 proc.status = "killed"
             await _reap(proc)
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
-            await asyncio.to_thread(sandbox.launch.cgroup.remove)
-        await asyncio.to_thread(shutil.rmtree, sandbox.root, ignore_errors=True)
+            await blocking(sandbox.launch.cgroup.remove)
+        await blocking(shutil.rmtree, sandbox.root, ignore_errors=True)
         sandbox.status = "TERMINATED"
         sandbox.ended_at = sandbox.updated_at = now_iso()
 
@@ -491,7 +503,13 @@ class Core:
                     )
                 kernel = await NodeKernel.start(self._launch(sandbox), str(real), sandbox.env)
         except KernelError as exc:
-            raise ApiError(500, "ERR_INTERNAL_SERVER_ERROR", str(exc)) from exc
+            # Nothing existed yet, so no state was lost, whatever the kernel said.
+            raise ApiError(
+                500,
+                "ERR_INTERNAL_SERVER_ERROR",
+                f"could not start a {language} kernel for a new context ({exc}); "
+                "no code ran: retry",
+            ) from exc
         if sandbox.status == "TERMINATED" or sandbox.stopping:  # stopped meanwhile
             await kernel.shutdown()
             raise ApiError(404, "ERR_NOT_FOUND", f"sandbox {sandbox.id!r} is TERMINATED")
@@ -609,7 +627,7 @@ class Core:
             try:
                 code = await asyncio.wait_for(_exit_code(proc, pipe), timeout)
             except asyncio.TimeoutError:
-                await asyncio.to_thread(kill_group, proc.pid)
+                await blocking(kill_group, proc.pid)
                 code = await proc.wait()
                 status = "timeout"
             finally:
@@ -680,7 +698,7 @@ class Core:
         with contextlib.suppress(OSError):
             os.killpg(pid, 15)
         await asyncio.sleep(0.2)
-        await asyncio.to_thread(kill_group, pid)
+        await blocking(kill_group, pid)
         record = sandbox.processes.get(pid)
         if record is not None and record.status == "running":
             record.status = "killed"

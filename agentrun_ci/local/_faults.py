@@ -224,6 +224,7 @@ class FaultMiddleware:
 
     async def _kill_kernel(self, scope: Scope, receive: Receive) -> Receive:
         from ._limits import kill_group
+        from ._threads import blocking
 
         match = _SANDBOX.match(scope["path"])
         if not match or not _is_execute(scope["method"], scope["path"]):
@@ -242,7 +243,7 @@ class FaultMiddleware:
         ctx = sandbox.contexts.get(cid) if isinstance(cid, str) else None
         pgid = ctx.kernel.pgid if ctx is not None else None
         if pgid:
-            await asyncio.to_thread(kill_group, pgid)
+            await blocking(kill_group, pgid)
         return receive
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -28,6 +28,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from ._limits import PidsCgroup, child_preexec, kill_group, sandbox_argv, scrubbed_env
 from ._settings import EmulatorSettings
+from ._threads import blocking
 
 __all__ = [
     "Kernel",
@@ -43,6 +44,14 @@ log = logging.getLogger("agentrun_ci.local")
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _INTERRUPT_GRACE = 5.0
+_SUN_PATH_MAX = 107  # bytes in a Unix socket path (sockaddr_un.sun_path, NUL excluded)
+
+
+def socket_path_fits(ip: str) -> bool:
+    """Do a kernel's IPC sockets ("<ip>-<port>", ports up to 5 digits) fit a Unix path?"""
+    return len(os.fsencode(ip)) + len("-65535") <= _SUN_PATH_MAX
+
+
 _NODE_REPL = Path(__file__).with_name("_node_repl.js")
 _MARK = b"\x00AGENTRUN\x00"
 
@@ -198,6 +207,8 @@ class Launch:
     uid: int | None = None
     cgroup: PidsCgroup | None = None
     pid_namespace: bool = False
+    #: where kernels' IPC sockets go when the runtime dir is too deep for a socket path
+    sockets: Path | None = None
 
     @property
     def python(self) -> str:
@@ -254,9 +265,21 @@ class PythonKernel:
     async def start(cls, launch: Launch, runtime_dir: Path, home: str) -> PythonKernel:
         settings = launch.settings
         exe = launch.python
+        name = f"k-{uuid.uuid4().hex[:16]}"
+        # IPC sockets live at "<ip>-<n>": a Unix socket path has at most 107 bytes, which
+        # a deep $TMPDIR exceeds; then they go to the short private dir the core made.
+        ip = str((launch.sockets or runtime_dir) / name)
+        ipc = socket_path_fits(ip)
+        if not ipc:
+            log.warning(
+                "kernel sockets would not fit a Unix socket path (%s); using loopback TCP, "
+                "where other local users can read kernel output: set TMPDIR to a short path",
+                ip,
+            )
         km = _KernelManager(
-            transport="ipc",
-            connection_file=str(runtime_dir / f"kernel-{uuid.uuid4().hex}.json"),
+            transport="ipc" if ipc else "tcp",
+            connection_file=str(runtime_dir / f"{name}.json"),
+            **({"ip": ip} if ipc else {}),
         )
         km.sandbox_uid = launch.uid
         argv = launch.argv(
@@ -302,7 +325,7 @@ class PythonKernel:
             for pid in old.pids() if old is not None else []:
                 cgroup.add(pid)
             if old is not None:
-                await asyncio.to_thread(old.remove)
+                await blocking(old.remove)
         self._home = home
         self._env = dict(env)
         code = _OUTPUT_GUARD + (
@@ -311,7 +334,10 @@ class PythonKernel:
             f"_o.environ.update({self._env!r})\n"
             "del _o\n"
         )
-        _, status, _ = await self._run(code, 30.0, silent=True)
+        try:
+            _, status, _ = await self._run(code, 30.0, silent=True)
+        except KernelError:
+            raise KernelError("the kernel died as it was moved into the sandbox") from None
         if status != "ok":
             raise KernelError("could not move the kernel into the sandbox")
 
@@ -420,11 +446,11 @@ class PythonKernel:
         with contextlib.suppress(Exception):
             self._kc.stop_channels()
         if pgid:
-            await asyncio.to_thread(kill_group, pgid)
+            await blocking(kill_group, pgid)
         with contextlib.suppress(Exception):
             await self._km.shutdown_kernel(now=True)  # also removes the connection files
         if self._cgroup is not None and self._cgroup.path.rsplit("/", 1)[-1].startswith("spare-"):
-            await asyncio.to_thread(self._cgroup.remove)
+            await blocking(self._cgroup.remove)
 
 
 class NodeKernel:
@@ -515,7 +541,7 @@ class NodeKernel:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        await asyncio.to_thread(kill_group, proc.pid)
+        await blocking(kill_group, proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 5)
 
@@ -580,7 +606,11 @@ class SparePool:
                 await candidate.shutdown()
         if kernel is None:
             kernel = await PythonKernel.start(launch, self._runtime, home)
-            await kernel.adopt(home, env)
+            try:
+                await kernel.adopt(home, env)
+            except BaseException:
+                await kernel.shutdown()  # not left running when it died or we were cancelled
+                raise
         if not self._closed:
             self.fill()
         return kernel

@@ -17,6 +17,7 @@ from .._config import Config
 from ._app import build_app
 from ._core import Core
 from ._settings import EmulatorSettings
+from ._threads import blocking
 
 __all__ = ["LocalEmulator"]
 
@@ -160,7 +161,7 @@ class LocalEmulator:
         self.stop()
 
     async def __aenter__(self) -> Config:
-        return await asyncio.to_thread(self.start)
+        return await blocking(self.start)
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await asyncio.to_thread(self.stop)
+        await blocking(self.stop)
