@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import platform
 import random
-import shutil
 import sys
 import time
 import uuid
@@ -49,6 +48,7 @@ from chaos_workload import (  # noqa: E402 -- after the sys.path fix above
     mcp_stdio_env,
     mcp_stdio_workload,
 )
+from mcp_support import SCRIPT  # noqa: E402
 
 from agentrun_ci import DataPlane  # noqa: E402
 from agentrun_ci.local import (  # noqa: E402
@@ -60,7 +60,6 @@ from agentrun_ci.local import (  # noqa: E402
 )
 
 RESULTS = Path(__file__).parent / "results" / "reliability.md"
-SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
 DESTRUCTIVE = {"sandbox_gone": 0.02, "kernel_death": 0.04, "error_503": 0.07, "reset_after": 0.07}
 
 

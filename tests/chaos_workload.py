@@ -767,11 +767,9 @@ async def mcp_http_client(url: str, *, legacy: bool) -> AsyncIterator[ToolCall]:
 
 def mcp_leftovers(config: Config, owner: str) -> list[str]:
     """Sandboxes and templates with this owner's prefix that still exist."""
-    prefix = f"arci-{owner}-"
-    with ControlPlane(config) as control:
-        names = [s.sandbox_id for s in control.list_sandboxes()]
-        names += [t.name for t in control.list_templates()]
-    return [n for n in names if n.startswith(prefix)]
+    from mcp_support import owned
+
+    return owned(config, owner)
 
 
 def _survey(config: Config, owner: str, known: set[str]) -> tuple[Counter[str], set[str], int]:
@@ -846,19 +844,9 @@ async def mcp_http_workload(
 
 def mcp_stdio_env(config: Config, owner: str) -> dict[str, str]:
     """The environment of an `agentrun-ci-mcp` process using the emulator as its cloud."""
-    import os
+    from mcp_support import cloud_env
 
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "AGENTRUN_CONTROL_ENDPOINT": config.control_endpoint or "",
-        "AGENTRUN_DATA_ENDPOINT": config.data_endpoint or "",
-        "AGENTRUN_ACCOUNT_ID": config.account_id or "local",
-        "AGENTRUN_CI_OWNER": owner,
-        "AGENTRUN_MCP_BACKEND": "cloud",
-        "AGENTRUN_MCP_LOG_LEVEL": "WARNING",
-        "AGENTRUN_MCP_MAX_OUTPUT_CHARS": "1000000",
-    }
+    return cloud_env(config, owner, AGENTRUN_MCP_MAX_OUTPUT_CHARS="1000000")
 
 
 async def mcp_stdio_workload(

@@ -15,10 +15,7 @@ more than 1,000 tool calls is marked slow; a ~200-call share runs by default.
 from __future__ import annotations
 
 import secrets
-import shutil
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -39,6 +36,7 @@ from chaos_workload import (
     set_faults,
 )
 from mcp import Client
+from mcp_support import SCRIPT, needs_script
 
 from agentrun_ci import Config
 from agentrun_ci.local import TRANSIENT_KINDS, EmulatorSettings, FaultPlan, LocalEmulator
@@ -48,7 +46,6 @@ pytestmark = pytest.mark.anyio
 
 RATE = 0.2
 DESTRUCTIVE = {"sandbox_gone": 0.03, "kernel_death": 0.05, "error_503": 0.05, "reset_after": 0.05}
-SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +266,7 @@ async def _stdio_run(config: Config, n: int, seed: int) -> Stats:
     return stats
 
 
-@pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console script not installed")
+@needs_script
 async def test_stdio_process_keeps_serving_under_transient_faults(
     chaos: tuple[Config, FaultPlan],
 ) -> None:
@@ -281,7 +278,7 @@ async def test_stdio_process_keeps_serving_under_transient_faults(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console script not installed")
+@needs_script
 async def test_over_one_thousand_mcp_calls_under_faults(chaos: tuple[Config, FaultPlan]) -> None:
     config, plan = chaos
     total = Stats()

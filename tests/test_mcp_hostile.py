@@ -18,9 +18,7 @@ import json
 import os
 import secrets
 import select
-import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
 from mcp import Client, StdioServerParameters
+from mcp_support import SCRIPT, cloud_env, needs_script
 
 from agentrun_ci import Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
@@ -41,8 +40,6 @@ pytestmark = pytest.mark.anyio
 
 UPLOAD_LIMIT = 2 * 1024 * 1024
 MAX_CHARS = 2000
-SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
-needs_script = pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console script not installed")
 
 
 @pytest.fixture(scope="module")
@@ -443,18 +440,9 @@ async def test_unusual_unicode_in_file_paths(client: Client) -> None:
 # ---------------------------------------------------------------- the real stdio process
 
 
-def _env(config: Config, *extra: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "AGENTRUN_CONTROL_ENDPOINT": config.control_endpoint or "",
-        "AGENTRUN_DATA_ENDPOINT": config.data_endpoint or "",
-        "AGENTRUN_ACCOUNT_ID": config.account_id or "local",
-        "AGENTRUN_CI_OWNER": "mcph" + secrets.token_hex(3),
-        "AGENTRUN_MCP_BACKEND": "cloud",
-        "AGENTRUN_MCP_LOG_LEVEL": "WARNING",
-        "AGENTRUN_MCP_MAX_OUTPUT_CHARS": str(MAX_CHARS),
-    }
+def _env(config: Config) -> dict[str, str]:
+    owner = "mcph" + secrets.token_hex(3)
+    return cloud_env(config, owner, AGENTRUN_MCP_MAX_OUTPUT_CHARS=str(MAX_CHARS))
 
 
 def _server_pid() -> int:

@@ -34,10 +34,8 @@ import os
 import queue
 import random
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -51,10 +49,11 @@ import pytest
 pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
-from agentrun_ci import Config, ControlPlane
+from mcp_support import SCRIPT, base_env, cloud_env, owned
+
+from agentrun_ci import Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
-SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
 pytestmark = [
     pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console script not installed"),
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc"),
@@ -362,13 +361,9 @@ class Server:
         self._log_file.close()
 
 
-def _base_env(owner: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "AGENTRUN_CI_OWNER": owner,
-        "AGENTRUN_MCP_LOG_LEVEL": "INFO",
-    }
+def _env(config: Config, owner: str) -> dict[str, str]:
+    """The emulator as the server's cloud; INFO logs, which the checks read."""
+    return cloud_env(config, owner, AGENTRUN_MCP_LOG_LEVEL="INFO")
 
 
 def _owner() -> str:
@@ -424,24 +419,6 @@ def cloud() -> Iterator[tuple[LocalEmulator, Config]]:
         emulator.stop()
 
 
-def _cloud_env(config: Config, owner: str) -> dict[str, str]:
-    return _base_env(owner) | {
-        "AGENTRUN_CONTROL_ENDPOINT": config.control_endpoint or "",
-        "AGENTRUN_DATA_ENDPOINT": config.data_endpoint or "",
-        "AGENTRUN_ACCOUNT_ID": config.account_id or "local",
-        "AGENTRUN_MCP_BACKEND": "cloud",
-    }
-
-
-def _listed(config: Config, owner: str) -> list[str]:
-    """Sandboxes and templates with the owner prefix, as the control plane lists them."""
-    prefix = f"arci-{owner}-"
-    with ControlPlane(config) as control:
-        names = [s.sandbox_id for s in control.list_sandboxes()]
-        names += [t.name for t in control.list_templates()]
-    return [n for n in names if n.startswith(prefix)]
-
-
 def _in_core(emulator: LocalEmulator, owner: str) -> list[str]:
     """The owner's templates and sandboxes (and their contexts) in the emulator's state."""
     core = emulator.core
@@ -468,7 +445,7 @@ def _cloud_leaks(
     core = emulator.core
     assert core is not None
     sandboxes = str(core.runtime.parent / "sandboxes" / f"arci-{owner}-")
-    leaks = [f"listed: {n}" for n in _listed(config, owner)]
+    leaks = [f"listed: {n}" for n in owned(config, owner)]
     leaks += [f"in the emulator: {n}" for n in _in_core(emulator, owner)]
     # kernels and commands run in (and with HOME in) their sandbox's directory
     leaks += [f"process: {p}" for p in _settle(lambda: _live_mentioning(sandboxes), wait)]
@@ -488,7 +465,7 @@ def test_cloud_stop_leaves_nothing(
 ) -> None:
     emulator, config = cloud
     owner = _owner()
-    server = Server(_cloud_env(config, owner), tmp_path / "server.log")
+    server = Server(_env(config, owner), tmp_path / "server.log")
     servers.append(server)
     # the first call waits for the template, then for the sandbox, each CREATING this long
     what = _drive(server, point, rng, window=2 * PROVISIONING_DELAY)
@@ -512,7 +489,7 @@ def test_cloud_sigkill_orphans_are_reaped_by_the_next_start(
 ) -> None:
     emulator, config = cloud
     owner = _owner()
-    killed = Server(_cloud_env(config, owner), tmp_path / "killed.log")
+    killed = Server(_env(config, owner), tmp_path / "killed.log")
     servers.append(killed)
     what = _drive(killed, point, rng, window=2 * PROVISIONING_DELAY)
     killed.stop("sigkill")
@@ -520,7 +497,7 @@ def test_cloud_sigkill_orphans_are_reaped_by_the_next_start(
     context = f"{_replay(request)}; {what}; left by the killed server: {left}"
     _probes_saw_it(point, left, context)
 
-    successor = Server(_cloud_env(config, owner), tmp_path / "next.log")
+    successor = Server(_env(config, owner), tmp_path / "next.log")
     servers.append(successor)
     successor.initialize()  # no tool call: the sweep runs in the background at start
     leaks = _settle(lambda: _cloud_leaks(emulator, config, owner), wait=20)
@@ -532,7 +509,7 @@ def test_cloud_sigkill_orphans_are_reaped_by_the_next_start(
 
 
 def _local_env(owner: str) -> dict[str, str]:
-    return _base_env(owner) | {"AGENTRUN_MCP_BACKEND": "local"}
+    return base_env(owner, log_level="INFO") | {"AGENTRUN_MCP_BACKEND": "local"}
 
 
 def _local_leaks(server: Server, tree: Descendants, *, wait: float = 10.0) -> list[str]:

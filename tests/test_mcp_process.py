@@ -9,16 +9,12 @@ nothing this server created is left.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,32 +26,11 @@ pytest.importorskip("jupyter_client")
 
 import httpx
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp_support import SCRIPT, cloud_env, needs_script, owned
 
 from agentrun_ci import Config, ControlPlane, DataPlane, __version__
 
-SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
-pytestmark = pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console script not installed")
-
-
-def _env(config: Config, owner: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "AGENTRUN_CONTROL_ENDPOINT": config.control_endpoint or "",
-        "AGENTRUN_DATA_ENDPOINT": config.data_endpoint or "",
-        "AGENTRUN_ACCOUNT_ID": config.account_id or "local",
-        "AGENTRUN_CI_OWNER": owner,
-        "AGENTRUN_MCP_BACKEND": "cloud",
-        "AGENTRUN_MCP_LOG_LEVEL": "WARNING",
-    }
-
-
-def _leftovers(config: Config, owner: str) -> list[str]:
-    prefix = f"arci-{owner}-"
-    with ControlPlane(config) as control:
-        names = [s.sandbox_id for s in control.list_sandboxes()]
-        names += [t.name for t in control.list_templates()]
-    return [n for n in names if n.startswith(prefix)]
+pytestmark = needs_script
 
 
 def _owner() -> str:
@@ -128,7 +103,7 @@ class RawServer:
 @pytest.fixture
 def raw(emulator: Config) -> Iterator[tuple[RawServer, Config, str]]:
     owner = _owner()
-    server = RawServer(_env(emulator, owner))
+    server = RawServer(cloud_env(emulator, owner))
     try:
         yield server, emulator, owner
     finally:
@@ -145,11 +120,11 @@ def test_stdio_handshake_and_state_then_eof_cleans_up(
     result = server.run_code("print(a + 1)")
     assert result["structuredContent"]["stdout"] == "21\n"
     assert json.loads(result["content"][0]["text"])["stdout"] == ["21\n"]
-    assert _leftovers(config, owner)  # it really created something
+    assert owned(config, owner)  # it really created something
     assert server.proc.stdin is not None
     server.proc.stdin.close()
     assert server.wait() == 0
-    assert _leftovers(config, owner) == []
+    assert owned(config, owner) == []
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -169,12 +144,12 @@ def test_signals_delete_everything_even_mid_run(
         }
     )
     time.sleep(0.5)
-    assert _leftovers(config, owner)
+    assert owned(config, owner)
     started = time.monotonic()
     server.proc.send_signal(signum)
     assert server.wait() == code
     assert time.monotonic() - started < 8
-    assert _leftovers(config, owner) == []
+    assert owned(config, owner) == []
 
 
 def test_nothing_but_protocol_on_stdout_and_idle_start_creates_nothing(
@@ -184,7 +159,7 @@ def test_nothing_but_protocol_on_stdout_and_idle_start_creates_nothing(
     server.initialize()
     tools = server.request("tools/list", {})["result"]["tools"]
     assert "run_code" in {t["name"] for t in tools}
-    assert _leftovers(config, owner) == []  # the handshake is answered before any sandbox
+    assert owned(config, owner) == []  # the handshake is answered before any sandbox
     server.proc.send_signal(signal.SIGTERM)
     assert server.wait() == 143
 
@@ -192,7 +167,7 @@ def test_nothing_but_protocol_on_stdout_and_idle_start_creates_nothing(
 @pytest.mark.anyio
 async def test_official_stdio_client_both_spellings(emulator: Config) -> None:
     owner = _owner()
-    params = StdioServerParameters(command=SCRIPT, args=[], env=_env(emulator, owner))
+    params = StdioServerParameters(command=SCRIPT, args=[], env=cloud_env(emulator, owner))
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         init = await session.initialize()
         assert init.server_info.name == "agentrun-ci"
@@ -204,7 +179,7 @@ async def test_official_stdio_client_both_spellings(emulator: Config) -> None:
         assert r.is_error
         assert r.structured_content is not None
         assert r.structured_content["error"]["name"] == "ZeroDivisionError"
-    assert _leftovers(emulator, owner) == []
+    assert owned(emulator, owner) == []
 
 
 # ---------------------------------------------------------------- streamable HTTP
@@ -221,7 +196,7 @@ def http_server(emulator: Config) -> Iterator[tuple[str, str, Config, str]]:
     owner = _owner()
     port = _free_port()
     token = secrets.token_urlsafe(16)
-    env = _env(emulator, owner) | {"AGENTRUN_MCP_AUTH_TOKEN": token}
+    env = cloud_env(emulator, owner) | {"AGENTRUN_MCP_AUTH_TOKEN": token}
     proc = subprocess.Popen(
         [SCRIPT, "--transport", "streamable-http", "--port", str(port)],
         env=env,
@@ -249,7 +224,7 @@ def http_server(emulator: Config) -> Iterator[tuple[str, str, Config, str]]:
                 proc.wait()
             if proc.stderr is not None:
                 proc.stderr.close()
-    assert _leftovers(emulator, owner) == []
+    assert owned(emulator, owner) == []
 
 
 _INIT = {
@@ -371,14 +346,14 @@ def test_orphans_of_a_crashed_server_are_reaped_at_start(emulator: Config) -> No
     orphan = OwnerTag(owner, dead.pid, 0).prefix + "dead01"
     with ControlPlane(emulator) as control:
         control.create_template(orphan)
-    assert _leftovers(emulator, owner) == [orphan]
-    server = RawServer(_env(emulator, owner))
+    assert owned(emulator, owner) == [orphan]
+    server = RawServer(cloud_env(emulator, owner))
     try:
         server.initialize()  # no tool call: the sweep runs in the background at start
         deadline = time.monotonic() + 10
-        while _leftovers(emulator, owner) and time.monotonic() < deadline:
+        while owned(emulator, owner) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _leftovers(emulator, owner) == []
+        assert owned(emulator, owner) == []
         assert server.proc.stdin is not None
         server.proc.stdin.close()
         assert server.wait() == 0
