@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -243,3 +244,31 @@ def test_a_kernel_that_fails_at_birth_is_reaped_and_reported_as_nothing_ran(
         assert _gone(started[0])  # shut down, not left running until the emulator stops
         assert emulator.core is not None
         assert emulator.core.sandboxes[sid].contexts == {}
+
+
+@pytest.mark.anyio
+async def test_a_context_deleted_while_its_code_runs_answers_the_run() -> None:
+    """The run's request gets a clear 500 ERR_CONTEXT_LOST, not a dropped connection."""
+    async with (
+        LocalEmulator(EmulatorSettings(spare_kernels=0)) as config,
+        httpx.AsyncClient(base_url=str(config.data_endpoint), timeout=30) as http,
+    ):
+        await http.post("/2025-09-10/templates", json={"templateName": "t"})
+        created = await http.post("/sandboxes", json={"templateName": "t"})
+        sid = created.json()["data"]["sandboxId"]
+        ctx = (await http.post(f"/sandboxes/{sid}/contexts", json={"language": "python"})).json()
+        body = {"code": "import time; time.sleep(20)", "contextId": ctx["id"], "timeout": 25}
+        async with anyio.create_task_group() as tg:
+            answers: list[httpx.Response] = []
+
+            async def run() -> None:
+                answers.append(await http.post(f"/sandboxes/{sid}/contexts/execute", json=body))
+
+            tg.start_soon(run)
+            await anyio.sleep(1.0)
+            deleted = await http.delete(f"/sandboxes/{sid}/contexts/{ctx['id']}")
+            assert deleted.status_code == 204, deleted.text
+        (answer,) = answers
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["code"] == "ERR_CONTEXT_LOST"
+        assert "deleted while the code ran" in answer.json()["message"]

@@ -255,6 +255,8 @@ class PythonKernel:
         self._kc = kc
         self._home = home
         self._env: dict[str, str] = {}
+        #: shutdown() has begun: a run still waiting on the kernel's sockets must end
+        self._closing = False
 
     @property
     def pgid(self) -> int | None:
@@ -383,6 +385,12 @@ class PythonKernel:
                 if not await self._km.is_alive():
                     raise KernelError("the kernel died during execution (state lost)") from None
                 continue
+            except asyncio.CancelledError:
+                # Closing the channels cancels the socket poll under us: the context was
+                # deleted (or its sandbox stopped) while this ran. An answer, not a crash.
+                if self._closing:
+                    raise KernelError("the context was deleted while the code ran") from None
+                raise
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]
@@ -442,6 +450,9 @@ class PythonKernel:
         _signal_group(self.pgid, stop)
 
     async def shutdown(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
         pgid = self.pgid
         with contextlib.suppress(Exception):
             self._kc.stop_channels()
