@@ -35,6 +35,11 @@ LOOPBACK_NAMES = {"localhost"}
 #: how long shutdown may spend deleting sandboxes before exiting anyway; stdio hosts
 #: send SIGKILL 2 s after SIGTERM, so the cleanup must be quick
 SHUTDOWN_GRACE = 10.0
+#: after stdin ends, how long requests already read may take to be answered before
+#: the rest are cancelled and cleanup starts (a client that writes requests and then
+#: closes stdin still gets its answers; a host that closes stdin to stop us sends
+#: SIGTERM 2 s later anyway)
+EOF_ANSWER_GRACE = 5.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -310,15 +315,17 @@ async def run_stdio(mcp: Any) -> None:
     """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it."""
     from mcp.server.stdio import stdio_server
 
-    from ._stdio import pipe_streams
+    from ._stdio import answer_before_eof, pipe_streams
 
     lowlevel = getattr(mcp, "_lowlevel_server", None)  # no public accessor in mcp 2.3
+    if lowlevel is None:
+        await mcp.run_stdio_async()
+        return
     async with pipe_streams() as streams:
-        if streams is None or lowlevel is None:
-            await mcp.run_stdio_async()
-            return
-        stdin, stdout = streams
-        async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):  # type: ignore[arg-type]
+        # a regular file redirected in is not a pipe: the SDK's threaded reader serves it
+        server = stdio_server() if streams is None else stdio_server(*streams)  # type: ignore[arg-type]
+        async with server as (read, write):
+            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE)
             await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
@@ -342,7 +349,7 @@ async def serve_stdio(mcp: Any, state: Any) -> None:
 
         tg.start_soon(on_signal)
         await run_stdio(mcp)
-        log.info("stdin closed: cleaning up")
+        log.info("stdin closed: checking that everything is cleaned up")
         with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
             await state.close()
         tg.cancel_scope.cancel()

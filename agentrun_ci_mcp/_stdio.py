@@ -24,11 +24,13 @@ import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import anyio
 import anyio.lowlevel
+from mcp.types import JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
 
-__all__ = ["PipeLines", "PipeWriter", "pipe_streams"]
+__all__ = ["PipeLines", "PipeWriter", "answer_before_eof", "pipe_streams"]
 
 log = logging.getLogger("agentrun_ci_mcp")
 
@@ -170,3 +172,116 @@ async def pipe_streams() -> AsyncIterator[tuple[PipeLines, PipeWriter] | None]:
             # let the transports finish closing before the wire is restored
             with anyio.CancelScope(shield=True):
                 await anyio.lowlevel.checkpoint()
+
+
+# ---------------------------------------------------------------- answers before EOF
+
+
+class Unanswered:
+    """Ids of requests read from the client and not yet answered (nor cancelled)."""
+
+    def __init__(self) -> None:
+        self.ids: set[Any] = set()
+        self._changed = anyio.Event()
+
+    def read(self, item: object) -> None:
+        message = getattr(item, "message", None)
+        if isinstance(message, JSONRPCRequest):
+            self.ids.add(message.id)
+        elif isinstance(message, JSONRPCNotification) and message.method == (
+            "notifications/cancelled"
+        ):
+            # a cancelled request gets no answer: nothing to wait for
+            self._forget((message.params or {}).get("requestId"))
+
+    def written(self, item: object) -> None:
+        message = getattr(item, "message", None)
+        if isinstance(message, JSONRPCResponse | JSONRPCError):
+            self._forget(message.id)
+
+    def _forget(self, request_id: Any) -> None:
+        if request_id in self.ids:
+            self.ids.discard(request_id)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def wait_answered(self, grace: float) -> None:
+        with anyio.move_on_after(grace):
+            while self.ids:
+                await self._changed.wait()
+        if self.ids:
+            log.info("stdin closed with %d request(s) unanswered after %g s", len(self.ids), grace)
+
+
+class AnswerBeforeEOF:
+    """The server's read stream, holding end-of-input back until what was read is answered.
+
+    The SDK cancels the requests in flight as soon as stdin ends; a client that
+    writes its requests and closes stdin (a file, a shell pipe) would lose the last
+    answers. Waiting is bounded by `grace`.
+    """
+
+    def __init__(self, inner: Any, unanswered: Unanswered, grace: float) -> None:
+        self._inner = inner
+        self._unanswered = unanswered
+        self._grace = grace
+
+    def __getattr__(self, name: str) -> Any:  # e.g. `last_context`, which the SDK probes
+        return getattr(self._inner, name)
+
+    async def receive(self) -> Any:
+        try:
+            item = await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            await self._unanswered.wait_answered(self._grace)
+            raise
+        self._unanswered.read(item)
+        return item
+
+    def __aiter__(self) -> "AnswerBeforeEOF":
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> "AnswerBeforeEOF":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class CountAnswers:
+    """The server's write stream, marking each response's request answered."""
+
+    def __init__(self, inner: Any, unanswered: Unanswered) -> None:
+        self._inner = inner
+        self._unanswered = unanswered
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def send(self, item: Any, /) -> None:
+        await self._inner.send(item)
+        self._unanswered.written(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> "CountAnswers":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def answer_before_eof(read: Any, write: Any, grace: float) -> tuple[Any, Any]:
+    """Wrap the SDK's stdio streams so that EOF waits (up to `grace`) for pending answers."""
+    unanswered = Unanswered()
+    return AnswerBeforeEOF(read, unanswered, grace), CountAnswers(write, unanswered)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
-import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 pytest.importorskip("mcp")
 
 import jsonschema
+from mcp_support import SCRIPT, needs_script
 
 from agentrun_ci_mcp import _stdio
 from agentrun_ci_mcp._stdio import PipeLines
@@ -23,7 +23,6 @@ from agentrun_ci_mcp.render import RunCodeOutput, compact_schema
 from agentrun_ci_mcp.server import FileOut, ListOut
 
 pytestmark = pytest.mark.anyio
-SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
 
 
 async def _lines(data: list[bytes]) -> list[str]:
@@ -72,7 +71,7 @@ def _initialize(i: int) -> str:
     )
 
 
-@pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console script not installed")
+@needs_script
 def test_stdin_from_a_regular_file_falls_back_to_the_sdk_reader(tmp_path: Path) -> None:
     """A file is not a pipe: the SDK's threaded reader serves it, to EOF, then exit 0."""
     requests = tmp_path / "requests.jsonl"
@@ -93,6 +92,51 @@ def test_stdin_from_a_regular_file_falls_back_to_the_sdk_reader(tmp_path: Path) 
     answers = [json.loads(line) for line in done.stdout.decode().splitlines()]
     assert [a["id"] for a in answers] == [1, 2]
     assert "run_code" in {t["name"] for t in answers[1]["result"]["tools"]}
+
+
+def _batch(*requests: dict[str, Any]) -> bytes:
+    lines = [_initialize(1), json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})]
+    lines += [json.dumps({"jsonrpc": "2.0", **r}) for r in requests]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _run_code(i: int, code: str, timeout: float = 10) -> dict[str, Any]:
+    args = {"code": code, "timeout": timeout}
+    return {"id": i, "method": "tools/call", "params": {"name": "run_code", "arguments": args}}
+
+
+@needs_script
+def test_requests_piped_in_before_eof_are_all_answered() -> None:
+    """`... | agentrun-ci-mcp`: stdin ends right after the requests; every one is answered."""
+    env = {"PATH": os.environ.get("PATH", ""), "AGENTRUN_MCP_BACKEND": "local"}
+    stdin = _batch(
+        {"id": 2, "method": "tools/list"},
+        _run_code(3, "import time; time.sleep(0.5); print('late')"),
+    )
+    done = subprocess.run([SCRIPT], input=stdin, capture_output=True, env=env, timeout=90)
+    assert done.returncode == 0, done.stderr.decode()
+    answers = {a["id"]: a for a in map(json.loads, done.stdout.decode().splitlines())}
+    assert sorted(answers) == [1, 2, 3]
+    assert answers[3]["result"]["structuredContent"]["stdout"] == "late\n"
+
+
+@needs_script
+def test_eof_waits_for_answers_only_so_long() -> None:
+    """A run still going when stdin ends is cancelled after the grace; cleanup, exit 0."""
+    from agentrun_ci_mcp.__main__ import EOF_ANSWER_GRACE
+
+    env = {"PATH": os.environ.get("PATH", ""), "AGENTRUN_MCP_BACKEND": "local"}
+    stdin = _batch(_run_code(2, "import time; time.sleep(25)", timeout=29))
+    started = time.monotonic()
+    done = subprocess.run([SCRIPT], input=stdin, capture_output=True, env=env, timeout=90)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr.decode()
+    answers = {a["id"]: a for a in map(json.loads, done.stdout.decode().splitlines())}
+    assert "result" in answers[1]
+    # the SDK answers a request it cancelled at end of input with an error, if at all
+    assert "result" not in answers.get(2, {}), answers[2]
+    assert EOF_ANSWER_GRACE <= elapsed < 20, elapsed
+    assert "unanswered" in done.stderr.decode()
 
 
 # ---------------------------------------------------------------- compact_schema
