@@ -271,4 +271,4 @@ async def test_a_context_deleted_while_its_code_runs_answers_the_run() -> None:
         (answer,) = answers
         assert answer.status_code == 500, answer.text
         assert answer.json()["code"] == "ERR_CONTEXT_LOST"
-        assert "deleted while the code ran" in answer.json()["message"]
+        assert "was deleted, or its sandbox stopped, while the code ran" in answer.json()["message"]

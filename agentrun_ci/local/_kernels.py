@@ -382,14 +382,15 @@ class PythonKernel:
             try:
                 msg = await kc.get_iopub_msg(timeout=min(remaining, 1.0))
             except queue.Empty:
-                if not await self._km.is_alive():
-                    raise KernelError("the kernel died during execution (state lost)") from None
+                if self._closing or not await self._km.is_alive():
+                    raise self._ended() from None
                 continue
-            except asyncio.CancelledError:
-                # Closing the channels cancels the socket poll under us: the context was
-                # deleted (or its sandbox stopped) while this ran. An answer, not a crash.
+            except (asyncio.CancelledError, Exception):
+                # Closing the channels cancels (or breaks) the socket poll under us: the
+                # context was deleted, or its sandbox stopped, while this ran. An answer,
+                # not a crash.
                 if self._closing:
-                    raise KernelError("the context was deleted while the code ran") from None
+                    raise self._ended() from None
                 raise
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -448,6 +449,14 @@ class PythonKernel:
 
     async def pause(self, stop: bool) -> None:
         _signal_group(self.pgid, stop)
+
+    def _ended(self) -> KernelError:
+        """Why a run stopped hearing from its kernel."""
+        if self._closing:
+            return KernelError(
+                "the context was deleted, or its sandbox stopped, while the code ran"
+            )
+        return KernelError("the kernel died during execution (state lost)")
 
     async def shutdown(self) -> None:
         if self._closing:
