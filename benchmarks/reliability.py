@@ -175,6 +175,50 @@ def run(ops: int, rate: float, seed: int, mcp_ops: int = 1000) -> str:
     return tables
 
 
+def _stat_cells(s: Stats, *, sandboxes: bool, bold: bool = False) -> str:
+    """The outcome columns both result tables share (MCP adds sandboxes left)."""
+    b = "**" if bold else ""
+    cells = [
+        str(sum(s.ok.values())),
+        str(sum(s.errors.values())),
+        f"{b}{len(s.untyped)}{b}",
+        f"{b}{len(s.wrong)}{b}",
+        f"{b}{s.duplicates}{b}",
+        f"{b}{s.lost}{b}",
+        str(s.ran_despite_error),
+        str(len(s.tokens_unverifiable)),
+        str(s.leaked_contexts),
+        *([f"{b}{s.leaked_sandboxes}{b}"] if sandboxes else []),
+        str(s.state_resets),
+    ]
+    return " | ".join(cells)
+
+
+def _outcome_rows(rows: list[Row], *, sandboxes: bool) -> tuple[list[str], Stats]:
+    total = Stats()
+    out = []
+    for name, s, _, secs in rows:
+        total.merge(s)
+        out.append(f"| {name} | {s.total} | {_stat_cells(s, sandboxes=sandboxes)} | {secs:.1f} |")
+    cells = _stat_cells(total, sandboxes=sandboxes, bold=True)
+    seconds = sum(r[3] for r in rows)
+    out.append(f"| **all** | **{total.total}** | {cells} | {seconds:.1f} |")
+    return out, total
+
+
+def _fault_table(title: str, rows: list[Row], eligible: list[int]) -> list[str]:
+    out = [
+        title,
+        "",
+        "| workload | requests eligible | " + " | ".join(FAULT_KINDS) + " | total |",
+        "|---|---:|" + "---:|" * (len(FAULT_KINDS) + 1),
+    ]
+    for (name, _, counts, _), requests in zip(rows, eligible, strict=True):
+        cells = " | ".join(str(counts.get(k, 0)) for k in FAULT_KINDS)
+        out.append(f"| {name} | {requests} | {cells} | {sum(counts.values())} |")
+    return out
+
+
 def _tables(
     rows: list[Row],
     eligible: list[int],
@@ -196,34 +240,14 @@ def _tables(
         "leaked contexts | state resets | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    total = Stats()
-    for name, s, _, secs in rows:
-        total.merge(s)
-        out.append(
-            f"| {name} | {s.total} | {sum(s.ok.values())} | {sum(s.errors.values())} | "
-            f"{len(s.untyped)} | {len(s.wrong)} | {s.duplicates} | {s.lost} | "
-            f"{s.ran_despite_error} | {len(s.tokens_unverifiable)} | {s.leaked_contexts} | "
-            f"{s.state_resets} | {secs:.1f} |"
-        )
-    out.append(
-        f"| **all** | **{total.total}** | {sum(total.ok.values())} | "
-        f"{sum(total.errors.values())} | "
-        f"**{len(total.untyped)}** | **{len(total.wrong)}** | **{total.duplicates}** | "
-        f"**{total.lost}** | {total.ran_despite_error} | {len(total.tokens_unverifiable)} | "
-        f"{total.leaked_contexts} | {total.state_resets} | {sum(r[3] for r in rows):.1f} |"
-    )
+    table, total = _outcome_rows(rows, sandboxes=False)
+    out += table
     out += [
         "",
         f"Sandboxes left running after every client closed: **{leaked_sandboxes}**.",
         "",
-        "## Faults injected, by kind",
-        "",
-        "| workload | requests eligible | " + " | ".join(FAULT_KINDS) + " | total |",
-        "|---|---:|" + "---:|" * (len(FAULT_KINDS) + 1),
     ]
-    for (name, _, counts, _), requests in zip(rows, eligible, strict=True):
-        cells = " | ".join(str(counts.get(k, 0)) for k in FAULT_KINDS)
-        out.append(f"| {name} | {requests} | {cells} | {sum(counts.values())} |")
+    out += _fault_table("## Faults injected, by kind", rows, eligible)
     out += ["", "## Errors the callers saw, by type", "", "| type | count |", "|---|---:|"]
     for kind, count in total.errors.most_common():
         out.append(f"| {kind} | {count} |")
@@ -251,32 +275,10 @@ def _mcp_tables(rows: list[Row], eligible: list[int]) -> str:
         "state resets reported | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    total = Stats()
-    for name, s, _, secs in rows:
-        total.merge(s)
-        out.append(
-            f"| {name} | {s.total} | {sum(s.ok.values())} | {sum(s.errors.values())} | "
-            f"{len(s.untyped)} | {len(s.wrong)} | {s.duplicates} | {s.lost} | "
-            f"{s.ran_despite_error} | {len(s.tokens_unverifiable)} | {s.leaked_contexts} | "
-            f"{s.leaked_sandboxes} | {s.state_resets} | {secs:.1f} |"
-        )
-    out.append(
-        f"| **all** | **{total.total}** | {sum(total.ok.values())} | "
-        f"{sum(total.errors.values())} | **{len(total.untyped)}** | **{len(total.wrong)}** | "
-        f"**{total.duplicates}** | **{total.lost}** | {total.ran_despite_error} | "
-        f"{len(total.tokens_unverifiable)} | {total.leaked_contexts} | "
-        f"**{total.leaked_sandboxes}** | {total.state_resets} | {sum(r[3] for r in rows):.1f} |"
-    )
-    out += [
-        "",
-        "### Faults injected during the MCP runs, by kind",
-        "",
-        "| workload | requests eligible | " + " | ".join(FAULT_KINDS) + " | total |",
-        "|---|---:|" + "---:|" * (len(FAULT_KINDS) + 1),
-    ]
-    for (name, _, counts, _), requests in zip(rows, eligible, strict=True):
-        cells = " | ".join(str(counts.get(k, 0)) for k in FAULT_KINDS)
-        out.append(f"| {name} | {requests} | {cells} | {sum(counts.values())} |")
+    table, total = _outcome_rows(rows, sandboxes=True)
+    out += table
+    out += [""]
+    out += _fault_table("### Faults injected during the MCP runs, by kind", rows, eligible)
     out += ["", "### Error results the MCP clients saw, by kind", "", "| kind | count |"]
     out.append("|---|---:|")
     for kind, count in total.errors.most_common():
