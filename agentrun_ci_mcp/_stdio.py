@@ -28,7 +28,17 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from mcp.types import JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
+from mcp.shared.message import SessionMessage
+from mcp.types import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+)
+from pydantic import ValidationError
 
 __all__ = ["PipeLines", "PipeWriter", "answer_before_eof", "pipe_streams"]
 
@@ -213,30 +223,64 @@ class Unanswered:
             log.info("stdin closed with %d request(s) unanswered after %g s", len(self.ids), grace)
 
 
+def refusal(exc: Exception) -> JSONRPCError:
+    """The JSON-RPC 2.0 answer to a line that is not a message (the SDK drops it silently)."""
+    errors = exc.errors() if isinstance(exc, ValidationError) else []
+    first: dict[str, Any] = dict(errors[0]) if errors else {}
+    if first.get("type") == "json_invalid":
+        detail = str(first.get("msg", "invalid JSON"))
+        return JSONRPCError(
+            jsonrpc="2.0",
+            id=None,
+            error=ErrorData(
+                code=PARSE_ERROR,
+                message=f"Parse error: {detail}; send one JSON-RPC message per line",
+            ),
+        )
+    given = first.get("input")
+    request_id = given.get("id") if isinstance(given, dict) else None
+    return JSONRPCError(
+        jsonrpc="2.0",
+        id=request_id if isinstance(request_id, int | str) else None,
+        error=ErrorData(
+            code=INVALID_REQUEST,
+            message="Invalid Request: not a JSON-RPC 2.0 request, notification or response",
+        ),
+    )
+
+
 class AnswerBeforeEOF:
     """The server's read stream, holding end-of-input back until what was read is answered.
 
     The SDK cancels the requests in flight as soon as stdin ends; a client that
     writes its requests and closes stdin (a file, a shell pipe) would lose the last
-    answers. Waiting is bounded by `grace`.
+    answers. Waiting is bounded by `grace`. Lines that are not messages, which the
+    SDK drops with a debug log, are answered with a JSON-RPC parse or request error.
     """
 
-    def __init__(self, inner: Any, unanswered: Unanswered, grace: float) -> None:
+    def __init__(self, inner: Any, unanswered: Unanswered, grace: float, reply: Any) -> None:
         self._inner = inner
         self._unanswered = unanswered
         self._grace = grace
+        self._reply = reply
 
     def __getattr__(self, name: str) -> Any:  # e.g. `last_context`, which the SDK probes
         return getattr(self._inner, name)
 
     async def receive(self) -> Any:
-        try:
-            item = await self._inner.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            await self._unanswered.wait_answered(self._grace)
-            raise
-        self._unanswered.read(item)
-        return item
+        while True:
+            try:
+                item = await self._inner.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                await self._unanswered.wait_answered(self._grace)
+                raise
+            if isinstance(item, Exception):
+                log.debug("refused a line that is not a JSON-RPC message: %s", item)
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await self._reply.send(SessionMessage(refusal(item)))
+                continue
+            self._unanswered.read(item)
+            return item
 
     def __aiter__(self) -> "AnswerBeforeEOF":
         return self
@@ -282,6 +326,7 @@ class CountAnswers:
 
 
 def answer_before_eof(read: Any, write: Any, grace: float) -> tuple[Any, Any]:
-    """Wrap the SDK's stdio streams so that EOF waits (up to `grace`) for pending answers."""
+    """Wrap the SDK's stdio streams: EOF waits (up to `grace`) for pending answers, and
+    a line that is not a message gets a JSON-RPC error instead of silence."""
     unanswered = Unanswered()
-    return AnswerBeforeEOF(read, unanswered, grace), CountAnswers(write, unanswered)
+    return AnswerBeforeEOF(read, unanswered, grace, write), CountAnswers(write, unanswered)

@@ -546,6 +546,8 @@ def test_stdio_process_survives_malformed_json_rpc(emu: tuple[LocalEmulator, Con
         stdin.write(line + b"\n")
         stdin.flush()
 
+    refused: list[dict[str, Any]] = []  # answers with "id": null (no id could be read)
+
     def replies(*ids: int, timeout: float = 30) -> dict[int, dict[str, Any]]:
         """The answers to `ids` (in any order), as far as they came."""
         got: dict[int, dict[str, Any]] = {}
@@ -556,6 +558,8 @@ def test_stdio_process_survives_malformed_json_rpc(emu: tuple[LocalEmulator, Con
             message = json.loads(line)  # anything but JSON on stdout fails here
             if message.get("id") in ids:
                 got[message["id"]] = message
+            elif message.get("id", "absent") is None:
+                refused.append(message)
         return got
 
     def call(request_id: int, arguments: str) -> bytes:
@@ -584,6 +588,7 @@ def test_stdio_process_survives_malformed_json_rpc(emu: tuple[LocalEmulator, Con
         send(b"\xff\xfe not even UTF-8")
         send(b"not json at all")
         send(b'{"jsonrpc":"2.0","id":2,"method":')  # cut short
+        send(b'{"jsonrpc":"2.0","id":8,"meth":"tools/list"}')  # JSON, but not a message
         # a lone surrogate escape: strict JSON parsers refuse it
         send(call(3, r'{"code":"\udcff"}'))
         # NaN is not JSON, but Python's parsers accept it: a NaN deadline never expires
@@ -591,8 +596,15 @@ def test_stdio_process_survives_malformed_json_rpc(emu: tuple[LocalEmulator, Con
         send(call(5, '"not an object"'))
         send(call(6, '{"code":"print(\'\xff\')"}'))  # invalid UTF-8 inside a string
         send(call(7, '{"code":"print(6 * 7)"}'))
-        answers = replies(4, 5, 7)
-        assert set(answers) == {4, 5, 7}, f"unanswered: {answers}"
+        answers = replies(4, 5, 7, 8)
+        assert set(answers) == {4, 5, 7, 8}, f"unanswered: {answers}"
+        # JSON-RPC 2.0: a line that is not JSON gets a parse error with a null id (three
+        # lines above, and the lone surrogate, which strict parsers refuse) ...
+        codes = [m["error"]["code"] for m in refused]
+        assert codes.count(-32700) >= 3, refused
+        assert "one JSON-RPC message per line" in refused[0]["error"]["message"]
+        # ... and JSON that is no message an invalid-request error, with its id if it had one
+        assert answers[8]["error"]["code"] == -32600
         nan = answers[4]["result"]
         assert nan["isError"] is True
         assert "finite number" in nan["content"][0]["text"]
