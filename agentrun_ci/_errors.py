@@ -125,7 +125,11 @@ class ConflictError(APIError):
 
 
 class PayloadTooLargeError(APIError):
-    hint = "the service accepts at most 100 MB per upload: split or compress the file"
+    hint = (
+        "the request body is over the service's limit (the message may name it; the cloud "
+        "takes at most 100 MB a file): split or compress it, or upload the file instead of "
+        "inlining it"
+    )
 
 
 class RateLimitError(APIError):

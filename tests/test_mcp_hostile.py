@@ -297,6 +297,7 @@ async def test_a_write_over_the_upload_limit_is_a_clear_error(client: Client) ->
     assert big.is_error
     assert "413" in _text(big)
     assert "too large" in _text(big)
+    assert f"limit of {UPLOAD_LIMIT} bytes" in _text(big)  # the emulator's, not the cloud's
     raw = base64.b64encode(b"\0" * (UPLOAD_LIMIT + 1)).decode()
     big64 = await client.call_tool(
         "write_file", {"path": "/home/user/big.bin", "content": raw, "encoding": "base64"}

@@ -306,7 +306,12 @@ def build_app(core: Core) -> Starlette:
         else:
             raise bad_request(f"unknown encoding {encoding!r}: use utf-8 or base64")
         if len(data) > settings.max_upload_bytes:
-            raise ApiError(413, "ERR_PAYLOAD_TOO_LARGE", "file too large")
+            raise ApiError(
+                413,
+                "ERR_PAYLOAD_TOO_LARGE",
+                f"file too large: {len(data)} bytes, over the limit of "
+                f"{settings.max_upload_bytes} bytes",
+            )
         real = sandbox.fs.resolve(path)
         if real.is_dir():
             raise bad_request(f"{path!r} is a directory")
