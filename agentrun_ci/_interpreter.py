@@ -498,13 +498,18 @@ class AsyncLease:
 
     async def _recover(self, session: _Session) -> _Session:
         """After a 404: is the session dead (replace it) or only the context (recreate)?"""
+        if not await self._rt.healthy(session.id):
+            return await self._replace(session)
         self._contexts.clear()
         self._extra.clear()
-        if await self._rt.healthy(session.id):
-            return session
-        fresh = await self._strategy.replace(self, session)
-        self._session = fresh
-        return fresh
+        return session
+
+    async def _replace(self, session: _Session) -> _Session:
+        """Swap a dead session for a fresh one; its contexts went with it."""
+        self._contexts.clear()
+        self._extra.clear()
+        self._session = await self._strategy.replace(self, session)
+        return self._session
 
     async def execute_code(
         self,
@@ -600,9 +605,7 @@ class AsyncLease:
                 raise
             async with self._lock:
                 if self._session is session:
-                    self._contexts.clear()
-                    self._extra.clear()
-                    self._session = await self._strategy.replace(self, session)
+                    await self._replace(session)
                     self._pending_reset = True  # the next execute reports state_reset
             raise SessionLostError(
                 f"session {session.id} is gone (deleted or expired): its files and variables "
