@@ -25,7 +25,7 @@ import attrs
 
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
-from ._kernels import Kernel, KernelError, Launch, NodeKernel, SparePool, socket_path_fits
+from ._kernels import Kernel, KernelError, Launch, NodeKernel, SparePool, sockets_fit_in
 from ._limits import (
     PidsCgroup,
     chown_tree,
@@ -210,7 +210,7 @@ class Core:
         # Kernels' Unix sockets need a short path (at most 107 bytes); under a deep $TMPDIR
         # they get a private directory in /tmp, named like the base so the sweep finds it.
         self._sockets: Path | None = None
-        if not socket_path_fits(str(self.runtime / "k-0123456789abcdef")):
+        if not sockets_fit_in(self.runtime):
             with contextlib.suppress(OSError):
                 self._sockets = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_SHORT_TMP))
                 chown_tree(str(self._sockets), self.uid)

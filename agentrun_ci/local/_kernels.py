@@ -47,9 +47,18 @@ _INTERRUPT_GRACE = 5.0
 _SUN_PATH_MAX = 107  # bytes in a Unix socket path (sockaddr_un.sun_path, NUL excluded)
 
 
+def _kernel_name() -> str:
+    return f"k-{uuid.uuid4().hex[:16]}"
+
+
 def socket_path_fits(ip: str) -> bool:
     """Do a kernel's IPC sockets ("<ip>-<port>", ports up to 5 digits) fit a Unix path?"""
     return len(os.fsencode(ip)) + len("-65535") <= _SUN_PATH_MAX
+
+
+def sockets_fit_in(directory: Path) -> bool:
+    """Can kernels keep their IPC sockets in `directory`?"""
+    return socket_path_fits(str(directory / _kernel_name()))
 
 
 _NODE_REPL = Path(__file__).with_name("_node_repl.js")
@@ -267,7 +276,7 @@ class PythonKernel:
     async def start(cls, launch: Launch, runtime_dir: Path, home: str) -> PythonKernel:
         settings = launch.settings
         exe = launch.python
-        name = f"k-{uuid.uuid4().hex[:16]}"
+        name = _kernel_name()
         # IPC sockets live at "<ip>-<n>": a Unix socket path has at most 107 bytes, which
         # a deep $TMPDIR exceeds; then they go to the short private dir the core made.
         ip = str((launch.sockets or runtime_dir) / name)
