@@ -249,7 +249,26 @@ def refusal(exc: Exception) -> JSONRPCError:
     )
 
 
-class AnswerBeforeEOF:
+class _Wrapped:
+    """A stream that forwards everything it does not override to the SDK's own."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:  # e.g. `last_context`, which the SDK probes
+        return getattr(self._inner, name)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> "_Wrapped":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AnswerBeforeEOF(_Wrapped):
     """The server's read stream, holding end-of-input back until what was read is answered.
 
     The SDK cancels the requests in flight as soon as stdin ends; a client that
@@ -259,13 +278,10 @@ class AnswerBeforeEOF:
     """
 
     def __init__(self, inner: Any, unanswered: Unanswered, grace: float, reply: Any) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._unanswered = unanswered
         self._grace = grace
         self._reply = reply
-
-    def __getattr__(self, name: str) -> Any:  # e.g. `last_context`, which the SDK probes
-        return getattr(self._inner, name)
 
     async def receive(self) -> Any:
         while True:
@@ -291,38 +307,17 @@ class AnswerBeforeEOF:
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
-    async def __aenter__(self) -> "AnswerBeforeEOF":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class CountAnswers:
+class CountAnswers(_Wrapped):
     """The server's write stream, marking each response's request answered."""
 
     def __init__(self, inner: Any, unanswered: Unanswered) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._unanswered = unanswered
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     async def send(self, item: Any, /) -> None:
         await self._inner.send(item)
         self._unanswered.written(item)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> "CountAnswers":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 def answer_before_eof(read: Any, write: Any, grace: float) -> tuple[Any, Any]:
