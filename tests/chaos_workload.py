@@ -101,6 +101,20 @@ class Stats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+def check_stats(stats: Stats, *, allow_unverifiable: bool = False) -> None:
+    """What every chaos run must show: nothing ran twice, nothing was lost or leaked."""
+    assert stats.untyped == [], stats.untyped[:5]
+    assert stats.wrong == [], stats.wrong[:5]
+    assert stats.duplicates == 0, [t for t, n in stats.ledger.items() if n > 1][:5]
+    assert stats.phantom == 0
+    assert stats.lost == 0
+    assert stats.leaked_sandboxes == 0
+    if not allow_unverifiable:
+        assert not stats.tokens_unverifiable
+    # a failed call's code ran at most once (its answer was lost): never more
+    assert all(stats.ledger[t] <= 1 for t in stats.tokens_failed)
+
+
 def _token() -> str:
     return "tok" + uuid.uuid4().hex
 
@@ -741,7 +755,6 @@ async def mcp_http_client(url: str, *, legacy: bool) -> AsyncIterator[ToolCall]:
     import httpx2
     from mcp import Client, ClientSession
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.types import CallToolResult
 
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(
@@ -755,14 +768,20 @@ async def mcp_http_client(url: str, *, legacy: bool) -> AsyncIterator[ToolCall]:
         read, write, *_ = await stack.enter_async_context(transport)
         session = await stack.enter_async_context(ClientSession(read, write))
         await session.initialize()
+        yield checked_calls(session)
 
-        async def call(name: str, args: dict[str, Any]) -> CallToolResult:
-            result = await session.call_tool(name, args)
-            if not isinstance(result, CallToolResult):
-                raise TypeError(f"tools/call answered {type(result).__name__}")
-            return result
 
-        yield call
+def checked_calls(session: Any) -> ToolCall:
+    """`session.call_tool` that takes anything but a CallToolResult for a protocol error."""
+    from mcp.types import CallToolResult
+
+    async def call(name: str, args: dict[str, Any]) -> CallToolResult:
+        result = await session.call_tool(name, args)
+        if not isinstance(result, CallToolResult):
+            raise TypeError(f"tools/call answered {type(result).__name__}")
+        return result
+
+    return call
 
 
 def mcp_leftovers(config: Config, owner: str) -> list[str]:
@@ -854,19 +873,11 @@ async def mcp_stdio_workload(
 ) -> Stats:
     """`n` tool calls through the `agentrun-ci-mcp` console script over stdio."""
     from mcp import ClientSession, StdioServerParameters, stdio_client
-    from mcp.types import CallToolResult
 
     params = StdioServerParameters(command=command, args=[], env=env)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
-
-        async def call(name: str, args: dict[str, Any]) -> CallToolResult:
-            result = await session.call_tool(name, args)
-            if not isinstance(result, CallToolResult):
-                raise TypeError(f"tools/call answered {type(result).__name__}")
-            return result
-
-        work = MCPClientWorkload(call, 0, random.Random(seed))
+        work = MCPClientWorkload(checked_calls(session), 0, random.Random(seed))
         await work.run(n)
         await anyio.to_thread.run_sync(quiet)
         return await work.finish()

@@ -17,6 +17,7 @@ import pytest
 from chaos_workload import (
     DataPlaneWorkload,
     Stats,
+    check_stats,
     ensure_template,
     facade_pool_workload,
     facade_sync_workload,
@@ -58,16 +59,6 @@ def _off(plan: FaultPlan) -> None:
     plan.update({"rates": {}})
 
 
-def _check(stats: Stats, *, allow_unverifiable: bool = False) -> None:
-    assert stats.untyped == [], stats.untyped[:5]
-    assert stats.wrong == [], stats.wrong[:5]
-    assert stats.duplicates == 0, [t for t, n in stats.ledger.items() if n > 1][:5]
-    assert stats.phantom == 0
-    assert stats.lost == 0
-    if not allow_unverifiable:
-        assert not stats.tokens_unverifiable
-
-
 def _dataplane_run(config: Config, plan: FaultPlan, n: int, seed: int) -> Stats:
     template = f"chaos-{uuid.uuid4().hex[:8]}"
     ensure_template(config, template)
@@ -90,7 +81,7 @@ def test_dataplane_mixed_operations_under_transient_faults(
     assert stats.total == 100
     assert sum(plan.counts.values()) >= 5  # faults were really injected
     assert sum(stats.errors.values()) > 0
-    _check(stats)
+    check_stats(stats)
     assert stats.leaked_contexts <= plan.counts["reset_after"]
 
 
@@ -104,7 +95,7 @@ def test_facade_sync_under_transient_faults(chaos: tuple[Config, FaultPlan, str]
     finally:
         _off(plan)
     assert stats.total == 30
-    _check(stats, allow_unverifiable=True)
+    check_stats(stats, allow_unverifiable=True)
 
 
 @pytest.mark.anyio
@@ -118,7 +109,7 @@ async def test_facade_pool_under_transient_faults(chaos: tuple[Config, FaultPlan
     finally:
         _off(plan)
     assert stats.ops["execute"] == 24
-    _check(stats, allow_unverifiable=True)
+    check_stats(stats, allow_unverifiable=True)
 
 
 def test_destructive_faults_end_in_typed_errors(chaos: tuple[Config, FaultPlan, str]) -> None:
@@ -134,7 +125,7 @@ def test_destructive_faults_end_in_typed_errors(chaos: tuple[Config, FaultPlan, 
         finally:
             _off(plan)
             stats = work.finish()
-    _check(stats, allow_unverifiable=True)
+    check_stats(stats, allow_unverifiable=True)
     assert plan.counts["sandbox_gone"] + plan.counts["kernel_death"] > 0
 
 
@@ -251,4 +242,4 @@ async def test_one_thousand_operations_under_transient_faults(
     finally:
         _off(plan)
     assert total.total >= 1000
-    _check(total, allow_unverifiable=True)
+    check_stats(total, allow_unverifiable=True)

@@ -26,6 +26,7 @@ pytest.importorskip("jupyter_client")
 
 from chaos_workload import (
     Stats,
+    check_stats,
     mcp_http_client,
     mcp_http_workload,
     mcp_leftovers,
@@ -72,19 +73,6 @@ def _owner() -> str:
     return "mcpc" + secrets.token_hex(3)
 
 
-def _check(stats: Stats, *, allow_unverifiable: bool = False) -> None:
-    assert stats.untyped == [], stats.untyped[:5]
-    assert stats.wrong == [], stats.wrong[:5]
-    assert stats.duplicates == 0, [t for t, n in stats.ledger.items() if n > 1][:5]
-    assert stats.phantom == 0
-    assert stats.lost == 0
-    assert stats.leaked_sandboxes == 0
-    if not allow_unverifiable:
-        assert not stats.tokens_unverifiable
-    # a failed call's code ran at most once (its answer was lost): never more
-    assert all(stats.ledger[t] <= 1 for t in stats.tokens_failed)
-
-
 def _s(result: Any) -> dict[str, Any]:
     assert result.structured_content is not None, result.content
     return result.structured_content  # type: ignore[no-any-return]
@@ -105,7 +93,7 @@ async def test_mcp_clients_under_transient_faults(
     assert stats.total == 80
     assert sum(plan.counts.values()) >= 5  # faults were really injected
     assert sum(stats.errors.values()) > 0  # and some reached the tools
-    _check(stats)
+    check_stats(stats)
 
 
 async def test_mcp_clients_under_destructive_faults(chaos: tuple[Config, FaultPlan]) -> None:
@@ -120,7 +108,7 @@ async def test_mcp_clients_under_destructive_faults(chaos: tuple[Config, FaultPl
     finally:
         _off(plan)
     assert plan.counts["sandbox_gone"] + plan.counts["kernel_death"] > 0
-    _check(stats, allow_unverifiable=True)
+    check_stats(stats, allow_unverifiable=True)
 
 
 @pytest.mark.parametrize("strategy", ["singleton", "pool"])
@@ -274,7 +262,7 @@ async def test_stdio_process_keeps_serving_under_transient_faults(
     stats = await _stdio_run(config, 40, 9)
     assert stats.total == 40
     assert sum(plan.counts.values()) > 0
-    _check(stats)
+    check_stats(stats)
 
 
 @pytest.mark.slow
@@ -293,7 +281,7 @@ async def test_over_one_thousand_mcp_calls_under_faults(chaos: tuple[Config, Fau
         finally:
             _off(plan)
     total.merge(await _stdio_run(config, 100, 23))
-    _check(total)
+    check_stats(total)
     _on(plan, DESTRUCTIVE, seed=24)
     try:
         destructive = await mcp_http_workload(
@@ -301,6 +289,6 @@ async def test_over_one_thousand_mcp_calls_under_faults(chaos: tuple[Config, Fau
         )
     finally:
         _off(plan)
-    _check(destructive, allow_unverifiable=True)
+    check_stats(destructive, allow_unverifiable=True)
     total.merge(destructive)
     assert total.total >= 1000
