@@ -17,8 +17,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._config import Config
-from ._interpreter import DEFAULT_CWD, AsyncCodeInterpreter, AsyncLease, Callback, NetworkMode
+from ._interpreter import AsyncCodeInterpreter, AsyncLease, Callback, NetworkMode
 from ._models import CommandResult, Context, Execution, FileContent, FileEntry, Sandbox, Template
+from ._wire import DEFAULT_CWD
 
 __all__ = ["CodeInterpreter", "Lease"]
 
