@@ -115,7 +115,7 @@ class AsyncCodeInterpreter:
             raise InvalidArgumentError(
                 "pass either options=InterpreterOptions(...) or the option keywords, not both"
             )
-        self.options = options
+        self._options = options
         config = _with_credentials(
             config,
             access_key_id=access_key_id,
@@ -135,9 +135,56 @@ class AsyncCodeInterpreter:
         self._closed = False
 
     @classmethod
-    def from_env(cls, **kwargs: Any) -> AsyncCodeInterpreter:
-        """Configuration from AGENTRUN_* variables; keyword arguments win."""
-        return cls(Config.from_env(), **kwargs)
+    def from_env(
+        cls,
+        *,
+        options: InterpreterOptions | None = None,
+        access_key_id: str | None = None,
+        access_key_secret: str | None = None,
+        security_token: str | None = None,
+        account_id: str | None = None,
+        region: str | None = None,
+        backend: BackendName = "auto",
+        strategy: StrategyName = "singleton",
+        pool_size: int | tuple[int, int] = (1, 4),
+        interpreter_name: str | None = None,
+        keep_interpreter: bool = False,
+        owner: str | None = None,
+        max_sessions: int = 8,
+        max_concurrent_requests: int = 32,
+        lease_timeout: float = 60.0,
+        pool_idle_timeout: float = 300.0,
+        session_idle_timeout: float | None = 600.0,
+        ready_timeout: float = 300.0,
+        health_timeout: float = 60.0,
+        reap_on_start: bool = True,
+        emulator_settings: Any = None,
+    ) -> AsyncCodeInterpreter:
+        """Configuration from AGENTRUN_* variables; keyword arguments win (as in `__init__`)."""
+        return cls(
+            Config.from_env(),
+            options=options,
+            access_key_id=access_key_id,
+            access_key_secret=access_key_secret,
+            security_token=security_token,
+            account_id=account_id,
+            region=region,
+            backend=backend,
+            strategy=strategy,
+            pool_size=pool_size,
+            interpreter_name=interpreter_name,
+            keep_interpreter=keep_interpreter,
+            owner=owner,
+            max_sessions=max_sessions,
+            max_concurrent_requests=max_concurrent_requests,
+            lease_timeout=lease_timeout,
+            pool_idle_timeout=pool_idle_timeout,
+            session_idle_timeout=session_idle_timeout,
+            ready_timeout=ready_timeout,
+            health_timeout=health_timeout,
+            reap_on_start=reap_on_start,
+            emulator_settings=emulator_settings,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -146,6 +193,11 @@ class AsyncCodeInterpreter:
         )
 
     # ------------------------------------------------------------ attributes
+
+    @property
+    def options(self) -> InterpreterOptions:
+        """The settings this object was made with."""
+        return self._options
 
     @property
     def backend(self) -> str:
@@ -351,42 +403,56 @@ class AsyncCodeInterpreter:
     async def execute_code(
         self,
         code: str,
+        *,
         language: str | None = None,
         context_id: str | None = None,
         timeout: float = 30.0,
         on_stdout: Callback | None = None,
         on_stderr: Callback | None = None,
-        *,
         execution_timeout: float | None = None,
     ) -> Execution:
-        """Run code; `context_id="default"` (or None) is this object's default context."""
-        if execution_timeout is not None:
-            timeout = execution_timeout
+        """Run code as this object's own caller (`AsyncLease.execute_code`, same arguments).
+
+        `context_id="default"` (or None) is this object's default context; an
+        exception in the code is `execution.error`, not raised.
+        """
         lease = await self._default_lease()
         return await lease.execute_code(
-            code, language, timeout, on_stdout, on_stderr, context_id=context_id
+            code,
+            language=language,
+            context_id=context_id,
+            timeout=timeout,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            execution_timeout=execution_timeout,
         )
 
     run_code = execute_code
 
     async def create_context(self, language: str = "python", cwd: str = DEFAULT_CWD) -> Context:
+        """An extra context (kernel) in this object's session, deleted at close."""
         return await (await self._default_lease()).create_context(language, cwd)
 
     async def delete_context(self, context_id: str) -> None:
+        """Delete a context (its variables are gone); a missing one is fine."""
         await (await self._default_lease()).delete_context(context_id)
 
     async def read_file(self, path: str) -> FileContent:
+        """Read a file in the session (`.content` bytes, `.text` when it is UTF-8)."""
         return await (await self._default_lease()).read_file(path)
 
     async def write_file(self, path: str, content: str | bytes) -> FileEntry:
+        """Write a file in the session (parent directories are created)."""
         return await (await self._default_lease()).write_file(path, content)
 
     async def list_files(self, path: str = DEFAULT_CWD, *, depth: int = 1) -> list[FileEntry]:
+        """List a directory in the session, `depth` levels deep."""
         return await (await self._default_lease()).list_files(path, depth=depth)
 
     async def run_command(
         self, command: str, *, cwd: str | None = None, timeout: float = 30.0
     ) -> CommandResult:
+        """Run a shell command to completion (at most 30 s); a non-zero exit code is data."""
         return await (await self._default_lease()).run_command(command, cwd=cwd, timeout=timeout)
 
     async def stop_session(self) -> None:
@@ -427,6 +493,7 @@ class AsyncCodeInterpreter:
             await self._backend.close()
 
     async def __aenter__(self) -> AsyncCodeInterpreter:
+        """Open the planes (and the emulator, for the local backend); `close()` on exit."""
         await self._open()
         return self
 

@@ -120,7 +120,7 @@ class AsyncLease:
     """
 
     def __init__(self, rt: Runtime, strategy: Strategy, key: str, *, on_release: Any) -> None:
-        self.key = key
+        self._key = key
         self._rt = rt
         self._strategy = strategy
         self._on_release: Callable[[AsyncLease], None] = on_release
@@ -135,16 +135,24 @@ class AsyncLease:
         return f"AsyncLease(key={self.key!r}, session_id={self.session_id!r})"
 
     @property
+    def key(self) -> str:
+        """The name the lease was acquired under."""
+        return self._key
+
+    @property
     def session_id(self) -> str | None:
+        """The session this lease holds (None before its first call, or per call)."""
         return self._session.id if self._session is not None else None
 
     @property
     def context_id(self) -> str | None:
+        """The lease's default Python context (None before its first execute)."""
         ctx = self._contexts.get("python")
         return ctx.id if ctx is not None else None
 
     @property
     def released(self) -> bool:
+        """Was the lease given back?"""
         return self._released
 
     def _check(self) -> None:
@@ -205,15 +213,34 @@ class AsyncLease:
     async def execute_code(
         self,
         code: str,
+        *,
         language: str | None = None,
+        context_id: str | None = None,
         timeout: float = 30.0,
         on_stdout: Callback | None = None,
         on_stderr: Callback | None = None,
-        *,
-        context_id: str | None = None,
+        execution_timeout: float | None = None,
     ) -> Execution:
-        """Run code in this lease's context; state persists between calls."""
+        """Run code in this lease's context; state persists between calls.
+
+        Args:
+            code: the code to run.
+            language: "python" (default) or "javascript"; each has its own default context.
+            context_id: a context from `create_context` ("default" or None: the
+                language's default context of this lease).
+            timeout: seconds the code may run, at most 30 (the service's cap).
+            on_stdout: called with each stdout chunk (after the call: the service
+                answers with the whole output at once).
+            on_stderr: called with each stderr chunk.
+            execution_timeout: the seed's name for `timeout` (wins when given).
+
+        Returns:
+            The Execution; an exception in the code is `execution.error`, not raised.
+            `state_reset` is true when the context or session had to be recreated.
+        """
         self._check()
+        if execution_timeout is not None:
+            timeout = execution_timeout
         language = language or "python"
         if not self._strategy.keeps_session:
             # a fresh session per call: its default context for the language will do
@@ -223,6 +250,8 @@ class AsyncLease:
         async with self._lock:
             execution = await self._execute_kept(code, language, timeout, context_id)
         return _deliver(execution, on_stdout, on_stderr)
+
+    run_code = execute_code
 
     async def _execute_kept(
         self, code: str, language: str, timeout: float, context_id: str | None
@@ -279,6 +308,7 @@ class AsyncLease:
         return ctx
 
     async def delete_context(self, context_id: str) -> None:
+        """Delete a context of this lease (its variables are gone); a missing one is fine."""
         session = await self._ensure_session()
         self._extra.pop(context_id, None)
         for lang, ctx in list(self._contexts.items()):
@@ -307,17 +337,21 @@ class AsyncLease:
                 ) from exc
 
     async def read_file(self, path: str) -> FileContent:
+        """Read a file in the session (`.content` bytes, `.text` when it is UTF-8)."""
         return await self._on_session(lambda sid: self._rt.data.read_file(sid, path))
 
     async def write_file(self, path: str, content: str | bytes) -> FileEntry:
+        """Write a file in the session (parent directories are created)."""
         return await self._on_session(lambda sid: self._rt.data.write_file(sid, path, content))
 
     async def list_files(self, path: str = DEFAULT_CWD, *, depth: int = 1) -> list[FileEntry]:
+        """List a directory in the session, `depth` levels deep."""
         return await self._on_session(lambda sid: self._rt.data.list_files(sid, path, depth=depth))
 
     async def run_command(
         self, command: str, *, cwd: str | None = None, timeout: float = 30.0
     ) -> CommandResult:
+        """Run a shell command to completion (at most 30 s); a non-zero exit code is data."""
         return await self._on_session(
             lambda sid: self._rt.data.run_command(sid, command, cwd=cwd, timeout=timeout)
         )
@@ -352,6 +386,7 @@ class AsyncLease:
         self._on_release(self)
 
     async def __aenter__(self) -> AsyncLease:
+        """`async with lease:` releases it on exit."""
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
