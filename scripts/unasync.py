@@ -18,7 +18,7 @@ SRC = ROOT / "agentrun_ci" / "_async"
 DST = ROOT / "agentrun_ci" / "_sync"
 
 #: modules translated, relative to agentrun_ci/_async
-FILES = ["data_plane.py", "control_plane.py"]
+FILES = ["data_plane.py", "control_plane.py", "retrying.py"]
 
 #: (pattern, replacement), applied in order to every line
 RULES: list[tuple[str, str]] = [
