@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
+from agentrun_ci._procfs import is_running
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 from agentrun_ci.local._limits import instance_name, pid_namespace_works, sweep_stale
 
@@ -36,12 +37,7 @@ sys.stdin.read()
 
 
 def _live(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+    return is_running(pid)
 
 
 def _running(marker: str) -> list[int]:

@@ -12,18 +12,14 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
+from agentrun_ci._procfs import is_running
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
 SECRET = "s3cr3t-value-never-visible"
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+    return is_running(pid)
 
 
 def _host_pid(inner: int, anchors: list[int]) -> int:

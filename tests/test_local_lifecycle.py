@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
+from agentrun_ci._procfs import is_running
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 from agentrun_ci.local._limits import group_members
 from agentrun_ci.local.cli import serve_main
@@ -32,12 +33,7 @@ def _wait_status(http: httpx.Client, sid: str, status: str, timeout: float = 10.
 def _gone(pid: int, timeout: float = 5.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            return True
-        if stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X"):
+        if not is_running(pid):
             return True
         time.sleep(0.02)
     return False

@@ -52,6 +52,7 @@ pytest.importorskip("jupyter_client")
 from mcp_support import SCRIPT, base_env, cloud_env, owned
 
 from agentrun_ci import Config
+from agentrun_ci._procfs import stat_fields
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
 pytestmark = [
@@ -120,12 +121,7 @@ def _replay(request: pytest.FixtureRequest) -> str:
 
 def _stat(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session, ..."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 2 :].decode().split()
+    return stat_fields(pid)
 
 
 def _pids() -> list[int]:
