@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from agentrun_ci import __version__
+from agentrun_ci import STRATEGY_NAMES, __version__
 
 __all__ = ["build_parser", "main", "options_from_args", "run"]
 
@@ -110,10 +110,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     add(
         "--strategy",
-        choices=["singleton", "pool", "ephemeral"],
+        choices=STRATEGY_NAMES,
         default=_env(env, "STRATEGY", "singleton"),
         help="singleton: one sandbox, a context per client; pool: a sandbox per client from "
-        "a warm pool; ephemeral: a new sandbox per call, no state [STRATEGY]",
+        "a warm pool; ephemeral: a new sandbox per call, no state; dedicated: a new sandbox "
+        "per client [STRATEGY]",
     )
     add(
         "--pool-size",

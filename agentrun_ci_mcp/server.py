@@ -36,6 +36,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentrun_ci import (
+    DEFAULT_CWD,
     AgentRunError,
     APIError,
     AsyncCodeInterpreter,
@@ -44,6 +45,7 @@ from agentrun_ci import (
     Execution,
     InvalidArgumentError,
     SessionLostError,
+    StrategyName,
     __version__,
 )
 
@@ -67,7 +69,7 @@ TOOL_GROUPS: dict[str, tuple[str, ...]] = {
     "commands": ("run_command",),
 }
 ALL_TOOLS = tuple(t for group in TOOL_GROUPS.values() for t in group)
-HOME = "/home/user"
+HOME = DEFAULT_CWD
 
 SessionArg = Annotated[
     str | None,
@@ -92,7 +94,7 @@ class ServerOptions:
     """Everything the server needs, already validated (see __main__ for the CLI/env)."""
 
     backend: Literal["auto", "cloud", "local"] = "auto"
-    strategy: Literal["singleton", "pool", "ephemeral"] = "singleton"
+    strategy: StrategyName = "singleton"
     pool_size: int | tuple[int, int] = (1, 4)
     interpreter: str | None = None
     cpu: float = 2.0

@@ -10,11 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._wire import DEFAULT_CWD
 from ._errors import ApiError
 
 __all__ = ["HOME", "SandboxFS"]
 
-HOME = "/home/user"
+HOME = DEFAULT_CWD
 
 
 def _name(fn: Any, ident: int) -> str:
