@@ -25,7 +25,7 @@ from ._errors import (
     SessionLostError,
     TransportError,
 )
-from ._models import CommandResult, Context, Execution, FileContent, FileEntry
+from ._models import CommandResult, Context, Execution, ExecutionError, FileContent, FileEntry
 from ._ownership import OwnerTag, Tracker
 from ._strategies import HeldSession, Strategy
 from ._wire import DEFAULT_CWD
@@ -245,10 +245,25 @@ class AsyncLease:
         if not self._strategy.keeps_session:
             # a fresh session per call: its default context for the language will do
             async with self._session_for_call() as session:
-                execution = await self._execute_once(session.id, code, None, language, timeout)
+                try:
+                    execution = await self._execute_once(session.id, code, None, language, timeout)
+                except APIError as exc:
+                    if not context_lost(exc):
+                        raise
+                    execution = kernel_died(exc)
             return _deliver(execution, on_stdout, on_stderr)
         async with self._lock:
-            execution = await self._execute_kept(code, language, timeout, context_id)
+            try:
+                execution = await self._execute_kept(code, language, timeout, context_id)
+            except APIError as exc:
+                if not context_lost(exc):
+                    raise
+                # The code ran and killed its own kernel; the service dropped the context.
+                # The next execute finds it gone (404), runs in a fresh one and says so;
+                # an explicit context is simply gone (the default one is untouched).
+                if context_id is None or context_id == "default":
+                    self._pending_reset = True
+                execution = kernel_died(exc)
         return _deliver(execution, on_stdout, on_stderr)
 
     run_code = execute_code
@@ -391,6 +406,36 @@ class AsyncLease:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.release()
+
+
+#: the service's code for "the kernel died while running this code" (the context is gone)
+CONTEXT_LOST = "ERR_CONTEXT_LOST"
+
+
+def context_lost(exc: APIError) -> bool:
+    """Did the execute fail because the code's kernel died under it?"""
+    return exc.code == CONTEXT_LOST
+
+
+def kernel_died(exc: APIError) -> Execution:
+    """The user's code killed its own kernel (os._exit, a crash, out of memory): an error
+    in the code, so data (`Execution.error`), not an exception; its state is gone."""
+    name = "DeadKernelError"
+    value = (
+        "the code's process died (os._exit, a crash, or killed for memory): its context is "
+        "gone with all variables and imports, and the next run starts in a fresh one "
+        "(state_reset: true)"
+    )
+    # the service's own words, without its "retry later" advice: running this code
+    # again would kill the fresh context too
+    said = f"[{exc.status_code} {exc.code}] {exc.message}" + (
+        f" (request id {exc.request_id})" if exc.request_id else ""
+    )
+    return Execution(
+        error=ExecutionError(name=name, value=value, traceback=f"{said}\n{name}: {value}"),
+        status="error",
+        state_reset=True,
+    )
 
 
 def _deliver(

@@ -361,7 +361,9 @@ def render_execution(
             value=f"execution ended with status {execution.status!r}",
             traceback="",
         )
-    if execution.state_reset:
+    # when this run's own kernel died, its error already says that the state is gone
+    died = error is not None and error.name == "DeadKernelError"
+    if execution.state_reset and not died:
         notes.append(
             "state reset: the context had to be recreated before this run, so variables, "
             "imports and files from earlier calls may be gone"

@@ -451,6 +451,7 @@ MCP_WEIGHTS = (40, 15, 14, 14, 9, 8)
 MCP_CALL_LIMIT = 120.0
 """Seconds before a tool call counts as hung (one run is capped at 30 s)."""
 HOME = "/home/user"
+KERNEL_DIED = "500 ERR_CONTEXT_LOST"
 USER_ERROR = "user-code error"
 NOT_FOUND = "404 not found"
 
@@ -550,7 +551,13 @@ class MCPClientWorkload:
         self._follow_session()
         if not result.is_error:
             return result, None
-        if structured.get("error") is not None:
+        error = structured.get("error")
+        if isinstance(error, dict) and error.get("name") == "DeadKernelError":
+            # the kernel died under the call (here: the kernel_death fault), reported as the
+            # code's error since it cannot be told from code that kills its own kernel
+            self.stats.errors[KERNEL_DIED] += 1
+            return result, KERNEL_DIED
+        if error is not None:
             self.stats.errors[USER_ERROR] += 1
             return result, USER_ERROR
         text = _text(result)

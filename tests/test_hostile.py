@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from agentrun_ci import (
-    AgentRunError,
     BadRequestError,
     CodeInterpreter,
     Config,
@@ -209,8 +208,10 @@ def test_os_exit_reports_the_context_dead(dp: DataPlane, sid: str) -> None:
 def test_os_exit_through_the_facade_sets_state_reset(emu: tuple[LocalEmulator, Config]) -> None:
     with CodeInterpreter(emu[1], owner="h" + uuid.uuid4().hex[:7]) as ci:
         assert ci.execute_code("x = 1").ok
-        with pytest.raises(AgentRunError):
-            ci.execute_code("import os; os._exit(1)")
+        dead = ci.execute_code("import os; os._exit(1)")  # the code's error: data, not raised
+        assert dead.error is not None
+        assert dead.error.name == "DeadKernelError"
+        assert dead.state_reset is True
         after = ci.execute_code("print('x' in globals())")
         assert after.stdout == "False\n"
         assert after.state_reset is True

@@ -178,3 +178,13 @@ def test_state_reset_and_notes_and_extra() -> None:
     assert any("state reset" in n for n in s["notes"])
     assert s["session"] == "h"
     assert json.loads(rendered.content[0].text)["session"] == "h"  # type: ignore[union-attr]
+
+
+def test_a_run_whose_kernel_died_is_not_said_to_follow_a_reset() -> None:
+    """The dead run's own error says the state is gone; "recreated before this run" is the
+    next run's note, not this one's."""
+    died = ExecutionError(name="DeadKernelError", value="the code's process died", traceback="")
+    s = render_execution(Execution(error=died, status="error", state_reset=True)).structured
+    assert s["state_reset"] is True
+    assert s["error"]["name"] == "DeadKernelError"
+    assert not any("before this run" in n for n in s["notes"])
