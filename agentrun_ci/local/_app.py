@@ -38,9 +38,11 @@ from .._auth import verify_signature
 from ._core import Core, Sandbox
 from ._errors import ApiError, bad_request
 from ._faults import FaultMiddleware, read_body
-from ._fs import HOME
+from ._fs import HOME, MAX_DEPTH
 from ._limits import chown_tree
 from ._settings import EmulatorSettings
+from ._threads import blocking
+from ._tree import remove_tree
 
 __all__ = ["build_app"]
 
@@ -332,6 +334,8 @@ def build_app(core: Core) -> Starlette:
             depth = max(1, int(request.query_params.get("depth") or 1))
         except ValueError:
             raise bad_request("depth must be an integer >= 1") from None
+        if depth > MAX_DEPTH:
+            raise bad_request(f"depth={depth} is too deep: at most {MAX_DEPTH}")
         real = sandbox.fs.resolve(path, must_exist=True)
         if not real.is_dir():
             raise bad_request(f"{path!r} is not a directory")
@@ -393,10 +397,12 @@ def build_app(core: Core) -> Starlette:
         if not _lexists(real):
             return _json(request, {"entry": None, "path": path, "removed": False})
         entry = sandbox.fs.entry(real)
-        if real.is_dir() and not real.is_symlink():
-            shutil.rmtree(real)
-        else:
-            real.unlink()
+        if not await blocking(remove_tree, real):
+            raise ApiError(
+                500,
+                "ERR_INTERNAL_SERVER_ERROR",
+                f"could not remove all of {path}: part of it is left",
+            )
         return _json(request, {"entry": entry, "path": entry["path"], "removed": True})
 
     async def upload(request: Request) -> Response:

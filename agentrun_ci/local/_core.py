@@ -38,6 +38,7 @@ from ._limits import (
 )
 from ._settings import EmulatorSettings
 from ._threads import blocking
+from ._tree import remove_tree
 
 __all__ = ["Core"]
 
@@ -237,9 +238,9 @@ class Core:
         await self.pool.close()
         if self.cgroups is not None:
             await blocking(self.cgroups.remove)
-        shutil.rmtree(self._base, ignore_errors=True)
+        await blocking(remove_tree, self._base)
         if self._sockets is not None:
-            shutil.rmtree(self._sockets, ignore_errors=True)
+            await blocking(remove_tree, self._sockets)
 
     async def _reap_forever(self) -> None:
         while True:
@@ -479,7 +480,7 @@ class Core:
             await _reap(proc)
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
             await blocking(sandbox.launch.cgroup.remove)
-        await blocking(shutil.rmtree, sandbox.root, ignore_errors=True)
+        await blocking(remove_tree, sandbox.root)
         sandbox.status = "TERMINATED"
         sandbox.ended_at = sandbox.updated_at = now_iso()
 
