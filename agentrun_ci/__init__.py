@@ -23,7 +23,7 @@ from ._errors import (
     TransportError,
     WaitTimeout,
 )
-from ._interpreter import AsyncCodeInterpreter, AsyncLease, NetworkMode
+from ._interpreter import AsyncCodeInterpreter, AsyncLease, InterpreterOptions, NetworkMode
 from ._models import (
     CommandResult,
     Context,
@@ -72,6 +72,7 @@ __all__ = [
     "Health",
     "InsufficientStorageError",
     "Interpreter",
+    "InterpreterOptions",
     "InvalidArgumentError",
     "Lease",
     "Logs",

@@ -142,10 +142,10 @@ class Sandbox:
         return self._run(  # type: ignore[no-any-return]
             lambda lease: lease.execute_code(
                 code,
-                language,
-                30.0 if timeout is None else timeout,
-                on_stdout,
-                on_stderr,
+                language=language,
+                timeout=30.0 if timeout is None else timeout,
+                on_stdout=on_stdout,
+                on_stderr=on_stderr,
                 context_id=_context_id(context),
             )
         )

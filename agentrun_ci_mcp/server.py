@@ -545,7 +545,7 @@ def build_server(
                 run = _Run(ctx, limit)
                 app_state.runs.add(run)
                 try:
-                    execution = await lease.execute_code(code, language, timeout=limit)
+                    execution = await lease.execute_code(code, language=language, timeout=limit)
                 except InvalidArgumentError as exc:
                     raise _RunFailed(str(exc)) from exc
                 except AgentRunError as exc:
