@@ -40,7 +40,7 @@ from ._models import (
     Session,
     Template,
 )
-from ._ownership import default_owner
+from ._ownership import default_owner, reap_orphans
 from ._retry import RetryPolicy
 from ._sync.control_plane import ControlPlane
 from ._sync.data_plane import DataPlane
@@ -94,4 +94,5 @@ __all__ = [
     "WaitTimeout",
     "__version__",
     "default_owner",
+    "reap_orphans",
 ]
