@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, settings
 
-
 if TYPE_CHECKING:
     from agentrun_ci._config import Config
 
