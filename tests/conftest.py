@@ -18,6 +18,28 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# ---------------------------------------------------------------- parallel runs (issue #16)
+
+#: Test files whose tests must not overlap one another: they run on one worker, in turn.
+#: The leak tests SIGKILL emulators and MCP servers and then scan /proc for what is left
+#: (scoped to their own pids and owner tags); the next emulator start *anywhere* sweeps a
+#: dead one's leftovers, so two of them at once would check each other's sweeps.
+SHARED_GROUPS = {
+    "test_mcp_leaks.py": "leaks",
+    "test_local_crash.py": "leaks",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test file is one xdist group (module fixtures start once, on one worker),
+    unless its tests name a group themselves or it shares one (SHARED_GROUPS)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            name = item.path.name
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+
+
 # ---------------------------------------------------------------- hypothesis (issue #16)
 
 # Every run draws the same examples: a failure in CI replays on any machine, and a run
