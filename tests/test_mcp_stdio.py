@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 pytest.importorskip("mcp")
 
 import jsonschema
-from mcp_support import SCRIPT, needs_script
+from support import SCRIPT, cloud_env, needs_script, owned
 
+from agentrun_ci import Config
 from agentrun_ci_mcp import _stdio
 from agentrun_ci_mcp._stdio import PipeLines
 from agentrun_ci_mcp.render import RunCodeOutput, compact_schema
@@ -106,18 +108,25 @@ def _run_code(i: int, code: str, timeout: float = 10) -> dict[str, Any]:
 
 
 @needs_script
-def test_requests_piped_in_before_eof_are_all_answered() -> None:
-    """`... | agentrun-ci-mcp`: stdin ends right after the requests; every one is answered."""
-    env = {"PATH": os.environ.get("PATH", ""), "AGENTRUN_MCP_BACKEND": "local"}
+def test_requests_piped_in_before_eof_are_all_answered(emulator: Config) -> None:
+    """`... | agentrun-ci-mcp`: stdin ends right after the requests; every one is answered.
+
+    Against the session's running emulator: the run must finish within the EOF grace,
+    and starting an embedded emulator and its first kernel took most of those 5 s on
+    a loaded machine (the run was cancelled at 5.1-5.4 s).
+    """
+    owner = "stdio" + secrets.token_hex(3)
     stdin = _batch(
         {"id": 2, "method": "tools/list"},
         _run_code(3, "import time; time.sleep(0.5); print('late')"),
     )
+    env = cloud_env(emulator, owner)
     done = subprocess.run([SCRIPT], input=stdin, capture_output=True, env=env, timeout=90)
     assert done.returncode == 0, done.stderr.decode()
     answers = {a["id"]: a for a in map(json.loads, done.stdout.decode().splitlines())}
     assert sorted(answers) == [1, 2, 3]
     assert answers[3]["result"]["structuredContent"]["stdout"] == "late\n"
+    assert owned(emulator, owner) == []
 
 
 @needs_script
