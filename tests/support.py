@@ -154,14 +154,19 @@ def spawned(argv: list[str], **popen: Any) -> Iterator[subprocess.Popen[Any]]:
 
 @contextlib.contextmanager
 def running_emulator(
-    settings: EmulatorSettings | None = None, **keys: str
+    settings: EmulatorSettings | None = None,
+    *,
+    access_key_id: str | None = None,
+    access_key_secret: str | None = None,
 ) -> Iterator[tuple[LocalEmulator, Config]]:
     """A `LocalEmulator` with these settings (and `access_key_id=`/`access_key_secret=`),
     as (emulator, config); stopped at exit. The session's shared one is the `emulator`
     fixture: start your own only for settings it does not have."""
     from agentrun_ci.local import LocalEmulator
 
-    emulator = LocalEmulator(settings, **keys)
+    emulator = LocalEmulator(
+        settings, access_key_id=access_key_id, access_key_secret=access_key_secret
+    )
     config = emulator.start()
     try:
         yield emulator, config
