@@ -358,7 +358,7 @@ def test_commands_and_processes(http: httpx.Client, sid: str) -> None:
     assert r["result"]["stderr"] == "oops\n"
     assert r["result"]["cwd"] == "/home/user/work"
     slow = http.post(
-        f"/sandboxes/{sid}/processes/cmd", json={"command": "echo start; sleep 20", "timeout": 0.5}
+        f"/sandboxes/{sid}/processes/cmd", json={"command": "echo start; sleep 20", "timeout": 2}
     ).json()
     assert slow["status"] == "timeout"
     assert slow["result"]["stdout"] == "start\n"

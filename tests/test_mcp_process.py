@@ -148,7 +148,9 @@ def test_signals_delete_everything_even_mid_run(
     started = time.monotonic()
     server.proc.send_signal(signum)
     assert server.wait() == code
-    assert time.monotonic() - started < 8
+    # well short of the 25 s the run would take (a hang guard with room for a loaded
+    # machine: the deletes themselves took up to 5 s there)
+    assert time.monotonic() - started < 15
     assert owned(config, owner) == []
 
 
