@@ -30,6 +30,17 @@ SHARED_GROUPS = {
 }
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: one worker per CPU we may run on (not the host's count, which psutil
+    reports inside a CPU-limited container), at most 8: the longest group takes a
+    tenth of the suite, so more workers would only wait."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux
+    cpus = len(affinity(0)) if affinity else os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test file is one xdist group (module fixtures start once, on one worker),
