@@ -49,7 +49,17 @@ import pytest
 pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
-from support import SCRIPT, alive, base_env, cloud_env, owned, pids, proc_stat, remaining
+from support import (
+    SCRIPT,
+    alive,
+    base_env,
+    cloud_env,
+    owned,
+    pids,
+    proc_stat,
+    remaining,
+    running_emulator,
+)
 
 from agentrun_ci import Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
@@ -378,12 +388,8 @@ def servers() -> Iterator[list[Server]]:
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[tuple[LocalEmulator, Config]]:
-    emulator = LocalEmulator(EmulatorSettings(provisioning_delay=PROVISIONING_DELAY))
-    config = emulator.start()
-    try:
-        yield emulator, config
-    finally:
-        emulator.stop()
+    with running_emulator(EmulatorSettings(provisioning_delay=PROVISIONING_DELAY)) as running:
+        yield running
 
 
 def _in_core(emulator: LocalEmulator, owner: str) -> list[str]:
