@@ -32,8 +32,8 @@ SHARED_GROUPS = {
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: one worker per CPU we may run on (not the host's count, which psutil
-    reports inside a CPU-limited container), at most 8: the longest group takes a
-    tenth of the suite, so more workers would only wait."""
+    reports inside a CPU-limited container), at most 8: the longest group (the leak
+    tests) takes about an eighth of the suite, so more workers would only wait."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # xdist's own hook reads it
     affinity = getattr(os, "sched_getaffinity", None)  # Linux
@@ -75,11 +75,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def emulator() -> Iterator[Config]:
     """A running local emulator for the whole test session, as a `Config` pointing at it.
 
-    Unsigned (no key pair), default limits, one spare kernel. Tests that need other
-    settings (keys, small limits, a provisioning delay) start their own
-    `LocalEmulator(EmulatorSettings(...))`. Templates and sandboxes you create here
-    are shared with the rest of the session: use unique names and delete what you
-    create.
+    Unsigned (no key pair), default limits, one spare kernel; one per xdist worker.
+    Tests that need other settings (keys, small limits, a provisioning delay) start
+    their own with `support.running_emulator(EmulatorSettings(...))`. Templates and
+    sandboxes you create here are shared with the rest of the worker's session: use
+    unique names and delete what you create.
     """
     pytest.importorskip("jupyter_client")
     from agentrun_ci.local import LocalEmulator
