@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from . import __version__
-from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, TOOL_GROUPS, ServerOptions
+from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, STRATEGY_CHOICES, TOOL_GROUPS, ServerOptions
 from .serve import EOF_ANSWER_GRACE, SHUTDOWN_GRACE, is_loopback, serve_http, serve_stdio
 
 __all__ = [
@@ -101,10 +101,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     add(
         "--strategy",
-        choices=["singleton", "pool", "ephemeral"],
+        choices=STRATEGY_CHOICES,
         default=_env(env, "STRATEGY", "singleton"),
         help="singleton: one sandbox, a context per client; pool: a sandbox per client from "
-        "a warm pool; ephemeral: a new sandbox per call, no state [STRATEGY]",
+        "a warm pool; ephemeral: a new sandbox per call, no state; dedicated: a new sandbox "
+        "per client [STRATEGY]",
     )
     add(
         "--pool-size",

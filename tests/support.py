@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from agentrun_ci import Config, ControlPlane
+from agentrun_ci._procfs import is_running, stat_fields
 
 if TYPE_CHECKING:
     from agentrun_ci.local import EmulatorSettings, LocalEmulator
@@ -97,21 +98,16 @@ def remaining(check: Callable[[], list[T]], timeout: float = 10.0) -> list[T]:
 def proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, session, ...;
     `[19]` is the start time), or None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 2 :].decode().split()
+    return stat_fields(pid)
 
 
 def alive(pid: int, start: str | None = None) -> bool:
     """Is `pid` running (zombies count as gone)? With `start`, is it still that process
     and not a later one that reused the pid?"""
-    fields = proc_stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
+    if not is_running(pid):
         return False
-    return start is None or fields[19] == start
+    fields = stat_fields(pid)
+    return start is None or (fields is not None and fields[19] == start)
 
 
 def pids() -> list[int]:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
 import signal
 import sys
@@ -26,6 +25,7 @@ import attrs
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
+from .._models import strip_ansi
 from ._limits import PidsCgroup, child_preexec, kill_group, sandbox_argv, scrubbed_env
 from ._settings import EmulatorSettings
 from ._threads import blocking
@@ -42,7 +42,6 @@ __all__ = [
 
 log = logging.getLogger("agentrun_ci.local")
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _INTERRUPT_GRACE = 5.0
 _SUN_PATH_MAX = 107  # bytes in a Unix socket path (sockaddr_un.sun_path, NUL excluded)
 
@@ -144,10 +143,6 @@ _agentrun_guard()
 del _agentrun_guard
 """
 _COUNT = "__import__('ipykernel').iostream.OutStream._agentrun_take()"
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
 
 
 class KernelError(RuntimeError):
