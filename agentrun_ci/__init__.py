@@ -43,7 +43,7 @@ from ._models import (
     Template,
     strip_ansi,
 )
-from ._ownership import default_owner
+from ._ownership import default_owner, reap_orphans
 from ._retry import RetryPolicy
 from ._strategies import STRATEGY_NAMES, StrategyName
 from ._sync.control_plane import ControlPlane
@@ -102,6 +102,7 @@ __all__ = [
     "WaitTimeout",
     "__version__",
     "default_owner",
+    "reap_orphans",
     "strip_ansi",
 ]
 

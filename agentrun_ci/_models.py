@@ -47,7 +47,8 @@ def _int(value: Any) -> int | None:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    # JSON parsers accept Infinity and NaN: int(inf) overflows, int(nan) is a ValueError
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -56,7 +57,8 @@ def _float(value: Any) -> float | None:
         return None
     try:
         return float(value)
-    except (TypeError, ValueError):
+    # an integer beyond a float's range (JSON allows any number of digits) overflows
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

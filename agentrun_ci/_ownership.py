@@ -47,7 +47,7 @@ from ._procfs import start_time, stat_fields
 if TYPE_CHECKING:
     from ._async.control_plane import AsyncControlPlane
 
-__all__ = ["PREFIX", "OwnerTag", "Tracker", "default_owner", "reap"]
+__all__ = ["PREFIX", "OwnerTag", "Tracker", "default_owner", "reap", "reap_orphans"]
 
 log = logging.getLogger("agentrun_ci.ownership")
 
@@ -208,6 +208,21 @@ async def reap(control: AsyncControlPlane, owner: str, *, older_than: float = 0.
     if count:
         log.info("reaped %d orphaned resources of owner %s", count, owner)
     return count
+
+
+async def reap_orphans(
+    config: Config | None = None, owner: str | None = None, *, older_than: float = 0.0
+) -> int:
+    """Delete what crashed processes of `owner` (default: this host and user) left behind.
+
+    The public form of `reap()`: it opens its own control plane (`config`, default
+    `Config.from_env()`). Resources of processes still running are never touched.
+    Returns how many sandboxes and templates were deleted.
+    """
+    from ._async.control_plane import AsyncControlPlane
+
+    async with AsyncControlPlane(config or Config.from_env()) as control:
+        return await reap(control, OwnerTag.current(owner).owner, older_than=older_than)
 
 
 # ---------------------------------------------------------------- crash-safe cleanup

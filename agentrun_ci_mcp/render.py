@@ -21,13 +21,16 @@ import binascii
 import io
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from mcp.types import ImageContent, TextContent
 from pydantic import BaseModel, Field
 
-from agentrun_ci import Execution, Result, strip_ansi
+from agentrun_ci import strip_ansi
+
+if TYPE_CHECKING:
+    from agentrun_ci import Execution, Result
 
 __all__ = [
     "ErrorOut",

@@ -17,12 +17,39 @@ __all__ = ["HOME", "SandboxFS"]
 
 HOME = DEFAULT_CWD
 
+# Linux's own limits (PATH_MAX, NAME_MAX); deeper trees than MAX_DEPTH are refused by the
+# API so a request cannot build what the kernel's path walk (and Python's) cannot handle.
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+MAX_DEPTH = 256
+
 
 def _name(fn: Any, ident: int) -> str:
     try:
         return str(fn(ident)[0])
     except KeyError:
         return "user" if ident else "root"
+
+
+def _check_bounds(api_path: str, parts: tuple[str, ...]) -> None:
+    shown = api_path if len(api_path) <= 80 else api_path[:60] + "..."
+    if len(api_path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise ApiError(
+            400, "ERR_BAD_REQUEST", f"path {shown!r} is longer than {MAX_PATH_BYTES} bytes"
+        )
+    if len(parts) > MAX_DEPTH:
+        raise ApiError(
+            400,
+            "ERR_BAD_REQUEST",
+            f"path {shown!r} is {len(parts)} levels deep: at most {MAX_DEPTH} are allowed",
+        )
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise ApiError(
+                400,
+                "ERR_BAD_REQUEST",
+                f"a name in path {shown!r} is longer than {MAX_NAME_BYTES} bytes",
+            )
 
 
 class SandboxFS:
@@ -46,8 +73,10 @@ class SandboxFS:
             rel = api_path[len(HOME) :].lstrip("/")
         else:
             rel = api_path
-        if ".." in Path(rel).parts:
+        parts = Path(rel).parts
+        if ".." in parts:
             raise ApiError(400, "ERR_BAD_REQUEST", f"path {api_path!r} may not contain '..'")
+        _check_bounds(api_path, parts)
         candidate = self.root / rel
         # Resolve symlinks of every existing component: a link pointing out is an escape.
         real = candidate.resolve()

@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping
 
 from .._procfs import is_running, start_time, stat_fields
 from ._settings import EmulatorSettings
+from ._tree import remove_tree
 
 __all__ = [
     "PidsCgroup",
@@ -444,9 +445,20 @@ def sweep_stale(tmp: str) -> list[str]:
 
     Their processes are found by the pids cgroup and, without one, by a HOME or
     working directory inside their temporary directory (every child gets one there).
-    Returns the paths removed.
+    Returns the paths removed. Never raises: whatever another emulator left behind,
+    hostile or not, must not stop this one from starting.
     """
     removed: list[str] = []
+    try:
+        _sweep(tmp, removed)
+    except Exception:  # someone else's leftovers never stop a start
+        log.warning("could not sweep what dead emulators left in %s", tmp, exc_info=True)
+    if removed:
+        log.info("removed what a dead emulator left: %s", ", ".join(removed))
+    return removed
+
+
+def _sweep(tmp: str, removed: list[str]) -> None:
     try:
         bases = [os.path.join(tmp, n) for n in os.listdir(tmp) if _is_stale(n)]
     except OSError:
@@ -475,9 +487,7 @@ def sweep_stale(tmp: str) -> list[str]:
             if not os.path.exists(path):
                 removed.append(path)
     for base in bases:
-        shutil.rmtree(base, ignore_errors=True)
-        if not os.path.exists(base):
+        if remove_tree(base):
             removed.append(base)
-    if removed:
-        log.info("removed what a dead emulator left: %s", ", ".join(removed))
-    return removed
+        else:
+            log.warning("could not remove %s, left by a dead emulator", base)
