@@ -28,6 +28,7 @@ from ._config import Config
 from ._interpreter import AsyncLease, Callback
 from ._models import CommandResult, Context, Execution, FileEntry
 from ._sync_interpreter import CodeInterpreter
+from ._wire import DEFAULT_CWD
 
 __all__ = ["AsyncSandbox", "Sandbox"]
 
@@ -72,7 +73,7 @@ class _Files:
     def write(self, path: str, data: str | bytes) -> FileEntry:
         return self._run(lambda lease: lease.write_file(path, data))  # type: ignore[no-any-return]
 
-    def list(self, path: str = "/home/user", depth: int = 1) -> list[FileEntry]:
+    def list(self, path: str = DEFAULT_CWD, depth: int = 1) -> list[FileEntry]:
         return self._run(lambda lease: lease.list_files(path, depth=depth))  # type: ignore[no-any-return]
 
 
@@ -154,7 +155,7 @@ class Sandbox:
         self, cwd: str | None = None, language: str | None = None, **_: Any
     ) -> Context:
         return self._run(  # type: ignore[no-any-return]
-            lambda lease: lease.create_context(language or "python", cwd or "/home/user")
+            lambda lease: lease.create_context(language or "python", cwd or DEFAULT_CWD)
         )
 
     def is_running(self) -> bool:

@@ -23,6 +23,7 @@ import anyio
 import attrs
 
 from agentrun_ci import (
+    DEFAULT_CWD,
     AgentRunError,
     AsyncCodeInterpreter,
     CodeInterpreter,
@@ -450,7 +451,7 @@ MCP_OPS = ("run_code", "run_command", "write_file", "read_file", "list_files", "
 MCP_WEIGHTS = (40, 15, 14, 14, 9, 8)
 MCP_CALL_LIMIT = 120.0
 """Seconds before a tool call counts as hung (one run is capped at 30 s)."""
-HOME = "/home/user"
+HOME = DEFAULT_CWD
 KERNEL_DIED = "500 ERR_CONTEXT_LOST"
 USER_ERROR = "user-code error"
 NOT_FOUND = "404 not found"

@@ -30,7 +30,7 @@ pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
 from mcp import Client, StdioServerParameters
-from support import SCRIPT, cloud_env, needs_script, running_emulator
+from support import SCRIPT, cloud_env, needs_script, pids, proc_stat, running_emulator
 
 from agentrun_ci import Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
@@ -445,17 +445,16 @@ def _env(config: Config) -> dict[str, str]:
 def _server_pid() -> int:
     """Our child running the console script (the stdio client does not expose it)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid in pids():
+        fields = proc_stat(pid)
+        if fields is None or int(fields[1]) != os.getpid():  # fields[1]: the parent's pid
             continue
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"agentrun-ci-mcp" in cmdline:
-            found.append(int(entry.name))
+        if b"agentrun-ci-mcp" in cmdline:
+            found.append(pid)
     assert len(found) == 1, found
     return found[0]
 
