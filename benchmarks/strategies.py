@@ -1,6 +1,6 @@
 """Facade strategies side by side against the local emulator (one emulator, one run).
 
-Measures, per strategy (ephemeral, singleton, pool):
+Measures, per strategy (every one in agentrun_ci.STRATEGY_NAMES, or --strategies):
 
 * time to first result: from constructing an AsyncCodeInterpreter to the first
   execute's result (interpreter create + session start + context + execute);
@@ -11,6 +11,7 @@ Measures, per strategy (ephemeral, singleton, pool):
   everything from the first acquire to the last release.
 
 Usage: python benchmarks/strategies.py [--ops 20] [--ephemeral-ops 3] [--pool 4,8]
+       [--strategies singleton,pool,ephemeral,dedicated]
 Writes benchmarks/results/strategies.md.
 """
 
@@ -26,7 +27,7 @@ import statistics
 import time
 import uuid
 
-from agentrun_ci import AsyncCodeInterpreter, Config
+from agentrun_ci import STRATEGY_NAMES, AsyncCodeInterpreter, Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "strategies.md"
@@ -109,7 +110,13 @@ async def main_async(args: argparse.Namespace) -> str:
     pool = tuple(int(x) for x in args.pool.split(","))
     assert len(pool) == 2
     pool_t = (pool[0], pool[1])
-    strategies = ["ephemeral", "singleton", "pool"]
+    strategies = args.strategies.split(",")
+    unknown = sorted(set(strategies) - set(STRATEGY_NAMES))
+    if unknown or "singleton" not in strategies:
+        raise SystemExit(
+            f"--strategies: unknown {unknown} or no singleton (the baseline); "
+            f"choose from {','.join(STRATEGY_NAMES)}"
+        )
     settings = EmulatorSettings(spare_kernels=2)
     async with LocalEmulator(settings) as config:
         firsts: dict[str, list[float]] = {s: [] for s in strategies}
@@ -163,8 +170,10 @@ async def main_async(args: argparse.Namespace) -> str:
         "by max_sessions=8 live sandboxes); singleton runs every caller's context in one "
         "sandbox; pool gives each lease a whole session (callers beyond the pool's max wait "
         "FIFO for one, so at concurrency 32 the steady rate includes waiting and the "
-        "sessions' context churn). The emulator runs kernels on this machine's CPUs, so "
-        "these numbers rank the strategies' overheads; they are not cloud latencies.",
+        "sessions' context churn); dedicated starts a session per lease and deletes it at "
+        "release (at most max_sessions leases at once). The emulator runs kernels on this "
+        "machine's CPUs, so these numbers rank the strategies' overheads; they are not "
+        "cloud latencies.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -175,6 +184,7 @@ def main() -> int:
     parser.add_argument("--ephemeral-ops", type=int, default=3)
     parser.add_argument("--first-rounds", type=int, default=3)
     parser.add_argument("--pool", default="4,8")
+    parser.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     table = asyncio.run(main_async(args))

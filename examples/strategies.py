@@ -1,14 +1,15 @@
-"""The three session strategies side by side, with timings.
+"""The session strategies side by side, with timings.
 
     python examples/strategies.py
 
-* ephemeral -- a fresh sandbox for every call: nothing is shared, nothing is kept;
 * singleton -- one session, one context per caller: fast, state kept per caller;
-* pool      -- warm sessions leased to callers: isolated sessions, state kept per lease.
+* pool      -- warm sessions leased to callers: isolated sessions, state kept per lease;
+* ephemeral -- a fresh sandbox for every call: nothing is shared, nothing is kept;
+* dedicated -- a fresh sandbox per lease, deleted at release (E2B's model).
 
 With AGENTRUN_* credentials this talks to AgentRun; without them it starts one local
-emulator and points all three interpreters at it, so that the timings compare the
-strategies and not three emulator start-ups.
+emulator and points every interpreter at it, so that the timings compare the
+strategies and not emulator start-ups.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from agentrun_ci import CodeInterpreter, Config
+from agentrun_ci import STRATEGY_NAMES, CodeInterpreter, Config
 
 CALLERS = ("alice", "bob")
 
@@ -62,7 +63,7 @@ def run_strategy(config: Config, strategy: str) -> dict[str, str]:
 
 def main() -> None:
     with backend() as config:
-        rows = [run_strategy(config, s) for s in ("ephemeral", "singleton", "pool")]
+        rows = [run_strategy(config, s) for s in STRATEGY_NAMES]
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---" for _ in columns) + "|")

@@ -105,11 +105,12 @@ def test_strategies_table() -> None:
         cells[0]: cells
         for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows[2:])
     }
-    assert list(table) == ["ephemeral", "singleton", "pool"]
-    # ephemeral keeps nothing between calls; singleton and pool keep each caller's state
+    assert list(table) == ["singleton", "pool", "ephemeral", "dedicated"]  # the registry's
+    # ephemeral keeps nothing between calls; the others keep each caller's state
     assert table["ephemeral"][3] == "lost (NameError)"
     assert table["singleton"][3] == "kept"
     assert table["pool"][3] == "kept"
+    assert table["dedicated"][3] == "kept"
     for cells in table.values():
         for number in (cells[1], cells[2], cells[4]):
             assert float(number) >= 0
