@@ -15,7 +15,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -61,7 +61,16 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         ),
     )
     p.add_argument("--version", action="version", version=f"agentrun-ci-mcp {__version__}")
-    add = p.add_argument
+    _transport_options(p.add_argument_group("transport").add_argument, env)
+    _sandbox_options(p.add_argument_group("sandboxes and runs").add_argument, env)
+    _process_options(p.add_argument_group("process").add_argument, env)
+    return p
+
+
+_Add = Callable[..., argparse.Action]
+
+
+def _transport_options(add: _Add, env: Mapping[str, str]) -> None:
     add(
         "--transport",
         choices=["stdio", "streamable-http"],
@@ -93,6 +102,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=_env(env, "ALLOWED_ORIGINS"),
         help="comma-separated Origin values accepted over HTTP [ALLOWED_ORIGINS]",
     )
+
+
+def _sandbox_options(add: _Add, env: Mapping[str, str]) -> None:
     add(
         "--backend",
         choices=["auto", "cloud", "local"],
@@ -155,6 +167,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=float(_env(env, "IDLE_TIMEOUT", "1800") or 1800),
         help="release a client's sandbox state after this many idle seconds [IDLE_TIMEOUT]",
     )
+
+
+def _process_options(add: _Add, env: Mapping[str, str]) -> None:
     add(
         "--loop",
         choices=["auto", "asyncio", "uvloop"],
@@ -168,7 +183,6 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="stderr log level [LOG_LEVEL]",
     )
-    return p
 
 
 def _pool_size(text: str) -> int | tuple[int, int]:
