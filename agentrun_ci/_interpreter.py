@@ -1,4 +1,4 @@
-"""AsyncCodeInterpreter: the facade over both planes, with three strategies.
+"""AsyncCodeInterpreter: the facade over both planes, with four strategies.
 
 Vocabulary (DESIGN.md): an *interpreter* is a CodeInterpreter template, a
 *session* is a sandbox started from it, a *context* is a kernel inside a
