@@ -100,3 +100,14 @@ def test_the_e2b_shim_returns_it_as_execution_error(emulator: Config) -> None:
             assert sbx.run_code("print('y' in globals())").stdout == "False\n"
     finally:
         e2b.close_shared()
+
+
+@pytest.mark.anyio
+async def test_the_async_e2b_shim_returns_it_too(emulator: Config) -> None:
+    try:
+        sbx = await e2b.AsyncSandbox.create(config=emulator)
+        async with sbx:
+            _says_it_died(await sbx.run_code(DIE))
+            assert (await sbx.run_code("6 * 7")).text == "42"
+    finally:
+        e2b.close_shared()
