@@ -63,6 +63,16 @@ REQUEST_ID_HEADERS = (
 )
 
 
+#: hints for service codes whose advice differs from their status class's
+CODE_HINTS = {
+    # the code being run killed its kernel: running it again would kill the next one too
+    "ERR_CONTEXT_LOST": (
+        "the code's process died while it ran (os._exit, a crash, or killed for memory), "
+        "so its context is gone: change the code, or run it in a new context"
+    ),
+}
+
+
 class AgentRunError(Exception):
     """Base class of every error raised by agentrun-ci."""
 
@@ -96,7 +106,7 @@ class APIError(AgentRunError):
         text = f"[{' '.join(parts)}] {self.message}"
         if self.request_id:
             text += f" (request id {self.request_id})"
-        return f"{text}; {self.hint}"
+        return f"{text}; {CODE_HINTS.get(self.code or '', self.hint)}"
 
 
 class BadRequestError(APIError):

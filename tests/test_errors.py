@@ -110,6 +110,18 @@ def test_message_says_what_to_do_next() -> None:
     assert "R" in text
 
 
+def test_a_lost_context_is_not_called_a_service_failure_to_retry() -> None:
+    """The code killed its kernel: the plane still raises (the facade returns it as
+    `Execution.error`), but the advice is not "retry later"."""
+    error = error_for_status(
+        500, {"code": "ERR_CONTEXT_LOST", "message": "context c1 was lost"}, {}
+    )
+    assert isinstance(error, ServerError)
+    assert "retry later" not in str(error)
+    assert "process died" in str(error)
+    assert "retry later" in str(error_for_status(500, {"code": "ERR_INTERNAL"}, {}))
+
+
 def test_tree_shape() -> None:
     assert issubclass(RequestTimeout, TransportError)
     assert issubclass(TransportError, AgentRunError)
