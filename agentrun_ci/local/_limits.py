@@ -174,8 +174,14 @@ def child_preexec(
     cgroup: PidsCgroup | None = None,
     uid: int | None = None,
     memory: bool = True,
+    jailed: bool = False,
 ) -> Callable[[], None]:
     """A preexec_fn: join the pids cgroup, set the rlimits, drop to `uid`, die with us.
+
+    With a pids cgroup, RLIMIT_NPROC is left alone: it counts per uid, which every
+    sandbox shares, so one sandbox could use up the others' budget; the cgroup caps each
+    sandbox on its own. `jailed`: the child is bubblewrap, which SIGINT would kill (and its
+    sandbox with it, --die-with-parent): it ignores SIGINT, which our init resets.
 
     It runs in the forked child before exec. The order matters: joining a cgroup
     needs root, and the limits are set while we still may; the parent-death signal
@@ -184,7 +190,7 @@ def child_preexec(
     """
     memory_mb = settings.memory_mb if memory else None
     fsize = settings.file_size_mb
-    nproc = settings.max_processes
+    nproc = settings.max_processes if cgroup is None else None
     procs = cgroup.procs_file if cgroup is not None else None
     libc = _libc() if hasattr(os, "getppid") else None
     parent = os.getpid()
@@ -202,6 +208,8 @@ def child_preexec(
         if nproc:
             _set(resource.RLIMIT_NPROC, nproc)
         _set(resource.RLIMIT_CORE, 0)
+        if jailed:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if uid is not None:
             os.setgroups([])
             os.setgid(uid)
@@ -249,21 +257,39 @@ def _probe_uid(uid: int, executable: str) -> int | None:
 
 
 # PID 1 of a sandboxed child's own PID namespace: `python -I -S -c _INIT STATUS_FD LINGER
-# ARGV...`. It starts ARGV, reaps every orphan (a PID 1 must), and writes ARGV's exit code
-# to STATUS_FD (-1: none). Without LINGER it exits with ARGV, which kills the namespace;
-# with it (commands) it stays while background jobs (`nohup job &`) run, as in a sandbox.
-# Sandboxed code sees this text as PID 1's command line, hence no comments inside. It
-# sets PR_SET_PDEATHSIG (1) again, as `unshare --setuid` clears the one of --kill-child;
-# drops CAP_SYS_ADMIN (21) from the bounding set (PR_CAPBSET_DROP, 24) so root code can
-# neither unmount this /proc (the host's is under it) nor mount another; and sets SIGINT
-# to SIG_DFL, which a PID 1 ignores, so jupyter_client's interrupt reaches only the kernel.
+# UID CWD ARGV...`. It starts ARGV, reaps every orphan (a PID 1 must), and writes ARGV's
+# exit code to STATUS_FD (-1: none). Without LINGER it exits with ARGV, which kills the
+# namespace; with it (commands) it stays while background jobs (`nohup job &`) run, as in
+# a sandbox. Sandboxed code sees this text as PID 1's command line, hence no comments
+# inside. With UID >= 0 (the bubblewrap jail as root, `_jail.py`) it empties the
+# capability bounding set (PR_CAPBSET_DROP, 24, for every capability), becomes UID (which
+# clears the permitted and effective sets: the jail kept only the three this needs) and
+# clears the inheritable set (capset). Otherwise it drops CAP_SYS_ADMIN (21) from the
+# bounding set so root code can neither unmount this /proc (the host's is under it) nor
+# mount another. Then it sets PR_SET_PDEATHSIG (1) again (`unshare --setuid` and setuid
+# clear it), enters CWD ("-": stay) as UID, since a jail's workspace is not root's to
+# enter (no CAP_DAC_OVERRIDE), and sets SIGINT to SIG_DFL, which a PID 1 ignores, so
+# jupyter_client's interrupt reaches only the kernel.
 _INIT = """\
 import ctypes, os, signal, sys
 libc = ctypes.CDLL(None)
+fd, linger, uid, cwd = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4]
+argv = sys.argv[5:]
+if uid >= 0:
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+    if libc.capset(header, data) != 0:
+        sys.exit("init: could not clear the inheritable capabilities")
+else:
+    libc.prctl(24, 21, 0, 0, 0)
 libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-libc.prctl(24, 21, 0, 0, 0)
+if cwd != "-":
+    os.chdir(cwd)
 signal.signal(signal.SIGINT, signal.SIG_DFL)
-fd, linger, argv = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:]
 if fd >= 0:
     os.set_inheritable(fd, False)
 reset = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)
@@ -284,6 +310,14 @@ while True:
             break
 os._exit(code if code >= 0 else 128 - code)
 """
+
+
+def init_argv(
+    python: str, *, status_fd: int = -1, linger: bool = False, uid: int = -1, cwd: str = "-"
+) -> list[str]:
+    """The command line of our init (`_INIT`), to which the program's argv is appended."""
+    flag = "1" if linger else "0"
+    return [python, "-I", "-S", "-c", _INIT, str(status_fd), flag, str(uid), cwd]
 
 
 def _unshare(no_network: bool, uid: int | None) -> list[str]:
@@ -312,7 +346,7 @@ def sandbox_argv(
     it) and `status_fd`, if given, receives the exit code of `argv` as a line.
     """
     if pid_namespace:
-        init = [python, "-I", "-S", "-c", _INIT, str(status_fd), "1" if linger else "0"]
+        init = init_argv(python, status_fd=status_fd, linger=linger)
         return [*_unshare(settings.no_network, uid), "--", *init, *argv]
     if settings.no_network:
         tool = shutil.which("unshare")
@@ -329,7 +363,7 @@ def pid_namespace_works(python: str) -> bool:
         reason = "no `unshare` tool (util-linux) on PATH"
     else:
         check = "import os, sys; sys.exit(os.getpid() != 2 or os.getppid() != 1)"
-        init = [python, "-I", "-S", "-c", _INIT, "-1", "0"]
+        init = init_argv(python)
         probe = [*_unshare(False, None), "--", *init, python, "-I", "-S", "-c", check]
         try:
             done = subprocess.run(probe, capture_output=True, timeout=30, check=False, cwd="/")
