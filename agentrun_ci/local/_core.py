@@ -316,8 +316,7 @@ class Core:
         await asyncio.gather(
             *(self._terminate(s) for s in list(self.sandboxes.values())), return_exceptions=True
         )
-        for task in list(self._refills):
-            task.cancel()
+        for task in list(self._refills):  # each shuts its kernel down: its sandbox stopped
             with contextlib.suppress(BaseException):
                 await task
         await self.pool.close()

@@ -463,6 +463,7 @@ class PythonKernel:
         private: Path | None,
     ) -> PythonKernel:
         km._kernel_spec = KernelSpec(argv=argv, language="python", display_name="python")
+        kc: Any = None
         try:
             await km.start_kernel(
                 env=env,
@@ -472,11 +473,16 @@ class PythonKernel:
             kc = km.client()
             kc.start_channels()
             await kc.wait_for_ready(timeout=60)
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too: nothing may be left running
+            if kc is not None:
+                with contextlib.suppress(Exception):
+                    kc.stop_channels()
             with contextlib.suppress(Exception):
                 await km.shutdown_kernel(now=True)
             if private is not None:
                 remove_tree(private)
+            if not isinstance(exc, Exception):
+                raise
             raise KernelError(f"the python kernel did not start: {exc}") from exc
         kernel = cls(km, kc, home, launch.cgroup)
         kernel._private = private
