@@ -532,8 +532,10 @@ def build_app(core: Core) -> Starlette:
         },
         lifespan=None,
     )
-    # Faults sit inside the signature check: only authentic requests get (or set) them.
-    app.add_middleware(FaultMiddleware, core=core, plan=settings.faults)
+    # Faults sit inside the signature check: only authentic requests get (or set) them;
+    # they, and /_admin/faults, exist only when asked for (`EmulatorSettings(faults=...)`).
+    if settings.faults is not None:
+        app.add_middleware(FaultMiddleware, core=core, plan=settings.faults)
     app.add_middleware(SignatureMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware)
     return app

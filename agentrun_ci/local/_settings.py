@@ -61,7 +61,8 @@ class EmulatorSettings:
     python_executable: str | None = None
     """The interpreter for python kernels (must have ipykernel); None = sys.executable."""
     faults: FaultPlan | None = None
-    """Inject faults (see `agentrun_ci.local.FaultPlan`); None = off (also via /_admin/faults)."""
+    """Inject faults (see `agentrun_ci.local.FaultPlan`); None = off, and no /_admin/faults
+    route (give `FaultPlan()` to change the plan at run time through that route)."""
 
     def __attrs_post_init__(self) -> None:
         if bool(self.access_key_id) != bool(self.access_key_secret):
