@@ -384,3 +384,30 @@ def test_missing_bubblewrap_is_said_once_with_its_fix(
         _core._warn_once(why)
         _core._warn_once(why)
     assert [r.getMessage() for r in caplog.records] == [why]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="memory cgroups need root")
+def test_a_sandbox_is_capped_at_its_templates_memory_in_total(
+    emu: tuple[LocalEmulator, httpx.Client],
+) -> None:
+    emulator, http = emu
+    http.post("/2025-09-10/templates", json={"templateName": "small", "memory": 300})
+    sid = str(http.post("/sandboxes", json={"templateName": "small"}).json()["data"]["sandboxId"])
+    try:
+        sandbox = emulator.core.sandboxes[sid] if emulator.core else None
+        assert sandbox is not None
+        cgroup = sandbox.launch.cgroup if sandbox.launch else None
+        if cgroup is None or cgroup.memory is None:
+            pytest.skip("no writable memory cgroup here")
+        # each process stays well under RLIMIT_AS (2048 MB); together they pass 300 MB
+        hog = "python -c 'import time; b = bytearray(200 * 2**20); time.sleep(3)'"
+        both = f"{hog} & {hog} & wait -n; echo $?; wait -n; echo $?"
+        assert "137" in str(_cmd(http, sid, both, timeout=20)["stdout"]).split()
+        # the same in a sandbox of the default template (4096 MB) runs to the end
+        other = _sandbox(http)
+        try:
+            assert str(_cmd(http, other, both, timeout=20)["stdout"]).split() == ["0", "0"]
+        finally:
+            http.delete(f"/sandboxes/{other}")
+    finally:
+        http.delete(f"/sandboxes/{sid}")

@@ -468,6 +468,8 @@ class Core:
                 home=slot.base / "home",
                 tmp=slot.base / "tmp" if slot.launch.tmp is not None else None,
             )
+        if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
+            slot.launch.cgroup.limit_memory(int(_number(template.body, "memory", 4096)))
         root = slot.home
         mono = time.monotonic()
         stamp = now_iso()

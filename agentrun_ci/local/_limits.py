@@ -1,6 +1,8 @@
 """What every sandboxed child process gets: a scrubbed environment, limits, its own session.
 
-Containment model (see also README of the emulator in `__init__`):
+Containment model (see also README of the emulator in `__init__`). Where bubblewrap is
+available, every child also runs in its sandbox's jail (`_jail.py`, docs/local-backend.md):
+what follows is what every platform keeps, and the whole story where there is no jail.
 
 * every kernel and every command starts in a new session, so in its own process
   group; the group is SIGKILLed, repeatedly until empty, on context delete,
@@ -9,7 +11,8 @@ Containment model (see also README of the emulator in `__init__`):
 * a fork bomb: RLIMIT_NPROC counts per uid and is ignored for root. So, when the
   emulator runs as root, (1) each sandbox gets a pids cgroup (v1 or v2, where
   /sys/fs/cgroup is writable) whose `pids.max` caps its task count, and which also
-  finds every process of the sandbox at cleanup, even one that called setsid; and
+  finds every process of the sandbox at cleanup, even one that called setsid (with a
+  memory cgroup beside it capping the sandbox's total memory at its template's); and
   (2) if the unprivileged `sandbox_uid` can run the kernel interpreter, children
   drop to it, which makes RLIMIT_NPROC bite as well. Not root: RLIMIT_NPROC applies
   to our own uid (shared with the server: set `max_processes` well above its needs);
@@ -82,11 +85,22 @@ def _set(limit: int, value: int) -> None:
 
 
 class PidsCgroup:
-    """A pids cgroup capping one sandbox's task count (None where not writable)."""
+    """A pids cgroup capping one sandbox's task count (None where not writable), and, where
+    the memory controller is writable too, a memory cgroup capping its total memory."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, memory: str | None = None) -> None:
         self.path = path
         self.procs_file = os.path.join(path, "cgroup.procs")
+        #: the memory cgroup's directory (cgroup v1: its own hierarchy; v2: `path`)
+        self.memory = memory
+
+    @property
+    def procs_files(self) -> list[str]:
+        """Every `cgroup.procs` a member must join (pids, and memory on cgroup v1)."""
+        files = [self.procs_file]
+        if self.memory is not None and self.memory != self.path:
+            files.append(os.path.join(self.memory, "cgroup.procs"))
+        return files
 
     @staticmethod
     def create_root(name: str) -> PidsCgroup | None:
@@ -96,6 +110,7 @@ class PidsCgroup:
             if os.path.isdir(base) and os.access(base, os.W_OK):
                 group = PidsCgroup.create(base, name, None)
                 if group is not None:
+                    group.memory = _memory_root(group.path, name)
                     return group
         return None
 
@@ -116,7 +131,28 @@ class PidsCgroup:
         return cls(path)
 
     def child(self, name: str, max_pids: int | None) -> PidsCgroup | None:
-        return PidsCgroup.create(self.path, name, max_pids)
+        group = PidsCgroup.create(self.path, name, max_pids)
+        if group is not None and self.memory is not None:
+            if self.memory == self.path:  # cgroup v2: one directory, both controllers
+                group.memory = group.path if _memory_file(group.path) else None
+            else:
+                memory = os.path.join(self.memory, name)
+                with contextlib.suppress(OSError):
+                    os.mkdir(memory)
+                    group.memory = memory
+        return group
+
+    def limit_memory(self, megabytes: int) -> bool:
+        """Cap the memory of every member together (the sandbox's total); False if not here."""
+        target = _memory_file(self.memory) if self.memory is not None else None
+        if target is None:
+            return False
+        try:
+            with open(target, "w") as fh:
+                fh.write(str(megabytes * 1024 * 1024))
+        except OSError:
+            return False
+        return True
 
     def pids(self) -> list[int]:
         try:
@@ -126,8 +162,9 @@ class PidsCgroup:
             return []
 
     def add(self, pid: int) -> None:
-        with contextlib.suppress(OSError), open(self.procs_file, "w") as fh:
-            fh.write(str(pid))
+        for procs in self.procs_files:
+            with contextlib.suppress(OSError), open(procs, "w") as fh:
+                fh.write(str(pid))
 
     def kill_all(self, deadline: float = 2.0) -> None:
         end = time.monotonic() + deadline
@@ -142,17 +179,52 @@ class PidsCgroup:
 
     def remove(self) -> None:
         self.kill_all()
-        end = time.monotonic() + 2.0
-        while True:
-            try:
-                os.rmdir(self.path)
+        if self.memory is not None and self.memory != self.path:
+            _rmdir_when_empty(self.memory)
+        _rmdir_when_empty(self.path)
+
+
+def _rmdir_when_empty(path: str) -> None:
+    end = time.monotonic() + 2.0
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # members not reaped yet
+            if time.monotonic() > end:
                 return
-            except FileNotFoundError:
-                return
-            except OSError:  # members not reaped yet
-                if time.monotonic() > end:
-                    return
-                time.sleep(0.02)
+            time.sleep(0.02)
+
+
+def _memory_file(path: str) -> str | None:
+    for name in ("memory.max", "memory.limit_in_bytes"):  # cgroup v2, v1
+        if os.path.exists(os.path.join(path, name)):
+            return os.path.join(path, name)
+    return None
+
+
+def _memory_root(pids_root: str, name: str) -> str | None:
+    """Where the sandboxes' memory cgroups go: the pids root itself on cgroup v2 when it
+    has the memory controller, else a sibling in the v1 memory hierarchy."""
+    if _memory_file(pids_root) is not None or os.path.exists(
+        os.path.join(pids_root, "memory.current")
+    ):
+        return pids_root
+    base = "/sys/fs/cgroup/memory"
+    if not (os.path.isdir(base) and os.access(base, os.W_OK)):
+        return None
+    path = os.path.join(base, name)
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    if _memory_file(path) is None:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        return None
+    return path
 
 
 _PR_SET_PDEATHSIG = 1
@@ -191,13 +263,13 @@ def child_preexec(
     memory_mb = settings.memory_mb if memory else None
     fsize = settings.file_size_mb
     nproc = settings.max_processes if cgroup is None else None
-    procs = cgroup.procs_file if cgroup is not None else None
+    procs = cgroup.procs_files if cgroup is not None else []
     libc = _libc() if hasattr(os, "getppid") else None
     parent = os.getpid()
 
     def apply() -> None:  # pragma: no cover - runs in the forked child
-        if procs is not None:
-            with contextlib.suppress(OSError), open(procs, "w") as fh:
+        for path in procs:
+            with contextlib.suppress(OSError), open(path, "w") as fh:
                 fh.write("0")
         if memory_mb:
             _set(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
@@ -522,7 +594,7 @@ def _sweep(tmp: str, removed: list[str]) -> None:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
-    for place in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+    for place in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup", "/sys/fs/cgroup/memory"):
         try:
             names = [n for n in os.listdir(place) if _is_stale(n)]
         except OSError:
