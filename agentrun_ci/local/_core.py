@@ -634,14 +634,14 @@ class Core:
         spare, sandbox.spare = sandbox.spare, None
         if spare is not None:
             try:
-                await spare.adopt(cwd, sandbox.env)
+                await spare.adopt(cwd, sandbox.env, launch.inside_home)
                 kernel = spare
             except KernelError:
                 await spare.shutdown()
         if kernel is None:
             kernel = await start_python(launch, cwd)
             try:
-                await kernel.adopt(cwd, sandbox.env)
+                await kernel.adopt(cwd, sandbox.env, launch.inside_home)
             except BaseException:
                 await kernel.shutdown()  # not left running when it died or we were cancelled
                 raise

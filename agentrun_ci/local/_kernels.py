@@ -358,6 +358,7 @@ class PythonKernel:
         self._kc = kc
         self._home = home
         self._env: dict[str, str] = {}
+        self._user_home: str | None = None
         #: jailed: the directory holding this kernel's sockets (its /run/agentrun)
         self._private: Path | None = None
         #: shutdown() has begun: a run still waiting on the kernel's sockets must end
@@ -488,19 +489,16 @@ class PythonKernel:
         kernel._private = private
         return kernel
 
-    async def adopt(self, home: str, env: dict[str, str], cgroup: PidsCgroup | None = None) -> None:
-        """Move a (possibly pre-started spare) kernel into its sandbox (dir, env, cgroup)."""
-        if cgroup is not None and cgroup is not self._cgroup:
-            old, self._cgroup = self._cgroup, cgroup
-            for pid in old.pids() if old is not None else []:
-                cgroup.add(pid)
-            if old is not None:
-                await blocking(old.remove)
-        self._home = home
+    async def adopt(self, cwd: str, env: dict[str, str], home: str | None = None) -> None:
+        """Ready a (possibly pre-started spare) kernel for its context: output guard, working
+        directory `cwd`, HOME (`home`, default `cwd`) and the sandbox's variables."""
+        self._home = cwd
+        self._user_home = home or self._user_home or cwd
         self._env = dict(env)
         code = _OUTPUT_GUARD + (
             "import os as _o\n"
-            f"_o.chdir({home!r}); _o.environ['HOME'] = _o.environ['PWD'] = {home!r}\n"
+            f"_o.chdir({cwd!r}); _o.environ['PWD'] = {cwd!r}\n"
+            f"_o.environ['HOME'] = {self._user_home!r}\n"
             f"_o.environ.update({self._env!r})\n"
             "del _o\n"
         )
