@@ -13,6 +13,7 @@ import shutil
 import sys
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -365,7 +366,7 @@ def test_the_in_process_emulator_refuses_sandboxed_code() -> None:
 
 
 def test_missing_bubblewrap_is_said_once_with_its_fix(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     _jail.find_jail.cache_clear()
     real = shutil.which
@@ -379,11 +380,18 @@ def test_missing_bubblewrap_is_said_once_with_its_fix(
     assert jail is None
     assert "NOT isolated" in why
     assert "apt-get install bubblewrap" in why
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(_core, "_warned", set())
-    with caplog.at_level(logging.WARNING, logger="agentrun_ci.local"):
+    with caplog.at_level(logging.INFO, logger="agentrun_ci.local"):
         _core._warn_once(why)
+        _core._warn_once(why)  # the same process: nothing more
+        monkeypatch.setattr(_core, "_warned", set())  # as in the next process
         _core._warn_once(why)
-    assert [r.getMessage() for r in caplog.records] == [why]
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (logging.WARNING, why),
+        (logging.INFO, f"{why} (said before; docs/local-backend.md)"),
+    ]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="memory cgroups need root")

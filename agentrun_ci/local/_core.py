@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -263,8 +264,8 @@ class Core:
         settings = self.settings
         if not settings.jail:
             return None
-        if not settings.pid_namespace:
-            _warn_once("pid_namespace=False: sandboxes run without a jail or PID namespace")
+        if not settings.pid_namespace:  # asked for: said, not warned
+            log.info("pid_namespace=False: sandboxes run without a jail or PID namespace")
             return None
         jail, why = find_jail(exe, settings.sandbox_uid)
         if jail is not None:
@@ -870,15 +871,46 @@ _MAX_OUTPUT = 16 * 1024 * 1024
 _warned: set[str] = set()
 
 
+_REMIND_AFTER = 7 * 24 * 3600.0  # seconds before a warning already shown is shown again
+
+
 def _warn_once(message: str) -> None:
-    """Say what isolation is lost once per process (a log line, stderr by default)."""
-    if message not in _warned:
-        _warned.add(message)
-        log.warning("%s", message)
+    """Say what isolation is lost: once per process, and as a warning (stderr by default)
+    only once a week per user and message; in between, at INFO level.
+
+    The mark is a small file in the user's cache directory (XDG_CACHE_HOME)."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+    mark = os.path.join(cache, "agentrun-ci", f"warned-{digest}")
+    try:
+        recent = time.time() - os.stat(mark).st_mtime < _REMIND_AFTER
+    except OSError:
+        recent = False
+    if recent:
+        log.info("%s (said before; docs/local-backend.md)", message)
+        return
+    log.warning("%s", message)
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(mark), exist_ok=True)
+        with open(mark, "w", encoding="utf-8") as fh:
+            fh.write(message + "\n")
+
+
+_jail_works: dict[Jail, str] = {}
 
 
 def _try_jail(jail: Jail, scratch: Path, python: str) -> str:
-    """Run our init and the kernel's interpreter in a jail once: "" if it works, else why."""
+    """Run our init and the kernel's interpreter in a jail once per process: "" if it
+    works, else why."""
+    if jail not in _jail_works:
+        _jail_works[jail] = _run_in_jail(jail, scratch, python)
+    return _jail_works[jail]
+
+
+def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
     home, tmp = scratch / "probe-home", scratch / "probe-tmp"
     try:
         for path in (home, tmp):
