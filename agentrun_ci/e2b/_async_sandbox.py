@@ -607,6 +607,10 @@ class AsyncSandbox:
     @classmethod
     async def _get_info_by_id(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
         _options.refuse_connection_options("AsyncSandbox.get_info()", opts)
+        with _records_lock:
+            live = list(_live.get(sandbox_id, []))
+        if live:
+            return await _info(live[0]._ci, sandbox_id)
         async with _hub.using(None, "auto") as ci:
             return await _info(ci, sandbox_id)
 

@@ -81,6 +81,9 @@ async def _root_here(config: Config | None, backend: str) -> AsyncCodeInterprete
         _root_lock = asyncio.Lock()
     async with _root_lock:
         root = _roots.get((config, backend))
+        if root is None and config is None and backend == "auto" and _roots:
+            # no backend named: the one this process already uses (Sandbox.list(), kill(id))
+            root = next(iter(_roots.values()))
         if root is None:
             root = AsyncCodeInterpreter(
                 config,
