@@ -539,6 +539,8 @@ class AsyncSandbox:
     async def _kill(self, **opts: Any) -> bool:
         _options.refuse_connection_options("AsyncSandbox.kill()", opts)
         if self._killed:
+            key, self._hub_key = self._hub_key, None
+            await _hub.release(key)
             return False
         self._killed = True
         if self._timer is not None:
@@ -549,10 +551,15 @@ class AsyncSandbox:
             handles = _live.pop(self._sandbox_id, [])
             _records.pop(self._sandbox_id, None)
         for other in handles:
-            if other is not self:
+            if other is not self and not other._killed:
                 other._killed = True
+                if other._timer is not None:
+                    other._timer.cancel()
                 for future in list(other._inflight):
                     future.cancel()
+                if other._hub_key and other._hub_key[0] == id(asyncio.get_running_loop()):
+                    key, other._hub_key = other._hub_key, None
+                    await _hub.release(key)  # (a handle on another loop releases its own)
         try:
             if self._lease is not None:
                 lease, self._lease = self._lease, None
