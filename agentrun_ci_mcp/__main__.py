@@ -155,6 +155,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="release a client's sandbox state after this many idle seconds [IDLE_TIMEOUT]",
     )
     add(
+        "--max-clients",
+        type=int,
+        default=int(_env(env, "MAX_CLIENTS", "64") or 64),
+        help="most client states (and HTTP sessions) at once: the least recently used idle "
+        "state is released for a new one; a new HTTP session beyond it is refused with 503 "
+        "[MAX_CLIENTS]",
+    )
+    add(
         "--loop",
         choices=["auto", "asyncio", "uvloop"],
         default=_env(env, "LOOP", "auto"),
@@ -214,6 +222,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         raise ValueError("--image-budget-bytes must be >= 0 (0 drops every image)")
     if args.idle_timeout <= 0:
         raise ValueError("--idle-timeout must be positive seconds")
+    if args.max_clients < 1:
+        raise ValueError("--max-clients must be at least 1")
     return ServerOptions(
         backend=args.backend,
         strategy=args.strategy,
@@ -226,6 +236,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         image_budget_bytes=args.image_budget_bytes,
         tools=_tools(args.tools),
         idle_timeout=args.idle_timeout,
+        max_clients=args.max_clients,
     )
 
 
@@ -274,12 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("agentrun-ci-mcp %s on %s", __version__, args.transport)
     try:
         if args.transport == "stdio":
-            anyio.run(serve_stdio, mcp, state, backend_options=loop_options)
+            status: int = anyio.run(serve_stdio, mcp, state, backend_options=loop_options)
         else:
-            anyio.run(serve_http, mcp, state, args, backend_options=loop_options)
+            status = anyio.run(serve_http, mcp, state, args, backend_options=loop_options)
     except KeyboardInterrupt:
         return 130
-    return 0
+    return status
 
 
 def run() -> None:

@@ -7,13 +7,14 @@ server is stopped: stdin EOF, SIGTERM or SIGINT on stdio; shutdown on HTTP.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -64,16 +65,23 @@ def _split(text: str | None) -> list[str]:
 # ---------------------------------------------------------------- HTTP pieces
 
 
+def _bearer(header: bytes) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` value; the scheme is
+    case-insensitive (RFC 9110 section 11.1), the token is not."""
+    scheme, _, token = header.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" and token.strip() else None
+
+
 def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
     """Reject HTTP requests without `Authorization: Bearer <token>` (401)."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if hmac.compare_digest(given, expected):
+        given = _bearer(dict(scope.get("headers") or []).get(b"authorization", b""))
+        if given is not None and hmac.compare_digest(given, expected):
             await app(scope, receive, send)
             return
         body = json.dumps({"error": "unauthorized: send Authorization: Bearer <token>"}).encode()
@@ -93,8 +101,12 @@ def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
     return guarded
 
 
-def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
-    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard."""
+def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGIApp:
+    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard.
+
+    At most `max_sessions` MCP sessions are open at once; a client that would open
+    one more gets 503 "Too many open sessions" (the SDK's refusal) until one ends.
+    """
     from mcp.server.transport_security import TransportSecuritySettings
 
     hosts = _split(args.allowed_hosts)
@@ -108,7 +120,9 @@ def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
-    app: ASGIApp = mcp.streamable_http_app(transport_security=security, host=args.host)
+    app: ASGIApp = mcp.streamable_http_app(
+        transport_security=security, host=args.host, max_sessions=max_sessions
+    )
     if args.auth_token:
         app = bearer_guard(app, args.auth_token)
     return app
@@ -117,8 +131,11 @@ def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
 # ---------------------------------------------------------------- serving
 
 
-async def run_stdio(mcp: Any) -> None:
-    """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it."""
+async def run_stdio(mcp: Any, on_answer: Callable[[], None] | None = None) -> None:
+    """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it.
+
+    `on_answer` is called after each message written to the client.
+    """
     from mcp.server.stdio import stdio_server
 
     from ._stdio import answer_before_eof, pipe_streams
@@ -131,46 +148,86 @@ async def run_stdio(mcp: Any) -> None:
         # a regular file redirected in is not a pipe: the SDK's threaded reader serves it
         server = stdio_server() if streams is None else stdio_server(*streams)  # type: ignore[arg-type]
         async with server as (read, write):
-            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE)
+            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE, on_answer)
             await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
-async def serve_stdio(mcp: Any, state: Any) -> None:
-    """Serve on stdio; on EOF, SIGTERM or SIGINT delete everything, then exit.
+async def _close(state: Any, why: str) -> None:
+    """`state.close()`, bounded: the one cleanup, started or joined."""
+    log.info(
+        "%s: %s", why, "waiting for the cleanup in progress" if state.closing else "cleaning up"
+    )
+    with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+        await state.close()
 
-    The SDK's default SIGTERM kills the process before teardown, and after SIGINT
-    it hangs on the thread reading stdin; so signals are handled here: shielded
-    cleanup, then `os._exit` (normal finalization would wait for that thread).
+
+async def serve_stdio(mcp: Any, state: Any) -> int:
+    """Serve on stdio until EOF, SIGTERM or SIGINT; everything is deleted before exit.
+
+    Hosts close stdin, then send SIGTERM 2 s later: after EOF the cleanup runs
+    at once and the process exits well before that. A signal (before EOF, or while
+    the cleanup after EOF runs) joins the one cleanup and exits 128 + signal when
+    it is done; it never cuts it off. The SDK's default SIGTERM would kill the
+    process before teardown, so signals are handled here; `os._exit` then skips
+    finalization (the SDK's threaded stdin reader, if used, would block it).
+    Returns the exit status after EOF (0).
     """
+    first_answer = state.first_answer = anyio.Event()
     async with anyio.create_task_group() as tg:
 
         async def on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
-                    log.info("signal %d: cleaning up", signum)
-                    with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-                        await state.close()
+                    await _close(state, f"signal {signum}")
                     logging.shutdown()
                     os._exit(128 + signum)
 
         tg.start_soon(on_signal)
-        await run_stdio(mcp)
-        log.info("stdin closed: checking that everything is cleaned up")
-        with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-            await state.close()
+        await run_stdio(mcp, first_answer.set)
+        await _close(state, "stdin closed")
         tg.cancel_scope.cancel()
+    return 0
 
 
-async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> None:
+async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
+    """Serve streamable HTTP until SIGTERM or SIGINT; everything is deleted before exit.
+
+    Signals are handled here rather than by uvicorn, which re-raises them after
+    its shutdown (a SIGTERM would then kill the process before a late cleanup),
+    and turns a second SIGINT into a forced exit that skips the lifespan's. The
+    first signal starts the shutdown; later ones wait for it. Returns 128 + the
+    first signal.
+    """
     import uvicorn
 
-    app = http_app(mcp, args)
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # signals are serve_http's
+            yield
+
+    app = http_app(mcp, args, max_sessions=state.options.max_clients)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), lifespan="on"
     )
-    server = uvicorn.Server(config)
-    try:
-        await server.serve()
-    finally:
-        with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-            await state.close()
+    server = Server(config)
+    received: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info(
+                        "signal %d: %s",
+                        signum,
+                        "already stopping" if received else "stopping the HTTP server",
+                    )
+                    received.append(signum)
+                    server.should_exit = True
+
+        tg.start_soon(on_signal)
+        try:
+            await server.serve()
+        finally:
+            await _close(state, "HTTP server stopped")
+            tg.cancel_scope.cancel()
+    return 128 + received[0] if received else 0
