@@ -12,6 +12,8 @@ stdout belongs to the protocol in stdio mode: logs go to stderr only.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -294,7 +296,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console script: `main()`, then a prompt exit.
+
+    The cleanup is done when `main()` returns. What is left is the interpreter's
+    own teardown (freeing every module of `mcp`, pydantic, the SDK...), which took
+    over a second on a busy machine: long enough for a host's SIGTERM, sent 2 s
+    after it closes stdin, to land on a server that had finished. So the exit
+    hooks (the SDK's last-resort sweep, the emulator's stop) run here, the streams
+    are flushed, and the process ends without the teardown.
+    """
+    status = main()
+    # a signal after the loop ended is recorded (serve.Signals), not fatal: finish
+    atexit._run_exitfuncs()  # what a normal exit would run (no public spelling)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

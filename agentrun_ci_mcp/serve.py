@@ -7,6 +7,7 @@ server is stopped: stdin EOF, SIGTERM or SIGINT on stdio; shutdown on HTTP.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -15,6 +16,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -152,11 +154,50 @@ async def run_stdio(mcp: Any, on_answer: Callable[[], None] | None = None) -> No
             await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
+class Signals:
+    """SIGTERM and SIGINT, recorded from the moment serving starts until the process ends.
+
+    Plain `signal.signal` handlers rather than the event loop's: those are removed
+    when the loop stops, and a signal landing between the end of the cleanup and
+    the exit would then kill the process with the default action. Each signal is
+    recorded (the exit status becomes 128 + the first one) and wakes `arrived`
+    while the loop runs.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.arrived = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def install(cls) -> Signals:
+        signals = cls()
+        signals._loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signals._on_signal)
+        return signals
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is stopping
+                loop.call_soon_threadsafe(self.arrived.set)
+
+    def status(self, default: int) -> int:
+        """The exit status: 128 + the first signal, else `default`."""
+        return 128 + self.received[0] if self.received else default
+
+
 async def _close(state: Any, why: str) -> None:
     """`state.close()`, bounded: the one cleanup, started or joined."""
-    log.info(
-        "%s: %s", why, "waiting for the cleanup in progress" if state.closing else "cleaning up"
-    )
+    if state.closed:
+        doing = "already cleaned up"
+    elif state.closing:
+        doing = "waiting for the cleanup in progress"
+    else:
+        doing = "cleaning up"
+    log.info("%s: %s", why, doing)
     with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
         await state.close()
 
@@ -164,29 +205,28 @@ async def _close(state: Any, why: str) -> None:
 async def serve_stdio(mcp: Any, state: Any) -> int:
     """Serve on stdio until EOF, SIGTERM or SIGINT; everything is deleted before exit.
 
-    Hosts close stdin, then send SIGTERM 2 s later: after EOF the cleanup runs
-    at once and the process exits well before that. A signal (before EOF, or while
-    the cleanup after EOF runs) joins the one cleanup and exits 128 + signal when
-    it is done; it never cuts it off. The SDK's default SIGTERM would kill the
-    process before teardown, so signals are handled here; `os._exit` then skips
-    finalization (the SDK's threaded stdin reader, if used, would block it).
-    Returns the exit status after EOF (0).
+    Hosts close stdin, then send SIGTERM 2 s later: after EOF the cleanup runs at
+    once and returns well before that. A signal (before EOF, or while the cleanup
+    after EOF runs) joins the one cleanup and exits 128 + signal when it is done;
+    it never cuts it off. The SDK's default SIGTERM would kill the process before
+    teardown, so signals are handled here; `os._exit` then skips finalization (the
+    SDK's threaded stdin reader, if used, would block it). Returns the exit status.
     """
+    signals = Signals.install()
     first_answer = state.first_answer = anyio.Event()
     async with anyio.create_task_group() as tg:
 
         async def on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    await _close(state, f"signal {signum}")
-                    logging.shutdown()
-                    os._exit(128 + signum)
+            await signals.arrived.wait()
+            await _close(state, f"signal {signals.received[0]}")
+            logging.shutdown()
+            os._exit(signals.status(0))
 
         tg.start_soon(on_signal)
         await run_stdio(mcp, first_answer.set)
         await _close(state, "stdin closed")
         tg.cancel_scope.cancel()
-    return 0
+    return signals.status(0)
 
 
 async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
@@ -210,19 +250,13 @@ async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), lifespan="on"
     )
     server = Server(config)
-    received: list[int] = []
+    signals = Signals.install()
     async with anyio.create_task_group() as tg:
 
         async def on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info(
-                        "signal %d: %s",
-                        signum,
-                        "already stopping" if received else "stopping the HTTP server",
-                    )
-                    received.append(signum)
-                    server.should_exit = True
+            await signals.arrived.wait()
+            log.info("signal %d: stopping the HTTP server", signals.received[0])
+            server.should_exit = True
 
         tg.start_soon(on_signal)
         try:
@@ -230,4 +264,4 @@ async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
         finally:
             await _close(state, "HTTP server stopped")
             tg.cancel_scope.cancel()
-    return 128 + received[0] if received else 0
+    return signals.status(0)

@@ -211,6 +211,11 @@ class AppState:
             await anyio.sleep(interval)
             await self.reap_idle()
 
+    @property
+    def closed(self) -> bool:
+        """The cleanup has finished."""
+        return self._closed is not None and self._closed.is_set()
+
     def reopen(self) -> None:
         """Serve again after a close (an in-memory client's lifespan is entered per client)."""
         self.closing = False
