@@ -102,6 +102,7 @@ _ID_NAMES = {"sandboxes": "sandboxId", "contexts": "contextId", "processes": "pi
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
+@functools.lru_cache(maxsize=512)
 def url_template(path: str) -> str:
     """`/sandboxes/01K…/contexts/c-1` -> `/sandboxes/{sandboxId}/contexts/{contextId}`."""
     return _ID_SEGMENTS.sub(lambda m: f"/{m[1]}/{{{_ID_NAMES[m[1]]}}}", path)
@@ -202,6 +203,8 @@ class Telemetry:
     def http(self, request: Any, path: str, resend_count: int) -> HttpSpan:
         """A span for one data-plane request attempt (`request` is the httpx.Request)."""
         url = request.url
+        full = str(url)
+        query = full.find("?")
         return HttpSpan(
             self,
             request.method,
@@ -209,7 +212,7 @@ class Telemetry:
             url.host,
             url.port,
             resend_count,
-            str(url.copy_with(query=None)),
+            full if query < 0 else full[:query],  # file paths travel in the query: left out
         )
 
     def control(
