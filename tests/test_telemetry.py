@@ -257,3 +257,83 @@ def test_with_opentelemetry_it_is_imported_only_when_a_plane_is_made() -> None:
         "imported_after": True,
         "read_file_wrapped": True,
     }
+
+
+@pytest.mark.anyio
+async def test_mcp_tool_call_continues_the_clients_trace_down_to_http(
+    emulator: Config, otel: Captured, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("mcp")
+    from mcp import Client
+
+    from agentrun_ci_mcp.server import ServerOptions, build_server
+
+    options = ServerOptions(config=emulator, backend="cloud", owner="otel" + uuid.uuid4().hex[:4])
+    mcp, _state = build_server(options)
+    # the caller's trace, as an upstream service hands it over in the request's _meta
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    meta = {"traceparent": f"00-{trace_id}-{parent_id}-01", "tracestate": "vendor=value"}
+    caplog.set_level("INFO", logger="agentrun_ci_mcp")
+    async with Client(mcp) as client:
+        result = await client.call_tool("run_code", {"code": "print(6 * 7)"}, meta=meta)
+    assert not result.is_error, result.content
+    spans = otel.finished()
+    tool = otel.one("tools/call run_code")
+    assert tool.kind.name == "SERVER"
+    assert f"{tool.context.trace_id:032x}" == trace_id
+    assert tool.parent is not None
+    assert f"{tool.parent.span_id:016x}" == parent_id
+    assert tool.parent.is_remote
+    assert tool.context.trace_state.get("vendor") == "value"
+    assert attrs_of(tool)["agentrun_ci.outcome"] == "ok"
+    assert attrs_of(tool)["gen_ai.tool.name"] == "run_code"
+    execute = otel.one("agentrun_ci.execute_code")
+    assert parent_of(execute, spans) is tool
+    http = otel.one("POST /sandboxes/{sandboxId}/contexts/execute")
+    assert parent_of(http, spans) is execute
+    assert {f"{s.context.trace_id:032x}" for s in (tool, execute, http)} == {trace_id}
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "tool_call"]
+    assert len(lines) == 1
+    assert lines[0].levelname == "INFO"
+    assert lines[0].tool == "run_code"  # type: ignore[attr-defined]
+    assert lines[0].outcome == "ok"  # type: ignore[attr-defined]
+    assert "6 * 7" not in lines[0].getMessage()  # the code is never logged
+
+
+def test_json_log_lines_carry_the_structured_fields_and_the_current_trace(
+    otel: Captured,
+) -> None:
+    import io
+    import logging
+
+    from opentelemetry import trace
+
+    from agentrun_ci._logs import JsonFormatter, use_log_format
+
+    stream = io.StringIO()
+    logger = logging.getLogger(f"agentrun_ci.test_json_{uuid.uuid4().hex[:6]}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.StreamHandler(stream))
+    use_log_format("json", logger)
+    assert isinstance(logger.handlers[0].formatter, JsonFormatter)
+    with trace.get_tracer("test").start_as_current_span("outer") as span:
+        logger.info("execute %s ok", "python", extra={"event": "execute", "duration": 0.25})
+    line = json.loads(stream.getvalue())
+    assert line["message"] == "execute python ok"
+    assert (line["level"], line["logger"]) == ("INFO", logger.name)
+    assert (line["event"], line["duration"]) == ("execute", 0.25)
+    assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+    with pytest.raises(ValueError, match="unknown log format 'xml'"):
+        use_log_format("xml", logger)
+
+
+def test_cli_and_mcp_server_take_log_format_json() -> None:
+    from agentrun_ci import cli
+    from agentrun_ci_mcp.__main__ import build_parser
+
+    assert cli._parser().parse_args(["--log-format", "json", "sessions", "list"]).log_format == (
+        "json"
+    )
+    assert build_parser({}).parse_args(["--log-format", "json"]).log_format == "json"
+    assert build_parser({"AGENTRUN_MCP_LOG_FORMAT": "json"}).parse_args([]).log_format == "json"
