@@ -303,6 +303,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"agentrun-ci {__version__}")
     p.add_argument("--log-level", default=os.environ.get("AGENTRUN_LOG_LEVEL", "WARNING"))
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("AGENTRUN_LOG_FORMAT", "text"),
+        help="log lines on stderr as text, or one JSON object each",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run code and print its output")
@@ -393,6 +399,9 @@ def main(
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from ._logs import use_log_format
+
+    use_log_format(args.log_format)
     from ._errors import AgentRunError
 
     commands: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
