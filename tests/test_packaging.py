@@ -8,6 +8,7 @@ installs the wheel with its extras (from the local cache when it has them).
 from __future__ import annotations
 
 import email.parser
+import json
 import os
 import re
 import shlex
@@ -144,3 +145,17 @@ def test_installed_wheel_draws_a_plot(venv: Path, tmp_path: Path) -> None:
     _run(venv / "bin" / "agentrun-ci", "run", "--save-images", images, code, cwd=tmp_path)
     (png,) = images.iterdir()
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_readme_mcp_client_snippet_starts_the_server_from_the_clone(tmp_path: Path) -> None:
+    """README's host configuration (`uvx --from /path/to/clone[mcp,local] …`) as written."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```json\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    servers = [json.loads(b)["mcpServers"] for b in blocks if "mcpServers" in b]
+    assert servers, "README has no MCP host configuration"
+    server = servers[0]["agentrun-local"]
+    assert server["command"] == "uvx"
+    uvx = Path(uv.find_uv_bin()).with_name("uvx")
+    args = [a.replace("/path/to/clone", str(ROOT)) for a in server["args"]]
+    proc = _run(uvx, *args, "--version", cwd=tmp_path)
+    assert proc.stdout.startswith("agentrun-ci-mcp ")
