@@ -396,6 +396,11 @@ def _doctor_config(config: Config, report: _Report, check_network: bool) -> None
         if not check_network:
             report.ok(f"{label:<18} {url} (not tried: --no-network)")
             continue
+        derived = config.control_endpoint if label.startswith("control") else config.data_endpoint
+        if config.region not in REGIONS and not derived:
+            # built from the unknown region: its failure would be the region problem again
+            report.note(f"{label:<18} {url} not tried (fix the region first)")
+            continue
         reason = _reachable(url)
         if reason is None:
             report.ok(f"{label:<18} {url} (reachable)")

@@ -534,6 +534,18 @@ def test_doctor_knows_agentrun_regions() -> None:
         "doctor", "--no-network", "--no-kernel", environ={"AGENTRUN_REGION": "ap-southeast-1"}
     )
     assert status == 0, out
+    # with credentials, the endpoints built from an unknown region are not tried as well:
+    # one cause, one problem
+    environ = {
+        "AGENTRUN_ACCESS_KEY_ID": KEY_ID,
+        "AGENTRUN_ACCESS_KEY_SECRET": SECRET,
+        "AGENTRUN_ACCOUNT_ID": "1234567890",
+        "AGENTRUN_REGION": "mars-north-1",
+    }
+    status, out, _ = cli("doctor", "--no-kernel", environ=environ)
+    assert status == 1
+    assert "1 problem(s) found." in out, out
+    assert "not tried (fix the region first)" in out
 
 
 def test_doctor_names_a_bad_endpoint_variable() -> None:
