@@ -108,7 +108,11 @@ def _progress(label: str, stream: TextIO) -> Iterator[None]:
 
 
 class _LogHandler(logging.Handler):
-    """Log records to the command's stderr, looked up at emit time (tests swap it)."""
+    """Log records to the command's stderr (through `_Status`, so off the progress line).
+
+    A message that already speaks to the user ("agentrun-ci: running code on THIS
+    machine …") is printed as it is; anything else with its level and logger name.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__()
@@ -117,13 +121,8 @@ class _LogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            # The local-backend notice is ours to tell the user, not a log line.
-            text = (
-                record.getMessage()
-                if record.name == "agentrun_ci.interpreter"
-                and (record.getMessage().startswith("agentrun-ci:"))
-                else self.format(record)
-            )
+            message = record.getMessage()
+            text = message if message.startswith("agentrun-ci: ") else self.format(record)
             self.stream.write(text + "\n")
             self.stream.flush()
         except Exception:
@@ -134,19 +133,23 @@ class _LogHandler(logging.Handler):
 
 
 def _interpreter(args: argparse.Namespace) -> CodeInterpreter:
+    from ._config import Config
     from ._sync_interpreter import CodeInterpreter
 
+    config = Config.from_env()
+    remote = config.has_credentials or bool(config.control_endpoint and config.data_endpoint)
     settings: Any = None
-    if args.backend != "cloud":
+    if args.backend == "local" or (args.backend == "auto" and not remote):
         try:
             from .local import EmulatorSettings
-        except ImportError:  # no local extra: the facade explains it if it gets there
+        except ImportError:  # no local extra: the facade explains it when it gets there
             pass
         else:
             # One run needs one kernel: no spare pre-started beside it (the context would
             # not wait for it and start its own, two cold kernels on a one-shot command).
             settings = EmulatorSettings(spare_kernels=0)
-    return CodeInterpreter.from_env(
+    return CodeInterpreter(
+        config,
         backend=args.backend,
         strategy="singleton",
         interpreter_name=args.interpreter,
