@@ -117,7 +117,6 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(CREDENTIAL_PREFIXES)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
-    env["MPLBACKEND"] = "Agg"  # a plot in a *host* process; kernels pick their own backend
     env.pop("VIRTUAL_ENV", None)
     return env
 
