@@ -18,6 +18,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -121,25 +123,17 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
-def test_code_block_runs_as_written(block: Block, tmp_path: Path) -> None:
-    if block.mark == "cloud":
-        pytest.skip("needs AgentRun credentials")
-    if block.mark == "skip":
-        pytest.skip(block.reason or "")
-    if block.lang == "json":
-        json.loads(block.body)
-        return
+def _run_block(block: Block, workdir: Path) -> subprocess.CompletedProcess[str]:
     # `.venv/bin/…` in the docs means the reader's venv: here, the one running the tests
-    (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    (workdir / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
     argv = (
         [sys.executable, "-c", block.body]
         if block.lang == "python"
         else ["bash", "-euo", "pipefail", "-c", block.body]
     )
-    proc = subprocess.run(
+    return subprocess.run(
         argv,
-        cwd=tmp_path,
+        cwd=workdir,
         env=_env(),
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -147,6 +141,49 @@ def test_code_block_runs_as_written(block: Block, tmp_path: Path) -> None:
         timeout=180,
         check=False,
     )
+
+
+def _to_run(block: Block) -> bool:
+    return block.mark is None and block.lang in ("python", "bash", "sh", "console")
+
+
+@pytest.fixture(scope="module")
+def block_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
+    """The selected blocks, started two at a time as soon as the first of them is tested.
+
+    Each block is a few seconds of one mostly single-threaded process (an interpreter, an
+    emulator, a kernel starting); two at once keep both cores busy.
+    """
+    selected = [
+        item.callspec.params["block"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_code_block_runs_as_written"
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            b.id: pool.submit(_run_block, b, tmp_path_factory.mktemp("block"))
+            for b in selected
+            if _to_run(b)
+        }
+        yield futures
+        for future in futures.values():
+            future.cancel()
+
+
+@pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
+def test_code_block_runs_as_written(
+    block: Block, block_runs: dict[str, Future[subprocess.CompletedProcess[str]]]
+) -> None:
+    if block.mark == "cloud":
+        pytest.skip("needs AgentRun credentials")
+    if block.mark == "skip":
+        pytest.skip(block.reason or "")
+    if block.lang == "json":
+        json.loads(block.body)
+        return
+    proc = block_runs[block.id].result(timeout=600)
     assert proc.returncode == 0, (
         f"{block.id} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     )

@@ -1,5 +1,5 @@
 """The project installs from a clone: sdist and wheel build, their metadata checks, and the
-wheel works in a fresh venv (the README's local command, the MCP server's --version, a plot).
+wheel works in a fresh venv (the README's local command, the MCP server's --version, matplotlib).
 
 One module-scoped build and one venv serve every test here. uv creates the venv and
 installs the wheel with its extras (from the local cache when it has them).
@@ -139,12 +139,16 @@ def test_installed_wheel_mcp_server_version(venv: Path, tmp_path: Path) -> None:
     assert __version__ in proc.stdout + proc.stderr
 
 
-def test_installed_wheel_draws_a_plot(venv: Path, tmp_path: Path) -> None:
-    code = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"
-    images = tmp_path / "images"
-    _run(venv / "bin" / "agentrun-ci", "run", "--save-images", images, code, cwd=tmp_path)
-    (png,) = images.iterdir()
-    assert png.read_bytes().startswith(b"\x89PNG")
+def test_installed_wheel_brings_what_plots_need(venv: Path, tmp_path: Path) -> None:
+    # local kernels run in this venv's Python: what it imports, a plot in a kernel can use
+    # (the README's plot command itself runs in tests/test_docs.py)
+    proc = _run(
+        venv / "bin" / "python",
+        "-c",
+        "import matplotlib, matplotlib_inline, ipykernel; print(matplotlib.__version__)",
+        cwd=tmp_path,
+    )
+    assert proc.stdout.strip()
 
 
 def test_readme_mcp_client_snippet_starts_the_server_from_the_clone(tmp_path: Path) -> None:
