@@ -16,6 +16,8 @@ tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"agentrun_ci", "agentrun_ci_mcp"}
+#: modules imported only when installed (the code checks first), and the extra declaring them
+OPTIONAL = {"opentelemetry": "otel"}
 
 
 def _imported(files: list[Path]) -> set[str]:
@@ -60,9 +62,13 @@ def test_every_imported_distribution_is_declared(where: str, extras: tuple[str, 
         "local": list((sdk / "local").rglob("*.py")),
         "mcp": list((ROOT / "agentrun_ci_mcp").rglob("*.py")),
     }[where]
+    optional = {
+        module: _declared(project["optional-dependencies"][extra])
+        for module, extra in OPTIONAL.items()
+    }
     missing = {
         module: sorted(dists) or ["(not installed here)"]
         for module, dists in _distributions(_imported(files)).items()
-        if not dists & declared
+        if not dists & (declared | optional.get(module, set()))
     }
     assert missing == {}, f"imported by {where} but not declared: {missing}"

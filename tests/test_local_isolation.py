@@ -24,7 +24,13 @@ def _host_pid(inner: int, anchors: list[int]) -> int:
     spaces = set()
     for anchor in anchors:
         with contextlib.suppress(OSError):
-            spaces.add(os.readlink(f"/proc/{anchor}/ns/pid_for_children"))
+            own = os.readlink(f"/proc/{anchor}/ns/pid")
+            if os.readlink(f"/proc/{anchor}/ns/pid_for_children") != own:
+                spaces.add(os.readlink(f"/proc/{anchor}/ns/pid_for_children"))
+        # bubblewrap clones its child into the new namespace (unshare enters it first)
+        for child in _children(anchor):
+            with contextlib.suppress(OSError):
+                spaces.add(os.readlink(f"/proc/{child}/ns/pid"))
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             space = os.readlink(f"/proc/{name}/ns/pid")
@@ -35,6 +41,14 @@ def _host_pid(inner: int, anchors: list[int]) -> int:
         if space in spaces and int(nspid[-1]) == inner:
             return int(name)
     return inner
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
 
 
 @pytest.fixture(scope="module")
