@@ -31,8 +31,9 @@ from typing import Any
 import attrs
 
 from .._config import Config
-from .._errors import AgentRunError, NotFoundError, RequestTimeout, WaitTimeout
+from .._errors import AgentRunError, APIError, NotFoundError, RequestTimeout, WaitTimeout
 from .._interpreter import AsyncCodeInterpreter, AsyncLease
+from .._lease import context_lost, kernel_died
 from .._models import CommandResult, Context, ExecutionError, FileEntry, Logs
 from .._models import Execution as _Execution
 from .._wire import DEFAULT_CWD, EXECUTE_TIMEOUT_CAP
@@ -933,10 +934,21 @@ class AsyncSandbox:
         data = self._ci.data_plane
         if envs:
             await self._hidden(context_id, lang, _setup.env_set(lang, envs, save=True))
+        died = False
         try:
             return await data.execute(self._sandbox_id, code, context_id=context_id, timeout=limit)
+        except APIError as exc:
+            if not context_lost(exc):
+                raise
+            # the code killed its kernel: its error, as from the facade; the service dropped
+            # the context, so a default one is made afresh on the next run
+            died = True
+            for language, cid in list(self._record.defaults.items()):
+                if cid == context_id:
+                    del self._record.defaults[language]
+            return kernel_died(exc)
         finally:
-            if envs and not self._killed:
+            if envs and not self._killed and not died:
                 await self._hidden(context_id, lang, _setup.env_restore(lang))
 
     async def _run_bash(
