@@ -27,7 +27,7 @@ import attrs
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
-from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail
+from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail, interpreter_info
 from ._limits import (
     PidsCgroup,
     child_preexec,
@@ -241,6 +241,8 @@ class Launch:
     tmp: Path | None = None
     #: where the server keeps kernels' connection files (no jail mounts it)
     runtime: Path | None = None
+    #: our `pip` command (`_jail.write_tools`), on the host: the jail's /opt/agentrun
+    tools: Path | None = None
 
     @property
     def python(self) -> str:
@@ -268,7 +270,7 @@ class Launch:
     ) -> list[str]:
         """`argv` wrapped for its sandbox; `cwd` is the jail's path (jailed runs only)."""
         if self.jail is not None and self.home is not None and self.tmp is not None:
-            uid = self.jail.uid if self.jail.privileged else -1
+            uid = self.jail.uid
             init = init_argv(
                 self.python, status_fd=status_fd, linger=linger, uid=uid, cwd=cwd or JAIL_HOME
             )
@@ -298,14 +300,22 @@ class Launch:
         return str(self.home) if self.jailed else cwd
 
     def env(self, home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The scrubbed environment; in a jail, `python`/`pip` are the kernel's interpreter
-        and `pip install` lands in PIP_PREFIX, on PYTHONPATH (the venv is read-only)."""
+        """The scrubbed environment, where `python`, `pip` and what `pip install` puts in
+        place are the kernel's interpreter's: PATH starts with our `pip`, that interpreter's
+        bin directory and PIP_PREFIX's; packages land in PIP_PREFIX, on PYTHONPATH (the
+        interpreter itself is read-only in a jail, and shared with the server without)."""
         env = scrubbed_env(home)
+        info = interpreter_info(self.python)
         if self.jail is not None and self.jailed:
-            version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-            env["PATH"] = self.jail.path_env(self.python)
-            env["PIP_PREFIX"] = PIP_PREFIX
-            env["PYTHONPATH"] = f"{PIP_PREFIX}/lib/{version}/site-packages"
+            prefix, tools, rest = PIP_PREFIX, f"{JAIL_TOOLS}/bin", self.jail.path_env()
+        elif self.tmp is not None and self.tools is not None:
+            prefix, tools, rest = str(self.tmp / ".local"), str(self.tools / "bin"), env["PATH"]
+        else:
+            prefix = ""
+        if prefix:
+            env["PATH"] = os.pathsep.join([tools, info.bin_dir, f"{prefix}/bin", rest])
+            env["PIP_PREFIX"] = prefix
+            env["PYTHONPATH"] = info.pythonpath(prefix)
             env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
             env["PIP_ROOT_USER_ACTION"] = "ignore"
         env.update(extra or {})
