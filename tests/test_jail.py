@@ -171,6 +171,8 @@ def test_a_cannot_read_or_write_another_sandboxs_files(
     a, b = pair
     w = http.post(f"/sandboxes/{b}/files", json={"path": "/home/user/b.txt", "content": SECRET})
     assert w.status_code == 200, w.text
+    # and in B's private /tmp, which A's /tmp is not
+    assert _cmd(http, b, f"echo {SECRET} > /tmp/b.txt; cat /tmp/b.txt")["stdout"] == f"{SECRET}\n"
     # before the jail every sandbox lived under one temp dir that all of them could reach
     hunt = (
         "import glob, os, tempfile\n"
