@@ -359,3 +359,27 @@ def test_a_sandbox_is_capped_at_its_templates_memory_in_total(
             http.delete(f"/sandboxes/{other}")
     finally:
         http.delete(f"/sandboxes/{sid}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs bwrap privileged")
+def test_a_sandbox_uid_that_cannot_run_the_interpreter_gets_a_user_namespace(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = _core._run_in_jail
+
+    def refuse_privileged(jail: _jail.Jail, scratch: Path, python: str) -> str:
+        return "permission denied" if jail.privileged else real(jail, scratch, python)
+
+    monkeypatch.setattr(_core, "_run_in_jail", refuse_privileged)
+    monkeypatch.setattr(_core, "_jail_works", {})
+    monkeypatch.setattr(_core, "_warned", set())
+    monkeypatch.setenv("XDG_CACHE_HOME", os.devnull)  # no mark: the warning is shown
+    with caplog.at_level(logging.WARNING, logger="agentrun_ci.local"):
+        emulator = LocalEmulator(EmulatorSettings(spare_kernels=0))
+        with emulator:
+            assert emulator.core is not None
+            assert emulator.core.jail is not None
+            assert not emulator.core.jail.privileged
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "cannot run" in said
+    assert "user namespace" in said

@@ -27,7 +27,15 @@ import attrs
 
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
-from ._jail import JAIL_TMP, PIP_PREFIX, Jail, find_jail, interpreter_info, write_tools
+from ._jail import (
+    JAIL_INSIDE_UID,
+    JAIL_TMP,
+    PIP_PREFIX,
+    Jail,
+    find_jail,
+    interpreter_info,
+    write_tools,
+)
 from ._kernels import (
     Kernel,
     KernelError,
@@ -275,6 +283,16 @@ class Core:
             why = _try_jail(jail, self._base, exe)
             if not why:
                 return jail
+            if jail.privileged:  # e.g. the sandbox uid may not read the interpreter
+                userns = attrs.evolve(jail, privileged=False, uid=JAIL_INSIDE_UID)
+                if not _try_jail(userns, self._base, exe):
+                    _warn_once(
+                        f"uid {jail.uid} cannot run {exe} in the jail ({why}); sandboxes "
+                        "run in a user namespace instead, with no capabilities but as root "
+                        f"outside it. Fix: make {exe} readable by uid {jail.uid}, or set "
+                        "sandbox_uid to a uid that can run it"
+                    )
+                    return userns
         _warn_once(f"no jail for local sandboxes: {why}")
         return None
 

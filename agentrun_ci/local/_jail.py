@@ -44,6 +44,7 @@ import attrs
 
 __all__ = [
     "JAIL_HOME",
+    "JAIL_INSIDE_UID",
     "JAIL_PRIVATE",
     "JAIL_TOOLS",
     "Interpreter",
@@ -62,7 +63,7 @@ JAIL_TOOLS = "/opt/agentrun"
 _VAR_TMP = "/var/tmp"  # noqa: S108 - inside the jail: a tmpfs of its own
 #: where `pip install` puts packages inside the jail (PIP_PREFIX)
 PIP_PREFIX = "/tmp/.local"  # noqa: S108 - inside the jail
-_INSIDE_UID = 1000  # unprivileged runs: the uid inside the user namespace
+JAIL_INSIDE_UID = 1000  # unprivileged runs: the uid inside the user namespace
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 _HIDDEN_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
 _HIDDEN_DIRS = ("/etc/ssh", "/etc/ssl/private")
@@ -333,7 +334,7 @@ def find_jail(python: str, sandbox_uid: int | None) -> tuple[Jail | None, str]:
             "`apt-get install bubblewrap`, `dnf install bubblewrap` or `apk add bubblewrap`)"
         )
     privileged = os.geteuid() == 0 and sandbox_uid is not None
-    uid = sandbox_uid if privileged and sandbox_uid is not None else _INSIDE_UID
+    uid = sandbox_uid if privileged and sandbox_uid is not None else JAIL_INSIDE_UID
     try:
         jail = Jail(tool, uid, privileged, _needed_paths(python))
     except (OSError, subprocess.SubprocessError) as exc:
