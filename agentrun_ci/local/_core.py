@@ -57,6 +57,7 @@ from ._limits import (
     sweep_stale,
     usable_uid,
 )
+from ._records import CommandRequest, ExecuteRequest, int_query, number_field
 from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
@@ -79,14 +80,6 @@ def now_iso() -> str:
 def new_ulid() -> str:
     value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
     return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
-def _number(body: dict[str, Any], key: str, default: float) -> float:
-    value = body.get(key, default)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, "ERR_VALIDATION_FAILED", f"{key} must be a number") from None
 
 
 @attrs.define
@@ -384,8 +377,10 @@ class Core:
         if name in self.templates:
             raise ApiError(409, "ERR_CONFLICT", f"template {name!r} already exists")
         for key in ("cpu", "memory"):
-            if key in body and _number(body, key, 0) <= 0:
+            if key in body and number_field(body, key, 0) <= 0:
                 raise ApiError(400, "ERR_VALIDATION_FAILED", f"{key} must be positive")
+        for key in ("sandboxIdleTimeoutInSeconds", "sandboxTTLInSeconds"):
+            number_field(body, key, 0)  # a finite number when given
         stamp = now_iso()
         template = Template(
             name=name,
@@ -421,8 +416,8 @@ class Core:
             items = [t for t in items if t["status"] == query["status"]]
         if query.get("templateType"):
             items = [t for t in items if t["templateType"] == query["templateType"]]
-        page = max(1, int(query.get("pageNumber") or 1))
-        size = max(1, min(100, int(query.get("pageSize") or 20)))
+        page = int_query(query, "pageNumber", 1, low=1, high=10**9)
+        size = int_query(query, "pageSize", 20, low=1, high=100)
         return {
             "items": items[(page - 1) * size : page * size],
             "pageNumber": page,
@@ -473,13 +468,14 @@ class Core:
             )
         if sandbox_id in self.sandboxes:
             raise ApiError(409, "ERR_CONFLICT", f"sandbox {sandbox_id!r} already exists")
-        idle = body.get("sandboxIdleTimeoutSeconds") or body.get("sandboxIdleTimeoutInSeconds")
+        keys = ("sandboxIdleTimeoutSeconds", "sandboxIdleTimeoutInSeconds")
+        given = [k for k in keys if body.get(k)]
+        # A finite number, checked even when the settings override it (NaN broke listing).
+        idle_s = number_field(body, given[0], 600) if given else None
         if self.settings.idle_timeout is not None:
             idle_s = self.settings.idle_timeout
-        elif idle is not None:
-            idle_s = _number({"v": idle}, "v", 600)
-        else:
-            idle_s = float(template.body.get("sandboxIdleTimeoutInSeconds") or 600)
+        elif idle_s is None:
+            idle_s = number_field(template.body, "sandboxIdleTimeoutInSeconds", 600) or 600.0
         slot = self.pool.take()
         if slot is None:
             slot = self._make_slot(sandbox_id)
@@ -487,7 +483,7 @@ class Core:
             slot.base = slot.base.rename(self._sandbox_dir / sandbox_id)
             slot.launch = attrs.evolve(slot.launch, home=slot.base / "home", tmp=slot.base / "tmp")
         if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
-            slot.launch.cgroup.limit_memory(int(_number(template.body, "memory", 4096)))
+            slot.launch.cgroup.limit_memory(int(number_field(template.body, "memory", 4096)))
         root = slot.home
         mono = time.monotonic()
         stamp = now_iso()
@@ -526,8 +522,8 @@ class Core:
                 )
                 == query["templateType"]
             ]
-        start = int(query.get("nextToken") or 0)
-        size = max(1, min(1000, int(query.get("maxResults") or 100)))
+        start = int_query(query, "nextToken", 0, low=0, high=10**9)
+        size = int_query(query, "maxResults", 100, low=1, high=1000)
         page = items[start : start + size]
         more = start + size < len(items)
         return {"items": page, "nextToken": str(start + size) if more else None}
@@ -710,22 +706,29 @@ class Core:
                 del sandbox.defaults[lang]
         await ctx.kernel.shutdown()
 
-    async def execute(self, sandbox: Sandbox, body: dict[str, Any]) -> dict[str, Any]:
-        code = body.get("code")
-        if not isinstance(code, str):
-            raise bad_request("code is required (a string)")
-        timeout = _number(body, "timeout", 30)
+    async def kill_kernel(self, sandbox_id: str, context_id: str | None, language: str) -> None:
+        """SIGKILL the kernel an execute would run in (fault injection: `kernel_death`)."""
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox is None:
+            return
+        cid = context_id or sandbox.defaults.get(language)
+        ctx = sandbox.contexts.get(cid) if cid else None
+        pgid = ctx.kernel.pgid if ctx is not None else None
+        if pgid:
+            await blocking(kill_group, pgid)
+
+    async def execute(self, sandbox: Sandbox, order: ExecuteRequest) -> dict[str, Any]:
+        code, timeout = order.code, order.timeout
         cap = self.settings.max_exec_timeout
         if timeout <= 0 or timeout > cap:
             raise bad_request(
                 f"timeout must be > 0 and at most {cap:g} seconds (got {timeout:g}); "
                 "split longer work into several executions"
             )
-        context_id = body.get("contextId")
-        if context_id:
-            ctx = self.context(sandbox, str(context_id))
+        if order.context_id:
+            ctx = self.context(sandbox, order.context_id)
         else:
-            language = body.get("language") or "python"
+            language = order.language
             async with sandbox.lock:
                 cid = sandbox.defaults.get(language)
                 if cid is None or cid not in sandbox.contexts:
@@ -751,15 +754,12 @@ class Core:
 
     # ------------------------------------------------------------ processes
 
-    async def run_command(self, sandbox: Sandbox, body: dict[str, Any]) -> dict[str, Any]:
-        command = body.get("command")
-        if not isinstance(command, str) or not command.strip():
-            raise bad_request("command is required (a non-empty string)")
-        timeout = _number(body, "timeout", 30)
+    async def run_command(self, sandbox: Sandbox, order: CommandRequest) -> dict[str, Any]:
+        command, timeout = order.command, order.timeout
         cap = self.settings.max_exec_timeout
         if timeout <= 0 or timeout > cap:
             raise bad_request(f"timeout must be > 0 and at most {cap:g} seconds (got {timeout:g})")
-        cwd_api = body.get("cwd") or HOME
+        cwd_api = order.cwd
         launch = self._launch(sandbox)
         cwd = self._directory(sandbox, launch, cwd_api)
         shell = shutil.which("bash") or "/bin/sh"

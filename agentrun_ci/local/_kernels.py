@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
 import signal
 import sys
@@ -27,6 +26,7 @@ import attrs
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
+from .._models import strip_ansi
 from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail, interpreter_info
 from ._limits import (
     PidsCgroup,
@@ -55,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger("agentrun_ci.local")
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _INTERRUPT_GRACE = 5.0
 _SUN_PATH_MAX = 107  # bytes in a Unix socket path (sockaddr_un.sun_path, NUL excluded)
 
@@ -160,10 +159,6 @@ _COUNT = "__import__('ipykernel').iostream.OutStream._agentrun_take()"
 
 
 _KERNEL_FLAGS = ("--HistoryManager.enabled=False", "--IPKernelApp.quiet=True")
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
 
 
 class KernelError(RuntimeError):

@@ -45,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 
+from .._procfs import is_running, start_time, stat_fields
 from ._settings import EmulatorSettings
 from ._tree import remove_tree
 
@@ -459,12 +460,7 @@ def pid_namespace_works(python: str) -> bool:
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return True
-    return stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X")
+    return not is_running(pid)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -477,14 +473,8 @@ def group_members(pgid: int) -> list[int]:
     for name in names:
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ')'
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        fields = stat_fields(name)  # state, ppid, pgrp, ...
+        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             members.append(int(name))
     return members
 
@@ -517,12 +507,7 @@ _STALE = re.compile(r"^agentrun-local-(\d+)(?:\.(\d+))?-")
 
 def _start_time(pid: int) -> int | None:
     """A process's start time (clock ticks since boot): with the pid, it names one process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(b")") + 2 :].split()[19])
+    return start_time(pid)
 
 
 def instance_name() -> str:

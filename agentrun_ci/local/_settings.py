@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import attrs
 
-if TYPE_CHECKING:
-    from ._faults import FaultPlan
+from ._faults import FaultPlan
 
 __all__ = ["EmulatorSettings"]
 
