@@ -922,9 +922,10 @@ _jail_works: dict[Jail, str] = {}
 def _try_jail(jail: Jail, scratch: Path, python: str) -> str:
     """Run our init and the kernel's interpreter in a jail once per process: "" if it
     works, else why."""
-    if jail not in _jail_works:
-        _jail_works[jail] = _run_in_jail(jail, scratch, python)
-    return _jail_works[jail]
+    key = attrs.evolve(jail, tools="")  # each emulator's own tools dir: not part of the key
+    if key not in _jail_works:
+        _jail_works[key] = _run_in_jail(key, scratch, python)
+    return _jail_works[key]
 
 
 def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
