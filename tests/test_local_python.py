@@ -81,6 +81,8 @@ def test_pip_is_the_kernels_interpreters_pip(sandbox: tuple[httpx.Client, str]) 
         assert re.search(rf"\(python {re.escape(version)}\)$", str(out["stdout"]).strip()), out
     # and from the kernel, as `%pip` and `subprocess` do it
     assert _run(http, sid, "import pip; print(bool(pip.__version__))") == "True\n"
+    magic = _run(http, sid, "%pip --version")
+    assert re.search(rf"\(python {re.escape(version)}\)", magic), magic
 
 
 def _wheel() -> bytes:
