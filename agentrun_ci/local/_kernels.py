@@ -314,6 +314,7 @@ class PythonKernel:
             MPLCONFIGDIR=str(runtime_dir / "matplotlib"),
             MPLBACKEND="module://matplotlib_inline.backend_inline",
         )
+        kc = None
         try:
             await km.start_kernel(
                 env=env,
@@ -323,9 +324,15 @@ class PythonKernel:
             kc = km.client()
             kc.start_channels()
             await kc.wait_for_ready(timeout=60)
-        except Exception as exc:
+        except BaseException as exc:
+            # also when cancelled (a spare still starting when the emulator stops): the
+            # process it launched must not outlive the start
             with contextlib.suppress(Exception):
+                if kc is not None:
+                    kc.stop_channels()
                 await km.shutdown_kernel(now=True)
+            if not isinstance(exc, Exception):
+                raise
             raise KernelError(f"the python kernel did not start: {exc}") from exc
         return cls(km, kc, home, launch.cgroup)
 
@@ -607,15 +614,21 @@ class SparePool:
             task.add_done_callback(self._starting.discard)
 
     async def _start_one(self) -> None:
+        cgroup = None
         try:
-            cgroup = None
             if self._cgroup_root is not None:
                 cgroup = self._cgroup_root.child(
                     f"spare-{uuid.uuid4().hex[:12]}", self._settings.max_processes
                 )
             launch = attrs.evolve(self._launch, cgroup=cgroup)
             kernel = await PythonKernel.start(launch, self._runtime, self._home)
-        except Exception:
+        except BaseException as exc:
+            # failed, or cancelled by close(): the start killed what it launched; its
+            # cgroup would keep the emulator's own from being removed
+            if cgroup is not None:
+                await blocking(cgroup.remove)
+            if not isinstance(exc, Exception):
+                raise
             log.exception("could not pre-start a spare kernel")
             return
         if self._closed:
@@ -646,7 +659,12 @@ class SparePool:
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._starting):
+        # A spare still starting holds nothing yet: cancel it rather than wait seconds
+        # (a kernel's start, longer on a busy machine) for a kernel shut down at once.
+        starting = list(self._starting)
+        for task in starting:
+            task.cancel()
+        for task in starting:
             with contextlib.suppress(BaseException):
                 await task
         kernels, self._ready = self._ready, []
