@@ -285,6 +285,8 @@ WAIT = float(os.environ.get("WAIT_MS", "0")) / 1000
 
 
 class Lease:
+    session_id = "stub"
+
     async def execute_code(self, code, language=None, timeout=30.0):
         if WAIT:
             await anyio.sleep(WAIT)
@@ -336,6 +338,8 @@ async def servers_alone(runs: int, wait_ms: float) -> dict[tuple[str, float], li
                     session = await stack.enter_async_context(ClientSession(read, write))
                     await session.initialize()
                     calls[name, wait] = functools.partial(session.call_tool, tool, {"code": CODE})
+                    checked = await calls[name, wait]()
+                    assert not checked.is_error, f"{name}: {checked.content}"
             times: dict[tuple[str, float], list[float]] = {key: [] for key in calls}
             keys = list(calls)
             for i in range(20 + runs):
@@ -380,6 +384,7 @@ def emulator_process() -> Iterator[Config]:
 
 
 async def main_async(runs: int, cold_runs: int, spawns: int) -> str:
+    load_before = os.getloadavg()[0]
     with emulator_process() as config:
         times = await paired(config, runs)
         rows: list[tuple[str, list[float]]] = [
@@ -398,7 +403,9 @@ async def main_async(runs: int, cold_runs: int, spawns: int) -> str:
         f"`run_code({CODE!r})`, {runs} calls per path after 20 warm-up calls, the paths "
         "interleaved call by call, against the local emulator (its own process); "
         f"Python {platform.python_version()}, {platform.system()} "
-        f"{platform.machine()}, {os.cpu_count()} CPUs.",
+        f"{platform.machine()}, {os.cpu_count()} CPUs, 1-minute load average "
+        f"{load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (other "
+        "work on the machine inflates every row alike; compare rows within a table).",
         "",
         "| path | p50 ms | p95 ms | overhead at p50 | ratio |",
         "|---|---:|---:|---:|---:|",
