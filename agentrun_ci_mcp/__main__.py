@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from . import __version__
-from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, TOOL_GROUPS, ServerOptions
+from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, STRATEGY_CHOICES, TOOL_GROUPS, ServerOptions
 from .serve import EOF_ANSWER_GRACE, SHUTDOWN_GRACE, is_loopback, serve_http, serve_stdio
 
 __all__ = [
@@ -103,10 +103,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     add(
         "--strategy",
-        choices=["singleton", "pool", "ephemeral"],
+        choices=STRATEGY_CHOICES,
         default=_env(env, "STRATEGY", "singleton"),
         help="singleton: one sandbox, a context per client; pool: a sandbox per client from "
-        "a warm pool; ephemeral: a new sandbox per call, no state [STRATEGY]",
+        "a warm pool; ephemeral: a new sandbox per call, no state; dedicated: a new sandbox "
+        "per client [STRATEGY]",
     )
     add(
         "--pool-size",
@@ -176,6 +177,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=(_env(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="stderr log level [LOG_LEVEL]",
+    )
+    add(
+        "--log-format",
+        choices=["text", "json"],
+        default=_env(env, "LOG_FORMAT", "text"),
+        help="stderr log lines as text, or one JSON object each for log collectors [LOG_FORMAT]",
     )
     return p
 
@@ -263,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_format == "json":
+        # imported only then: the SDK loads after the handshake (see tools.py)
+        from agentrun_ci._logs import use_log_format
+
+        use_log_format(args.log_format)
     try:
         options = options_from_args(args)
         loop_options = backend_options(args.loop)

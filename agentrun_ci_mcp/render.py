@@ -27,6 +27,8 @@ import attrs
 from mcp.types import ImageContent, TextContent
 from pydantic import BaseModel, Field
 
+from agentrun_ci import strip_ansi
+
 if TYPE_CHECKING:
     from agentrun_ci import Execution, Result
 
@@ -47,14 +49,9 @@ DEFAULT_IMAGE_BUDGET_BYTES = 400_000
 #: below this longest side a downscaled plot stops being readable: drop it instead
 MIN_IMAGE_SIDE = 96
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 _IMAGE_MIMES = ("image/png", "image/jpeg")
 _SVG_SIZE = re.compile(r'\b(width|height)="([^"]+)"')
 _TAGS = re.compile(r"<[^>]+>")
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
 
 
 # ---------------------------------------------------------------- output schema

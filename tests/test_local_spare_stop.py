@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
-from mcp_support import live_mentioning, settle
+from support import live_mentioning, remaining
 
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
@@ -30,7 +30,7 @@ def test_a_spare_still_starting_is_cancelled_and_leaves_nothing() -> None:
     starting = len(core.pool._starting)
     emulator.stop()
     assert starting, "no spare was starting: the case is not exercised"
-    assert settle(lambda: live_mentioning(base)) == []
+    assert remaining(lambda: live_mentioning(base)) == []
     assert not Path(base).exists()
     if cgroup is not None:
         assert not os.path.exists(cgroup)

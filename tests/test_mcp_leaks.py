@@ -32,6 +32,7 @@ import os
 import random
 import secrets
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -44,18 +45,20 @@ import pytest
 pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
-from mcp_support import (
+from support import (
     SCRIPT,
-    Descendants,
     Server,
+    alive,
     base_env,
     cloud_env,
     cloud_leaks,
-    emulator_dirs,
-    emulator_tags,
+    describe,
     live_in_session,
     live_mentioning,
-    settle,
+    pids,
+    proc_stat,
+    remaining,
+    running_emulator,
 )
 
 from agentrun_ci import Config
@@ -119,6 +122,64 @@ def _replay(request: pytest.FixtureRequest) -> str:
     return f"seed={SEED} (replay: {replay})"
 
 
+# ---------------------------------------------------------------- /proc
+
+
+class Descendants:
+    """Records every process below `root` (pid and start time) while it runs."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.seen: dict[tuple[int, str], str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="descendants", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(0.02)
+
+    def sample(self) -> None:
+        children: dict[int, list[tuple[int, str]]] = {}
+        for pid in pids():
+            fields = proc_stat(pid)
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append((pid, fields[19]))
+        todo = [self.root]
+        while todo:
+            for pid, start in children.get(todo.pop(), []):
+                if (pid, start) not in self.seen:
+                    self.seen[(pid, start)] = describe(pid)
+                todo.append(pid)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def alive(self) -> list[str]:
+        return [desc for (pid, start), desc in self.seen.items() if alive(pid, start)]
+
+
+def _emulator_tags(pid: int) -> tuple[str, str]:
+    """How the names of the emulator hosted by process `pid` start: temp dirs and
+    cgroups are `agentrun-local-<pid>-...` or `agentrun-local-<pid>.<start time>-...`."""
+    return f"agentrun-local-{pid}-", f"agentrun-local-{pid}."
+
+
+def _emulator_dirs(pid: int) -> list[str]:
+    """Temp and cgroup directories of the emulator hosted by process `pid`."""
+    tags = _emulator_tags(pid)
+    found = []
+    for place in (tempfile.gettempdir(), "/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+        try:
+            names = os.listdir(place)
+        except OSError:
+            continue
+        found += [os.path.join(place, n) for n in names if n.startswith(tags)]
+    return found
+
+
 def _env(config: Config, owner: str) -> dict[str, str]:
     """The emulator as the server's cloud; INFO logs, which the checks read."""
     return cloud_env(config, owner, AGENTRUN_MCP_LOG_LEVEL="INFO")
@@ -169,12 +230,8 @@ def servers() -> Iterator[list[Server]]:
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[tuple[LocalEmulator, Config]]:
-    emulator = LocalEmulator(EmulatorSettings(provisioning_delay=PROVISIONING_DELAY))
-    config = emulator.start()
-    try:
-        yield emulator, config
-    finally:
-        emulator.stop()
+    with running_emulator(EmulatorSettings(provisioning_delay=PROVISIONING_DELAY)) as running:
+        yield running
 
 
 @pytest.mark.parametrize(("stop", "point"), _matrix("cloud"))
@@ -199,7 +256,7 @@ def test_cloud_stop_leaves_nothing(
     _probes_saw_it(point, before, context)
     assert code == EXIT_CODES[stop], context
     assert cloud_leaks(emulator, config, owner) == [], context
-    assert settle(lambda: live_in_session(server.pid)) == [], context
+    assert remaining(lambda: live_in_session(server.pid)) == [], context
 
 
 @pytest.mark.parametrize("point", _kill_matrix("cloud"))
@@ -224,7 +281,7 @@ def test_cloud_sigkill_orphans_are_reaped_by_the_next_start(
     successor = Server(_env(config, owner), tmp_path / "next.log")
     servers.append(successor)
     successor.initialize()  # no tool call: the sweep runs in the background at start
-    leaks = settle(lambda: cloud_leaks(emulator, config, owner), wait=20)
+    leaks = remaining(lambda: cloud_leaks(emulator, config, owner), timeout=20)
     assert leaks == [], f"{context}\n{successor.log_tail()}"
     assert successor.stop("eof") == 0, context
 
@@ -240,11 +297,11 @@ def _local_leaks(server: Server, tree: Descendants, *, wait: float = 10.0) -> li
     def processes() -> list[str]:
         found = [f"descendant: {d}" for d in tree.alive()]
         found += [f"in its session: {d}" for d in live_in_session(server.pid)]
-        for tag in emulator_tags(server.pid):
+        for tag in _emulator_tags(server.pid):
             found += [f"mentions {tag}: {d}" for d in live_mentioning(tag)]
         return sorted(set(found))
 
-    return settle(processes, wait) + [f"directory: {d}" for d in emulator_dirs(server.pid)]
+    return remaining(processes, wait) + [f"directory: {d}" for d in _emulator_dirs(server.pid)]
 
 
 def _local_window(rng: random.Random) -> float:

@@ -29,7 +29,7 @@ pytest.importorskip("jupyter_client")
 import httpx
 import jsonschema
 from mcp import Client
-from mcp_support import (
+from support import (
     EXIT_WAIT,
     SCRIPT,
     Server,
@@ -38,7 +38,8 @@ from mcp_support import (
     cloud_leaks,
     live_in_session,
     needs_script,
-    settle,
+    remaining,
+    running_emulator,
 )
 
 from agentrun_ci import AsyncControlPlane, Config
@@ -71,12 +72,8 @@ def _s(result: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[tuple[LocalEmulator, Config]]:
     """The emulator as the server's cloud, run by this process (its state can be read)."""
-    emulator = LocalEmulator(EmulatorSettings())
-    config = emulator.start()
-    try:
-        yield emulator, config
-    finally:
-        emulator.stop()
+    with running_emulator(EmulatorSettings()) as running:
+        yield running
 
 
 @pytest.fixture
@@ -110,7 +107,7 @@ def _left(
     """What the stopped server left: resources and kernels on the emulator, processes in
     its session, files in its temp dir."""
     found = cloud_leaks(emulator, config, owner)
-    found += [f"in its session: {p}" for p in settle(lambda: live_in_session(server.pid))]
+    found += [f"in its session: {p}" for p in remaining(lambda: live_in_session(server.pid))]
     found += [f"temp: {f}" for f in tmp.iterdir()]
     return found
 
@@ -188,12 +185,8 @@ def test_the_sandbox_outlives_every_client_state() -> None:
 def expiring() -> Iterator[tuple[LocalEmulator, Config]]:
     """An emulator whose sandboxes expire after EXPIRY s idle (as if the service's idle timeout
     were shorter than the server asked for)."""
-    emulator = LocalEmulator(EmulatorSettings(idle_timeout=EXPIRY, reaper_interval=0.1))
-    config = emulator.start()
-    try:
-        yield emulator, config
-    finally:
-        emulator.stop()
+    with running_emulator(EmulatorSettings(idle_timeout=EXPIRY, reaper_interval=0.1)) as running:
+        yield running
 
 
 async def _sandboxes(config: Config, owner: str) -> set[str]:
