@@ -763,6 +763,8 @@ class SparePool:
         self._make_slot = make_slot
         self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
+        #: the kernel starts inside `_starting`: what close() cancels
+        self._kernel_starts: set[asyncio.Future[PythonKernel]] = set()
         self._closed = False
 
     @property
@@ -783,12 +785,24 @@ class SparePool:
         except Exception:
             log.exception("could not prepare a spare sandbox directory")
             return
+        if self._closed:
+            await discard(slot)
+            return
+        start = asyncio.ensure_future(start_python(slot.launch))
+        self._kernel_starts.add(start)
         try:
-            slot.kernel = await start_python(slot.launch)
+            slot.kernel = await start
+        except asyncio.CancelledError:
+            if not start.cancelled():
+                raise  # this task was cancelled, not only the start
+            await discard(slot)  # close() cancelled the start, which killed what it launched
+            return
         except Exception:
             log.exception("could not pre-start a spare kernel")
             await discard(slot)
             return
+        finally:
+            self._kernel_starts.discard(start)
         if self._closed:
             await discard(slot)
         else:
@@ -803,6 +817,11 @@ class SparePool:
 
     async def close(self) -> None:
         self._closed = True
+        # A kernel still starting serves no one: cancel the start rather than wait
+        # seconds (longer on a busy machine) for a kernel shut down at once. Only the
+        # start: its slot's directory and cgroup are made in a thread, then discarded.
+        for start in list(self._kernel_starts):
+            start.cancel()
         for task in list(self._starting):
             with contextlib.suppress(BaseException):
                 await task
