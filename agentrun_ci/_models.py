@@ -378,6 +378,10 @@ class Execution:
     duration: float | None = None
     events: list[Raw] = attrs.field(factory=list, repr=False)
     state_reset: bool = False
+    kernel_restarted: bool = False
+    """The code did not stop when interrupted and its kernel was restarted: same context,
+    empty namespace. From the local emulator's `kernelRestarted` (an extension: the cloud
+    sends no such field, so this stays False there)."""
 
     @property
     def stdout(self) -> str:
@@ -407,12 +411,15 @@ class Execution:
     @classmethod
     def from_wire(cls, body: Mapping[str, Any] | Sequence[Any]) -> Execution:
         """Fold the execute response's ordered event list into an Execution."""
+        restarted = False
         if isinstance(body, Mapping):
             events_in = body.get("results")
             context_id = _str(body.get("contextId"))
+            # emulator extension, read tolerantly: only a JSON `true` counts
+            restarted = body.get("kernelRestarted") is True
         else:
             events_in, context_id = body, None
-        execution = cls(context_id=context_id)
+        execution = cls(context_id=context_id, kernel_restarted=restarted)
         status: str | None = None
         for item in events_in if isinstance(events_in, Sequence) else []:
             if not isinstance(item, Mapping):

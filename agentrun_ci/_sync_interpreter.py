@@ -70,6 +70,7 @@ class _Portal:
         # abandoned on a signal) instead of waiting for it.
         self._context.__exit__(SystemExit, SystemExit(), None)
 
+
 class Lease:
     """One caller's share of a CodeInterpreter (the sync twin of `AsyncLease`).
 

@@ -36,7 +36,7 @@ from ._limits import (
     sweep_stale,
     usable_uid,
 )
-from ._records import CommandRequest, ExecuteRequest, int_query, number_field
+from ._records import CommandRequest, ExecuteAnswer, ExecuteRequest, int_query, number_field
 from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
@@ -562,6 +562,7 @@ class Core:
                 else:
                     ctx = sandbox.contexts[cid]
         async with ctx.lock:
+            before = ctx.kernel.restarts
             try:
                 events, status, count = await ctx.kernel.execute(code, timeout)
             except KernelError as exc:
@@ -572,10 +573,8 @@ class Core:
                 ) from exc
             finally:
                 sandbox.last_active = time.monotonic()
-        end: dict[str, Any] = {"type": "endOfExecution", "status": status}
-        if count is not None:
-            end["executionCount"] = count
-        return {"results": [*events, end], "contextId": ctx.id}
+        restarted = ctx.kernel.restarts != before
+        return ExecuteAnswer(events, status, count, ctx.id, kernel_restarted=restarted).wire()
 
     # ------------------------------------------------------------ processes
 

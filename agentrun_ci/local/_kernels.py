@@ -156,6 +156,8 @@ class KernelError(RuntimeError):
 
 class Kernel(Protocol):
     language: str
+    restarts: int
+    """How many times an interrupt did not stop the code and the kernel was restarted."""
 
     @property
     def pgid(self) -> int | None: ...
@@ -266,6 +268,7 @@ class PythonKernel:
         self._env: dict[str, str] = {}
         #: shutdown() has begun: a run still waiting on the kernel's sockets must end
         self._closing = False
+        self.restarts = 0
 
     @property
     def pgid(self) -> int | None:
@@ -381,6 +384,7 @@ class PythonKernel:
                     await self._km.restart_kernel(now=True)
                     await self._kc.wait_for_ready(timeout=60)
                     await self.adopt(self._home, self._env)
+                    self.restarts += 1
                     events.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
                     break
                 timed_out = True
@@ -494,6 +498,7 @@ class NodeKernel:
         self._env = env
         self._proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
+        self.restarts = 0
 
     @property
     def pgid(self) -> int | None:
@@ -557,6 +562,7 @@ class NodeKernel:
             # Stuck outside vm's own timeout (e.g. a busy timer callback): restart.
             await self.shutdown()
             await self._spawn()
+            self.restarts += 1
             extra.append(_timeout_event(timeout))
             extra.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
             return extra, "timeout", None
