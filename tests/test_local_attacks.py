@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,3 +70,83 @@ def test_the_restart_field_is_read_tolerantly() -> None:
     for value in ("true", 1, None, {"x": 1}):
         assert not Execution.from_wire({"results": [], "kernelRestarted": value}).kernel_restarted
     assert not Execution.from_wire([]).kernel_restarted
+
+
+# ---------------------------------------------------------------- file API races (13.5)
+
+_SWAPPER = """
+import os, threading
+def _file(t):
+    with open(t, 'w') as f:
+        f.write('mine')
+def _swap(name, to_link, to_real):
+    while not os.path.exists('stop'):
+        for make in (to_link, to_real):
+            try:
+                make(name + '.new')
+                os.replace(name + '.new', name)
+            except OSError:
+                pass
+for name, link, real in (('target', SECRET, _file), ('d', OUTSIDE, os.mkdir)):
+    threading.Thread(
+        target=_swap, args=(name, lambda t, link=link: os.symlink(link, t), real), daemon=True
+    ).start()
+"""
+
+
+def test_swapping_a_file_for_a_symlink_never_reaches_outside(
+    http: httpx.Client, sid: str, tmp_path: Path
+) -> None:
+    # Sandboxed code flips `target` between a file and a link to a private host file (and
+    # `d` between a directory and a link to its directory) while the API writes, chmods
+    # and reads them: the checked path must be the one acted on.
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o700)
+    secret = outside / "secret"
+    secret.write_text("SECRET-HOST-DATA")
+    secret.chmod(0o600)
+    (outside / "target").symlink_to(secret)  # `d/target` through the swapped `d`
+    before = secret.stat()
+    code = f"SECRET, OUTSIDE = {str(secret)!r}, {str(outside)!r}\n" + _SWAPPER
+    _execute(http, sid, code)
+    try:
+        for i in range(150):
+            for path in ("target", "d/target", "d/secret"):
+                w = http.post(
+                    f"/sandboxes/{sid}/files",
+                    json={"path": path, "content": f"api {i}", "mode": "666"},
+                )
+                assert w.status_code in (200, 400, 404, 409), w.text
+                r = http.get(f"/sandboxes/{sid}/files", params={"path": path})
+                assert "SECRET-HOST-DATA" not in r.text
+                assert str(tmp_path) not in r.text
+                assert str(tmp_path) not in w.text
+            d = http.get(f"/sandboxes/{sid}/filesystem/download", params={"path": "target"})
+            assert b"SECRET-HOST-DATA" not in d.content
+    finally:
+        http.post(f"/sandboxes/{sid}/files", json={"path": "stop", "content": ""})
+    after = secret.stat()
+    assert secret.read_text() == "SECRET-HOST-DATA"
+    assert (after.st_mode, after.st_uid, after.st_size) == (
+        before.st_mode,
+        before.st_uid,
+        before.st_size,
+    )
+    assert sorted(p.name for p in outside.iterdir()) == ["secret", "target"]
+
+
+def test_a_link_anywhere_in_a_path_is_refused_not_followed(
+    http: httpx.Client, sid: str, tmp_path: Path
+) -> None:
+    _execute(
+        http, sid, "import os\nos.makedirs('real/sub', exist_ok=True)\nos.symlink('real', 'alias')"
+    )
+    for path in ("alias/sub/new.txt", "alias"):
+        w = http.post(f"/sandboxes/{sid}/files", json={"path": path, "content": "x"})
+        assert w.status_code == 400, w.text
+        assert "symbolic link" in w.json()["message"]
+    assert http.get(f"/sandboxes/{sid}/filesystem", params={"path": "alias"}).status_code == 400
+    listing = http.get(f"/sandboxes/{sid}/filesystem", params={"path": ".", "depth": 3}).json()
+    kinds = {e["path"]: e["type"] for e in listing["entries"]}
+    assert kinds["/home/user/alias"] == "symlink"
+    assert "/home/user/alias/sub" not in kinds  # listed, never entered
