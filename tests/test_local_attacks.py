@@ -6,6 +6,11 @@ Each test here failed on the emulator before the change it guards (issue 13, ite
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +155,106 @@ def test_a_link_anywhere_in_a_path_is_refused_not_followed(
     kinds = {e["path"]: e["type"] for e in listing["entries"]}
     assert kinds["/home/user/alias"] == "symlink"
     assert "/home/user/alias/sub" not in kinds  # listed, never entered
+
+
+# ---------------------------------------------------------------- bounds (13.6)
+
+
+def test_read_file_cannot_amplify_a_big_sparse_file(http: httpx.Client, sid: str) -> None:
+    _execute(
+        http,
+        sid,
+        "with open('sparse.bin', 'wb') as f:\n    f.truncate(500 * 2**20)\n"
+        "with open('nul.bin', 'wb') as f:\n    f.write(bytes(1000))\n"
+        "with open('ctl.txt', 'w') as f:\n    f.write('a\\x01b')",
+    )
+    try:
+        big = http.get(f"/sandboxes/{sid}/files", params={"path": "sparse.bin"})
+        assert big.status_code == 413, big.text[:200]
+        assert "/filesystem/download" in big.json()["message"]
+        # NULs and control characters (six bytes each in JSON text) travel as base64
+        for name, raw in (("nul.bin", bytes(1000)), ("ctl.txt", b"a\x01b")):
+            body = http.get(f"/sandboxes/{sid}/files", params={"path": name}).json()
+            assert body["encoding"] == "base64"
+            assert base64.b64decode(body["content"]) == raw
+    finally:
+        http.post(f"/sandboxes/{sid}/filesystem/remove", json={"path": "sparse.bin"})
+
+
+def test_kernel_output_is_capped_per_stream_with_a_marker(http: httpx.Client, sid: str) -> None:
+    code = "import sys\nsys.stdout.write('x' * (17 * 2**20))\nsys.stdout.flush()\nprint('done')"
+    execution = Execution.from_wire(_execute(http, sid, code, timeout=30).json())
+    assert execution.status == "ok"
+    assert len(execution.stdout) < 16 * 2**20 + 1000
+    assert execution.stdout.count("x") == 16 * 2**20
+    assert "[output truncated:" in execution.stdout
+    assert "output lost" not in execution.stderr  # what was dropped is not reported lost
+
+
+_SERVER = """
+import sys
+from agentrun_ci.local import EmulatorSettings, LocalEmulator
+em = LocalEmulator(EmulatorSettings(spare_kernels=0, max_upload_bytes=1024 * 1024),
+                   access_key_id="LTAI-attack", access_key_secret="attack-secret")
+em.start()
+print(em.url, flush=True)
+sys.stdin.read()
+em.stop()
+"""
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def _send_chunked(host: str, port: int, path: str, total: int) -> bytes:
+    """POST `total` bytes chunked with a made-up ACS3 header; the status line answered."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
+        "authorization: ACS3-HMAC-SHA256 Credential=LTAI-attack,SignedHeaders=host,Signature=0\r\n"
+        "content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    chunk = b"%x\r\n" % (1 << 20) + b" " * (1 << 20) + b"\r\n"
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sock.sendall(head.encode())
+        try:
+            for _ in range(total >> 20):
+                sock.sendall(chunk)
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server answered and closed while we were still sending
+        answer = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in answer and (got := sock.recv(4096)):
+                answer += got
+    return answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_an_oversized_unsigned_body_is_refused_before_it_is_buffered() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = httpx.URL(proc.stdout.readline().strip())
+        assert url.host, "the emulator did not start"
+        host, port = url.host, url.port or 80
+        before = _peak_rss_kib(proc.pid)
+        status = _send_chunked(host, port, "/2025-09-10/templates", 256 * 2**20)
+        assert b" 413 " in status, status
+        # the data plane's signature covers no body: refused before it is read at all
+        status = _send_chunked(host, port, "/sandboxes/x/files", 256 * 2**20)
+        assert b" 403 " in status or b" 413 " in status, status
+        grown_mib = (_peak_rss_kib(proc.pid) - before) / 1024
+        assert grown_mib < 64, f"the server's peak RSS grew {grown_mib:.0f} MiB"
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=60)

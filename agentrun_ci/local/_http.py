@@ -21,7 +21,9 @@ from ._core import Core
 from ._errors import ApiError, bad_request
 
 __all__ = [
+    "CONTROL_BODY_LIMIT",
     "VERSION",
+    "BodyLimitMiddleware",
     "RequestIdMiddleware",
     "core_of",
     "envelope",
@@ -36,6 +38,83 @@ log = logging.getLogger("agentrun_ci.local")
 
 VERSION = "/2025-09-10"
 """The control plane's path prefix (its routes are signed with ACS3)."""
+
+
+CONTROL_BODY_LIMIT = 1024 * 1024
+"""Control-plane bodies are small JSON (templates, sandboxes): at most 1 MiB."""
+
+
+def body_limit(path: str, max_upload_bytes: int) -> int:
+    """The largest body a route takes: control-plane JSON is small; the data plane takes a
+    file of `max_upload_bytes` as base64 inside JSON (4/3 of it) plus room for the rest."""
+    if path == VERSION or path.startswith(VERSION + "/"):
+        return CONTROL_BODY_LIMIT
+    return max_upload_bytes * 4 // 3 + 1024 * 1024
+
+
+class BodyLimitMiddleware:
+    """Refuse a body over its limit with 413 as it streams in: before anything buffers it
+    (routes, the ACS3 check that hashes it) and before any signature is checked."""
+
+    def __init__(self, app: ASGIApp, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit(scope["path"], self.max_upload_bytes)
+        rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await _too_large(rid, int(length), limit)(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge(seen, limit)
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _BodyTooLarge as exc:
+            if started:
+                raise
+            await _too_large(rid, exc.seen, limit, more=True)(scope, receive, send)
+
+
+class _BodyTooLarge(ApiError):
+    def __init__(self, seen: int, limit: int) -> None:
+        super().__init__(413, "ERR_PAYLOAD_TOO_LARGE", _too_large_text(seen, limit, more=True))
+        self.seen = seen
+
+
+def _too_large_text(size: int, limit: int, *, more: bool = False) -> str:
+    return (
+        f"request body of {'more than ' if more else ''}{size} bytes is over the limit of "
+        f"{limit} bytes for this route: send big files with /filesystem/upload, at most "
+        "the emulator's max_upload_bytes each"
+    )
+
+
+def _too_large(rid: str, size: int, limit: int, *, more: bool = False) -> JSONResponse:
+    response = error_response(
+        rid, 413, "ERR_PAYLOAD_TOO_LARGE", _too_large_text(size, limit, more=more)
+    )
+    response.headers["connection"] = "close"
+    return response
 
 
 def core_of(request: Request) -> Core:

@@ -177,7 +177,41 @@ def _timeout_event(timeout: float) -> Event:
     }
 
 
-def _lost_output(events: list[Event], reply: dict[str, Any]) -> list[Event]:
+MAX_STREAM_CHARS = 16 * 1024 * 1024
+"""Characters of stdout (and of stderr) one execution keeps, as commands keep 16 MB."""
+
+
+class _StreamCap:
+    """Keep at most `MAX_STREAM_CHARS` of each stream; count what is dropped past that."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+
+    def add(self, events: list[Event], name: str, text: str) -> None:
+        room = MAX_STREAM_CHARS - self.kept.get(name, 0)
+        if len(text) > room:
+            self.dropped[name] = self.dropped.get(name, 0) + len(text) - max(room, 0)
+            text = text[: max(room, 0)]
+        if text:
+            self.kept[name] = self.kept.get(name, 0) + len(text)
+            events.append({"type": name, "text": text})
+
+    def notes(self) -> list[Event]:
+        return [
+            {
+                "type": name,
+                "text": f"\n[output truncated: {n} characters of {name} dropped; the emulator "
+                f"keeps {MAX_STREAM_CHARS // 2**20} Mi characters per stream: write big "
+                "output to a file]\n",
+            }
+            for name, n in self.dropped.items()
+        ]
+
+
+def _lost_output(
+    events: list[Event], reply: dict[str, Any], dropped: dict[str, int] | None = None
+) -> list[Event]:
     """A stderr note for output the kernel wrote that never arrived (never lose it silently)."""
     counted = reply.get("user_expressions", {}).get("agentrun_output", {})
     if counted.get("status") != "ok":
@@ -190,6 +224,7 @@ def _lost_output(events: list[Event], reply: dict[str, Any]) -> list[Event]:
     notes: list[Event] = []
     for stream in ("stdout", "stderr"):
         got = sum(len(e.get("text") or "") for e in events if e.get("type") == stream)
+        got += (dropped or {}).get(stream, 0)
         lost = int(written.get(stream, 0)) - got
         if lost > 0:
             text = f"{_LOST}: {lost} characters of {stream} never arrived]\n"
@@ -377,6 +412,7 @@ class PythonKernel:
         count: int | None = None
         status = "ok"
         timed_out = False
+        streams = _StreamCap()
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -414,7 +450,7 @@ class PythonKernel:
             if kind == "execute_input":
                 count = content.get("execution_count")
             elif kind == "stream":
-                events.append({"type": content.get("name", "stdout"), "text": content["text"]})
+                streams.add(events, str(content.get("name", "stdout")), str(content["text"]))
             elif kind in ("execute_result", "display_data"):
                 data = content.get("data", {})
                 events.append(
@@ -446,8 +482,8 @@ class PythonKernel:
             events.append(_timeout_event(timeout))
         reply = await self._drain_shell(msg_id)
         if reply is not None and not silent and status == "ok":
-            events += _lost_output(events, reply)
-        return events, status, count
+            events += _lost_output(events, reply, streams.dropped)
+        return events + streams.notes(), status, count
 
     async def _drain_shell(self, msg_id: str) -> dict[str, Any] | None:
         # The shell reply only adds what our output guard counted (user_expressions);
@@ -543,6 +579,7 @@ class NodeKernel:
         await proc.stdin.drain()
         extra: list[Event] = []
         stdout = proc.stdout
+        streams = _StreamCap()
 
         async def read_reply() -> dict[str, Any]:
             while True:
@@ -554,7 +591,7 @@ class NodeKernel:
                     if reply.get("id") == req_id:
                         return reply
                 else:  # process.stdout.write from user code
-                    extra.append({"type": "stdout", "text": raw.decode("utf-8", "replace")})
+                    streams.add(extra, "stdout", raw.decode("utf-8", "replace"))
 
         try:
             reply = await asyncio.wait_for(read_reply(), timeout + _INTERRUPT_GRACE)
@@ -567,7 +604,12 @@ class NodeKernel:
             extra.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
             return extra, "timeout", None
         count = reply.get("executionCount")
-        return extra + list(reply["events"]), str(reply["status"]), count
+        for event in reply["events"]:
+            if event.get("type") in ("stdout", "stderr"):
+                streams.add(extra, str(event["type"]), str(event.get("text") or ""))
+            else:
+                extra.append(event)
+        return extra + streams.notes(), str(reply["status"]), count
 
     async def pause(self, stop: bool) -> None:
         _signal_group(self.pgid, stop)
