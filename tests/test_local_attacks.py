@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import hmac
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 
+from agentrun_ci._auth import signature_headers
 from agentrun_ci._config import Config
 from agentrun_ci._models import Execution
 
@@ -255,6 +259,134 @@ def test_an_oversized_unsigned_body_is_refused_before_it_is_buffered() -> None:
         grown_mib = (_peak_rss_kib(proc.pid) - before) / 1024
         assert grown_mib < 64, f"the server's peak RSS grew {grown_mib:.0f} MiB"
     finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(timeout=60)
+        with proc:  # closes its pipes
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=60)
+
+
+# ---------------------------------------------------------------- signatures (13.7)
+
+_AK, _SK = "LTAI-attack-key", "attack-secret-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def signed() -> Iterator[Config]:
+    from agentrun_ci.local import EmulatorSettings, LocalEmulator
+
+    emulator = LocalEmulator(
+        EmulatorSettings(spare_kernels=0), access_key_id=_AK, access_key_secret=_SK
+    )
+    try:
+        yield emulator.start()
+    finally:
+        emulator.stop()
+
+
+def _acs3(url: str, *, when: datetime, signed_names: tuple[str, ...]) -> dict[str, str]:
+    """ACS3-HMAC-SHA256 headers for a bodiless GET (agentrun-api.md §4.3)."""
+    parts = httpx.URL(url)
+    headers = {
+        "host": parts.netloc.decode(),
+        "x-acs-date": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "x-acs-content-sha256": hashlib.sha256(b"").hexdigest(),
+    }
+    names = sorted(signed_names)
+    canonical = "\n".join(
+        [
+            "GET",
+            parts.raw_path.decode().partition("?")[0],
+            parts.query.decode(),
+            "".join(f"{n}:{headers[n]}\n" for n in names),
+            ";".join(names),
+            headers["x-acs-content-sha256"],
+        ]
+    )
+    to_sign = "ACS3-HMAC-SHA256\n" + hashlib.sha256(canonical.encode()).hexdigest()
+    signature = hmac.new(_SK.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (
+        f"ACS3-HMAC-SHA256 Credential={_AK},SignedHeaders={';'.join(names)},Signature={signature}"
+    )
+    del headers["host"]
+    return headers
+
+
+def _agentrun4(url: str, when: datetime | None = None) -> dict[str, str]:
+    return signature_headers(
+        "GET", url, access_key_id=_AK, access_key_secret=_SK, region="cn-hangzhou", now=when
+    )
+
+
+def test_signatures_old_future_tampered_and_cross_plane_are_refused(signed: Config) -> None:
+    base = signed.data_endpoint
+    assert base is not None
+    now = datetime.now(timezone.utc)
+    control = f"{base}/2025-09-10/templates"
+    full = ("host", "x-acs-content-sha256", "x-acs-date")
+    data = f"{base}/sandboxes/none/health"
+    # the controls: fresh, right scheme, everything signed
+    assert httpx.get(control, headers=_acs3(control, when=now, signed_names=full)).is_success
+    assert httpx.get(data, headers=_agentrun4(data)).status_code == 404
+    refused = {
+        "old data": (data, _agentrun4(data, now - timedelta(minutes=16))),
+        "future data": (data, _agentrun4(data, now + timedelta(minutes=16))),
+        "dated 2020": (data, _agentrun4(data, datetime(2020, 1, 1, tzinfo=timezone.utc))),
+        "old control": (control, _acs3(control, when=now - timedelta(hours=1), signed_names=full)),
+        "future control": (
+            control,
+            _acs3(control, when=now + timedelta(days=1), signed_names=full),
+        ),
+        "host unsigned": (control, _acs3(control, when=now, signed_names=full[1:])),
+        "AGENTRUN4 on control": (control, _agentrun4(control)),
+        "ACS3 on data": (data, _acs3(data, when=now, signed_names=full)),
+        "unsigned pair": (data + "?x", _agentrun4(data)),
+        "tampered path": (f"{base}/sandboxes/other/health", _agentrun4(data)),
+    }
+    for case, (url, headers) in refused.items():
+        assert httpx.get(url, headers=headers).status_code == 403, case
+
+
+def test_the_sdks_own_signing_still_passes(signed: Config) -> None:
+    from agentrun_ci import ControlPlane, DataPlane, NotFoundError
+
+    with ControlPlane(signed) as cp:
+        cp.list_templates()
+    with DataPlane(signed) as dp, pytest.raises(NotFoundError):
+        dp.health("none")
+
+
+# ---------------------------------------------------------------- bad values (13.8)
+
+
+def test_bad_values_are_400s_that_name_the_field(http: httpx.Client, sid: str) -> None:
+    template = http.get(f"/sandboxes/{sid}").json()["data"]["templateName"]
+    body = {"templateName": template, "sandboxIdleTimeoutSeconds": "nan"}
+    r = http.post("/sandboxes", json=body)
+    assert r.status_code == 400, r.text
+    assert "sandboxIdleTimeoutSeconds" in r.json()["message"]
+    r = http.get("/2025-09-10/templates", params={"pageNumber": "abc"})
+    assert r.status_code == 400, r.text
+    assert "pageNumber" in r.json()["message"]
+    for mode in (-1, "-1", "4755", "7777"):
+        r = http.post(
+            f"/sandboxes/{sid}/files", json={"path": "m.txt", "content": "", "mode": mode}
+        )
+        assert r.status_code == 400, (mode, r.text)
+        assert "mode" in r.json()["message"]
+    _execute(http, sid, "import os\nos.symlink('loop', 'loop')")
+    long_name = "n" * 300
+    cases = [
+        ("GET", "/files", {"path": "loop/x"}),
+        ("GET", "/files", {"path": "loop"}),
+        ("GET", "/filesystem", {"path": "loop"}),
+        ("GET", "/filesystem/stat", {"path": f"{long_name}/x"}),
+        ("GET", "/files", {"path": long_name}),
+    ]
+    for method, route, params in cases:
+        r = http.request(method, f"/sandboxes/{sid}{route}", params=params)
+        assert r.status_code == 400, (route, params, r.text)
+        assert "path" in r.json()["message"]
+        assert "/tmp" not in r.text
+        assert "agentrun-local" not in r.text
+    w = http.post(f"/sandboxes/{sid}/files", json={"path": f"loop/{long_name}", "content": ""})
+    assert w.status_code == 400, w.text

@@ -65,7 +65,7 @@ def _open_file(fs: SandboxFS, api_path: str) -> tuple[int, os.stat_result]:
     st = os.fstat(fd)
     if not stat_mod.S_ISREG(st.st_mode):
         os.close(fd)
-        raise bad_request(f"{api_path!r} is not a regular file (use /filesystem to list)")
+        raise bad_request(f"path {api_path!r} is not a regular file (use /filesystem to list)")
     return fd, st
 
 
@@ -176,7 +176,7 @@ async def list_dir(request: Request) -> Response:
         raise bad_request(f"depth={depth} is too deep: at most {MAX_DEPTH}")
     fs = sandbox.fs
     if (await blocking(fs.stat_entry, path))["type"] != "directory":
-        raise bad_request(f"{path!r} is not a directory")
+        raise bad_request(f"path {path!r} is not a directory (a symbolic link is not followed)")
     entries = await blocking(fs.list_entries, path, depth)
     return json_response(request, {"path": fs.api_of(fs.parts(path)), "entries": entries})
 
