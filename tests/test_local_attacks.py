@@ -390,3 +390,10 @@ def test_bad_values_are_400s_that_name_the_field(http: httpx.Client, sid: str) -
         assert "agentrun-local" not in r.text
     w = http.post(f"/sandboxes/{sid}/files", json={"path": f"loop/{long_name}", "content": ""})
     assert w.status_code == 400, w.text
+    for route, body in (
+        ("/processes/cmd", {"command": "pwd", "cwd": "loop/x"}),
+        ("/contexts", {"language": "python", "cwd": "loop"}),
+    ):
+        r = http.post(f"/sandboxes/{sid}{route}", json=body)
+        assert r.status_code == 400, (route, r.text)
+        assert "/tmp" not in r.text

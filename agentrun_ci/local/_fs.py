@@ -262,7 +262,12 @@ class SandboxFS:
         _check_bounds(api_path, parts)
         candidate = self.root / rel
         # Resolve symlinks of every existing component: a link pointing out is an escape.
-        real = candidate.resolve()
+        try:
+            real = candidate.resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before 3.13)
+            raise ApiError(
+                400, "ERR_BAD_REQUEST", f"path {api_path!r} goes through a symbolic link loop"
+            ) from None
         if real != self.root and self.root not in real.parents:
             raise ApiError(400, "ERR_BAD_REQUEST", f"path {api_path!r} escapes the sandbox")
         if must_exist and not os.path.lexists(candidate):

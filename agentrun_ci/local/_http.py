@@ -198,10 +198,14 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_crash(request: Request, exc: Exception) -> Response:
-    log.exception("emulator error on %s %s", request.method, request.url.path)
-    return error_response(
-        request_id(request), 500, "ERR_INTERNAL_SERVER_ERROR", f"{type(exc).__name__}: {exc}"
+    # The exception's text may hold the server's own paths: it goes to the log only.
+    rid = request_id(request)
+    log.exception("emulator error on %s %s (request id %s)", request.method, request.url.path, rid)
+    message = (
+        f"the emulator failed on this request ({type(exc).__name__}); its log has the "
+        f"details under request id {rid}"
     )
+    return error_response(rid, 500, "ERR_INTERNAL_SERVER_ERROR", message)
 
 
 def exception_handlers() -> dict[Any, Any]:
