@@ -185,13 +185,24 @@ def test_read_file_cannot_amplify_a_big_sparse_file(http: httpx.Client, sid: str
         http.post(f"/sandboxes/{sid}/filesystem/remove", json={"path": "sparse.bin"})
 
 
-def test_kernel_output_is_capped_per_stream_with_a_marker(http: httpx.Client, sid: str) -> None:
-    code = "import sys\nsys.stdout.write('x' * (17 * 2**20))\nsys.stdout.flush()\nprint('done')"
+def test_kernel_output_is_capped_per_stream_with_a_marker(
+    http: httpx.Client, sid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentrun_ci.local import _kernels
+
+    # the real cap (128 Mi characters) is lowered so the test prints 2 MB, not 130
+    assert 0 < getattr(_kernels, "MAX_STREAM_CHARS", 0) <= 128 * 2**20
+    monkeypatch.setattr(_kernels, "MAX_STREAM_CHARS", 2**20, raising=False)
+    code = (
+        "import sys\nsys.stdout.write('x' * (2 * 2**20))\nsys.stdout.flush()\n"
+        "sys.stderr.write('e' * 100)\nprint('done')"
+    )
     execution = Execution.from_wire(_execute(http, sid, code, timeout=30).json())
     assert execution.status == "ok"
-    assert len(execution.stdout) < 16 * 2**20 + 1000
-    assert execution.stdout.count("x") == 16 * 2**20
-    assert "[output truncated:" in execution.stdout
+    assert execution.stdout.count("x") == 2**20
+    assert "done" not in execution.stdout  # past the cap: dropped, counted
+    assert "[output truncated: 1048581 characters of stdout dropped" in execution.stdout
+    assert execution.stderr == "e" * 100  # each stream has its own cap
     assert "output lost" not in execution.stderr  # what was dropped is not reported lost
 
 

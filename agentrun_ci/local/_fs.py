@@ -47,8 +47,8 @@ def os_error(exc: OSError, api_path: str) -> ApiError:
         return ApiError(
             400,
             "ERR_BAD_REQUEST",
-            f"path {shown!r} goes through a symbolic link: the file API does not follow "
-            "links (use the link's target path)",
+            f"path {shown!r} goes through a symbolic link: the file API follows no links "
+            "(one could lead outside the sandbox); use the link's target path",
         )
     if exc.errno == errno.ENOTDIR:
         return ApiError(409, "ERR_CONFLICT", f"a parent of {shown!r} is not a directory")

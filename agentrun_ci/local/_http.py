@@ -68,19 +68,11 @@ class BodyLimitMiddleware:
         rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
-            await _too_large(rid, int(length), limit)(scope, receive, send)
+            done = await _drain(receive, 0)
+            await _too_large(rid, int(length), limit, close=not done)(scope, receive, send)
             return
-        seen = 0
+        counted = _CountedReceive(receive, limit)
         started = False
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _BodyTooLarge(seen, limit)
-            return message
 
         async def tracked(message: Message) -> None:
             nonlocal started
@@ -88,16 +80,62 @@ class BodyLimitMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, counted, tracked)
+            await self.app(scope, counted.receive, tracked)
         except _BodyTooLarge as exc:
             if started:
                 raise
-            await _too_large(rid, exc.seen, limit, more=True)(scope, receive, send)
+            done = counted.ended or await _drain(receive, exc.seen)
+            more = not counted.ended
+            response = _too_large(rid, exc.seen, limit, more=more, close=not done)
+            await response(scope, receive, send)
 
 
-class _BodyTooLarge(ApiError):
+class _CountedReceive:
+    """`receive`, counting body bytes and raising `_BodyTooLarge` past the limit.
+
+    A bound method of an object that carries the server's `transport` as uvicorn's own
+    receive does, so fault injection can still abort the connection through it."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self.transport = getattr(getattr(receive, "__self__", None), "transport", None)
+        self.seen = 0
+        self.ended = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            self.ended = not message.get("more_body", False)
+            if self.seen > self._limit:
+                raise _BodyTooLarge(self.seen, self._limit)
+        return message
+
+
+_DRAIN_MAX = 1024 * 1024 * 1024
+"""After refusing a body, read and discard up to this much of the rest before answering:
+HTTP/1.1 clients read no answer while they are still sending. Past it, close."""
+
+
+async def _drain(receive: Receive, seen: int) -> bool:
+    """Discard the rest of a refused body (no memory kept). True when it all arrived."""
+    while seen <= _DRAIN_MAX:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
+
+
+class _BodyTooLarge(Exception):
+    """Raised from `receive` past the limit. Not an ApiError on purpose: it must reach
+    `BodyLimitMiddleware`, which drains the rest before answering, not a route's handler."""
+
     def __init__(self, seen: int, limit: int) -> None:
-        super().__init__(413, "ERR_PAYLOAD_TOO_LARGE", _too_large_text(seen, limit, more=True))
+        super().__init__(_too_large_text(seen, limit, more=True))
         self.seen = seen
 
 
@@ -109,11 +147,14 @@ def _too_large_text(size: int, limit: int, *, more: bool = False) -> str:
     )
 
 
-def _too_large(rid: str, size: int, limit: int, *, more: bool = False) -> JSONResponse:
+def _too_large(
+    rid: str, size: int, limit: int, *, more: bool = False, close: bool = False
+) -> JSONResponse:
     response = error_response(
         rid, 413, "ERR_PAYLOAD_TOO_LARGE", _too_large_text(size, limit, more=more)
     )
-    response.headers["connection"] = "close"
+    if close:
+        response.headers["connection"] = "close"
     return response
 
 

@@ -177,8 +177,10 @@ def _timeout_event(timeout: float) -> Event:
     }
 
 
-MAX_STREAM_CHARS = 16 * 1024 * 1024
-"""Characters of stdout (and of stderr) one execution keeps, as commands keep 16 MB."""
+MAX_STREAM_CHARS = 128 * 1024 * 1024
+"""Characters of stdout (and of stderr) one execution keeps; past it, a marker. Commands
+keep 16 MB; a cell's output is meant to arrive whole (100 MB does), so its cap is
+higher, but it bounds the server's memory all the same (read at each call: tests lower it)."""
 
 
 class _StreamCap:
