@@ -105,6 +105,10 @@ class Lease:
         """Was the lease given back?"""
         return self._lease.released
 
+    def start(self) -> str:
+        """Start this lease's session now (otherwise its first call does) and return its id."""
+        return self._portal.call(self._lease.start())
+
     def execute_code(
         self,
         code: str,

@@ -86,8 +86,10 @@ def routes() -> list[Route]:
 def build_app(core: Core) -> Starlette:
     app = Starlette(routes=routes(), exception_handlers=exception_handlers(), lifespan=None)
     app.state.core = core
-    # Faults sit inside the signature check: only authentic requests get (or set) them.
-    app.add_middleware(FaultMiddleware, core=core, plan=core.settings.faults)
+    # Faults sit inside the signature check: only authentic requests get (or set) them;
+    # they, and /_admin/faults, exist only when asked for (`EmulatorSettings(faults=...)`).
+    if core.settings.faults is not None:
+        app.add_middleware(FaultMiddleware, core=core, plan=core.settings.faults)
     app.add_middleware(SignatureMiddleware, settings=core.settings)
     # Outside the signature check: an unauthenticated body is capped before it is read.
     app.add_middleware(BodyLimitMiddleware, max_upload_bytes=core.settings.max_upload_bytes)
