@@ -617,7 +617,11 @@ class Core:
             path = cwd or HOME
             if not path.startswith("/"):
                 path = f"{HOME}/{path}"
-            if "\x00" in path or not launch.jail.exists(path, launch.home, launch.tmp):
+            try:
+                found = "\x00" not in path and launch.jail.exists(path, launch.home, launch.tmp)
+            except (OSError, RuntimeError):  # a symlink loop (RuntimeError before 3.13)
+                found = False
+            if not found:
                 raise bad_request(f"cwd {cwd!r} is not an existing directory")
             return os.path.normpath(path)
         real = sandbox.fs.resolve(cwd)
