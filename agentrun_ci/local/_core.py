@@ -459,7 +459,9 @@ class Core:
         if slot is None:
             slot = self._make_slot(sandbox_id)
         else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
-            slot.base = slot.base.rename(self._sandbox_dir / sandbox_id)
+            spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
+            if slot.kernel is not None:  # but a restart of it must find the new paths
+                slot.kernel.relocate(spare_base, slot.base)
             slot.launch = attrs.evolve(
                 slot.launch,
                 home=slot.base / "home",

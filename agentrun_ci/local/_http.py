@@ -22,6 +22,7 @@ from ._errors import ApiError, bad_request
 
 __all__ = [
     "CONTROL_BODY_LIMIT",
+    "DATA_BODY_FLOOR",
     "VERSION",
     "BodyLimitMiddleware",
     "RequestIdMiddleware",
@@ -44,12 +45,17 @@ CONTROL_BODY_LIMIT = 1024 * 1024
 """Control-plane bodies are small JSON (templates, sandboxes): at most 1 MiB."""
 
 
+DATA_BODY_FLOOR = 64 * 1024 * 1024
+"""Data-plane bodies may always be this big (code to execute is not an upload)."""
+
+
 def body_limit(path: str, max_upload_bytes: int) -> int:
     """The largest body a route takes: control-plane JSON is small; the data plane takes a
-    file of `max_upload_bytes` as base64 inside JSON (4/3 of it) plus room for the rest."""
+    file of `max_upload_bytes` as base64 inside JSON (4/3 of it) plus room for the rest,
+    and at least `DATA_BODY_FLOOR`."""
     if path == VERSION or path.startswith(VERSION + "/"):
         return CONTROL_BODY_LIMIT
-    return max_upload_bytes * 4 // 3 + 1024 * 1024
+    return max(max_upload_bytes * 4 // 3 + 1024 * 1024, DATA_BODY_FLOOR)
 
 
 class BodyLimitMiddleware:

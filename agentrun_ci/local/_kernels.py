@@ -524,6 +524,23 @@ class PythonKernel:
         kernel._private = private
         return kernel
 
+    def relocate(self, old: Path, new: Path) -> None:
+        """Its sandbox directory was renamed (a spare slot taken by a sandbox): a restart
+        must launch with the new paths (bind mounts, working directory), not the old."""
+        before, after = str(old), str(new)
+
+        def moved(value: str) -> str:
+            if value == before or value.startswith(before + "/"):
+                return after + value[len(before) :]
+            return value
+
+        spec = getattr(self._km, "_kernel_spec", None)
+        if spec is not None:
+            spec.argv = [moved(arg) for arg in spec.argv]
+        launch_args = getattr(self._km, "_launch_args", None)
+        if isinstance(launch_args, dict) and isinstance(launch_args.get("cwd"), str):
+            launch_args["cwd"] = moved(launch_args["cwd"])
+
     async def adopt(self, cwd: str, env: dict[str, str], home: str | None = None) -> None:
         """Ready a (possibly pre-started spare) kernel for its context: output guard, working
         directory `cwd`, HOME (`home`, default `cwd`) and the sandbox's variables."""
