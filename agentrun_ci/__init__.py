@@ -39,6 +39,7 @@ from ._models import (
     Sandbox,
     Session,
     Template,
+    Usage,
 )
 from ._ownership import default_owner, reap_orphans
 from ._retry import RetryPolicy
@@ -91,6 +92,7 @@ __all__ = [
     "SessionLostError",
     "Template",
     "TransportError",
+    "Usage",
     "WaitTimeout",
     "__version__",
     "default_owner",

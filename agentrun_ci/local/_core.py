@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from ._limits import (
 from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
+from ._usage import Meter, process_usage
 
 __all__ = ["Core"]
 
@@ -559,6 +561,7 @@ class Core:
                 else:
                     ctx = sandbox.contexts[cid]
         async with ctx.lock:
+            meter = Meter.start(_members(sandbox, ctx.kernel))
             try:
                 events, status, count = await ctx.kernel.execute(code, timeout)
             except KernelError as exc:
@@ -569,10 +572,12 @@ class Core:
                 ) from exc
             finally:
                 sandbox.last_active = time.monotonic()
+            usage = meter.finish()
         end: dict[str, Any] = {"type": "endOfExecution", "status": status}
         if count is not None:
             end["executionCount"] = count
-        return {"results": [*events, end], "contextId": ctx.id}
+        # `usage` is ours: the cloud reports no per-execution usage that we know of
+        return {"results": [*events, end], "contextId": ctx.id, "usage": usage}
 
     # ------------------------------------------------------------ processes
 
@@ -688,7 +693,7 @@ class Core:
                 item.update(
                     working_dir=record.cwd if record else HOME,
                     environment={},  # never echo an environment back
-                    resourceUsage={"cpuPercent": 0.0, "memoryMb": _rss_mb(pid)},
+                    resourceUsage=process_usage(pid),
                     exitCode=record.exit_code if record else None,
                 )
                 return item
@@ -753,12 +758,10 @@ async def _reap(proc: Process) -> None:
         proc.proc = None
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
+def _members(sandbox: Sandbox, kernel: Kernel) -> Callable[[], list[int]]:
+    """Whose resources a run is measured on (see _usage.py)."""
+    cgroup = sandbox.launch.cgroup if sandbox.launch is not None else None
+    if cgroup is not None:
+        return cgroup.pids
+    pgid = kernel.pgid
+    return lambda: [pgid] if pgid else []
