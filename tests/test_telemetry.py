@@ -259,6 +259,29 @@ def test_with_opentelemetry_it_is_imported_only_when_a_plane_is_made() -> None:
     }
 
 
+UNCONFIGURED = """
+    import json, httpx
+    from agentrun_ci import Config, DataPlane, _telemetry
+    made = []
+    real = _telemetry.Telemetry.http
+    _telemetry.Telemetry.http = lambda self, *a: made.append(1) or real(self, *a)
+    handler = lambda request: httpx.Response(200, json={"status": "ok"})
+    with DataPlane(Config(data_endpoint="http://x"), transport=httpx.MockTransport(handler)) as p:
+        p.health("s")
+        before = (p._telemetry.active(), len(made))
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        trace.set_tracer_provider(TracerProvider())  # the application configures it late
+        p.health("s")
+        print(json.dumps({"before": before, "after": (p._telemetry.active(), len(made))}))
+"""
+
+
+def test_installed_but_unconfigured_makes_no_spans_until_a_provider_is_set() -> None:
+    seen = _run_isolated(UNCONFIGURED, block_otel=False)
+    assert seen == {"before": [False, 0], "after": [True, 1]}
+
+
 @pytest.mark.anyio
 async def test_mcp_tool_call_continues_the_clients_trace_down_to_http(
     emulator: Config, otel: Captured, caplog: pytest.LogCaptureFixture
