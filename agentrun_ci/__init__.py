@@ -1,5 +1,7 @@
 """agentrun-ci: run AI-generated code on Alibaba Cloud AgentRun, or on a local emulator."""
 
+from types import FunctionType as _FunctionType
+
 from ._async.control_plane import AsyncControlPlane
 from ._async.data_plane import AsyncDataPlane
 from ._config import Config
@@ -40,15 +42,20 @@ from ._models import (
     Session,
     Template,
     Usage,
+    strip_ansi,
 )
 from ._ownership import default_owner, reap_orphans
 from ._retry import RetryPolicy
+from ._strategies import STRATEGY_NAMES, StrategyName
 from ._sync.control_plane import ControlPlane
 from ._sync.data_plane import DataPlane
 from ._sync_interpreter import CodeInterpreter, Lease
 from ._version import __version__
+from ._wire import DEFAULT_CWD
 
 __all__ = [
+    "DEFAULT_CWD",
+    "STRATEGY_NAMES",
     "APIError",
     "AgentRunError",
     "AsyncCodeInterpreter",
@@ -90,6 +97,7 @@ __all__ = [
     "ServerError",
     "Session",
     "SessionLostError",
+    "StrategyName",
     "Template",
     "TransportError",
     "Usage",
@@ -97,4 +105,13 @@ __all__ = [
     "__version__",
     "default_owner",
     "reap_orphans",
+    "strip_ansi",
 ]
+
+# Public names say they live here (as httpx does): tracebacks print
+# `agentrun_ci.NotFoundError`, not `agentrun_ci._errors.NotFoundError`.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, (type, _FunctionType)):  # classes and functions, not aliases
+        _value.__module__ = __name__
+del _name, _value, _FunctionType

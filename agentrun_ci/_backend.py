@@ -98,7 +98,7 @@ class Backend:
             _noticed = True
             # With no logging configured, Python's last-resort handler prints it to stderr.
             log.warning(LOCAL_NOTICE)
-        emulator = LocalEmulator(self._options.emulator_settings)
+        emulator = LocalEmulator(_private(self._options.emulator_settings))
         # Recorded before it starts: cancelling this `await` does not stop the thread that
         # starts it, and close() must still stop what that thread started.
         self._emulator = emulator
@@ -131,3 +131,25 @@ class Backend:
             await asyncio.to_thread(self.tracker.cleanup_sync)
         elif self._emulator is not None:
             await asyncio.to_thread(self._stop_emulator)
+
+
+def _private(settings: Any) -> Any:
+    """Emulator settings with a fresh random key pair unless some were given.
+
+    Sandboxed code shares this machine's loopback with the in-process emulator: signed
+    requests with a key only this process holds keep that code from driving it (running
+    code in other contexts, deleting sandboxes)."""
+    import secrets
+
+    import attrs
+
+    from .local import EmulatorSettings
+
+    settings = settings or EmulatorSettings()
+    if settings.signed:
+        return settings
+    return attrs.evolve(
+        settings,
+        access_key_id=f"local-{secrets.token_hex(8)}",
+        access_key_secret=secrets.token_urlsafe(32),
+    )

@@ -180,6 +180,10 @@ class AsyncLease:
             self._session = await self._strategy.take(self.key)
         return self._session
 
+    async def start(self) -> str:
+        """Start this lease's session now (otherwise its first call does) and return its id."""
+        return (await self._ensure_session()).id
+
     @contextlib.asynccontextmanager
     async def _session_for_call(self) -> AsyncIterator[HeldSession]:
         """The session one call runs in: the lease's own, or (a strategy that keeps none)

@@ -43,6 +43,7 @@ import attrs
 from . import _telemetry
 from ._config import Config
 from ._errors import AgentRunError, NotFoundError
+from ._procfs import start_time, stat_fields
 
 if TYPE_CHECKING:
     from ._async.control_plane import AsyncControlPlane
@@ -86,25 +87,7 @@ def normalize_owner(owner: str) -> str:
 
 def process_start(pid: int) -> int:
     """The process's start time in clock ticks since boot (Linux), else 0 (unknown)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode(errors="replace")
-    except OSError:
-        return 0
-    # the command name (field 2) may contain spaces and parentheses: split after the last ")"
-    fields = stat.rsplit(")", 1)[-1].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return 0
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().decode(errors="replace").rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return None
+    return start_time(pid) or 0
 
 
 def process_alive(pid: int, start: int) -> bool:
@@ -119,7 +102,8 @@ def process_alive(pid: int, start: int) -> bool:
         pass  # exists, belongs to someone else
     except OSError:
         return False
-    if _process_state(pid) in ("Z", "X"):
+    fields = stat_fields(pid)
+    if fields and fields[0] in ("Z", "X"):
         return False  # a zombie: killed, not yet waited for
     actual = process_start(pid)
     return start == 0 or actual == 0 or actual == start

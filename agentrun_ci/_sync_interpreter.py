@@ -70,6 +70,7 @@ class _Portal:
         # abandoned on a signal) instead of waiting for it.
         self._context.__exit__(SystemExit, SystemExit(), None)
 
+
 class Lease:
     """One caller's share of a CodeInterpreter (the sync twin of `AsyncLease`).
 
@@ -108,6 +109,10 @@ class Lease:
     def released(self) -> bool:
         """Was the lease given back?"""
         return self._lease.released
+
+    def start(self) -> str:
+        """Start this lease's session now (otherwise its first call does) and return its id."""
+        return self._portal.call(self._lease.start())
 
     def execute_code(
         self,

@@ -32,7 +32,6 @@ __all__ = ["main", "run"]
 log = logging.getLogger("agentrun_ci.cli")
 
 BACKENDS = ("auto", "cloud", "local")
-STRATEGIES = ("singleton", "pool", "ephemeral")
 
 
 def _mask(secret: str | None) -> str:

@@ -12,6 +12,8 @@ stdout belongs to the protocol in stdio mode: logs go to stderr only.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -21,7 +23,7 @@ from typing import Any
 import anyio
 
 from . import __version__
-from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, TOOL_GROUPS, ServerOptions
+from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, STRATEGY_CHOICES, TOOL_GROUPS, ServerOptions
 from .serve import EOF_ANSWER_GRACE, SHUTDOWN_GRACE, is_loopback, serve_http, serve_stdio
 
 __all__ = [
@@ -101,10 +103,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     add(
         "--strategy",
-        choices=["singleton", "pool", "ephemeral"],
+        choices=STRATEGY_CHOICES,
         default=_env(env, "STRATEGY", "singleton"),
         help="singleton: one sandbox, a context per client; pool: a sandbox per client from "
-        "a warm pool; ephemeral: a new sandbox per call, no state [STRATEGY]",
+        "a warm pool; ephemeral: a new sandbox per call, no state; dedicated: a new sandbox "
+        "per client [STRATEGY]",
     )
     add(
         "--pool-size",
@@ -153,6 +156,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         type=float,
         default=float(_env(env, "IDLE_TIMEOUT", "1800") or 1800),
         help="release a client's sandbox state after this many idle seconds [IDLE_TIMEOUT]",
+    )
+    add(
+        "--max-clients",
+        type=int,
+        default=int(_env(env, "MAX_CLIENTS", "64") or 64),
+        help="most client states (and HTTP sessions) at once: the least recently used idle "
+        "state is released for a new one; a new HTTP session beyond it is refused with 503 "
+        "[MAX_CLIENTS]",
     )
     add(
         "--loop",
@@ -220,6 +231,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         raise ValueError("--image-budget-bytes must be >= 0 (0 drops every image)")
     if args.idle_timeout <= 0:
         raise ValueError("--idle-timeout must be positive seconds")
+    if args.max_clients < 1:
+        raise ValueError("--max-clients must be at least 1")
     return ServerOptions(
         backend=args.backend,
         strategy=args.strategy,
@@ -232,6 +245,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         image_budget_bytes=args.image_budget_bytes,
         tools=_tools(args.tools),
         idle_timeout=args.idle_timeout,
+        max_clients=args.max_clients,
     )
 
 
@@ -285,16 +299,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("agentrun-ci-mcp %s on %s", __version__, args.transport)
     try:
         if args.transport == "stdio":
-            anyio.run(serve_stdio, mcp, state, backend_options=loop_options)
+            status: int = anyio.run(serve_stdio, mcp, state, backend_options=loop_options)
         else:
-            anyio.run(serve_http, mcp, state, args, backend_options=loop_options)
+            status = anyio.run(serve_http, mcp, state, args, backend_options=loop_options)
     except KeyboardInterrupt:
         return 130
-    return 0
+    return status
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console script: `main()`, then a prompt exit.
+
+    The cleanup is done when `main()` returns. What is left is the interpreter's
+    own teardown (freeing every module of `mcp`, pydantic, the SDK...), which took
+    over a second on a busy machine: long enough for a host's SIGTERM, sent 2 s
+    after it closes stdin, to land on a server that had finished. So the exit
+    hooks (the SDK's last-resort sweep, the emulator's stop) run here, the streams
+    are flushed, and the process ends without the teardown.
+    """
+    status = main()
+    # a signal after the loop ended is recorded (serve.Signals), not fatal: finish
+    atexit._run_exitfuncs()  # what a normal exit would run (no public spelling)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

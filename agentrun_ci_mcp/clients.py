@@ -51,6 +51,11 @@ class ClientState:
     scopes: set[anyio.CancelScope] = attrs.field(factory=set)
     #: the caller has this state's `session` handle (a result carried it, or they sent it)
     delivered: bool = False
+    #: this state has held something of the client's (a run, a file, a command)
+    had_state: bool = False
+    #: why this client's earlier state is gone (released while idle, evicted, ...);
+    #: reported with `state_reset: true` on its next run, then cleared
+    lost: str | None = None
 
     @property
     def stable(self) -> bool:
@@ -61,9 +66,14 @@ class ClientState:
 class ClientRegistry:
     """Client states by key, and the `session` handles that reach them."""
 
+    #: released states remembered, so that a returning client is told its state is gone
+    MAX_TOMBSTONES = 1024
+
     def __init__(self) -> None:
         self.clients: dict[str, ClientState] = {}
         self.handles: dict[str, str] = {}
+        #: why the state of a key or handle that held state was released
+        self.tombstones: dict[str, str] = {}
 
     def get(self, key: str) -> ClientState:
         """The state of `key`, created on first use."""
@@ -72,6 +82,7 @@ class ClientRegistry:
             handle = secrets.token_urlsafe(18)
             found = self.clients[key] = ClientState(key=key, handle=handle)
             self.handles[handle] = key
+            found.lost = self.tombstones.pop(key, None)
         return found
 
     def resolve(self, key: str | None, session: str | None) -> ClientState:
@@ -90,6 +101,11 @@ class ClientRegistry:
             # No stable identity: a fresh handle, returned in the result.
             return self.get(f"handle:{secrets.token_hex(8)}")
         owner_key = self.handles.get(session)
+        if owner_key is None and session in self.tombstones:
+            # a handle whose state was released: a new state, told that the old one is gone
+            client = self.get(f"handle:{secrets.token_hex(8)}")
+            client.lost = self.tombstones.pop(session)
+            return client
         if owner_key is None or not owner_key.startswith("handle:"):
             raise UnknownHandle(
                 "unknown or expired `session` handle; omit `session` to start a new state"
@@ -98,11 +114,20 @@ class ClientRegistry:
         client.delivered = True
         return client
 
-    def pop(self, key: str) -> ClientState | None:
-        """Forget `key` and its handle; the caller releases its lease."""
+    def pop(self, key: str, why: str | None = None) -> ClientState | None:
+        """Forget `key` and its handle; the caller releases its lease.
+
+        With `why`, a client that had state and comes back (same transport identity,
+        or its `session` handle) is told its earlier state is gone, and why.
+        """
         client = self.clients.pop(key, None)
-        if client is not None:
-            self.handles.pop(client.handle, None)
+        if client is None:
+            return None
+        self.handles.pop(client.handle, None)
+        if why is not None and (client.had_state or client.lost):
+            self.tombstones[key if client.stable else client.handle] = why
+            while len(self.tombstones) > self.MAX_TOMBSTONES:
+                del self.tombstones[next(iter(self.tombstones))]
         return client
 
     def oldest_idle(self, keep: ClientState) -> ClientState | None:

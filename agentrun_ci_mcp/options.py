@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 
 if TYPE_CHECKING:
-    from agentrun_ci import Config
+    from agentrun_ci import Config, StrategyName
 
     from .render import RenderOptions
 
@@ -20,6 +20,7 @@ __all__ = [
     "EXECUTE_CAP_SECONDS",
     "HOME",
     "INSTRUCTIONS",
+    "STRATEGY_CHOICES",
     "TOOL_GROUPS",
     "ServerOptions",
 ]
@@ -32,8 +33,11 @@ TOOL_GROUPS: dict[str, tuple[str, ...]] = {
     "commands": ("run_command",),
 }
 ALL_TOOLS = tuple(t for group in TOOL_GROUPS.values() for t in group)
+#: `agentrun_ci.STRATEGY_NAMES`, spelled out so that the CLI can validate
+#: `--strategy` before `agentrun_ci` is imported (a test keeps the two equal)
+STRATEGY_CHOICES = ("singleton", "pool", "ephemeral", "dedicated")
 #: the working directory of a sandbox's contexts and commands
-HOME = "/home/user"
+HOME = "/home/user"  # agentrun_ci.DEFAULT_CWD, kept import-free (a test keeps them equal)
 
 INSTRUCTIONS = (
     "Runs code in an isolated AgentRun sandbox (or a local emulator). Variables, imports and "
@@ -48,7 +52,7 @@ class ServerOptions:
     """Everything the server needs, already validated (see __main__ for the CLI/env)."""
 
     backend: Literal["auto", "cloud", "local"] = "auto"
-    strategy: Literal["singleton", "pool", "ephemeral"] = "singleton"
+    strategy: StrategyName = "singleton"
     pool_size: int | tuple[int, int] = (1, 4)
     interpreter: str | None = None
     cpu: float = 2.0

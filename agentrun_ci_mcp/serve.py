@@ -7,13 +7,16 @@ server is stopped: stdin EOF, SIGTERM or SIGINT on stdio; shutdown on HTTP.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -64,16 +67,23 @@ def _split(text: str | None) -> list[str]:
 # ---------------------------------------------------------------- HTTP pieces
 
 
+def _bearer(header: bytes) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` value; the scheme is
+    case-insensitive (RFC 9110 section 11.1), the token is not."""
+    scheme, _, token = header.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" and token.strip() else None
+
+
 def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
     """Reject HTTP requests without `Authorization: Bearer <token>` (401)."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if hmac.compare_digest(given, expected):
+        given = _bearer(dict(scope.get("headers") or []).get(b"authorization", b""))
+        if given is not None and hmac.compare_digest(given, expected):
             await app(scope, receive, send)
             return
         body = json.dumps({"error": "unauthorized: send Authorization: Bearer <token>"}).encode()
@@ -93,8 +103,12 @@ def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
     return guarded
 
 
-def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
-    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard."""
+def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGIApp:
+    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard.
+
+    At most `max_sessions` MCP sessions are open at once; a client that would open
+    one more gets 503 "Too many open sessions" (the SDK's refusal) until one ends.
+    """
     from mcp.server.transport_security import TransportSecuritySettings
 
     hosts = _split(args.allowed_hosts)
@@ -108,7 +122,9 @@ def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
-    app: ASGIApp = mcp.streamable_http_app(transport_security=security, host=args.host)
+    app: ASGIApp = mcp.streamable_http_app(
+        transport_security=security, host=args.host, max_sessions=max_sessions
+    )
     if args.auth_token:
         app = bearer_guard(app, args.auth_token)
     return app
@@ -117,8 +133,11 @@ def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
 # ---------------------------------------------------------------- serving
 
 
-async def run_stdio(mcp: Any) -> None:
-    """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it."""
+async def run_stdio(mcp: Any, on_answer: Callable[[], None] | None = None) -> None:
+    """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it.
+
+    `on_answer` is called after each message written to the client.
+    """
     from mcp.server.stdio import stdio_server
 
     from ._stdio import answer_before_eof, pipe_streams
@@ -131,46 +150,118 @@ async def run_stdio(mcp: Any) -> None:
         # a regular file redirected in is not a pipe: the SDK's threaded reader serves it
         server = stdio_server() if streams is None else stdio_server(*streams)  # type: ignore[arg-type]
         async with server as (read, write):
-            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE)
+            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE, on_answer)
             await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
-async def serve_stdio(mcp: Any, state: Any) -> None:
-    """Serve on stdio; on EOF, SIGTERM or SIGINT delete everything, then exit.
+class Signals:
+    """SIGTERM and SIGINT, recorded from the moment serving starts until the process ends.
 
-    The SDK's default SIGTERM kills the process before teardown, and after SIGINT
-    it hangs on the thread reading stdin; so signals are handled here: shielded
-    cleanup, then `os._exit` (normal finalization would wait for that thread).
+    Plain `signal.signal` handlers rather than the event loop's: those are removed
+    when the loop stops, and a signal landing between the end of the cleanup and
+    the exit would then kill the process with the default action. Each signal is
+    recorded (the exit status becomes 128 + the first one) and wakes `arrived`
+    while the loop runs.
     """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.arrived = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def install(cls) -> Signals:
+        signals = cls()
+        signals._loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signals._on_signal)
+        return signals
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is stopping
+                loop.call_soon_threadsafe(self.arrived.set)
+
+    def status(self, default: int) -> int:
+        """The exit status: 128 + the first signal, else `default`."""
+        return 128 + self.received[0] if self.received else default
+
+
+async def _close(state: Any, why: str) -> None:
+    """`state.close()`, bounded: the one cleanup, started or joined."""
+    if state.closed:
+        doing = "already cleaned up"
+    elif state.closing:
+        doing = "waiting for the cleanup in progress"
+    else:
+        doing = "cleaning up"
+    log.info("%s: %s", why, doing)
+    with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+        await state.close()
+
+
+async def serve_stdio(mcp: Any, state: Any) -> int:
+    """Serve on stdio until EOF, SIGTERM or SIGINT; everything is deleted before exit.
+
+    Hosts close stdin, then send SIGTERM 2 s later: after EOF the cleanup runs at
+    once and returns well before that. A signal (before EOF, or while the cleanup
+    after EOF runs) joins the one cleanup and exits 128 + signal when it is done;
+    it never cuts it off. The SDK's default SIGTERM would kill the process before
+    teardown, so signals are handled here; `os._exit` then skips finalization (the
+    SDK's threaded stdin reader, if used, would block it). Returns the exit status.
+    """
+    signals = Signals.install()
+    first_answer = state.first_answer = anyio.Event()
     async with anyio.create_task_group() as tg:
 
         async def on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("signal %d: cleaning up", signum)
-                    with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-                        await state.close()
-                    logging.shutdown()
-                    os._exit(128 + signum)
+            await signals.arrived.wait()
+            await _close(state, f"signal {signals.received[0]}")
+            logging.shutdown()
+            os._exit(signals.status(0))
 
         tg.start_soon(on_signal)
-        await run_stdio(mcp)
-        log.info("stdin closed: checking that everything is cleaned up")
-        with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-            await state.close()
+        await run_stdio(mcp, first_answer.set)
+        await _close(state, "stdin closed")
         tg.cancel_scope.cancel()
+    return signals.status(0)
 
 
-async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> None:
+async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
+    """Serve streamable HTTP until SIGTERM or SIGINT; everything is deleted before exit.
+
+    Signals are handled here rather than by uvicorn, which re-raises them after
+    its shutdown (a SIGTERM would then kill the process before a late cleanup),
+    and turns a second SIGINT into a forced exit that skips the lifespan's. The
+    first signal starts the shutdown; later ones wait for it. Returns 128 + the
+    first signal.
+    """
     import uvicorn
 
-    app = http_app(mcp, args)
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # signals are serve_http's
+            yield
+
+    app = http_app(mcp, args, max_sessions=state.options.max_clients)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), lifespan="on"
     )
-    server = uvicorn.Server(config)
-    try:
-        await server.serve()
-    finally:
-        with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-            await state.close()
+    server = Server(config)
+    signals = Signals.install()
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            await signals.arrived.wait()
+            log.info("signal %d: stopping the HTTP server", signals.received[0])
+            server.should_exit = True
+
+        tg.start_soon(on_signal)
+        try:
+            await server.serve()
+        finally:
+            await _close(state, "HTTP server stopped")
+            tg.cancel_scope.cancel()
+    return signals.status(0)

@@ -71,5 +71,28 @@ def build_server(
         lifespan=lifespan(app_state),
         log_level="WARNING",
         tools=make_tools(options),
+        subscriptions=False,  # the tool list never changes: nothing to listen for
     )
+    _serve_only_tools(mcp)
     return mcp, app_state
+
+
+#: what MCPServer always registers; this server has no prompts or resources
+_UNSERVED = (
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+)
+
+
+def _serve_only_tools(mcp: MCPServer[AppState]) -> None:
+    """Advertise (and answer) only what is served: the SDK derives the capabilities
+    from the registered handlers, and empty prompt/resource lists would be advertised.
+    A client that asks anyway gets "method not found"."""
+    handlers = mcp._lowlevel_server._request_handlers  # no public way to unregister (mcp 2.3)
+    for method in _UNSERVED:
+        handlers.pop(method, None)

@@ -11,6 +11,7 @@ handshake before loading the SDK (see `__main__`).
 
 import base64
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -243,6 +244,7 @@ async def run_code(
     try:
         async with using(state, client) as lease:
             started = time.monotonic()
+            had_state, sandbox = client.had_state, lease.session_id
             run = RunProgress(ctx, limit)
             state.runs.add(run)
             try:
@@ -257,12 +259,9 @@ async def run_code(
                 raise
             finally:
                 state.runs.discard(run)
-            if client.reset_pending:
-                client.reset_pending = False
-                execution.state_reset = True
-                notes.append(
-                    "the previous run was cancelled, so its context was restarted to stop it"
-                )
+                client.had_state = True
+            reset_note = _reset_note(client, execution, limit, had_state, sandbox, lease.session_id)
+            execution.state_reset = reset_note is not None
             notes += _timeout_notes(execution, limit)
             if execution.duration is None:
                 execution.duration = time.monotonic() - started
@@ -270,7 +269,11 @@ async def run_code(
         # raised through `using`, so that it knows this call failed
         return _fail(str(failed))
     rendered = render_execution(
-        execution, options.render, notes=notes, extra={"session": client.handle}
+        execution,
+        options.render,
+        notes=notes,
+        extra={"session": client.handle},
+        reset_note=reset_note,
     )
     return CallToolResult(
         content=list(rendered.content),
@@ -279,16 +282,56 @@ async def run_code(
     )
 
 
+def _reset_note(
+    client: ClientState,
+    execution: "Execution",
+    limit: float,
+    had_state: bool,
+    sandbox_before: str | None,
+    sandbox_after: str | None,
+) -> str | None:
+    """Why this client's earlier state is gone, or None when it is not.
+
+    `state_reset` is true exactly when the client had state and it is gone: a
+    client's first run is never a reset, even if the facade had to replace a
+    sandbox that expired while nobody used it.
+    """
+    lost, client.lost = client.lost, None
+    pending, client.reset_pending = client.reset_pending, False
+    if lost is not None:
+        return (
+            f"state reset: your earlier state was {lost}, so variables, imports and files "
+            "from earlier calls are gone"
+        )
+    if pending:
+        return (
+            "state reset: the previous run was cancelled, so its context was restarted to "
+            "stop it: variables and imports from earlier calls are gone (files are kept)"
+        )
+    if not had_state:
+        return None
+    if execution.status == "timeout" and _kernel_restarted(execution):
+        return (
+            f"state reset: the run exceeded its timeout of {limit:g} s and did not stop when "
+            "interrupted, so its kernel was restarted: variables and imports from earlier "
+            "calls are gone (files are kept)"
+        )
+    if not execution.state_reset:
+        return None
+    if sandbox_before is not None and sandbox_after != sandbox_before:
+        return (
+            "state reset: the sandbox was gone (deleted or expired) and a new one replaced "
+            "it, so variables, imports and files from earlier calls are gone"
+        )
+    return (
+        "state reset: the context had to be recreated before this run, so variables and "
+        "imports from earlier calls are gone (files are kept)"
+    )
+
+
 def _timeout_notes(execution: "Execution", limit: float) -> list[str]:
-    if execution.status != "timeout":
-        return []
-    if _kernel_restarted(execution):
-        execution.state_reset = True
-        return [
-            f"the run exceeded its timeout of {limit:g} s and did not stop when "
-            "interrupted, so its kernel was restarted: variables and imports from "
-            "earlier calls are gone (files are kept)"
-        ]
+    if execution.status != "timeout" or _kernel_restarted(execution):
+        return []  # a restarted kernel is told by the reset note
     return [
         f"the run exceeded its timeout of {limit:g} s and was interrupted; the "
         "context is still usable and keeps earlier state. One run is capped at "
@@ -381,6 +424,7 @@ async def write_file(
             raise ToolError(f"content is not valid base64: {exc}") from exc
     async with using(state, client) as lease:
         entry = await _guard(lease.write_file(path, data))
+        client.had_state = True
     return WriteOut(path=entry.path or path, size=entry.size, session=client.handle)
 
 
@@ -423,6 +467,7 @@ async def run_command(
     client = resolve(ctx, session)
     limit = options.timeout if timeout is None else timeout
     async with using(state, client) as lease:
+        client.had_state = True  # a command may change files even when it fails
         result = await _guard(lease.run_command(command, cwd=cwd, timeout=limit))
     out, d1 = truncate(result.stdout or "", options.max_output_chars, what="stdout")
     err, d2 = truncate(result.stderr or "", options.max_output_chars, what="stderr")
@@ -463,7 +508,7 @@ TOOL_TABLE: tuple[tuple[str, Callable[..., Any], str, ToolAnnotations], ...] = (
 def make_tools(options: ServerOptions) -> list[Tool]:
     """The enabled tools, with compact output schemas and unknown arguments refused."""
     tools = [
-        Tool.from_function(fn, name=name, title=title, annotations=annotations)
+        Tool.from_function(readable_failures(fn), name=name, title=title, annotations=annotations)
         for name, fn, title, annotations in TOOL_TABLE
         if name in options.tools
     ]
@@ -479,6 +524,31 @@ def make_tools(options: ServerOptions) -> list[Tool]:
                 default=options.timeout, cap=EXECUTE_CAP_SECONDS
             )
     return tools
+
+
+def readable_failures(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Any exception a tool raises becomes a result that says what failed and what to do.
+
+    The SDK withholds the message of anything but a `ToolError` ("Error executing
+    tool run_code", nothing more); here the traceback goes to the log and the
+    client reads the exception's type and message.
+    """
+
+    @functools.wraps(fn)
+    async def tool(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except ToolError:
+            raise
+        except Exception as exc:
+            log.exception("%s failed unexpectedly", fn.__name__)
+            raise ToolError(
+                f"{fn.__name__} failed unexpectedly: {type(exc).__name__}: "
+                f"{exc or 'no message'}. Retry the call; if it fails again, the server's log "
+                "(stderr) has the traceback, and restarting the server may help"
+            ) from exc
+
+    return tool
 
 
 def _refuse_unknown_arguments(tool: Tool) -> None:

@@ -1,15 +1,16 @@
 """What one run used: wall time, CPU time and peak memory, read from /proc.
 
-Which processes: the sandbox's cgroup members where the sandbox has one (then
-other contexts running at the same time count too), else the kernel's process
-group leader, the kernel itself. Before a run their CPU times are summed and their
-peak-RSS counters reset (`5` into /proc/<pid>/clear_refs, Linux >= 4.0); after it
-the CPU times are summed again and the peaks (VmHWM) added up. CPU time includes
-children reaped during the run (`subprocess.run` in user code); memory counts the
-processes alive at the end. Where a peak cannot be reset, VmHWM is the peak since
-the process started. Where /proc is unreadable (not Linux) CPU and memory are
-None; wall time is always measured. Listing every process to find a group costs
-milliseconds, which is why the group leader stands in for the group.
+Which processes (chosen by the core as the run starts): the sandbox's cgroup
+members where the sandbox has one (then other contexts running at the same time
+count too); in a jail or PID namespace the kernel's process group (found by
+listing /proc, a few milliseconds); else the kernel alone, which leads its group.
+Before a run their CPU times are summed and their peak-RSS counters reset (`5`
+into /proc/<pid>/clear_refs, Linux >= 4.0); after it the same processes' CPU
+times are summed again and their peaks (VmHWM) added up. CPU time includes
+children reaped during the run (`subprocess.run` in user code); a process started
+during the run and still alive at its end is not counted. Where a peak cannot be
+reset, VmHWM is the peak since the process started. Where /proc is unreadable
+(not Linux) CPU and memory are None; wall time is always measured.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import attrs
+
+from .._procfs import stat_fields
 
 __all__ = ["Meter", "process_usage"]
 
@@ -31,25 +33,24 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 class Meter:
     """`meter = Meter.start(pids)`; run; `meter.finish()` -> the wire's `usage` dict."""
 
-    pids: Callable[[], list[int]]
+    pids: list[int]
     started: float
     cpu: float | None
 
     @classmethod
-    def start(cls, pids: Callable[[], list[int]]) -> Meter:
-        members = pids()
+    def start(cls, members: list[int]) -> Meter:
         for pid in members:
             with (
                 contextlib.suppress(OSError),
                 open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as fh,
             ):
                 fh.write("5")
-        return cls(pids, time.monotonic(), _cpu(members))
+        return cls(members, time.monotonic(), _cpu(members))
 
     def finish(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
         usage: dict[str, Any] = {"wallTime": round(wall, 6)}
-        members = self.pids()
+        members = self.pids
         after = _cpu(members)
         if self.cpu is not None and after is not None:
             usage["cpuTime"] = round(max(0.0, after - self.cpu), 3)
@@ -59,16 +60,6 @@ class Meter:
         return usage
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat's fields from `state` on (the command name may hold spaces)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
 def _cpu(pids: list[int]) -> float | None:
     """User + system seconds of `pids`, their reaped children included."""
     if not pids:
@@ -76,7 +67,7 @@ def _cpu(pids: list[int]) -> float | None:
     ticks = 0
     seen = False
     for pid in pids:
-        stat = _stat(pid)
+        stat = stat_fields(pid)
         if stat is not None:  # fields 14-17: utime stime cutime cstime
             ticks += sum(int(v) for v in stat[11:15])
             seen = True
@@ -102,7 +93,7 @@ def _field_mb(pid: int, field: str) -> float | None:
 
 def process_usage(pid: int) -> dict[str, float | None]:
     """The wire's `resourceUsage` of one process: resident MiB, CPU % since it started."""
-    stat = _stat(pid)
+    stat = stat_fields(pid)
     cpu_percent = None
     if stat is not None:
         try:
