@@ -149,7 +149,15 @@ class Telemetry:
         from opentelemetry import metrics, trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
+        # Where the API keeps the providers the application set (None until then). Read
+        # directly: its getters look up an environment variable on every call (several
+        # µs); asked once here, they load a provider named in that variable, if any.
+        import opentelemetry.metrics._internal as metrics_internal
+
+        trace.get_tracer_provider()
+        metrics.get_meter_provider()
         self._trace, self._metrics = trace, metrics
+        self._metrics_internal = metrics_internal
         self._active = False
         self.SpanKind = SpanKind
         self.error_status = Status(StatusCode.ERROR)
@@ -208,9 +216,12 @@ class Telemetry:
         objects would answer every call, so we make none: no span, no attribute dict."""
         if self._active:
             return True
-        on = not _unset(self._trace.get_tracer_provider()) or not _unset(
-            self._metrics.get_meter_provider()
-        )
+        tracer_provider = getattr(self._trace, "_TRACER_PROVIDER", _ASK)
+        meter_provider = getattr(self._metrics_internal, "_METER_PROVIDER", _ASK)
+        if tracer_provider is _ASK or meter_provider is _ASK:  # another API layout: ask it
+            tracer_provider = self._trace.get_tracer_provider()
+            meter_provider = self._metrics.get_meter_provider()
+        on = not _unset(tracer_provider) or not _unset(meter_provider)
         self._active = on
         return on
 
@@ -239,9 +250,12 @@ class Telemetry:
         return HttpSpan(self, method, template, host, port, resend_count, None, action=action)
 
 
+_ASK = object()
+
+
 def _unset(provider: Any) -> bool:
-    """The API's placeholder provider (nothing configured) or an explicit no-op one."""
-    return type(provider).__name__ in _PLACEHOLDERS
+    """No provider, the API's placeholder (nothing configured) or an explicit no-op one."""
+    return provider is None or type(provider).__name__ in _PLACEHOLDERS
 
 
 # opentelemetry-api's classes for "no provider": the proxy handed out until one is set
