@@ -146,14 +146,13 @@ class Telemetry:
     """The tracer, the meter and every instrument, made once per process."""
 
     def __init__(self) -> None:
+        import opentelemetry.metrics._internal as metrics_internal
         from opentelemetry import metrics, trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
-        # Where the API keeps the providers the application set (None until then). Read
-        # directly: its getters look up an environment variable on every call (several
-        # µs); asked once here, they load a provider named in that variable, if any.
-        import opentelemetry.metrics._internal as metrics_internal
-
+        # `active()` reads where the API keeps the providers the application set (None
+        # until then): the API's getters look up an environment variable on every call
+        # (several µs). Asked once here, they load a provider named in that variable.
         trace.get_tracer_provider()
         metrics.get_meter_provider()
         self._trace, self._metrics = trace, metrics
