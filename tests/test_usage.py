@@ -132,3 +132,33 @@ async def test_the_mcp_result_carries_usage(emulator: Config) -> None:
     assert set(usage) == {"wall_time_s", "cpu_time_s", "peak_memory_mb"}
     assert usage["cpu_time_s"] >= 0.25
     assert usage["peak_memory_mb"] > 0
+
+
+def test_the_observability_doc_python_blocks_run_as_written() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "observability.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", doc.read_text(encoding="utf-8"), re.M | re.S)
+    assert blocks
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AGENTRUN_", "ALIBABA_CLOUD_", "FC_"))  # the local default
+    }
+    for code in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        wall, cpu, peak = (float(v) for v in done.stdout.split())  # all measured locally
+        assert wall > 0
+        assert cpu >= 0
+        assert peak > 0
