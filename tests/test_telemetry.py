@@ -197,6 +197,33 @@ async def test_metrics_after_a_known_workload(emulator: Config, otel: Captured) 
     assert otel.value("agentrun_ci.pool.sessions", state="idle") == 0  # closed pool's gone
 
 
+@pytest.mark.anyio
+async def test_a_lease_waiting_for_a_full_pool_is_counted(emulator: Config, otel: Captured) -> None:
+    import asyncio
+
+    import anyio
+
+    async with AsyncCodeInterpreter(
+        emulator, owner=_owner(), strategy="pool", pool_size=(1, 1)
+    ) as ci:
+        first = await ci.acquire("a")
+        assert (await first.execute_code("1")).ok  # the pool's only session is busy
+
+        async def second() -> bool:
+            async with ci.lease("b") as lease:
+                return (await lease.execute_code("2")).ok
+
+        task = asyncio.get_running_loop().create_task(second())
+        with anyio.fail_after(60):
+            # the gauge is what is under test: no event says "a lease is now waiting"
+            while otel.value("agentrun_ci.pool.waiting") != 1:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert otel.value("agentrun_ci.pool.sessions", state="busy") == 1
+        await first.release()  # the waiter gets the session
+        assert await task
+        assert otel.value("agentrun_ci.pool.waiting") == 0
+
+
 def _run_isolated(code: str, *, block_otel: bool) -> dict[str, object]:
     """Run `code` in a fresh interpreter (optionally with OpenTelemetry unimportable);
     it prints one JSON line, returned here."""
