@@ -387,3 +387,34 @@ def test_cli_and_mcp_server_take_log_format_json() -> None:
     )
     assert build_parser({}).parse_args(["--log-format", "json"]).log_format == "json"
     assert build_parser({"AGENTRUN_MCP_LOG_FORMAT": "json"}).parse_args([]).log_format == "json"
+
+
+def test_the_cli_logs_one_json_object_per_line_with_an_execute_line(emulator: Config) -> None:
+    import os
+
+    assert emulator.control_endpoint
+    assert emulator.data_endpoint
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTRUN_", "ALIBABA_"))}
+    env.update(
+        AGENTRUN_CONTROL_ENDPOINT=emulator.control_endpoint,
+        AGENTRUN_DATA_ENDPOINT=emulator.data_endpoint,
+        AGENTRUN_ACCOUNT_ID="local",
+    )
+    cli = [sys.executable, "-c", "from agentrun_ci.cli import run; run()"]
+    done = subprocess.run(
+        [*cli, "--log-level", "INFO", "--log-format", "json", "run", "print(6 * 7)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "42"
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
+    (execute,) = [line for line in lines if line.get("event") == "execute"]
+    assert execute["level"] == "INFO"
+    assert execute["outcome"] == "ok"
+    assert execute["request_id"]
+    assert execute["usage"]["peak_memory_mb"] > 0
+    assert "6 * 7" not in done.stderr  # the code is never logged
