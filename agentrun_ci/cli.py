@@ -275,7 +275,9 @@ def _cmd_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             sandboxes = control.list_sandboxes(template_name=args.interpreter)
             with _data_plane(control.config) as data:
                 for s in sandboxes:
-                    use = _current_use(data, s.sandbox_id) if s.status == "READY" else "-"
+                    # RUNNING: a preview's word for READY (inferred)
+                    running = s.status in ("READY", "RUNNING")
+                    use = _current_use(data, s.sandbox_id) if running else "-"
                     out.write(f"{s.sandbox_id}\t{s.status}\t{s.template_name}\t{use}\n")
         else:
             control.stop_sandbox(args.session_id)
