@@ -50,6 +50,7 @@ from ._kernels import (
 from ._limits import (
     PidsCgroup,
     chown_tree,
+    group_members,
     init_argv,
     instance_name,
     kill_group,
@@ -61,6 +62,7 @@ from ._records import CommandRequest, ExecuteAnswer, ExecuteRequest, int_query, 
 from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
+from ._usage import Meter, process_usage
 
 __all__ = ["Core"]
 
@@ -744,6 +746,7 @@ class Core:
                     ctx = sandbox.contexts[cid]
         async with ctx.lock:
             before = ctx.kernel.restarts
+            meter = Meter.start(_members(sandbox, ctx.kernel))
             try:
                 events, status, count = await ctx.kernel.execute(code, timeout)
             except KernelError as exc:
@@ -754,8 +757,11 @@ class Core:
                 ) from exc
             finally:
                 sandbox.last_active = time.monotonic()
+            usage = meter.finish()
         restarted = ctx.kernel.restarts != before
-        return ExecuteAnswer(events, status, count, ctx.id, kernel_restarted=restarted).wire()
+        return ExecuteAnswer(
+            events, status, count, ctx.id, kernel_restarted=restarted, usage=usage
+        ).wire()
 
     # ------------------------------------------------------------ processes
 
@@ -866,7 +872,7 @@ class Core:
                 item.update(
                     working_dir=record.cwd if record else HOME,
                     environment={},  # never echo an environment back
-                    resourceUsage={"cpuPercent": 0.0, "memoryMb": _rss_mb(pid)},
+                    resourceUsage=process_usage(pid),
                     exitCode=record.exit_code if record else None,
                 )
                 return item
@@ -1005,12 +1011,15 @@ async def _reap(proc: Process) -> None:
         proc.proc = None
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
+def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
+    """Whose resources a run is measured on (see _usage.py)."""
+    launch = sandbox.launch
+    if launch is not None and launch.cgroup is not None:
+        return launch.cgroup.pids()  # the whole sandbox
+    pgid = kernel.pgid
+    if not pgid:
+        return []
+    if launch is not None and (launch.jail is not None or launch.pid_namespace):
+        # the group's leader is the jail's launcher, the kernel one of its children
+        return group_members(pgid)
+    return [pgid]  # the kernel leads its group (its reaped children count in its CPU)

@@ -122,6 +122,9 @@ class ExecuteAnswer:
     """The code did not stop when interrupted, so its kernel was restarted (same context
     id, empty namespace). Sent as `kernelRestarted: true`, an emulator extension: the
     cloud does not document one, so clients read it tolerantly and never require it."""
+    usage: dict[str, Any] | None = None
+    """Wall and CPU time, peak memory of the run (ours: the cloud reports no per-execution
+    usage that we know of)."""
 
     def wire(self) -> dict[str, Any]:
         end: dict[str, Any] = {"type": "endOfExecution", "status": self.status}
@@ -130,6 +133,8 @@ class ExecuteAnswer:
         out: dict[str, Any] = {"results": [*self.events, end], "contextId": self.context_id}
         if self.kernel_restarted:
             out["kernelRestarted"] = True
+        if self.usage is not None:
+            out["usage"] = self.usage
         return out
 
 
