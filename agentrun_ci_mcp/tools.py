@@ -607,10 +607,6 @@ def _run_failure(exc: "AgentRunError") -> str:
     return f"the run failed on the service side: {exc}"
 
 
-#: what the emulator appends to stderr when an interrupt did not stop the code and it
-#: had to restart the kernel (same context id, empty namespace)
-_KERNEL_RESTARTED = "kernel restarted: state lost"
-
-
 def _kernel_restarted(execution: "Execution") -> bool:
-    return any(_KERNEL_RESTARTED in chunk for chunk in execution.logs.stderr[-2:])
+    # the emulator says so (`kernelRestarted`) when an interrupt did not stop the code
+    return execution.kernel_restarted

@@ -50,6 +50,7 @@ from ._kernels import (
 from ._limits import (
     PidsCgroup,
     chown_tree,
+    group_members,
     init_argv,
     instance_name,
     kill_group,
@@ -57,10 +58,11 @@ from ._limits import (
     sweep_stale,
     usable_uid,
 )
-from ._records import CommandRequest, ExecuteRequest, int_query, number_field
+from ._records import CommandRequest, ExecuteAnswer, ExecuteRequest, int_query, number_field
 from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
+from ._usage import Meter, process_usage
 
 __all__ = ["Core"]
 
@@ -480,7 +482,9 @@ class Core:
         if slot is None:
             slot = self._make_slot(sandbox_id)
         else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
-            slot.base = slot.base.rename(self._sandbox_dir / sandbox_id)
+            spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
+            if slot.kernel is not None:  # but a restart of it must find the new paths
+                slot.kernel.relocate(spare_base, slot.base)
             slot.launch = attrs.evolve(slot.launch, home=slot.base / "home", tmp=slot.base / "tmp")
         if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
             slot.launch.cgroup.limit_memory(int(number_field(template.body, "memory", 4096)))
@@ -634,7 +638,11 @@ class Core:
             path = cwd or HOME
             if not path.startswith("/"):
                 path = f"{HOME}/{path}"
-            if "\x00" in path or not launch.jail.exists(path, launch.home, launch.tmp):
+            try:
+                found = "\x00" not in path and launch.jail.exists(path, launch.home, launch.tmp)
+            except (OSError, RuntimeError):  # a symlink loop (RuntimeError before 3.13)
+                found = False
+            if not found:
                 raise bad_request(f"cwd {cwd!r} is not an existing directory")
             return os.path.normpath(path)
         real = sandbox.fs.resolve(cwd)
@@ -737,6 +745,8 @@ class Core:
                 else:
                     ctx = sandbox.contexts[cid]
         async with ctx.lock:
+            before = ctx.kernel.restarts
+            meter = Meter.start(_members(sandbox, ctx.kernel))
             try:
                 events, status, count = await ctx.kernel.execute(code, timeout)
             except KernelError as exc:
@@ -747,10 +757,11 @@ class Core:
                 ) from exc
             finally:
                 sandbox.last_active = time.monotonic()
-        end: dict[str, Any] = {"type": "endOfExecution", "status": status}
-        if count is not None:
-            end["executionCount"] = count
-        return {"results": [*events, end], "contextId": ctx.id}
+            usage = meter.finish()
+        restarted = ctx.kernel.restarts != before
+        return ExecuteAnswer(
+            events, status, count, ctx.id, kernel_restarted=restarted, usage=usage
+        ).wire()
 
     # ------------------------------------------------------------ processes
 
@@ -861,7 +872,7 @@ class Core:
                 item.update(
                     working_dir=record.cwd if record else HOME,
                     environment={},  # never echo an environment back
-                    resourceUsage={"cpuPercent": 0.0, "memoryMb": _rss_mb(pid)},
+                    resourceUsage=process_usage(pid),
                     exitCode=record.exit_code if record else None,
                 )
                 return item
@@ -1000,12 +1011,15 @@ async def _reap(proc: Process) -> None:
         proc.proc = None
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
+def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
+    """Whose resources a run is measured on (see _usage.py)."""
+    launch = sandbox.launch
+    if launch is not None and launch.cgroup is not None:
+        return launch.cgroup.pids()  # the whole sandbox
+    pgid = kernel.pgid
+    if not pgid:
+        return []
+    if launch is not None and (launch.jail is not None or launch.pid_namespace):
+        # the group's leader is the jail's launcher, the kernel one of its children
+        return group_members(pgid)
+    return [pgid]  # the kernel leads its group (its reaped children count in its CPU)
