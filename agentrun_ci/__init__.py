@@ -1,5 +1,7 @@
 """agentrun-ci: run AI-generated code on Alibaba Cloud AgentRun, or on a local emulator."""
 
+from types import FunctionType as _FunctionType
+
 from ._async.control_plane import AsyncControlPlane
 from ._async.data_plane import AsyncDataPlane
 from ._config import Config
@@ -23,7 +25,7 @@ from ._errors import (
     TransportError,
     WaitTimeout,
 )
-from ._interpreter import AsyncCodeInterpreter, AsyncLease, NetworkMode
+from ._interpreter import AsyncCodeInterpreter, AsyncLease, InterpreterOptions, NetworkMode
 from ._models import (
     CommandResult,
     Context,
@@ -39,15 +41,20 @@ from ._models import (
     Sandbox,
     Session,
     Template,
+    strip_ansi,
 )
-from ._ownership import default_owner
+from ._ownership import default_owner, reap_orphans
 from ._retry import RetryPolicy
+from ._strategies import STRATEGY_NAMES, StrategyName
 from ._sync.control_plane import ControlPlane
 from ._sync.data_plane import DataPlane
 from ._sync_interpreter import CodeInterpreter, Lease
 from ._version import __version__
+from ._wire import DEFAULT_CWD
 
 __all__ = [
+    "DEFAULT_CWD",
+    "STRATEGY_NAMES",
     "APIError",
     "AgentRunError",
     "AsyncCodeInterpreter",
@@ -72,6 +79,7 @@ __all__ = [
     "Health",
     "InsufficientStorageError",
     "Interpreter",
+    "InterpreterOptions",
     "InvalidArgumentError",
     "Lease",
     "Logs",
@@ -88,9 +96,20 @@ __all__ = [
     "ServerError",
     "Session",
     "SessionLostError",
+    "StrategyName",
     "Template",
     "TransportError",
     "WaitTimeout",
     "__version__",
     "default_owner",
+    "reap_orphans",
+    "strip_ansi",
 ]
+
+# Public names say they live here (as httpx does): tracebacks print
+# `agentrun_ci.NotFoundError`, not `agentrun_ci._errors.NotFoundError`.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, (type, _FunctionType)):  # classes and functions, not aliases
+        _value.__module__ = __name__
+del _name, _value, _FunctionType

@@ -47,7 +47,8 @@ def _int(value: Any) -> int | None:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    # JSON parsers accept Infinity and NaN: int(inf) overflows, int(nan) is a ValueError
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -56,7 +57,8 @@ def _float(value: Any) -> float | None:
         return None
     try:
         return float(value)
-    except (TypeError, ValueError):
+    # an integer beyond a float's range (JSON allows any number of digits) overflows
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -304,7 +306,9 @@ class Result:
         )
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# CSI sequences (colours, cursor moves) and OSC sequences (titles, hyperlinks; ended by BEL
+# or ST): what IPython's tracebacks and terminal programs put in the text
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 # "ZeroDivisionError: division by zero", "KeyboardInterrupt", "mod.CustomError: boom"
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
 # a name that reads as an exception class, for scanning JS-style "Name: msg\n    at …" text
@@ -312,6 +316,7 @@ _EXCEPTION_NAME = re.compile(r"(Error|Exception|Exit|Interrupt|Warning|Fault)$")
 
 
 def strip_ansi(text: str) -> str:
+    """`text` without ANSI escape sequences (colours, cursor moves, titles, hyperlinks)."""
     return _ANSI.sub("", text)
 
 

@@ -40,13 +40,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from . import _telemetry
 from ._config import Config
 from ._errors import AgentRunError, NotFoundError
+from ._procfs import start_time, stat_fields
 
 if TYPE_CHECKING:
     from ._async.control_plane import AsyncControlPlane
 
-__all__ = ["PREFIX", "OwnerTag", "Tracker", "default_owner", "reap"]
+__all__ = ["PREFIX", "OwnerTag", "Tracker", "default_owner", "reap", "reap_orphans"]
 
 log = logging.getLogger("agentrun_ci.ownership")
 
@@ -85,25 +87,7 @@ def normalize_owner(owner: str) -> str:
 
 def process_start(pid: int) -> int:
     """The process's start time in clock ticks since boot (Linux), else 0 (unknown)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode(errors="replace")
-    except OSError:
-        return 0
-    # the command name (field 2) may contain spaces and parentheses: split after the last ")"
-    fields = stat.rsplit(")", 1)[-1].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return 0
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().decode(errors="replace").rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return None
+    return start_time(pid) or 0
 
 
 def process_alive(pid: int, start: int) -> bool:
@@ -118,7 +102,8 @@ def process_alive(pid: int, start: int) -> bool:
         pass  # exists, belongs to someone else
     except OSError:
         return False
-    if _process_state(pid) in ("Z", "X"):
+    fields = stat_fields(pid)
+    if fields and fields[0] in ("Z", "X"):
         return False  # a zombie: killed, not yet waited for
     actual = process_start(pid)
     return start == 0 or actual == 0 or actual == start
@@ -226,6 +211,21 @@ async def reap(control: AsyncControlPlane, owner: str, *, older_than: float = 0.
     return count
 
 
+async def reap_orphans(
+    config: Config | None = None, owner: str | None = None, *, older_than: float = 0.0
+) -> int:
+    """Delete what crashed processes of `owner` (default: this host and user) left behind.
+
+    The public form of `reap()`: it opens its own control plane (`config`, default
+    `Config.from_env()`). Resources of processes still running are never touched.
+    Returns how many sandboxes and templates were deleted.
+    """
+    from ._async.control_plane import AsyncControlPlane
+
+    async with AsyncControlPlane(config or Config.from_env()) as control:
+        return await reap(control, OwnerTag.current(owner).owner, older_than=older_than)
+
+
 # ---------------------------------------------------------------- crash-safe cleanup
 
 
@@ -239,6 +239,7 @@ class Tracker:
         self.templates: set[str] = set()
         self.finalizers: list[Callable[[], None]] = []
         _TRACKERS.add(self)
+        _telemetry.watch("tracker", self)
         install_hooks()
 
     def add_sandbox(self, sandbox_id: str) -> None:

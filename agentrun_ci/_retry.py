@@ -9,6 +9,10 @@ What may be retried:
 What is never retried: an execute, a command, or any other non-idempotent
 POST once its body may have reached the server (a read timeout, a reset
 connection, a 5xx) — running the user's code twice is worse than an error.
+
+Both planes run the same loop (`_async/retrying.py`, and its generated sync twin):
+each describes a failed attempt as a `Failure`, and `RetryPolicy.delay_after`
+decides from it alone.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import attrs
 
 __all__ = [
     "RETRY_STATUSES",
+    "Failure",
     "RetryPolicy",
     "backoff",
     "parse_retry_after",
@@ -32,6 +37,9 @@ __all__ = [
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BASE_DELAY = 0.25
 MAX_DELAY = 8.0
+# 0.25 * 2**5 = 8: past this many doublings the ceiling is MAX_DELAY anyway, and
+# 2**attempt for a large attempt would overflow a float (backoff(1100) used to raise)
+_MAX_DOUBLINGS = 5
 MAX_RETRY_AFTER = 60.0
 
 
@@ -78,8 +86,20 @@ def backoff(
     """
     if retry_after is not None:
         return retry_after
-    ceiling = min(MAX_DELAY, BASE_DELAY * (2**attempt))
+    ceiling = min(MAX_DELAY, BASE_DELAY * 2.0 ** min(max(attempt, 0), _MAX_DOUBLINGS))
     return jitter(ceiling / 2, ceiling)
+
+
+@attrs.frozen
+class Failure:
+    """One failed attempt, as the retry policy sees it."""
+
+    #: the HTTP status, when the service answered
+    status_code: int | None = None
+    #: the connection never opened (so the request cannot have reached the service)
+    connect_failed: bool = False
+    #: seconds the service asked us to wait (Retry-After), if it did
+    retry_after: float | None = None
 
 
 @attrs.frozen
@@ -102,3 +122,11 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         return backoff(attempt, retry_after, jitter=self.jitter)
+
+    def delay_after(self, failure: Failure, *, attempt: int, idempotent: bool) -> float | None:
+        """Seconds to wait before retrying after `failure`, or None: do not retry."""
+        if failure.status_code is not None:
+            retry = self.retry_status(failure.status_code, idempotent=idempotent, attempt=attempt)
+        else:
+            retry = failure.connect_failed and self.retry_connect(attempt=attempt)
+        return self.delay(attempt, failure.retry_after) if retry else None

@@ -76,21 +76,25 @@ def _json(response: httpx.Response) -> Any:
         ) from exc
 
 
-def raise_for_status(response: httpx.Response) -> None:
-    """Raise the typed APIError for an error response (body must have been read)."""
-    if response.status_code < 400:
-        return
+def error_from_response(response: httpx.Response) -> APIError:
+    """The typed APIError for an error response (body must have been read)."""
     try:
         body: Any = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = response.text
-    raise error_for_status(
+    return error_for_status(
         response.status_code,
         body,
         response.headers,
         reason=response.reason_phrase,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
     )
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """Raise the typed APIError for an error response (body must have been read)."""
+    if response.status_code >= 400:
+        raise error_from_response(response)
 
 
 def _envelope(response: httpx.Response) -> dict[str, Any]:

@@ -33,7 +33,6 @@ __all__ = ["main", "run"]
 log = logging.getLogger("agentrun_ci.cli")
 
 BACKENDS = ("auto", "cloud", "local")
-STRATEGIES = ("singleton", "pool", "ephemeral")
 
 
 def _mask(secret: str | None) -> str:
@@ -117,12 +116,14 @@ class _LogHandler(logging.Handler):
     def __init__(self, stream: TextIO) -> None:
         super().__init__()
         self.stream = stream
+        self.bare_user_lines = True  # False with --log-format json: every line is formatted
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            text = message if message.startswith("agentrun-ci: ") else self.format(record)
+            bare = self.bare_user_lines and message.startswith("agentrun-ci: ")
+            text = message if bare else self.format(record)
             self.stream.write(text + "\n")
             self.stream.flush()
         except Exception:
@@ -557,6 +558,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"agentrun-ci {__version__}")
     p.add_argument("--log-level", default=os.environ.get("AGENTRUN_LOG_LEVEL", "WARNING"))
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("AGENTRUN_LOG_FORMAT", "text"),
+        help="log lines on stderr as text, or one JSON object each",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run code and print its output")
@@ -660,6 +667,14 @@ def main(
             "use DEBUG, INFO, WARNING or ERROR\n"
         )
         return 2
+    from ._logs import LOG_FORMATS, JsonFormatter
+
+    if args.log_format not in LOG_FORMATS:  # argparse checks the flag, not the variable
+        err.write(
+            f"agentrun-ci: unknown --log-format (or AGENTRUN_LOG_FORMAT) {args.log_format!r}: "
+            f"use {' or '.join(LOG_FORMATS)}\n"
+        )
+        return 2
     status = _Status(err)
     # a TextIOBase, used where a TextIO is expected (it has every method the commands call)
     status_err = cast(TextIO, status)
@@ -669,6 +684,9 @@ def main(
     root.addHandler(handler)
     root.setLevel(level)
     handler.setLevel(level)
+    if args.log_format == "json":  # every line as JSON, the user-facing ones too
+        handler.setFormatter(JsonFormatter())
+        handler.bare_user_lines = False
     from ._errors import AgentRunError
 
     commands: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {

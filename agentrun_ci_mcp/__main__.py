@@ -1,4 +1,4 @@
-"""`agentrun-ci-mcp` / `python -m agentrun_ci_mcp`: options, logging, transports, signals.
+"""`agentrun-ci-mcp` / `python -m agentrun_ci_mcp`: the CLI entry (options, logging).
 
 Every option has an environment twin (`AGENTRUN_MCP_<NAME>`), because MCP hosts
 pass configuration through the `env` of their server entry; a flag beats the
@@ -12,40 +12,35 @@ stdout belongs to the protocol in stdio mode: logs go to stderr only.
 from __future__ import annotations
 
 import argparse
-import hmac
-import ipaddress
-import json
+import atexit
+import contextlib
 import logging
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 
-from agentrun_ci import __version__
+from . import __version__
+from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, STRATEGY_CHOICES, TOOL_GROUPS, ServerOptions
+from .serve import EOF_ANSWER_GRACE, SHUTDOWN_GRACE, is_loopback, serve_http, serve_stdio
 
-__all__ = ["build_parser", "main", "options_from_args", "run"]
+__all__ = [
+    "EOF_ANSWER_GRACE",
+    "SHUTDOWN_GRACE",
+    "backend_options",
+    "build_parser",
+    "is_loopback",
+    "main",
+    "options_from_args",
+    "run",
+    "serve_stdio",
+]
 
 log = logging.getLogger("agentrun_ci_mcp")
 
 ENV_PREFIX = "AGENTRUN_MCP_"
-LOOPBACK_NAMES = {"localhost"}
-#: how long shutdown may spend deleting sandboxes before exiting anyway; stdio hosts
-#: send SIGKILL 2 s after SIGTERM, so the cleanup must be quick
-SHUTDOWN_GRACE = 10.0
-#: after stdin ends, how long requests already read may take to be answered before
-#: the rest are cancelled and cleanup starts (a client that writes requests and then
-#: closes stdin still gets its answers; a host that closes stdin to stop us sends
-#: SIGTERM 2 s later anyway)
-EOF_ANSWER_GRACE = 5.0
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _env(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -58,8 +53,6 @@ def _bool(value: str | None) -> bool:
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    from .server import ALL_TOOLS, TOOL_GROUPS
-
     env = os.environ if environ is None else environ
     p = argparse.ArgumentParser(
         prog="agentrun-ci-mcp",
@@ -110,10 +103,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     add(
         "--strategy",
-        choices=["singleton", "pool", "ephemeral"],
+        choices=STRATEGY_CHOICES,
         default=_env(env, "STRATEGY", "singleton"),
         help="singleton: one sandbox, a context per client; pool: a sandbox per client from "
-        "a warm pool; ephemeral: a new sandbox per call, no state [STRATEGY]",
+        "a warm pool; ephemeral: a new sandbox per call, no state; dedicated: a new sandbox "
+        "per client [STRATEGY]",
     )
     add(
         "--pool-size",
@@ -164,6 +158,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="release a client's sandbox state after this many idle seconds [IDLE_TIMEOUT]",
     )
     add(
+        "--max-clients",
+        type=int,
+        default=int(_env(env, "MAX_CLIENTS", "64") or 64),
+        help="most client states (and HTTP sessions) at once: the least recently used idle "
+        "state is released for a new one; a new HTTP session beyond it is refused with 503 "
+        "[MAX_CLIENTS]",
+    )
+    add(
         "--loop",
         choices=["auto", "asyncio", "uvloop"],
         default=_env(env, "LOOP", "auto"),
@@ -175,6 +177,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=(_env(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="stderr log level [LOG_LEVEL]",
+    )
+    add(
+        "--log-format",
+        choices=["text", "json"],
+        default=_env(env, "LOG_FORMAT", "text"),
+        help="stderr log lines as text, or one JSON object each for log collectors [LOG_FORMAT]",
     )
     return p
 
@@ -192,8 +200,6 @@ def _pool_size(text: str) -> int | tuple[int, int]:
 
 
 def _tools(text: str) -> frozenset[str]:
-    from .server import ALL_TOOLS, TOOL_GROUPS
-
     chosen: set[str] = set()
     for item in (s.strip() for s in text.split(",")):
         if not item:
@@ -212,23 +218,8 @@ def _tools(text: str) -> frozenset[str]:
     return frozenset(chosen)
 
 
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _split(text: str | None) -> list[str]:
-    return [s.strip() for s in (text or "").split(",") if s.strip()]
-
-
-def options_from_args(args: argparse.Namespace) -> Any:
+def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """ServerOptions from parsed arguments; ValueError names the bad option."""
-    from .server import EXECUTE_CAP_SECONDS, ServerOptions
-
     if not 0 < args.timeout <= EXECUTE_CAP_SECONDS:
         raise ValueError(
             f"--timeout must be in (0, {EXECUTE_CAP_SECONDS:g}] s (the service's cap per run), "
@@ -240,6 +231,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
         raise ValueError("--image-budget-bytes must be >= 0 (0 drops every image)")
     if args.idle_timeout <= 0:
         raise ValueError("--idle-timeout must be positive seconds")
+    if args.max_clients < 1:
+        raise ValueError("--max-clients must be at least 1")
     return ServerOptions(
         backend=args.backend,
         strategy=args.strategy,
@@ -252,122 +245,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
         image_budget_bytes=args.image_budget_bytes,
         tools=_tools(args.tools),
         idle_timeout=args.idle_timeout,
+        max_clients=args.max_clients,
     )
-
-
-# ---------------------------------------------------------------- HTTP pieces
-
-
-def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
-    """Reject HTTP requests without `Authorization: Bearer <token>` (401)."""
-    expected = f"Bearer {token}".encode()
-
-    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if hmac.compare_digest(given, expected):
-            await app(scope, receive, send)
-            return
-        body = json.dumps({"error": "unauthorized: send Authorization: Bearer <token>"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"www-authenticate", b'Bearer realm="agentrun-ci-mcp"'),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    return guarded
-
-
-def http_app(mcp: Any, args: argparse.Namespace) -> ASGIApp:
-    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard."""
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    hosts = _split(args.allowed_hosts)
-    origins = _split(args.allowed_origins)
-    if not hosts:
-        hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-        if not is_loopback(args.host):
-            hosts.append(f"{args.host}:*")
-    if not origins:
-        origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
-    )
-    app: ASGIApp = mcp.streamable_http_app(transport_security=security, host=args.host)
-    if args.auth_token:
-        app = bearer_guard(app, args.auth_token)
-    return app
-
-
-# ---------------------------------------------------------------- serving
-
-
-async def run_stdio(mcp: Any) -> None:
-    """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it."""
-    from mcp.server.stdio import stdio_server
-
-    from ._stdio import answer_before_eof, pipe_streams
-
-    lowlevel = getattr(mcp, "_lowlevel_server", None)  # no public accessor in mcp 2.3
-    if lowlevel is None:
-        await mcp.run_stdio_async()
-        return
-    async with pipe_streams() as streams:
-        # a regular file redirected in is not a pipe: the SDK's threaded reader serves it
-        server = stdio_server() if streams is None else stdio_server(*streams)  # type: ignore[arg-type]
-        async with server as (read, write):
-            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE)
-            await lowlevel.run(read, write, lowlevel.create_initialization_options())
-
-
-async def serve_stdio(mcp: Any, state: Any) -> None:
-    """Serve on stdio; on EOF, SIGTERM or SIGINT delete everything, then exit.
-
-    The SDK's default SIGTERM kills the process before teardown, and after SIGINT
-    it hangs on the thread reading stdin; so signals are handled here: shielded
-    cleanup, then `os._exit` (normal finalization would wait for that thread).
-    """
-    async with anyio.create_task_group() as tg:
-
-        async def on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("signal %d: cleaning up", signum)
-                    with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-                        await state.close()
-                    logging.shutdown()
-                    os._exit(128 + signum)
-
-        tg.start_soon(on_signal)
-        await run_stdio(mcp)
-        log.info("stdin closed: checking that everything is cleaned up")
-        with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-            await state.close()
-        tg.cancel_scope.cancel()
-
-
-async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> None:
-    import uvicorn
-
-    app = http_app(mcp, args)
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level.lower(), lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    try:
-        await server.serve()
-    finally:
-        with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
-            await state.close()
 
 
 def backend_options(loop: str) -> dict[str, Any]:
@@ -391,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_format == "json":
+        # imported only then: the SDK loads after the handshake (see tools.py)
+        from agentrun_ci._logs import use_log_format
+
+        use_log_format(args.log_format)
     try:
         options = options_from_args(args)
         loop_options = backend_options(args.loop)
@@ -415,16 +299,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("agentrun-ci-mcp %s on %s", __version__, args.transport)
     try:
         if args.transport == "stdio":
-            anyio.run(serve_stdio, mcp, state, backend_options=loop_options)
+            status: int = anyio.run(serve_stdio, mcp, state, backend_options=loop_options)
         else:
-            anyio.run(serve_http, mcp, state, args, backend_options=loop_options)
+            status = anyio.run(serve_http, mcp, state, args, backend_options=loop_options)
     except KeyboardInterrupt:
         return 130
-    return 0
+    return status
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console script: `main()`, then a prompt exit.
+
+    The cleanup is done when `main()` returns. What is left is the interpreter's
+    own teardown (freeing every module of `mcp`, pydantic, the SDK...), which took
+    over a second on a busy machine: long enough for a host's SIGTERM, sent 2 s
+    after it closes stdin, to land on a server that had finished. So the exit
+    hooks (the SDK's last-resort sweep, the emulator's stop) run here, the streams
+    are flushed, and the process ends without the teardown.
+    """
+    status = main()
+    # a signal after the loop ended is recorded (serve.Signals), not fatal: finish
+    atexit._run_exitfuncs()  # what a normal exit would run (no public spelling)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -311,17 +311,28 @@ class AnswerBeforeEOF(_Wrapped):
 class CountAnswers(_Wrapped):
     """The server's write stream, marking each response's request answered."""
 
-    def __init__(self, inner: Any, unanswered: Unanswered) -> None:
+    def __init__(
+        self, inner: Any, unanswered: Unanswered, on_answer: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(inner)
         self._unanswered = unanswered
+        self._on_answer = on_answer
 
     async def send(self, item: Any, /) -> None:
         await self._inner.send(item)
         self._unanswered.written(item)
+        if self._on_answer is not None:
+            self._on_answer()
 
 
-def answer_before_eof(read: Any, write: Any, grace: float) -> tuple[Any, Any]:
+def answer_before_eof(
+    read: Any, write: Any, grace: float, on_answer: Callable[[], None] | None = None
+) -> tuple[Any, Any]:
     """Wrap the SDK's stdio streams: EOF waits (up to `grace`) for pending answers, and
-    a line that is not a message gets a JSON-RPC error instead of silence."""
+    a line that is not a message gets a JSON-RPC error instead of silence. `on_answer`
+    is called after each message sent."""
     unanswered = Unanswered()
-    return AnswerBeforeEOF(read, unanswered, grace, write), CountAnswers(write, unanswered)
+    return (
+        AnswerBeforeEOF(read, unanswered, grace, write),
+        CountAnswers(write, unanswered, on_answer),
+    )

@@ -21,13 +21,16 @@ import binascii
 import io
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from mcp.types import ImageContent, TextContent
 from pydantic import BaseModel, Field
 
-from agentrun_ci import Execution, Result
+from agentrun_ci import strip_ansi
+
+if TYPE_CHECKING:
+    from agentrun_ci import Execution, Result
 
 __all__ = [
     "ErrorOut",
@@ -46,14 +49,9 @@ DEFAULT_IMAGE_BUDGET_BYTES = 400_000
 #: below this longest side a downscaled plot stops being readable: drop it instead
 MIN_IMAGE_SIDE = 96
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 _IMAGE_MIMES = ("image/png", "image/jpeg")
 _SVG_SIZE = re.compile(r'\b(width|height)="([^"]+)"')
 _TAGS = re.compile(r"<[^>]+>")
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
 
 
 # ---------------------------------------------------------------- output schema
@@ -102,7 +100,8 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
     result; with pydantic's form (`$ref` into `$defs`, `anyOf [X, null]` for
     optional fields) that was a quarter of a call's CPU in the official client.
     Here references are inlined and `anyOf [{type: T}, {type: null}]` becomes
-    `type: [T, "null"]`; titles (derived from the field names) are dropped.
+    `oneOf` of the same branches (never a `type` array, which strict validators
+    warn about); titles (derived from the field names) are dropped.
     Accepts no recursive models (there are none in our outputs).
     """
     defs: dict[str, Any] = schema.get("$defs", {})
@@ -128,9 +127,14 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
         branches = out.get("anyOf")
         if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
             other = branches[0] if branches[1] == {"type": "null"} else branches[1]
-            if isinstance(other, dict) and isinstance(other.get("type"), str):
-                del out["anyOf"]
-                out = {**other, **out, "type": [other["type"], "null"]}
+            exclusive = isinstance(other, dict) and other.get("type") not in (None, "null")
+        else:
+            exclusive = False
+        if exclusive:
+            # X or null: exclusive branches, so `oneOf` means the same as pydantic's
+            # `anyOf`. Not `type: [X, "null"]`: strict validators (Ajv's strictTypes, as
+            # in the MCP Inspector's --strict) warn on type arrays.
+            out["oneOf"] = out.pop("anyOf")
         return out
 
     return dict(walk(schema))
@@ -328,10 +332,13 @@ def render_execution(
     *,
     notes: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    reset_note: str | None = None,
 ) -> Rendered:
     """Turn an Execution into (structuredContent, content blocks, isError).
 
     `extra` keys (e.g. the client's session handle) are added to both forms.
+    `reset_note` says what a state reset lost (the caller knows whether files were
+    kept); without it a reset gets a generic note.
     """
     opts = opts or RenderOptions()
     notes = list(notes or [])
@@ -368,8 +375,10 @@ def render_execution(
         )
     if execution.state_reset:
         notes.append(
-            "state reset: the context had to be recreated before this run, so variables, "
-            "imports and files from earlier calls may be gone"
+            reset_note
+            or "state reset: the context had to be recreated before this run, so variables "
+            "and imports from earlier calls are gone (files are gone too if the sandbox was "
+            "replaced)"
         )
 
     output = RunCodeOutput(

@@ -32,29 +32,34 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def context_create(spare: int, runs: int) -> list[float]:
+def context_create(spare: int, runs: int, jail: bool = True) -> list[float]:
+    """A new sandbox's first python context: warm (its spare kernel) or cold."""
     times: list[float] = []
-    emulator = LocalEmulator(EmulatorSettings(spare_kernels=spare))
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=spare, jail=jail))
     with emulator as config, DataPlane(config) as dp:
+        assert emulator.core is not None
+        assert (emulator.core.jail is not None) == jail, "the jail is not available here"
         with httpx.Client(base_url=str(config.control_endpoint)) as http:
             http.post("/2025-09-10/templates", json={"templateName": "bench"})
-        sid = dp.create_sandbox("bench").sandbox_id
         for _ in range(runs):
             if spare:
-                assert emulator.core is not None
+                deadline = time.monotonic() + 60
                 while emulator.core.pool.ready < spare:  # let the spare be refilled
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the spare kernel did not start in 60 s")
                     time.sleep(0.05)
+            sid = dp.create_sandbox("bench").sandbox_id
             start = time.perf_counter()
-            ctx = dp.create_context(sid)
+            dp.create_context(sid)
             times.append(time.perf_counter() - start)
-            dp.delete_context(sid, ctx.id)
-        dp.delete_sandbox(sid)
+            dp.delete_sandbox(sid)
     return times
 
 
-def execute_dataplane(runs: int) -> list[float]:
+def execute_dataplane(runs: int, jail: bool = True) -> list[float]:
     times: list[float] = []
-    with LocalEmulator(EmulatorSettings(spare_kernels=1)) as config, DataPlane(config) as dp:
+    settings = EmulatorSettings(spare_kernels=1, jail=jail)
+    with LocalEmulator(settings) as config, DataPlane(config) as dp:
         with httpx.Client(base_url=str(config.control_endpoint)) as http:
             http.post("/2025-09-10/templates", json={"templateName": "bench"})
         sid = dp.create_sandbox("bench").sandbox_id
@@ -125,6 +130,9 @@ def main() -> int:
     warm = context_create(1, args.context_runs)
     cold = context_create(0, args.context_runs)
     dp = execute_dataplane(args.runs)
+    warm_off = context_create(1, args.context_runs, jail=False)
+    cold_off = context_create(0, args.context_runs, jail=False)
+    dp_off = execute_dataplane(args.runs, jail=False)
     bare = asyncio.run(_bare(args.runs))
 
     ms = 1000.0
@@ -137,7 +145,9 @@ def main() -> int:
     lines = [
         "# Emulator benchmark\n",
         f"{platform.platform()}, Python {platform.python_version()}, "
-        f"{args.context_runs} context creates, {args.runs} executes per row.\n",
+        f"{args.context_runs} context creates (a new sandbox's first context), "
+        f"{args.runs} executes per row. Sandboxes run in the bubblewrap jail unless "
+        "marked otherwise.\n",
         "| measurement | n | p50 (ms) | p95 (ms) | mean (ms) |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -145,6 +155,22 @@ def main() -> int:
         lines.append(
             f"| {label} | {len(values)} | {pct(values, 0.5) * ms:.1f} | "
             f"{pct(values, 0.95) * ms:.1f} | {statistics.mean(values) * ms:.1f} |"
+        )
+    lines += [
+        "",
+        "## Isolation on and off",
+        "",
+        "| measurement | jail p50 (ms) | no jail p50 (ms) | jail p95 (ms) | no jail p95 (ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, on, off in (
+        ("context create, cold", cold, cold_off),
+        ("context create, warm", warm, warm_off),
+        ("execute print(1)", dp, dp_off),
+    ):
+        lines.append(
+            f"| {label} | {pct(on, 0.5) * ms:.1f} | {pct(off, 0.5) * ms:.1f} | "
+            f"{pct(on, 0.95) * ms:.1f} | {pct(off, 0.95) * ms:.1f} |"
         )
     warm_ratio = statistics.median(cold) / statistics.median(warm)
     exec_ratio50 = pct(dp, 0.5) / pct(bare, 0.5)

@@ -17,12 +17,9 @@ def main() -> None:
     with CodeInterpreter.from_env() as interpreter:
         interpreter.create_interpreter(name="quickstart", cpu=2.0, memory=2048)
         interpreter.start_session()
-        print(
-            "backend:",
-            "cloud"
-            if interpreter.config and interpreter.config.has_credentials
-            else "local emulator",
-        )
+        # the in-process emulator signs with a key pair of its own, under account "local"
+        local = interpreter.config is None or interpreter.config.account_id == "local"
+        print("backend:", "local emulator" if local else "cloud")
 
         interpreter.execute_code("x = 21")  # state lives on in the session's context
         execution = interpreter.execute_code("print(x * 2)")

@@ -786,7 +786,7 @@ def checked_calls(session: Any) -> ToolCall:
 
 def mcp_leftovers(config: Config, owner: str) -> list[str]:
     """Sandboxes and templates with this owner's prefix that still exist."""
-    from mcp_support import owned
+    from support import owned
 
     return owned(config, owner)
 
@@ -863,7 +863,7 @@ async def mcp_http_workload(
 
 def mcp_stdio_env(config: Config, owner: str) -> dict[str, str]:
     """The environment of an `agentrun-ci-mcp` process using the emulator as its cloud."""
-    from mcp_support import cloud_env
+    from support import cloud_env
 
     return cloud_env(config, owner, AGENTRUN_MCP_MAX_OUTPUT_CHARS="1000000")
 

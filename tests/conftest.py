@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
     from agentrun_ci._config import Config
@@ -16,6 +18,56 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# ---------------------------------------------------------------- parallel runs (issue #16)
+
+#: Test files whose tests must not overlap one another: they run on one worker, in turn.
+#: The leak tests SIGKILL emulators and MCP servers and then scan /proc for what is left
+#: (scoped to their own pids and owner tags); the next emulator start *anywhere* sweeps a
+#: dead one's leftovers, so two of them at once would check each other's sweeps.
+SHARED_GROUPS = {
+    "test_mcp_leaks.py": "leaks",
+    "test_local_crash.py": "leaks",
+}
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: one worker per CPU we may run on (not the host's count, which psutil
+    reports inside a CPU-limited container), at most 8: the longest group (the leak
+    tests) takes about an eighth of the suite, so more workers would only wait."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux
+    cpus = len(affinity(0)) if affinity else os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test file is one xdist group (module fixtures start once, on one worker),
+    unless its tests name a group themselves or it shares one (SHARED_GROUPS)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            name = item.path.name
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+
+
+# ---------------------------------------------------------------- hypothesis (issue #16)
+
+# Every run draws the same examples: a failure in CI replays on any machine, and a run
+# cannot turn red (or green) by luck. `HYPOTHESIS_PROFILE=explore` draws new ones (with
+# the example database) to hunt for bugs; pin what it finds with `@example`.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
 # ---------------------------------------------------------------- local emulator (issue #3)
 
 
@@ -23,11 +75,11 @@ def anyio_backend() -> str:
 def emulator() -> Iterator[Config]:
     """A running local emulator for the whole test session, as a `Config` pointing at it.
 
-    Unsigned (no key pair), default limits, one spare kernel. Tests that need other
-    settings (keys, small limits, a provisioning delay) start their own
-    `LocalEmulator(EmulatorSettings(...))`. Templates and sandboxes you create here
-    are shared with the rest of the session: use unique names and delete what you
-    create.
+    Unsigned (no key pair), default limits, one spare kernel; one per xdist worker.
+    Tests that need other settings (keys, small limits, a provisioning delay) start
+    their own with `support.running_emulator(EmulatorSettings(...))`. Templates and
+    sandboxes you create here are shared with the rest of the worker's session: use
+    unique names and delete what you create.
     """
     pytest.importorskip("jupyter_client")
     from agentrun_ci.local import LocalEmulator

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from alibabacloud_tea_openapi import exceptions as tea
 
-from agentrun_ci import AsyncControlPlane, Config, ControlPlane
+from agentrun_ci import AsyncControlPlane, Config, ControlPlane, RetryPolicy
 from agentrun_ci._async.control_plane import build_client, translate_error
 from agentrun_ci._errors import (
     APIError,
@@ -226,3 +226,58 @@ def test_idempotent_calls_are_retried_but_creates_are_not() -> None:
     with pytest.raises(ServerError):
         cp.create_template("t")
     assert stub.calls.count("create") == 1  # never re-sent: it may have been created
+
+
+class _BusyClient(_StubClient):
+    """GetTemplate answers 503 `busy` times, then READY; the async twin does the same."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__(["READY"])
+        self.busy = busy
+
+    def get_template_with_options(self, name: str, headers: Any, runtime: Any) -> _Response:
+        if self.busy:
+            self.busy -= 1
+            self.calls.append("busy")
+            raise tea.ServerException(status_code=503, code="Busy", message="busy", data={})
+        return super().get_template_with_options(name, headers, runtime)
+
+    async def get_template_with_options_async(
+        self, name: str, headers: Any, runtime: Any
+    ) -> _Response:
+        return self.get_template_with_options(name, headers, runtime)
+
+
+def test_the_control_plane_retries_through_the_data_planes_seams() -> None:
+    delays: list[float] = []
+    policy = RetryPolicy(max_retries=3, jitter=lambda lo, hi: hi)
+    stub = _FlakyClient()
+    cp = ControlPlane(Config(), client=stub, retry=policy, sleep=delays.append)  # type: ignore[arg-type]
+    assert cp.get_template("t").status == "READY"
+    assert delays == [0.01]  # the service's Retry-After (10 ms), recorded instead of slept
+    busy = _BusyClient(busy=3)
+    cp = ControlPlane(Config(), client=busy, retry=policy, sleep=delays.append)  # type: ignore[arg-type]
+    assert cp.get_template("t").status == "READY"
+    assert delays == [0.01, 0.25, 0.5, 1.0]  # capped exponential backoff, as on the data plane
+    with pytest.raises(ServerError):
+        ControlPlane(
+            Config(),
+            client=_BusyClient(busy=5),  # type: ignore[arg-type]
+            retry=RetryPolicy(max_retries=1),
+            sleep=delays.append,
+        ).get_template("t")
+
+
+@pytest.mark.anyio
+async def test_the_async_control_plane_takes_the_same_seams() -> None:
+    delays: list[float] = []
+
+    async def record(delay: float) -> None:
+        delays.append(delay)
+
+    stub = _BusyClient(busy=2)
+    policy = RetryPolicy(max_retries=2, jitter=lambda lo, hi: lo)
+    cp = AsyncControlPlane(Config(), client=stub, retry=policy, sleep=record)  # type: ignore[arg-type]
+    assert (await cp.get_template("t")).status == "READY"
+    assert delays == [0.125, 0.25]
+    assert stub.calls == ["busy", "busy", "get"]

@@ -29,6 +29,8 @@ from agentrun_ci import (
 
 pytest.importorskip("jupyter_client")
 
+from support import running_emulator
+
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
 UPLOAD_LIMIT = 2 * 1024 * 1024
@@ -39,14 +41,10 @@ def emu() -> Iterator[tuple[LocalEmulator, Config]]:
     # Default memory (2 GB): with 1 GB the kernel's own output buffering of 100 MB runs
     # out of memory (see test_100_mb...).
     settings = EmulatorSettings(max_processes=64, max_upload_bytes=UPLOAD_LIMIT, spare_kernels=1)
-    emulator = LocalEmulator(settings)
-    config = emulator.start()
-    try:
+    with running_emulator(settings) as (emulator, config):
         with ControlPlane(config) as cp:
             cp.create_template("hostile")
         yield emulator, config
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ from agentrun_ci import (
     InvalidArgumentError,
     NetworkMode,
     SessionLostError,
-    _interpreter,
+    _backend,
+    _lease,
+    _strategies,
 )
 
 
@@ -198,7 +200,7 @@ def test_unknown_strategy_and_network_mode_are_rejected(emulator: Config) -> Non
 async def test_auto_backend_without_credentials_starts_the_local_emulator(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_interpreter, "_noticed", False)
+    monkeypatch.setattr(_backend, "_noticed", False)
     caplog.set_level(logging.WARNING, logger="agentrun_ci.interpreter")
     async with AsyncCodeInterpreter(Config(), owner=_owner()) as ci:
         assert ci.config is not None
@@ -232,21 +234,21 @@ async def test_live_sandboxes_never_exceed_max_sessions(
 ) -> None:
     live = 0
     peak = 0
-    start, delete = _interpreter._Runtime.start_sandbox, _interpreter._Runtime.delete_sandbox
+    start, delete = _lease.Runtime.start_sandbox, _lease.Runtime.delete_sandbox
 
-    async def counting_start(self: _interpreter._Runtime) -> _interpreter._Session:
+    async def counting_start(self: _lease.Runtime) -> _strategies.HeldSession:
         nonlocal live, peak
         live += 1
         peak = max(peak, live)
         return await start(self)
 
-    async def counting_delete(self: _interpreter._Runtime, sandbox_id: str) -> None:
+    async def counting_delete(self: _lease.Runtime, sandbox_id: str) -> None:
         nonlocal live
         await delete(self, sandbox_id)
         live -= 1
 
-    monkeypatch.setattr(_interpreter._Runtime, "start_sandbox", counting_start)
-    monkeypatch.setattr(_interpreter._Runtime, "delete_sandbox", counting_delete)
+    monkeypatch.setattr(_lease.Runtime, "start_sandbox", counting_start)
+    monkeypatch.setattr(_lease.Runtime, "delete_sandbox", counting_delete)
     async with AsyncCodeInterpreter(
         emulator, owner=_owner(), strategy="ephemeral", max_sessions=2
     ) as ci:

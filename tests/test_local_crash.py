@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 pytest.importorskip("jupyter_client")
+
+from support import alive, remaining, wait_until
 
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 from agentrun_ci.local._limits import instance_name, pid_namespace_works, sweep_stale
@@ -35,15 +36,6 @@ sys.stdin.read()
 """
 
 
-def _live(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
-
-
 def _running(marker: str) -> list[int]:
     """Live pids whose command line holds `marker` (a unique sleep duration)."""
     found = []
@@ -53,7 +45,7 @@ def _running(marker: str) -> list[int]:
                 argv = fh.read().split(b"\0")
         except OSError:
             continue
-        if marker.encode() in argv and _live(int(name)):
+        if marker.encode() in argv and alive(int(name)):
             found.append(int(name))
     return found
 
@@ -68,15 +60,9 @@ def _under(base: str) -> list[int]:
                 env = fh.read()
         except OSError:
             continue
-        if (cwd.startswith(base) or b"HOME=" + base.encode() in env) and _live(int(name)):
+        if (cwd.startswith(base) or b"HOME=" + base.encode() in env) and alive(int(name)):
             found.append(int(name))
     return found
-
-
-def _wait_until(check: object, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not check():  # type: ignore[operator]
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("namespace", [True, False], ids=["pid-namespace", "no-namespace"])
@@ -106,8 +92,7 @@ def test_a_sigkilled_emulator_leaves_no_process_directory_or_cgroup(namespace: b
             command = f"sleep {marks[1]} & setsid sleep {marks[2]} & echo started"
             cmd = http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": command})
             assert cmd.json()["result"]["stdout"] == "started\n", cmd.text
-        _wait_until(lambda: all(_running(m) for m in marks))
-        assert all(_running(m) for m in marks)
+        wait_until(lambda: all(_running(m) for m in marks), "the three sleeps to run")
         bases = glob.glob(os.path.join(tempfile.gettempdir(), f"agentrun-local-{server.pid}.*"))
         cgroups = glob.glob(f"/sys/fs/cgroup/pids/agentrun-local-{server.pid}.*") + glob.glob(
             f"/sys/fs/cgroup/agentrun-local-{server.pid}.*"
@@ -124,9 +109,8 @@ def test_a_sigkilled_emulator_leaves_no_process_directory_or_cgroup(namespace: b
     if namespace and pid_namespace_works(sys.executable):
         # every child sits under an `unshare --kill-child` with a parent-death signal:
         # they die with the server, before any sweep
-        _wait_until(lambda: not any(_running(m) for m in marks) and not _under(bases[0]))
-        assert [_running(m) for m in marks] == [[], [], []]
-        assert _under(bases[0]) == []
+        assert remaining(lambda: [p for m in marks for p in _running(m)]) == []
+        assert remaining(lambda: _under(bases[0])) == []
     # the next emulator start, in any process, removes the rest
     with LocalEmulator(EmulatorSettings(spare_kernels=0)):
         pass

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from support import wait_until
 
 from agentrun_ci._config import Config
 
@@ -358,7 +358,7 @@ def test_commands_and_processes(http: httpx.Client, sid: str) -> None:
     assert r["result"]["stderr"] == "oops\n"
     assert r["result"]["cwd"] == "/home/user/work"
     slow = http.post(
-        f"/sandboxes/{sid}/processes/cmd", json={"command": "echo start; sleep 20", "timeout": 0.5}
+        f"/sandboxes/{sid}/processes/cmd", json={"command": "echo start; sleep 20", "timeout": 2}
     ).json()
     assert slow["status"] == "timeout"
     assert slow["result"]["stdout"] == "start\n"
@@ -395,13 +395,17 @@ def test_provisioning_delay_and_upload_limit() -> None:
         t = c.post("/2025-09-10/templates", json={"templateName": "slow"}).json()["data"]
         assert t["status"] == "CREATING"
         _error(c.post("/sandboxes", json={"templateName": "slow"}), 409)
-        while c.get("/2025-09-10/templates/slow").json()["data"]["status"] != "READY":
-            time.sleep(0.05)
+        wait_until(
+            lambda: c.get("/2025-09-10/templates/slow").json()["data"]["status"] == "READY",
+            "the template to become READY",
+        )
         s = c.post("/sandboxes", json={"templateName": "slow"}).json()["data"]
         assert s["status"] == "CREATING"
         assert c.get(f"/sandboxes/{s['sandboxId']}/health").json()["status"] == "creating"
-        while c.get(f"/sandboxes/{s['sandboxId']}").json()["data"]["status"] != "READY":
-            time.sleep(0.05)
+        wait_until(
+            lambda: c.get(f"/sandboxes/{s['sandboxId']}").json()["data"]["status"] == "READY",
+            "the sandbox to become READY",
+        )
         big = c.post(
             f"/sandboxes/{s['sandboxId']}/filesystem/upload",
             files={"file": ("big", b"x" * 5000)},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,18 +11,11 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
+from support import alive, running_emulator, still_alive
+
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
 SECRET = "s3cr3t-value-never-visible"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 def _host_pid(inner: int, anchors: list[int]) -> int:
@@ -32,7 +24,13 @@ def _host_pid(inner: int, anchors: list[int]) -> int:
     spaces = set()
     for anchor in anchors:
         with contextlib.suppress(OSError):
-            spaces.add(os.readlink(f"/proc/{anchor}/ns/pid_for_children"))
+            own = os.readlink(f"/proc/{anchor}/ns/pid")
+            if os.readlink(f"/proc/{anchor}/ns/pid_for_children") != own:
+                spaces.add(os.readlink(f"/proc/{anchor}/ns/pid_for_children"))
+        # bubblewrap clones its child into the new namespace (unshare enters it first)
+        for child in _children(anchor):
+            with contextlib.suppress(OSError):
+                spaces.add(os.readlink(f"/proc/{child}/ns/pid"))
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             space = os.readlink(f"/proc/{name}/ns/pid")
@@ -45,14 +43,12 @@ def _host_pid(inner: int, anchors: list[int]) -> int:
     return inner
 
 
-def _wait_dead(pids: list[int], timeout: float = 5.0) -> list[int]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        left = [p for p in pids if _alive(p)]
-        if not left:
-            return []
-        time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +56,14 @@ def emu() -> Iterator[tuple[LocalEmulator, httpx.Client]]:
     os.environ["AGENTRUN_ACCESS_KEY_SECRET"] = SECRET
     os.environ["MY_SERVICE_TOKEN"] = SECRET
     settings = EmulatorSettings(memory_mb=1024, max_processes=64, spare_kernels=1)
-    emulator = LocalEmulator(settings)
     try:
-        config = emulator.start()
-        with httpx.Client(base_url=str(config.data_endpoint), timeout=60) as client:
+        with (
+            running_emulator(settings) as (emulator, config),
+            httpx.Client(base_url=str(config.data_endpoint), timeout=60) as client,
+        ):
             client.post("/2025-09-10/templates", json={"templateName": "iso"})
             yield emulator, client
     finally:
-        emulator.stop()
         del os.environ["AGENTRUN_ACCESS_KEY_SECRET"]
         del os.environ["MY_SERVICE_TOKEN"]
 
@@ -152,7 +148,7 @@ def _sandbox_pids(emulator: LocalEmulator, sid: str) -> list[int]:
     assert emulator.core is not None
     sandbox = emulator.core.sandboxes[sid]
     if sandbox.launch is not None and sandbox.launch.cgroup is not None:
-        return [p for p in sandbox.launch.cgroup.pids() if _alive(p)]
+        return [p for p in sandbox.launch.cgroup.pids() if alive(p)]
     return [m for pid in sandbox.processes for m in group_members(pid)]
 
 
@@ -168,7 +164,7 @@ def test_fork_bomb_is_contained(emu: tuple[LocalEmulator, httpx.Client], sid: st
     assert http.get(f"/sandboxes/{sid}/health").json()["status"] == "ok"
     pids = _sandbox_pids(emulator, sid)
     http.post(f"/sandboxes/{sid}/stop")
-    assert _wait_dead(pids) == []
+    assert still_alive(pids) == []
     # a fresh sandbox works normally afterwards
     other = http.post("/sandboxes", json={"templateName": "iso"}).json()["data"]["sandboxId"]
     r = http.post(f"/sandboxes/{other}/processes/cmd", json={"command": "echo alive"})
@@ -203,19 +199,19 @@ def test_no_process_left_after_context_delete_and_stop(
         if p["tag"] == f"context:{ctx}"
     )["processId"]
     child_pid = _host_pid(int(str(child[0]["text"])), [kernel])
-    assert _alive(child_pid)
-    assert _alive(kernel)
+    assert alive(child_pid)
+    assert alive(kernel)
     assert http.delete(f"/sandboxes/{sid}/contexts/{ctx}").status_code == 204
-    assert _wait_dead([kernel, child_pid]) == []
+    assert still_alive([kernel, child_pid]) == []
     # sandbox stop: a kernel, a background command, and its files
     _run(http, sid, "1")
     http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": "sleep 60 & echo $!"})
     pids = _kernel_pids(http, sid)
     bg = http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": "sleep 61 & echo $!"})
     pids.append(_host_pid(int(bg.json()["result"]["stdout"]), _kernel_pids(http, sid, "")))
-    assert all(_alive(p) for p in pids)
+    assert all(alive(p) for p in pids)
     http.post(f"/sandboxes/{sid}/stop")
-    assert _wait_dead(pids) == []
+    assert still_alive(pids) == []
 
 
 def test_nothing_left_after_emulator_shutdown() -> None:
@@ -230,7 +226,7 @@ def test_nothing_left_after_emulator_shutdown() -> None:
         pids = [*_kernel_pids(http, sid), _host_pid(inner, _kernel_pids(http, sid, ""))]
         root = emulator.core.sandboxes[sid].root if emulator.core else None
     emulator.stop()
-    assert _wait_dead(pids) == []
+    assert still_alive(pids) == []
     assert root is not None
     assert not root.exists()
 

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -15,32 +14,15 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
+from support import await_until, spawned, still_alive, wait_until
+
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 from agentrun_ci.local._limits import group_members
 from agentrun_ci.local.cli import serve_main
 
 
-def _wait_status(http: httpx.Client, sid: str, status: str, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if http.get(f"/sandboxes/{sid}").json()["data"]["status"] == status:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _gone(pid: int, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            return True
-        if stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X"):
-            return True
-        time.sleep(0.02)
-    return False
+def _status(http: httpx.Client, sid: str) -> str:
+    return str(http.get(f"/sandboxes/{sid}").json()["data"]["status"])
 
 
 @pytest.mark.parametrize(
@@ -65,9 +47,9 @@ def test_sandbox_is_stopped_and_cleaned(settings: EmulatorSettings, body: dict[s
         assert pids  # the background sleep (and its namespace init) still run
         assert emulator.core is not None
         root = emulator.core.sandboxes[sid].root
-        assert _wait_status(http, sid, "TERMINATED")
+        wait_until(lambda: _status(http, sid) == "TERMINATED", f"sandbox {sid} to stop")
         assert not root.exists()
-        assert all(_gone(pid) for pid in pids)
+        assert still_alive(pids) == []
 
 
 def test_serve_refuses_remote_host_without_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,32 +63,27 @@ def test_serve_prints_endpoint_and_stops_on_sigterm() -> None:
         "sys.exit(serve_main(sys.argv[1:]))"
     )
     argv = [sys.executable, "-c", code, "--port", "0", "--spare-kernels", "0"]
-    with subprocess.Popen(
+    with spawned(
         [*argv, "--log-level", "ERROR"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     ) as proc:
-        try:
-            assert proc.stdout is not None
-            lines = [proc.stdout.readline() for _ in range(5)]
-            exports = dict(
-                line.removeprefix("export ").strip().split("=", 1)
-                for line in lines
-                if line.startswith("export ")
-            )
-            url = exports["AGENTRUN_DATA_ENDPOINT"]
-            assert exports["AGENTRUN_CONTROL_ENDPOINT"] == url
-            assert exports["AGENTRUN_ACCOUNT_ID"] == "local"
-            assert url.startswith("http://127.0.0.1:")
-            r = httpx.get(f"{url}/2025-09-10/templates")
-            assert r.json()["code"] == "SUCCESS"
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(5)]
+        exports = dict(
+            line.removeprefix("export ").strip().split("=", 1)
+            for line in lines
+            if line.startswith("export ")
+        )
+        url = exports["AGENTRUN_DATA_ENDPOINT"]
+        assert exports["AGENTRUN_CONTROL_ENDPOINT"] == url
+        assert exports["AGENTRUN_ACCOUNT_ID"] == "local"
+        assert url.startswith("http://127.0.0.1:")
+        r = httpx.get(f"{url}/2025-09-10/templates")
+        assert r.json()["code"] == "SUCCESS"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
 
 
 @pytest.mark.anyio
@@ -141,45 +118,40 @@ def test_serve_takes_the_secret_from_a_file_or_the_environment_not_argv(
         argv += ["--access-key-secret-file", str(path)]
     else:
         env["AGENTRUN_ACCESS_KEY_SECRET"] = secret
-    with subprocess.Popen(
+    with spawned(
         [*argv, "--log-level", "ERROR"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
         text=True,
     ) as proc:
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().split()[4]
-            with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
-                assert secret.encode() not in fh.read()
-            assert httpx.get(f"{url}/2025-09-10/templates").status_code == 403
-            good = Config(
-                access_key_id="KID",
-                access_key_secret=secret,
-                account_id="local",
-                control_endpoint=url,
-                data_endpoint=url,
-            )
-            with ControlPlane(good) as cp:
-                assert cp.list_templates() == []
-            bad = Config(
-                access_key_id="KID",
-                access_key_secret="wrong",
-                account_id="local",
-                control_endpoint=url,
-                data_endpoint=url,
-            )
-            with ControlPlane(bad) as cp, pytest.raises(PermissionDeniedError):
-                cp.list_templates()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
-            assert proc.stderr is not None
-            assert "WARNING" not in proc.stderr.read()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[4]
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
+            assert secret.encode() not in fh.read()
+        assert httpx.get(f"{url}/2025-09-10/templates").status_code == 403
+        good = Config(
+            access_key_id="KID",
+            access_key_secret=secret,
+            account_id="local",
+            control_endpoint=url,
+            data_endpoint=url,
+        )
+        with ControlPlane(good) as cp:
+            assert cp.list_templates() == []
+        bad = Config(
+            access_key_id="KID",
+            access_key_secret="wrong",
+            account_id="local",
+            control_endpoint=url,
+            data_endpoint=url,
+        )
+        with ControlPlane(bad) as cp, pytest.raises(PermissionDeniedError):
+            cp.list_templates()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        assert "WARNING" not in proc.stderr.read()
 
 
 def test_serve_warns_about_a_secret_in_argv_and_refuses_a_missing_one(
@@ -221,10 +193,9 @@ def test_a_kernel_that_fails_at_birth_is_reaped_and_reported_as_nothing_ran(
         started.append(pid)
         if failure == "dies":  # really dies, as under the kernel_death fault
             _kernels.kill_group(pid)
-            for _ in range(100):
-                if not await self._km.is_alive():
-                    break
-                await asyncio.sleep(0.01)
+            with anyio.fail_after(20):  # reaped: a hang guard, not a timing assertion
+                while await self._km.is_alive():  # noqa: ASYNC110 -- no event to await
+                    await asyncio.sleep(0.01)
         else:  # alive, but its chdir into the sandbox fails
             home = "/nonexistent/sandbox/home"
         await adopt(self, home, *args)  # type: ignore[arg-type]
@@ -241,7 +212,8 @@ def test_a_kernel_that_fails_at_birth_is_reaped_and_reported_as_nothing_ran(
         assert "no code ran" in message
         assert "state lost" not in message
         assert len(started) == 1
-        assert _gone(started[0])  # shut down, not left running until the emulator stops
+        # shut down, not left running until the emulator stops
+        assert still_alive(started) == []
         assert emulator.core is not None
         assert emulator.core.sandboxes[sid].contexts == {}
 
@@ -257,7 +229,13 @@ async def test_a_context_deleted_while_its_code_runs_answers_the_run() -> None:
         created = await http.post("/sandboxes", json={"templateName": "t"})
         sid = created.json()["data"]["sandboxId"]
         ctx = (await http.post(f"/sandboxes/{sid}/contexts", json={"language": "python"})).json()
-        body = {"code": "import time; time.sleep(20)", "contextId": ctx["id"], "timeout": 25}
+        code = "open('started', 'w').close()\nimport time\ntime.sleep(20)"
+        body = {"code": code, "contextId": ctx["id"], "timeout": 25}
+
+        async def running() -> bool:
+            started = await http.get(f"/sandboxes/{sid}/files", params={"path": "started"})
+            return started.status_code == 200
+
         async with anyio.create_task_group() as tg:
             answers: list[httpx.Response] = []
 
@@ -265,7 +243,7 @@ async def test_a_context_deleted_while_its_code_runs_answers_the_run() -> None:
                 answers.append(await http.post(f"/sandboxes/{sid}/contexts/execute", json=body))
 
             tg.start_soon(run)
-            await anyio.sleep(1.0)
+            await await_until(running, "the code to start running")
             deleted = await http.delete(f"/sandboxes/{sid}/contexts/{ctx['id']}")
             assert deleted.status_code == 204, deleted.text
         (answer,) = answers

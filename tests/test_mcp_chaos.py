@@ -37,7 +37,7 @@ from chaos_workload import (
     set_faults,
 )
 from mcp import Client
-from mcp_support import SCRIPT, needs_script
+from support import SCRIPT, needs_script
 
 from agentrun_ci import Config
 from agentrun_ci.local import TRANSIENT_KINDS, EmulatorSettings, FaultPlan, LocalEmulator

@@ -30,7 +30,7 @@ pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
 from mcp import Client, StdioServerParameters
-from mcp_support import SCRIPT, cloud_env, needs_script
+from support import SCRIPT, cloud_env, needs_script, running_emulator
 
 from agentrun_ci import Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
@@ -45,12 +45,8 @@ MAX_CHARS = 2000
 @pytest.fixture(scope="module")
 def emu() -> Iterator[tuple[LocalEmulator, Config]]:
     settings = EmulatorSettings(max_processes=64, max_upload_bytes=UPLOAD_LIMIT, spare_kernels=1)
-    emulator = LocalEmulator(settings)
-    config = emulator.start()
-    try:
+    with running_emulator(settings) as (emulator, config):
         yield emulator, config
-    finally:
-        emulator.stop()
 
 
 def _options(config: Config, **kw: Any) -> ServerOptions:

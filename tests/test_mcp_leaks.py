@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,7 +49,17 @@ import pytest
 pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
-from mcp_support import SCRIPT, base_env, cloud_env, owned
+from support import (
+    SCRIPT,
+    alive,
+    base_env,
+    cloud_env,
+    owned,
+    pids,
+    proc_stat,
+    remaining,
+    running_emulator,
+)
 
 from agentrun_ci import Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
@@ -118,32 +128,12 @@ def _replay(request: pytest.FixtureRequest) -> str:
 # ---------------------------------------------------------------- /proc
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session, ..."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 2 :].decode().split()
-
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _alive(pid: int, start: str) -> bool:
-    """The process that had this pid and start time is running (zombies count as gone)."""
-    fields = _stat(pid)
-    return fields is not None and fields[19] == start and fields[0] not in ("Z", "X")
-
-
 def _describe(pid: int) -> str:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         cmdline = "?"
-    fields = _stat(pid) or ["?"] * 4
+    fields = proc_stat(pid) or ["?"] * 4
     return f"pid {pid} (state {fields[0]}, ppid {fields[1]}, sid {fields[3]}): {cmdline[:200]}"
 
 
@@ -164,8 +154,8 @@ def _mentions(pid: int, needle: bytes) -> bool:
 def _live_mentioning(needle: str) -> list[str]:
     me = os.getpid()
     found = []
-    for pid in _pids():
-        fields = _stat(pid)
+    for pid in pids():
+        fields = proc_stat(pid)
         if pid == me or fields is None or fields[0] in ("Z", "X"):
             continue
         if _mentions(pid, needle.encode()):
@@ -176,8 +166,8 @@ def _live_mentioning(needle: str) -> list[str]:
 def _live_in_session(sid: int) -> list[str]:
     """Live processes whose session or process group is `sid`."""
     found = []
-    for pid in _pids():
-        fields = _stat(pid)
+    for pid in pids():
+        fields = proc_stat(pid)
         if fields is not None and fields[0] not in ("Z", "X") and str(sid) in fields[2:4]:
             found.append(_describe(pid))
     return found
@@ -200,8 +190,8 @@ class Descendants:
 
     def sample(self) -> None:
         children: dict[int, list[tuple[int, str]]] = {}
-        for pid in _pids():
-            fields = _stat(pid)
+        for pid in pids():
+            fields = proc_stat(pid)
             if fields is not None:
                 children.setdefault(int(fields[1]), []).append((pid, fields[19]))
         todo = [self.root]
@@ -216,7 +206,7 @@ class Descendants:
         self._thread.join()
 
     def alive(self) -> list[str]:
-        return [desc for (pid, start), desc in self.seen.items() if _alive(pid, start)]
+        return [desc for (pid, start), desc in self.seen.items() if alive(pid, start)]
 
 
 def _emulator_tags(pid: int) -> tuple[str, str]:
@@ -235,19 +225,6 @@ def _emulator_dirs(pid: int) -> list[str]:
         except OSError:
             continue
         found += [os.path.join(place, n) for n in names if n.startswith(tags)]
-    return found
-
-
-def _settle(check: Callable[[], list[str]], wait: float = 10.0) -> list[str]:
-    """`check()` once it is empty, or what it still reports after `wait` seconds.
-
-    Processes killed just before the server exited may take a moment to be reaped.
-    """
-    deadline = time.monotonic() + wait
-    found = check()
-    while found and time.monotonic() < deadline:
-        time.sleep(0.05)
-        found = check()
     return found
 
 
@@ -411,12 +388,8 @@ def servers() -> Iterator[list[Server]]:
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[tuple[LocalEmulator, Config]]:
-    emulator = LocalEmulator(EmulatorSettings(provisioning_delay=PROVISIONING_DELAY))
-    config = emulator.start()
-    try:
-        yield emulator, config
-    finally:
-        emulator.stop()
+    with running_emulator(EmulatorSettings(provisioning_delay=PROVISIONING_DELAY)) as running:
+        yield running
 
 
 def _in_core(emulator: LocalEmulator, owner: str) -> list[str]:
@@ -448,7 +421,7 @@ def _cloud_leaks(
     leaks = [f"listed: {n}" for n in owned(config, owner)]
     leaks += [f"in the emulator: {n}" for n in _in_core(emulator, owner)]
     # kernels and commands run in (and with HOME in) their sandbox's directory
-    leaks += [f"process: {p}" for p in _settle(lambda: _live_mentioning(sandboxes), wait)]
+    leaks += [f"process: {p}" for p in remaining(lambda: _live_mentioning(sandboxes), wait)]
     leaks += [f"directory: {d}" for d in Path(sandboxes).parent.glob(f"arci-{owner}-*")]
     return leaks
 
@@ -475,7 +448,7 @@ def test_cloud_stop_leaves_nothing(
     _probes_saw_it(point, before, context)
     assert code == EXIT_CODES[stop], context
     assert _cloud_leaks(emulator, config, owner) == [], context
-    assert _settle(lambda: _live_in_session(server.pid)) == [], context
+    assert remaining(lambda: _live_in_session(server.pid)) == [], context
 
 
 @pytest.mark.parametrize("point", _kill_matrix("cloud"))
@@ -500,7 +473,7 @@ def test_cloud_sigkill_orphans_are_reaped_by_the_next_start(
     successor = Server(_env(config, owner), tmp_path / "next.log")
     servers.append(successor)
     successor.initialize()  # no tool call: the sweep runs in the background at start
-    leaks = _settle(lambda: _cloud_leaks(emulator, config, owner), wait=20)
+    leaks = remaining(lambda: _cloud_leaks(emulator, config, owner), timeout=20)
     assert leaks == [], f"{context}\n{successor.log_tail()}"
     assert successor.stop("eof") == 0, context
 
@@ -520,7 +493,7 @@ def _local_leaks(server: Server, tree: Descendants, *, wait: float = 10.0) -> li
             found += [f"mentions {tag}: {d}" for d in _live_mentioning(tag)]
         return sorted(set(found))
 
-    return _settle(processes, wait) + [f"directory: {d}" for d in _emulator_dirs(server.pid)]
+    return remaining(processes, wait) + [f"directory: {d}" for d in _emulator_dirs(server.pid)]
 
 
 def _local_window(rng: random.Random) -> float:

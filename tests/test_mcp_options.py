@@ -110,3 +110,12 @@ def test_the_event_loop_option(monkeypatch: pytest.MonkeyPatch) -> None:
     assert backend_options("auto") == {}
     with pytest.raises(ValueError, match="pip install uvloop"):
         backend_options("uvloop")
+
+
+def test_import_free_constants_match_the_sdk() -> None:
+    """`options` spells out two SDK values so the CLI starts without importing the SDK."""
+    import agentrun_ci
+    from agentrun_ci_mcp import options
+
+    assert options.STRATEGY_CHOICES == agentrun_ci.STRATEGY_NAMES
+    assert options.HOME == agentrun_ci.DEFAULT_CWD

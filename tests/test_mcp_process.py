@@ -26,9 +26,9 @@ pytest.importorskip("jupyter_client")
 
 import httpx
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
-from mcp_support import SCRIPT, cloud_env, needs_script, owned
+from support import SCRIPT, cloud_env, needs_script, owned, remaining, wait_until
 
-from agentrun_ci import Config, ControlPlane, DataPlane, __version__
+from agentrun_ci import Config, ControlPlane, DataPlane, NotFoundError, __version__
 
 pytestmark = needs_script
 
@@ -135,21 +135,38 @@ def test_signals_delete_everything_even_mid_run(
     server.initialize()
     assert server.run_code("b = 1")["isError"] is False
     # a long run in flight must not hold up the cleanup
+    long_run = "open('running', 'w').close()\nimport time\ntime.sleep(25)"
     server.send(
         {
             "jsonrpc": "2.0",
             "id": 99,
             "method": "tools/call",
-            "params": {"name": "run_code", "arguments": {"code": "import time; time.sleep(25)"}},
+            "params": {"name": "run_code", "arguments": {"code": long_run}},
         }
     )
-    time.sleep(0.5)
-    assert owned(config, owner)
+    wait_until(lambda: _running_in(config, owner), "the long run to start")
     started = time.monotonic()
     server.proc.send_signal(signum)
     assert server.wait() == code
-    assert time.monotonic() - started < 8
+    # well short of the 25 s the run would take (a hang guard with room for a loaded
+    # machine: the deletes themselves took up to 5 s there)
+    assert time.monotonic() - started < 15
     assert owned(config, owner) == []
+
+
+def _running_in(config: Config, owner: str) -> bool:
+    """Has the owner's sandbox the file that the long run writes as it starts?"""
+    with ControlPlane(config) as control, DataPlane(config) as data:
+        for sandbox in control.list_sandboxes():
+            sid = sandbox.sandbox_id
+            if not sid.startswith(f"arci-{owner}-"):
+                continue
+            try:
+                data.read_file(sid, "running")
+            except NotFoundError:
+                continue
+            return True
+    return False
 
 
 def test_nothing_but_protocol_on_stdout_and_idle_start_creates_nothing(
@@ -204,15 +221,17 @@ def http_server(emulator: Config) -> Iterator[tuple[str, str, Config, str]]:
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}/mcp"
+
+    def listening() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.05)
+        wait_until(listening, f"the server to listen on port {port}")
         yield url, token, emulator, owner
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -350,10 +369,7 @@ def test_orphans_of_a_crashed_server_are_reaped_at_start(emulator: Config) -> No
     server = RawServer(cloud_env(emulator, owner))
     try:
         server.initialize()  # no tool call: the sweep runs in the background at start
-        deadline = time.monotonic() + 10
-        while owned(emulator, owner) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert owned(emulator, owner) == []
+        assert remaining(lambda: owned(emulator, owner)) == []
         assert server.proc.stdin is not None
         server.proc.stdin.close()
         assert server.wait() == 0

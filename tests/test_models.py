@@ -304,3 +304,33 @@ def test_command_result_nested_and_flat() -> None:
     flat = CommandResult.from_wire({"exitCode": 0, "stdout": "x"})
     assert flat.ok
     assert flat.stdout == "x"
+
+
+@pytest.mark.parametrize("count", [float("inf"), float("-inf"), float("nan"), "inf", "1e999"])
+def test_an_execution_count_that_is_not_a_finite_number_is_dropped(count: Any) -> None:
+    # Python's json module reads Infinity and NaN; int(inf) raised OverflowError here
+    # (found by test_properties on one random run).
+    body = {
+        "results": [
+            {"type": "stdout", "text": "x"},
+            {"type": "result", "text": "1", "executionCount": count},
+            {"type": "endOfExecution", "status": "ok", "execution_count": count},
+        ]
+    }
+    execution = Execution.from_wire(body)
+    assert execution.execution_count is None
+    assert execution.stdout == "x"
+    assert execution.text == "1"
+    assert execution.ok
+
+
+def test_numbers_beyond_a_float_or_an_int_become_none() -> None:
+    huge = 10**400  # JSON allows any number of digits; float() of it overflows
+    template = Template.from_wire({"templateName": "t", "cpu": huge, "memory": float("inf")})
+    assert (template.cpu, template.memory) == (None, None)
+    command = CommandResult.from_wire(
+        {"result": {"exitCode": float("nan")}, "executionTimeMs": huge}
+    )
+    assert (command.exit_code, command.duration) == (None, None)
+    sandbox = Sandbox.from_wire({"sandboxId": "s", "sandboxIdleTimeoutSeconds": float("-inf")})
+    assert sandbox.idle_timeout is None

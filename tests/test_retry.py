@@ -9,6 +9,7 @@ import pytest
 from agentrun_ci._retry import (
     MAX_DELAY,
     MAX_RETRY_AFTER,
+    Failure,
     RetryPolicy,
     backoff,
     parse_retry_after,
@@ -79,3 +80,21 @@ def test_policy_uses_injected_jitter() -> None:
     policy = RetryPolicy(max_retries=2, jitter=lambda lo, hi: 0.0)
     assert policy.delay(5) == 0.0
     assert policy.delay(5, retry_after=2.0) == 2.0
+
+
+@pytest.mark.parametrize("attempt", [6, 64, 1100, 10**6])
+def test_backoff_stays_capped_for_any_attempt(attempt: int) -> None:
+    assert backoff(attempt, jitter=lambda lo, hi: hi) == MAX_DELAY
+    assert MAX_DELAY / 2 <= backoff(attempt) <= MAX_DELAY  # backoff(1100) used to overflow
+
+
+def test_one_decision_for_both_planes() -> None:
+    policy = RetryPolicy(max_retries=2, jitter=lambda lo, hi: hi)
+    assert policy.delay_after(Failure(status_code=503), attempt=0, idempotent=True) == 0.25
+    assert policy.delay_after(Failure(status_code=503), attempt=0, idempotent=False) is None
+    assert policy.delay_after(Failure(status_code=503), attempt=2, idempotent=True) is None
+    throttled = Failure(status_code=429, retry_after=3.0)
+    assert policy.delay_after(throttled, attempt=1, idempotent=True) == 3.0
+    # a connection that never opened: safe even for an execute
+    assert policy.delay_after(Failure(connect_failed=True), attempt=1, idempotent=False) == 0.5
+    assert policy.delay_after(Failure(), attempt=0, idempotent=True) is None  # in transit: final

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,9 +72,36 @@ def test_check_reports_a_stale_file(tmp_path: Path) -> None:
     dst.mkdir()
     (src / "m.py").write_text("async def f() -> None:\n    await g()\n", encoding="utf-8")
     unasync.SRC, unasync.DST, unasync.FILES = src, dst, ["m.py"]
+    unasync.RULES = [rule for rule in unasync.RULES if rule.syntax]  # m.py has no names
     assert unasync.main(["--check"]) == 1  # missing
     assert unasync.main([]) == 0  # generates
     assert "def f() -> None:\n    g()\n" in (dst / "m.py").read_text(encoding="utf-8")
     assert unasync.main(["--check"]) == 0
     (dst / "m.py").write_text("edited by hand\n", encoding="utf-8")
     assert unasync.main(["--check"]) == 1
+
+
+def test_rules_rewrite_only_the_names_they_name() -> None:
+    unasync = _load()
+    line = "        run_async = self.is_async\n"
+    assert unasync.translate(line, "x.py").split("\n", 1)[1] == line
+    assert "class Asyncio:" in unasync.translate("class Asyncio:\n", "x.py")
+
+
+def test_a_rule_that_matches_nothing_fails_the_script(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unasync = _load()
+    src = tmp_path / "_async"
+    src.mkdir()
+    (tmp_path / "_sync").mkdir()
+    (src / "m.py").write_text("async def f() -> None:\n    await g()\n", encoding="utf-8")
+    unasync.SRC, unasync.DST, unasync.FILES = src, tmp_path / "_sync", ["m.py"]
+    unasync.RULES = [
+        *(rule for rule in unasync.RULES if rule.syntax),
+        unasync.Rule("old helper", r"\bold_helper_async\b", "old_helper"),
+    ]
+    assert unasync.main([]) == 1
+    assert "old helper" in capsys.readouterr().err
+    unasync.RULES = unasync.RULES[:-1]
+    assert unasync.main(["--check"]) == 0

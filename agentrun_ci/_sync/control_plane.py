@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from .. import _telemetry
 from .._config import Config
 from .._errors import (
     AgentRunError,
@@ -30,7 +31,8 @@ from .._errors import (
     error_for_status,
 )
 from .._models import Sandbox, Template
-from .._retry import backoff, should_retry_connect, should_retry_status
+from .._retry import Failure, RetryPolicy
+from .retrying import Retryable, with_retries
 
 if TYPE_CHECKING:
     # Imported where used: the Alibaba package takes ~0.25 s to import, which every
@@ -130,6 +132,12 @@ def _tea_message(exc: Exception) -> str | None:
     return message.rsplit(" request id: ", 1)[0]
 
 
+def _status_of(exc: Exception) -> int | None:
+    """The HTTP status a package exception carries (None: no answer came)."""
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) and status >= 400 else None
+
+
 def _is_connect_failure(exc: Exception) -> bool:
     # requests wraps a refused connect in RetryError/ConnectionError; aiohttp raises
     # ClientConnectorError. Either way no byte of the request reached the server.
@@ -152,11 +160,24 @@ class ControlPlane:
     One instance holds one configured Alibaba client; share it and close it.
     """
 
-    def __init__(self, config: Config | None = None, *, client: Client | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        client: Client | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         self.config = config if config is not None else Config.from_env()
+        # Seams for tests, as on the data plane: a pinned jitter, a sleep that records.
+        self.retry = retry if retry is not None else RetryPolicy(self.config.max_retries)
+        self._sleep = sleep if sleep is not None else time.sleep
         self._client = client if client is not None else build_client(self.config)
         self._runtime = _runtime(self.config)
         self._closed = False
+        self._telemetry = _telemetry.get()
+        control = urlsplit(self.config.control_url)
+        self._server = (control.hostname, control.port)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.config.control_url!r})"
@@ -178,34 +199,32 @@ class ControlPlane:
 
     def _call(self, action: str, send: Callable[[], Any], *, idempotent: bool) -> Any:
         """Run one package call with our retry policy; return its response object."""
-        attempt = 0
-        while True:
+
+        def attempt(resends: int) -> Any:
             try:
-                return send()
+                if self._telemetry is None:
+                    return send()
+                # The package sends the request: one span per attempt at this boundary.
+                with self._telemetry.control(action, *self._server, resends) as span:
+                    try:
+                        return send()
+                    except Exception as exc:
+                        span.status = _status_of(exc)
+                        raise
+            except AgentRunError:
+                raise
             except Exception as exc:
-                if isinstance(exc, AgentRunError):
-                    raise
                 error = translate_error(exc, action)
-                status = error.status_code if isinstance(error, APIError) else None
-                retry = False
-                if status is not None:
-                    retry = should_retry_status(
-                        status,
-                        idempotent=idempotent,
-                        attempt=attempt,
-                        max_retries=self.config.max_retries,
-                    )
-                elif _is_connect_failure(exc):
-                    retry = should_retry_connect(
-                        attempt=attempt, max_retries=self.config.max_retries
-                    )
-                if not retry:
-                    raise error from exc
-                retry_after = error.retry_after if isinstance(error, RateLimitError) else None
-                delay = backoff(attempt, retry_after)
-                log.info("%s failed (%s); retry %d in %.2fs", action, error, attempt + 1, delay)
-                time.sleep(delay)
-                attempt += 1
+                failure = Failure(
+                    status_code=error.status_code if isinstance(error, APIError) else None,
+                    connect_failed=_is_connect_failure(exc),
+                    retry_after=error.retry_after if isinstance(error, RateLimitError) else None,
+                )
+                raise Retryable(failure, error, exc) from exc
+
+        return with_retries(
+            attempt, policy=self.retry, sleep=self._sleep, idempotent=idempotent, what=action
+        )
 
     # ------------------------------------------------------------ templates
 

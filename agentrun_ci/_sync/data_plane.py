@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .. import _wire
+from .. import _telemetry, _wire
 from .._auth import AgentRunAuth
 from .._config import Config
 from .._errors import APIError, InvalidArgumentError, RequestTimeout, TransportError, WaitTimeout
@@ -33,8 +33,9 @@ from .._models import (
     ProcessInfo,
     Sandbox,
 )
-from .._retry import RetryPolicy, parse_retry_after
+from .._retry import Failure, RetryPolicy, parse_retry_after
 from .._version import __version__
+from .retrying import Retryable, with_retries
 
 __all__ = ["DataPlane"]
 
@@ -88,6 +89,8 @@ class DataPlane:
             follow_redirects=False,
         )
         self._closed = False
+        # the instruments, or None without OpenTelemetry (then one None check per request)
+        self._telemetry = _telemetry.get()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.config.data_url!r})"
@@ -134,20 +137,20 @@ class DataPlane:
         self, call: _wire.Call[Any], *, stream: bool = False, **kw: Any
     ) -> httpx.Response:
         """Send with the retry policy of `_retry`; return a successful response."""
-        attempt = 0
-        while True:
+
+        def attempt(resends: int) -> httpx.Response:
             request = self._request(call, **kw)
             try:
-                response = self._client.send(request, stream=stream)
+                if self._telemetry is None:
+                    response = self._client.send(request, stream=stream)
+                else:
+                    with self._telemetry.http(request, call.path, resends) as span:
+                        response = self._client.send(request, stream=stream)
+                        span.status = response.status_code
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # The connection never opened: the body cannot have reached the server.
-                if self.retry.retry_connect(attempt=attempt):
-                    delay = self.retry.delay(attempt)
-                    log.info("connect failed (%s); retry %d in %.2fs", exc, attempt + 1, delay)
-                    self._sleep(delay)
-                    attempt += 1
-                    continue
-                raise _transport_error(exc, request) from exc
+                failure = Failure(connect_failed=True)
+                raise Retryable(failure, _transport_error(exc, request), exc) from exc
             except httpx.TransportError as exc:
                 # The body may have reached the server: never re-send (execute runs once).
                 raise _transport_error(exc, request) from exc
@@ -155,23 +158,17 @@ class DataPlane:
                 return response
             response.read()
             response.close()
-            if self.retry.retry_status(
-                response.status_code, idempotent=call.idempotent, attempt=attempt
-            ):
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                delay = self.retry.delay(attempt, retry_after)
-                log.info(
-                    "%s %s answered %d; retry %d in %.2fs",
-                    call.method,
-                    call.path,
-                    response.status_code,
-                    attempt + 1,
-                    delay,
-                )
-                self._sleep(delay)
-                attempt += 1
-                continue
-            _wire.raise_for_status(response)
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            failure = Failure(status_code=response.status_code, retry_after=retry_after)
+            raise Retryable(failure, _wire.error_from_response(response))
+
+        return with_retries(
+            attempt,
+            policy=self.retry,
+            sleep=self._sleep,
+            idempotent=call.idempotent,
+            what=f"{call.method} {call.path}",
+        )
 
     def _call(self, call: _wire.Call[T]) -> T:
         response = self._send(call)

@@ -13,14 +13,15 @@ With a key pair configured, data-plane requests must carry a valid
 AGENTRUN4-HMAC-SHA256 signature and control-plane requests a valid ACS3-HMAC-SHA256
 one (403 `ERR_FORBIDDEN` otherwise).
 
-Code runs on THIS machine: each sandbox is a private temporary directory standing in
-for /home/user; each python context is an ipykernel (IPC sockets, one pre-started
-spare), each javascript context a small persistent node process; commands run under
-bash. All of them get a scrubbed environment and the limits of `EmulatorSettings`;
-`_limits.py` describes the containment model (process groups, rlimits, a pids cgroup
-per sandbox where /sys/fs/cgroup is writable, an unprivileged uid where possible, and
-as root a PID namespace with its own /proc per kernel and command).
-It is a development and CI tool, not a security boundary for hostile code.
+Code runs on THIS machine: each sandbox is a private temporary directory, which its
+code sees at /home/user; each python context is an ipykernel (IPC sockets; spare kernels
+pre-started per sandbox-to-be), each javascript context a small persistent node process;
+commands run under bash. On Linux with bubblewrap every kernel and command runs in its
+sandbox's jail (`_jail.py`: own mount, PID and IPC namespaces, read-only system, no other
+sandbox, no server state, no capabilities); everywhere they get a scrubbed environment and
+the limits of `EmulatorSettings` (`_limits.py`: process groups, rlimits, pids and memory
+cgroups per sandbox where /sys/fs/cgroup is writable). docs/local-backend.md says which
+guarantee holds on which platform. It is a development and CI tool, not a VM.
 """
 
 from ._faults import FAULT_KINDS, TRANSIENT_KINDS, FaultPlan

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,17 +27,29 @@ import attrs
 
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
-from ._kernels import Kernel, KernelError, Launch, NodeKernel, SparePool, sockets_fit_in
+from ._jail import JAIL_TMP, PIP_PREFIX, Jail, find_jail, write_tools
+from ._kernels import (
+    Kernel,
+    KernelError,
+    Launch,
+    NodeKernel,
+    PythonKernel,
+    Slot,
+    SparePool,
+    sockets_fit_in,
+    start_python,
+)
 from ._limits import (
     PidsCgroup,
     chown_tree,
+    init_argv,
     instance_name,
     kill_group,
     pid_namespace_works,
-    scrubbed_env,
     sweep_stale,
     usable_uid,
 )
+from ._records import CommandRequest, ExecuteRequest, int_query, number_field
 from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
@@ -58,14 +72,6 @@ def now_iso() -> str:
 def new_ulid() -> str:
     value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
     return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
-def _number(body: dict[str, Any], key: str, default: float) -> float:
-    value = body.get(key, default)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, "ERR_VALIDATION_FAILED", f"{key} must be a number") from None
 
 
 @attrs.define
@@ -164,6 +170,13 @@ class Sandbox:
     lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
     launch: Launch | None = None
     stopping: bool = False
+    #: the sandbox's directory: `root` (its /home/user) and, jailed, its /tmp
+    base: Path | None = None
+    #: a python kernel started in this sandbox's jail, waiting for its next context
+    spare: PythonKernel | None = None
+    #: python contexts created so far (from the second on, a spare is kept warm)
+    python_contexts: int = 0
+    refilling: bool = False
 
     def refresh(self) -> None:
         if self.status == "CREATING" and time.monotonic() >= self.ready_at:
@@ -194,32 +207,94 @@ class Core:
         self.sandboxes: dict[str, Sandbox] = {}
         self.started = time.monotonic()
         exe = settings.python_executable or sys.executable
-        self.uid = usable_uid(settings, exe)
-        self.pid_namespace = settings.pid_namespace and pid_namespace_works(exe)
         for tmp in dict.fromkeys((tempfile.gettempdir(), _SHORT_TMP)):
             sweep_stale(tmp)
         name = instance_name()
-        self.cgroups = PidsCgroup.create_root(f"{name}-{secrets.token_hex(4)}")
         self._base = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         os.chmod(self._base, 0o711)  # noqa: S103 - the sandbox uid must traverse it, not list it
         self.runtime = self._base / "runtime"
         self.runtime.mkdir(mode=0o700)
-        for sub in ("ipython", "matplotlib", "spare"):
+        self.jail = self._find_jail(exe)
+        if self.jail is not None:
+            self.uid = self.jail.uid if self.jail.privileged else None
+            self.pid_namespace = True
+        else:
+            self.uid = usable_uid(settings, exe)
+            self.pid_namespace = settings.pid_namespace and pid_namespace_works(exe)
+        self.cgroups = PidsCgroup.create_root(f"{name}-{secrets.token_hex(4)}")
+        for sub in ("ipython", "matplotlib"):
             (self.runtime / sub).mkdir(mode=0o700)
             chown_tree(str(self.runtime / sub), self.uid)
-        chown_tree(str(self.runtime), self.uid)
+        if self.jail is None:
+            chown_tree(str(self.runtime), self.uid)
         # Kernels' Unix sockets need a short path (at most 107 bytes); under a deep $TMPDIR
         # they get a private directory in /tmp, named like the base so the sweep finds it.
         self._sockets: Path | None = None
         if not sockets_fit_in(self.runtime):
             with contextlib.suppress(OSError):
                 self._sockets = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_SHORT_TMP))
-                chown_tree(str(self._sockets), self.uid)
-        self.launch = Launch(settings, self.uid, None, self.pid_namespace, self._sockets)
+                if self.jail is None:
+                    chown_tree(str(self._sockets), self.uid)
+                else:
+                    os.chmod(self._sockets, 0o711)  # noqa: S103 - traversed by the uid
+        self.launch = Launch(
+            settings,
+            self.uid,
+            None,
+            self.pid_namespace,
+            self._sockets,
+            runtime=self.runtime,
+        )
         self._sandbox_dir = self._base / "sandboxes"
         self._sandbox_dir.mkdir(mode=0o711)
-        self.pool = SparePool(self.launch, self.runtime, str(self.runtime / "spare"), self.cgroups)
+        self.pool = SparePool(settings, self._make_slot)
+        self._refills: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+
+    def _find_jail(self, exe: str) -> Jail | None:
+        """The bubblewrap jail, tried once on a scratch sandbox; None (and one warning
+        saying what is lost) where there is none."""
+        settings = self.settings
+        if not settings.jail:
+            return None
+        if not settings.pid_namespace:  # asked for: said, not warned
+            log.info("pid_namespace=False: sandboxes run without a jail or PID namespace")
+            return None
+        jail, why = find_jail(exe, settings.sandbox_uid)
+        if jail is not None:
+            tools = write_tools(self.runtime / "tools")
+            jail = attrs.evolve(jail, tools=tools)
+            why = _try_jail(jail, self._base, exe)
+            if not why:
+                return jail
+        _warn_once(f"no jail for local sandboxes: {why}")
+        return None
+
+    def _make_slot(self, name: str) -> Slot:
+        """A sandbox's directory (`home`: /home/user, `tmp`: /tmp), cgroup and launch."""
+        base = self._sandbox_dir / name
+        base.mkdir(mode=0o711)
+        home, tmp = base / "home", base / "tmp"
+        home.mkdir(mode=0o700)
+        chown_tree(str(home), self.uid)
+        if self.jail is not None:
+            tmp.mkdir(mode=0o700)
+            site = tmp / PIP_PREFIX.removeprefix(JAIL_TMP + "/")
+            version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+            (site / "lib" / version / "site-packages").mkdir(parents=True)
+            for path in [tmp, *site.rglob("*"), site]:
+                chown_tree(str(path), self.uid)
+        cgroup = None
+        if self.cgroups is not None:
+            cgroup = self.cgroups.child(f"sbx-{name.lstrip('.')}", self.settings.max_processes)
+        launch = attrs.evolve(
+            self.launch,
+            cgroup=cgroup,
+            jail=self.jail,
+            home=home,
+            tmp=tmp if self.jail is not None else None,
+        )
+        return Slot(base, launch)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -235,6 +310,9 @@ class Core:
         await asyncio.gather(
             *(self._terminate(s) for s in list(self.sandboxes.values())), return_exceptions=True
         )
+        for task in list(self._refills):  # each shuts its kernel down: its sandbox stopped
+            with contextlib.suppress(BaseException):
+                await task
         await self.pool.close()
         if self.cgroups is not None:
             await blocking(self.cgroups.remove)
@@ -278,8 +356,10 @@ class Core:
         if name in self.templates:
             raise ApiError(409, "ERR_CONFLICT", f"template {name!r} already exists")
         for key in ("cpu", "memory"):
-            if key in body and _number(body, key, 0) <= 0:
+            if key in body and number_field(body, key, 0) <= 0:
                 raise ApiError(400, "ERR_VALIDATION_FAILED", f"{key} must be positive")
+        for key in ("sandboxIdleTimeoutInSeconds", "sandboxTTLInSeconds"):
+            number_field(body, key, 0)  # a finite number when given
         stamp = now_iso()
         template = Template(
             name=name,
@@ -315,8 +395,8 @@ class Core:
             items = [t for t in items if t["status"] == query["status"]]
         if query.get("templateType"):
             items = [t for t in items if t["templateType"] == query["templateType"]]
-        page = max(1, int(query.get("pageNumber") or 1))
-        size = max(1, min(100, int(query.get("pageSize") or 20)))
+        page = int_query(query, "pageNumber", 1, low=1, high=10**9)
+        size = int_query(query, "pageSize", 20, low=1, high=100)
         return {
             "items": items[(page - 1) * size : page * size],
             "pageNumber": page,
@@ -367,19 +447,27 @@ class Core:
             )
         if sandbox_id in self.sandboxes:
             raise ApiError(409, "ERR_CONFLICT", f"sandbox {sandbox_id!r} already exists")
-        idle = body.get("sandboxIdleTimeoutSeconds") or body.get("sandboxIdleTimeoutInSeconds")
+        keys = ("sandboxIdleTimeoutSeconds", "sandboxIdleTimeoutInSeconds")
+        given = [k for k in keys if body.get(k)]
+        # A finite number, checked even when the settings override it (NaN broke listing).
+        idle_s = number_field(body, given[0], 600) if given else None
         if self.settings.idle_timeout is not None:
             idle_s = self.settings.idle_timeout
-        elif idle is not None:
-            idle_s = _number({"v": idle}, "v", 600)
-        else:
-            idle_s = float(template.body.get("sandboxIdleTimeoutInSeconds") or 600)
-        root = self._sandbox_dir / sandbox_id
-        root.mkdir(mode=0o700)
-        chown_tree(str(root), self.uid)
-        cgroup = None
-        if self.cgroups is not None:
-            cgroup = self.cgroups.child(f"sbx-{sandbox_id}", self.settings.max_processes)
+        elif idle_s is None:
+            idle_s = number_field(template.body, "sandboxIdleTimeoutInSeconds", 600) or 600.0
+        slot = self.pool.take()
+        if slot is None:
+            slot = self._make_slot(sandbox_id)
+        else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
+            slot.base = slot.base.rename(self._sandbox_dir / sandbox_id)
+            slot.launch = attrs.evolve(
+                slot.launch,
+                home=slot.base / "home",
+                tmp=slot.base / "tmp" if slot.launch.tmp is not None else None,
+            )
+        if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
+            slot.launch.cgroup.limit_memory(int(number_field(template.body, "memory", 4096)))
+        root = slot.home
         mono = time.monotonic()
         stamp = now_iso()
         env = {str(k): str(v) for k, v in (template.body.get("environmentVariables") or {}).items()}
@@ -396,7 +484,9 @@ class Core:
             born=mono,
             last_active=mono,
             env=env,
-            launch=Launch(self.settings, self.uid, cgroup, self.pid_namespace, self._sockets),
+            launch=slot.launch,
+            base=slot.base,
+            spare=slot.kernel,
         )
         self.sandboxes[sandbox_id] = sandbox
         return sandbox
@@ -415,8 +505,8 @@ class Core:
                 )
                 == query["templateType"]
             ]
-        start = int(query.get("nextToken") or 0)
-        size = max(1, min(1000, int(query.get("maxResults") or 100)))
+        start = int_query(query, "nextToken", 0, low=0, high=10**9)
+        size = int_query(query, "maxResults", 100, low=1, high=1000)
         page = items[start : start + size]
         more = start + size < len(items)
         return {"items": page, "nextToken": str(start + size) if more else None}
@@ -472,7 +562,9 @@ class Core:
         sandbox.stopping = True
         contexts, sandbox.contexts = list(sandbox.contexts.values()), {}
         sandbox.defaults.clear()
-        await asyncio.gather(*(c.kernel.shutdown() for c in contexts), return_exceptions=True)
+        spare, sandbox.spare = sandbox.spare, None
+        kernels = [c.kernel for c in contexts] + ([spare] if spare is not None else [])
+        await asyncio.gather(*(k.shutdown() for k in kernels), return_exceptions=True)
         for proc in sandbox.processes.values():
             await blocking(kill_group, proc.pid)
             if proc.status == "running":
@@ -480,7 +572,7 @@ class Core:
             await _reap(proc)
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
             await blocking(sandbox.launch.cgroup.remove)
-        await blocking(remove_tree, sandbox.root)
+        await blocking(remove_tree, sandbox.base or sandbox.root)
         sandbox.status = "TERMINATED"
         sandbox.ended_at = sandbox.updated_at = now_iso()
 
@@ -489,20 +581,19 @@ class Core:
     async def create_context(self, sandbox: Sandbox, language: str, cwd: str) -> Context:
         if language not in LANGUAGES:
             raise bad_request(f"unsupported language {language!r}: use one of {LANGUAGES}")
-        real = sandbox.fs.resolve(cwd)
-        if not real.is_dir():
-            raise bad_request(f"cwd {cwd!r} is not an existing directory")
+        launch = self._launch(sandbox)
+        inside = self._directory(sandbox, launch, cwd)
         kernel: Kernel
         try:
             if language == "python":
-                kernel = await self.pool.take(self._launch(sandbox), str(real), sandbox.env)
+                kernel = await self._python_kernel(sandbox, launch, inside)
             else:
                 if not NodeKernel.available():
                     raise bad_request(
                         "javascript contexts need `node` on PATH and it is not there; "
                         "install Node.js"
                     )
-                kernel = await NodeKernel.start(self._launch(sandbox), str(real), sandbox.env)
+                kernel = await NodeKernel.start(launch, inside, sandbox.env)
         except KernelError as exc:
             # Nothing existed yet, so no state was lost, whatever the kernel said.
             raise ApiError(
@@ -517,6 +608,69 @@ class Core:
         ctx = Context(id=str(uuid.uuid4()), language=language, cwd=cwd or HOME, kernel=kernel)
         sandbox.contexts[ctx.id] = ctx
         return ctx
+
+    @staticmethod
+    def _directory(sandbox: Sandbox, launch: Launch, cwd: str | None) -> str:
+        """A context's or command's working directory as its code sees it (400 unless it
+        is an existing directory: in a jail any, else one under /home/user)."""
+        if launch.jail is not None and launch.home is not None and launch.tmp is not None:
+            path = cwd or HOME
+            if not path.startswith("/"):
+                path = f"{HOME}/{path}"
+            if "\x00" in path or not launch.jail.exists(path, launch.home, launch.tmp):
+                raise bad_request(f"cwd {cwd!r} is not an existing directory")
+            return os.path.normpath(path)
+        real = sandbox.fs.resolve(cwd)
+        if not real.is_dir():
+            raise bad_request(f"cwd {cwd!r} is not an existing directory")
+        return str(real)
+
+    async def _python_kernel(self, sandbox: Sandbox, launch: Launch, cwd: str) -> PythonKernel:
+        """The sandbox's spare kernel moved to `cwd`, else a cold start in its jail."""
+        kernel: PythonKernel | None = None
+        spare, sandbox.spare = sandbox.spare, None
+        if spare is not None:
+            try:
+                await spare.adopt(cwd, sandbox.env, launch.inside_home)
+                kernel = spare
+            except KernelError:
+                await spare.shutdown()
+        if kernel is None:
+            kernel = await start_python(launch, cwd)
+            try:
+                await kernel.adopt(cwd, sandbox.env, launch.inside_home)
+            except BaseException:
+                await kernel.shutdown()  # not left running when it died or we were cancelled
+                raise
+        sandbox.python_contexts += 1
+        if sandbox.python_contexts >= 2 and self.settings.spare_kernels > 0:
+            self._refill(sandbox, launch)
+        return kernel
+
+    def _refill(self, sandbox: Sandbox, launch: Launch) -> None:
+        """Keep one spare kernel warm in a sandbox that makes several python contexts
+        (spares are per sandbox: a kernel jailed for one cannot serve another)."""
+        if sandbox.spare is not None or sandbox.refilling:
+            return
+        sandbox.refilling = True
+
+        async def refill() -> None:
+            try:
+                kernel = await start_python(launch)
+            except Exception:
+                if not sandbox.stopping:
+                    log.exception("could not pre-start a spare kernel for %s", sandbox.id)
+                return
+            finally:
+                sandbox.refilling = False
+            if sandbox.stopping or sandbox.spare is not None:
+                await kernel.shutdown()
+            else:
+                sandbox.spare = kernel
+
+        task = asyncio.get_running_loop().create_task(refill())
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
 
     def _launch(self, sandbox: Sandbox) -> Launch:
         return sandbox.launch or self.launch
@@ -535,22 +689,29 @@ class Core:
                 del sandbox.defaults[lang]
         await ctx.kernel.shutdown()
 
-    async def execute(self, sandbox: Sandbox, body: dict[str, Any]) -> dict[str, Any]:
-        code = body.get("code")
-        if not isinstance(code, str):
-            raise bad_request("code is required (a string)")
-        timeout = _number(body, "timeout", 30)
+    async def kill_kernel(self, sandbox_id: str, context_id: str | None, language: str) -> None:
+        """SIGKILL the kernel an execute would run in (fault injection: `kernel_death`)."""
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox is None:
+            return
+        cid = context_id or sandbox.defaults.get(language)
+        ctx = sandbox.contexts.get(cid) if cid else None
+        pgid = ctx.kernel.pgid if ctx is not None else None
+        if pgid:
+            await blocking(kill_group, pgid)
+
+    async def execute(self, sandbox: Sandbox, order: ExecuteRequest) -> dict[str, Any]:
+        code, timeout = order.code, order.timeout
         cap = self.settings.max_exec_timeout
         if timeout <= 0 or timeout > cap:
             raise bad_request(
                 f"timeout must be > 0 and at most {cap:g} seconds (got {timeout:g}); "
                 "split longer work into several executions"
             )
-        context_id = body.get("contextId")
-        if context_id:
-            ctx = self.context(sandbox, str(context_id))
+        if order.context_id:
+            ctx = self.context(sandbox, order.context_id)
         else:
-            language = body.get("language") or "python"
+            language = order.language
             async with sandbox.lock:
                 cid = sandbox.defaults.get(language)
                 if cid is None or cid not in sandbox.contexts:
@@ -576,21 +737,16 @@ class Core:
 
     # ------------------------------------------------------------ processes
 
-    async def run_command(self, sandbox: Sandbox, body: dict[str, Any]) -> dict[str, Any]:
-        command = body.get("command")
-        if not isinstance(command, str) or not command.strip():
-            raise bad_request("command is required (a non-empty string)")
-        timeout = _number(body, "timeout", 30)
+    async def run_command(self, sandbox: Sandbox, order: CommandRequest) -> dict[str, Any]:
+        command, timeout = order.command, order.timeout
         cap = self.settings.max_exec_timeout
         if timeout <= 0 or timeout > cap:
             raise bad_request(f"timeout must be > 0 and at most {cap:g} seconds (got {timeout:g})")
-        cwd_api = body.get("cwd") or HOME
-        cwd = sandbox.fs.resolve(cwd_api)
-        if not cwd.is_dir():
-            raise bad_request(f"cwd {cwd_api!r} is not an existing directory")
+        cwd_api = order.cwd
+        launch = self._launch(sandbox)
+        cwd = self._directory(sandbox, launch, cwd_api)
         shell = shutil.which("bash") or "/bin/sh"
         started = time.monotonic()
-        launch = self._launch(sandbox)
         # In a PID namespace the command's init outlives the shell while background jobs
         # (`nohup job &`) run, so the shell's exit code comes back through a pipe.
         status_r, status_w = os.pipe() if launch.pid_namespace else (-1, -1)
@@ -599,12 +755,12 @@ class Core:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *launch.argv([shell, "-c", command], status_fd=status_w, linger=True),
+                    *launch.argv([shell, "-c", command], cwd=cwd, status_fd=status_w, linger=True),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
-                    cwd=str(cwd),
-                    env=scrubbed_env(str(sandbox.root), sandbox.env),
+                    cwd=launch.host_cwd(cwd),
+                    env=launch.env(launch.inside_home, sandbox.env),
                     start_new_session=True,
                     pass_fds=(status_w,) if status_w >= 0 else (),
                     preexec_fn=launch.preexec(self.settings.cpu_seconds),
@@ -712,6 +868,79 @@ class Core:
 
 
 _MAX_OUTPUT = 16 * 1024 * 1024
+_warned: set[str] = set()
+
+
+_REMIND_AFTER = 7 * 24 * 3600.0  # seconds before a warning already shown is shown again
+
+
+def _warn_once(message: str) -> None:
+    """Say what isolation is lost: once per process, and as a warning (stderr by default)
+    only once a week per user and message; in between, at INFO level.
+
+    The mark is a small file in the user's cache directory (XDG_CACHE_HOME)."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256(message.encode()).hexdigest()[:16]
+    mark = os.path.join(cache, "agentrun-ci", f"warned-{digest}")
+    try:
+        recent = time.time() - os.stat(mark).st_mtime < _REMIND_AFTER
+    except OSError:
+        recent = False
+    if recent:
+        log.info("%s (said before; docs/local-backend.md)", message)
+        return
+    log.warning("%s", message)
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(mark), exist_ok=True)
+        with open(mark, "w", encoding="utf-8") as fh:
+            fh.write(message + "\n")
+
+
+_jail_works: dict[Jail, str] = {}
+
+
+def _try_jail(jail: Jail, scratch: Path, python: str) -> str:
+    """Run our init and the kernel's interpreter in a jail once per process: "" if it
+    works, else why."""
+    if jail not in _jail_works:
+        _jail_works[jail] = _run_in_jail(jail, scratch, python)
+    return _jail_works[jail]
+
+
+def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
+    home, tmp = scratch / "probe-home", scratch / "probe-tmp"
+    try:
+        for path in (home, tmp):
+            path.mkdir(mode=0o700)
+            if jail.privileged:
+                os.chown(path, jail.uid, jail.uid)
+        uid = jail.uid if jail.privileged else -1
+        check = "import os, sys; sys.exit(os.getcwd() != '/home/user' or os.getuid() == 0)"
+        argv = jail.argv(
+            [python, "-I", "-S", "-c", check],
+            init=init_argv(python, uid=uid, cwd=HOME),
+            home=home,
+            tmp=tmp,
+            no_network=False,
+        )
+        done = subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/")
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bubblewrap could not run ({exc})"
+    finally:
+        for path in (home, tmp):
+            remove_tree(path)
+    if done.returncode == 0:
+        return ""
+    said = done.stderr.decode("utf-8", "replace").strip()[-300:] or f"exit {done.returncode}"
+    return (
+        f"bubblewrap is installed but cannot build the jail here ({said}); sandboxes run "
+        "with process limits only. Fix: allow user namespaces (sysctl "
+        "kernel.unprivileged_userns_clone=1 or user.max_user_namespaces > 0), or run the "
+        "emulator as root"
+    )
 
 
 def _read_back(fh: Any) -> tuple[bytes, int]:

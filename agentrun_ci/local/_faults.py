@@ -223,27 +223,21 @@ class FaultMiddleware:
                 log.debug("injected sandbox loss: delete failed", exc_info=True)
 
     async def _kill_kernel(self, scope: Scope, receive: Receive) -> Receive:
-        from ._limits import kill_group
-        from ._threads import blocking
-
         match = _SANDBOX.match(scope["path"])
         if not match or not _is_execute(scope["method"], scope["path"]):
             return receive
         body, receive = await read_body(receive)
-        sandbox = self.core.sandboxes.get(match.group(1))
-        if sandbox is None:
-            return receive
         try:
             data = json.loads(body or b"{}")
         except ValueError:
             return receive
         if not isinstance(data, dict):
             return receive
-        cid = data.get("contextId") or sandbox.defaults.get(data.get("language") or "python")
-        ctx = sandbox.contexts.get(cid) if isinstance(cid, str) else None
-        pgid = ctx.kernel.pgid if ctx is not None else None
-        if pgid:
-            await blocking(kill_group, pgid)
+        cid = data.get("contextId")
+        language = data.get("language") or "python"
+        await self.core.kill_kernel(
+            match.group(1), cid if isinstance(cid, str) else None, str(language)
+        )
         return receive
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:

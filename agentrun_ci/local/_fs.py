@@ -10,11 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._wire import DEFAULT_CWD
 from ._errors import ApiError
 
 __all__ = ["HOME", "SandboxFS"]
 
-HOME = "/home/user"
+HOME = DEFAULT_CWD
 
 # Linux's own limits (PATH_MAX, NAME_MAX); deeper trees than MAX_DEPTH are refused by the
 # API so a request cannot build what the kernel's path walk (and Python's) cannot handle.

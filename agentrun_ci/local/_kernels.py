@@ -14,10 +14,10 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
 import signal
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,9 +26,19 @@ import attrs
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
-from ._limits import PidsCgroup, child_preexec, kill_group, sandbox_argv, scrubbed_env
+from .._models import strip_ansi
+from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail
+from ._limits import (
+    PidsCgroup,
+    child_preexec,
+    init_argv,
+    kill_group,
+    sandbox_argv,
+    scrubbed_env,
+)
 from ._settings import EmulatorSettings
 from ._threads import blocking
+from ._tree import remove_tree
 
 __all__ = [
     "Kernel",
@@ -36,13 +46,15 @@ __all__ = [
     "Launch",
     "NodeKernel",
     "PythonKernel",
+    "Slot",
     "SparePool",
+    "discard",
+    "start_python",
     "strip_ansi",
 ]
 
 log = logging.getLogger("agentrun_ci.local")
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _INTERRUPT_GRACE = 5.0
 _SUN_PATH_MAX = 107  # bytes in a Unix socket path (sockaddr_un.sun_path, NUL excluded)
 
@@ -146,8 +158,7 @@ del _agentrun_guard
 _COUNT = "__import__('ipykernel').iostream.OutStream._agentrun_take()"
 
 
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
+_KERNEL_FLAGS = ("--HistoryManager.enabled=False", "--IPKernelApp.quiet=True")
 
 
 class KernelError(RuntimeError):
@@ -209,8 +220,9 @@ def _signal_group(pgid: int | None, stop: bool) -> None:
 
 @attrs.frozen
 class Launch:
-    """How to start sandboxed children: limits, the uid to drop to, the pids cgroup, and
-    whether each gets its own PID namespace (`_limits.sandbox_argv`)."""
+    """How to start one sandbox's children: limits, the uid to drop to, the pids cgroup,
+    and either the bubblewrap jail (`_jail.py`, with the sandbox's `home` and `tmp`) or,
+    where there is none, a PID namespace per child (`_limits.sandbox_argv`)."""
 
     settings: EmulatorSettings
     uid: int | None = None
@@ -218,12 +230,51 @@ class Launch:
     pid_namespace: bool = False
     #: where kernels' IPC sockets go when the runtime dir is too deep for a socket path
     sockets: Path | None = None
+    jail: Jail | None = None
+    #: the sandbox's workspace (/home/user) and temporary directory (/tmp), on the host
+    home: Path | None = None
+    tmp: Path | None = None
+    #: where the server keeps kernels' connection files (no jail mounts it)
+    runtime: Path | None = None
 
     @property
     def python(self) -> str:
         return self.settings.python_executable or sys.executable
 
-    def argv(self, argv: list[str], *, status_fd: int = -1, linger: bool = False) -> list[str]:
+    @property
+    def jailed(self) -> bool:
+        return self.jail is not None and self.home is not None and self.tmp is not None
+
+    @property
+    def inside_home(self) -> str:
+        """The sandbox's /home/user as its code sees it (the host directory without a jail)."""
+        if self.jailed or self.home is None:
+            return JAIL_HOME
+        return str(self.home)
+
+    def argv(
+        self,
+        argv: list[str],
+        *,
+        cwd: str | None = None,
+        status_fd: int = -1,
+        linger: bool = False,
+        private: Path | None = None,
+    ) -> list[str]:
+        """`argv` wrapped for its sandbox; `cwd` is the jail's path (jailed runs only)."""
+        if self.jail is not None and self.home is not None and self.tmp is not None:
+            uid = self.jail.uid if self.jail.privileged else -1
+            init = init_argv(
+                self.python, status_fd=status_fd, linger=linger, uid=uid, cwd=cwd or JAIL_HOME
+            )
+            return self.jail.argv(
+                argv,
+                init=init,
+                home=self.home,
+                tmp=self.tmp,
+                no_network=self.settings.no_network,
+                private=private,
+            )
         return sandbox_argv(
             self.settings,
             argv,
@@ -234,22 +285,60 @@ class Launch:
             linger=linger,
         )
 
+    def host_cwd(self, cwd: str) -> str:
+        """The working directory to start bubblewrap (or, without a jail, the child) in.
+
+        bwrap itself starts in the workspace, so that the host sees which sandbox a
+        process belongs to (`sweep_stale` finds a dead emulator's children that way)."""
+        return str(self.home) if self.jailed else cwd
+
+    def env(self, home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The scrubbed environment; in a jail, `python`/`pip` are the kernel's interpreter
+        and `pip install` lands in PIP_PREFIX, on PYTHONPATH (the venv is read-only)."""
+        env = scrubbed_env(home)
+        if self.jail is not None and self.jailed:
+            version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+            env["PATH"] = self.jail.path_env(self.python)
+            env["PIP_PREFIX"] = PIP_PREFIX
+            env["PYTHONPATH"] = f"{PIP_PREFIX}/lib/{version}/site-packages"
+            env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+            env["PIP_ROOT_USER_ACTION"] = "ignore"
+        env.update(extra or {})
+        return env
+
     def preexec(self, cpu_seconds: int | None, *, memory: bool = True) -> Any:
-        # In a PID namespace unshare drops the uid itself: it needs root to make one.
-        uid = None if self.pid_namespace else self.uid
+        # In a PID namespace unshare (or, jailed, our init) drops the uid itself.
+        uid = None if self.pid_namespace or self.jailed else self.uid
         return child_preexec(
-            self.settings, cpu_seconds=cpu_seconds, cgroup=self.cgroup, uid=uid, memory=memory
+            self.settings,
+            cpu_seconds=cpu_seconds,
+            cgroup=self.cgroup,
+            uid=uid,
+            memory=memory,
+            jailed=self.jailed,
         )
 
 
 class _KernelManager(AsyncKernelManager):
-    """Hands the connection file to the sandbox uid, which must read it to start."""
+    """Hands the connection file to the sandbox uid, which must read it to start; jailed,
+    writes the kernel its own copy instead (`jail_copy`, in its private directory, with
+    the socket path as the jail sees it): the server's file stays out of every jail."""
 
     sandbox_uid: int | None = None
+    jail_copy: Path | None = None
 
     def write_connection_file(self, **kwargs: Any) -> None:
         super().write_connection_file(**kwargs)
-        if self.sandbox_uid is not None:
+        if self.jail_copy is not None:
+            with open(self.connection_file, encoding="utf-8") as fh:
+                info = json.load(fh)
+            info["ip"] = f"{JAIL_PRIVATE}/k"
+            fd = os.open(self.jail_copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(info, fh)
+            if self.sandbox_uid is not None:
+                os.chown(self.jail_copy, self.sandbox_uid, self.sandbox_uid)
+        elif self.sandbox_uid is not None:
             os.chown(self.connection_file, self.sandbox_uid, self.sandbox_uid)
 
 
@@ -264,6 +353,9 @@ class PythonKernel:
         self._kc = kc
         self._home = home
         self._env: dict[str, str] = {}
+        self._user_home: str | None = None
+        #: jailed: the directory holding this kernel's sockets (its /run/agentrun)
+        self._private: Path | None = None
         #: shutdown() has begun: a run still waiting on the kernel's sockets must end
         self._closing = False
 
@@ -274,7 +366,9 @@ class PythonKernel:
 
     @classmethod
     async def start(cls, launch: Launch, runtime_dir: Path, home: str) -> PythonKernel:
-        settings = launch.settings
+        """A kernel whose working directory is `home` (as its code sees it)."""
+        if launch.jailed:
+            return await cls._start_jailed(launch, runtime_dir, home)
         exe = launch.python
         name = _kernel_name()
         # IPC sockets live at "<ip>-<n>": a Unix socket path has at most 107 bytes, which
@@ -300,48 +394,106 @@ class PythonKernel:
                 "ipykernel_launcher",
                 "-f",
                 "{connection_file}",
-                "--HistoryManager.enabled=False",
-                "--IPKernelApp.quiet=True",
+                *_KERNEL_FLAGS,
                 # Under our namespace init the kernel's parent is PID 1, which ipykernel's
                 # parent poller takes for "the server died": 1 turns the poller off.
                 *(["--IPKernelApp.parent_handle=1"] if launch.pid_namespace else []),
             ]
         )
-        km._kernel_spec = KernelSpec(argv=argv, language="python", display_name="python")
-        env = scrubbed_env(home)
+        env = launch.env(home)
         env.update(
             IPYTHONDIR=str(runtime_dir / "ipython"),
             MPLCONFIGDIR=str(runtime_dir / "matplotlib"),
             MPLBACKEND="module://matplotlib_inline.backend_inline",
         )
+        return await cls._launch(km, argv, env, home, home, launch, None)
+
+    @classmethod
+    async def _start_jailed(cls, launch: Launch, runtime_dir: Path, home: str) -> PythonKernel:
+        """A kernel in the sandbox's jail: its sockets and its copy of the connection file
+        sit in a private directory (its /run/agentrun) that no other jail mounts."""
+        parent = launch.sockets or runtime_dir
+        private = Path(tempfile.mkdtemp(prefix="k-", dir=parent))
+        if launch.jail is not None and launch.jail.privileged:
+            os.chown(private, launch.jail.uid, launch.jail.uid)
+        ip = str(private / "k")
+        if not socket_path_fits(ip):
+            remove_tree(private)
+            raise KernelError(f"the kernel's socket path is too long ({ip}): set TMPDIR shorter")
+        km = _KernelManager(
+            transport="ipc", connection_file=str(runtime_dir / f"{private.name}.json"), ip=ip
+        )
+        km.jail_copy = private / "kernel.json"
+        km.sandbox_uid = launch.jail.uid if launch.jail and launch.jail.privileged else None
+        argv = launch.argv(
+            [
+                launch.python,
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                f"{JAIL_PRIVATE}/kernel.json",
+                f"--ip={JAIL_PRIVATE}/k",
+                *_KERNEL_FLAGS,
+                "--IPKernelApp.parent_handle=1",
+            ],
+            cwd=home,
+            private=private,
+        )
+        env = launch.env(home)
+        env.update(
+            IPYTHONDIR=f"{JAIL_PRIVATE}/ipython",
+            MPLCONFIGDIR=f"{JAIL_PRIVATE}/matplotlib",
+            MPLBACKEND="module://matplotlib_inline.backend_inline",
+        )
+        return await cls._launch(km, argv, env, home, launch.host_cwd(home), launch, private)
+
+    @classmethod
+    async def _launch(
+        cls,
+        km: _KernelManager,
+        argv: list[str],
+        env: dict[str, str],
+        home: str,
+        cwd: str,
+        launch: Launch,
+        private: Path | None,
+    ) -> PythonKernel:
+        km._kernel_spec = KernelSpec(argv=argv, language="python", display_name="python")
+        kc: Any = None
         try:
             await km.start_kernel(
                 env=env,
-                cwd=home,
-                preexec_fn=launch.preexec(settings.kernel_cpu_seconds),
+                cwd=cwd,
+                preexec_fn=launch.preexec(launch.settings.kernel_cpu_seconds),
             )
             kc = km.client()
             kc.start_channels()
             await kc.wait_for_ready(timeout=60)
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too: nothing may be left running
+            if kc is not None:
+                with contextlib.suppress(Exception):
+                    kc.stop_channels()
             with contextlib.suppress(Exception):
                 await km.shutdown_kernel(now=True)
+            if private is not None:
+                remove_tree(private)
+            if not isinstance(exc, Exception):
+                raise
             raise KernelError(f"the python kernel did not start: {exc}") from exc
-        return cls(km, kc, home, launch.cgroup)
+        kernel = cls(km, kc, home, launch.cgroup)
+        kernel._private = private
+        return kernel
 
-    async def adopt(self, home: str, env: dict[str, str], cgroup: PidsCgroup | None = None) -> None:
-        """Move a (possibly pre-started spare) kernel into its sandbox (dir, env, cgroup)."""
-        if cgroup is not None and cgroup is not self._cgroup:
-            old, self._cgroup = self._cgroup, cgroup
-            for pid in old.pids() if old is not None else []:
-                cgroup.add(pid)
-            if old is not None:
-                await blocking(old.remove)
-        self._home = home
+    async def adopt(self, cwd: str, env: dict[str, str], home: str | None = None) -> None:
+        """Ready a (possibly pre-started spare) kernel for its context: output guard, working
+        directory `cwd`, HOME (`home`, default `cwd`) and the sandbox's variables."""
+        self._home = cwd
+        self._user_home = home or self._user_home or cwd
         self._env = dict(env)
         code = _OUTPUT_GUARD + (
             "import os as _o\n"
-            f"_o.chdir({home!r}); _o.environ['HOME'] = _o.environ['PWD'] = {home!r}\n"
+            f"_o.chdir({cwd!r}); _o.environ['PWD'] = {cwd!r}\n"
+            f"_o.environ['HOME'] = {self._user_home!r}\n"
             f"_o.environ.update({self._env!r})\n"
             "del _o\n"
         )
@@ -478,8 +630,8 @@ class PythonKernel:
             await blocking(kill_group, pgid)
         with contextlib.suppress(Exception):
             await self._km.shutdown_kernel(now=True)  # also removes the connection files
-        if self._cgroup is not None and self._cgroup.path.rsplit("/", 1)[-1].startswith("spare-"):
-            await blocking(self._cgroup.remove)
+        if self._private is not None:
+            await blocking(remove_tree, self._private)
 
 
 class NodeKernel:
@@ -516,13 +668,15 @@ class NodeKernel:
         # V8 reserves far more address space than it uses, so RLIMIT_AS would stop node
         # from starting: javascript kernels get a V8 heap cap instead.
         heap = max(64, (self._settings.memory_mb or 4096) // 2)
+        launch = self._launch
+        repl = f"{JAIL_TOOLS}/node_repl.js" if launch.jailed else str(_NODE_REPL)
         self._proc = await asyncio.create_subprocess_exec(
-            *self._launch.argv([node, f"--max-old-space-size={heap}", str(_NODE_REPL)]),
+            *launch.argv([node, f"--max-old-space-size={heap}", repl], cwd=self._home),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
-            cwd=self._home,
-            env=scrubbed_env(self._home, self._env),
+            cwd=launch.host_cwd(self._home),
+            env=launch.env(self._home, self._env),
             start_new_session=True,
             limit=64 * 1024 * 1024,
             preexec_fn=self._launch.preexec(self._settings.kernel_cpu_seconds, memory=False),
@@ -575,28 +729,35 @@ class NodeKernel:
             await asyncio.wait_for(proc.wait(), 5)
 
 
-class SparePool:
-    """Pre-started python kernels, so that creating a context skips the cold start."""
+@attrs.define
+class Slot:
+    """A sandbox-to-be: its directory (`home` is /home/user, `tmp` its /tmp), its cgroup,
+    how to launch in it, and a pre-started kernel already jailed there. A slot goes to one
+    sandbox only: no sandbox can reach its kernel before, none but that one after."""
 
-    def __init__(
-        self,
-        launch: Launch,
-        runtime_dir: Path,
-        spare_home: str,
-        cgroup_root: PidsCgroup | None,
-    ) -> None:
-        self._launch = launch
-        self._cgroup_root = cgroup_root
-        self._settings = launch.settings
-        self._runtime = runtime_dir
-        self._home = spare_home
-        self._ready: list[PythonKernel] = []
+    base: Path
+    launch: Launch
+    kernel: PythonKernel | None = None
+
+    @property
+    def home(self) -> Path:
+        return self.base / "home"
+
+
+class SparePool:
+    """Slots with a warm python kernel, so that a new sandbox's first context skips the
+    cold start. `make_slot(name)` makes the directories, cgroup and launch of one slot."""
+
+    def __init__(self, settings: EmulatorSettings, make_slot: Any) -> None:
+        self._settings = settings
+        self._make_slot = make_slot
+        self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
     def ready(self) -> int:
-        """How many spare kernels are started and waiting."""
+        """How many slots have a started kernel waiting."""
         return len(self._ready)
 
     def fill(self) -> None:
@@ -608,46 +769,53 @@ class SparePool:
 
     async def _start_one(self) -> None:
         try:
-            cgroup = None
-            if self._cgroup_root is not None:
-                cgroup = self._cgroup_root.child(
-                    f"spare-{uuid.uuid4().hex[:12]}", self._settings.max_processes
-                )
-            launch = attrs.evolve(self._launch, cgroup=cgroup)
-            kernel = await PythonKernel.start(launch, self._runtime, self._home)
+            slot: Slot = await blocking(self._make_slot, f".spare-{uuid.uuid4().hex[:12]}")
+        except Exception:
+            log.exception("could not prepare a spare sandbox directory")
+            return
+        try:
+            slot.kernel = await start_python(slot.launch)
         except Exception:
             log.exception("could not pre-start a spare kernel")
+            await discard(slot)
             return
         if self._closed:
-            await kernel.shutdown()
+            await discard(slot)
         else:
-            self._ready.append(kernel)
+            self._ready.append(slot)
 
-    async def take(self, launch: Launch, home: str, env: dict[str, str]) -> PythonKernel:
-        """A running kernel moved into `home`: a spare if one is ready, else a cold start."""
-        kernel: PythonKernel | None = None
-        while self._ready and kernel is None:
-            candidate = self._ready.pop()
-            try:
-                await candidate.adopt(home, env, launch.cgroup)
-                kernel = candidate
-            except KernelError:
-                await candidate.shutdown()
-        if kernel is None:
-            kernel = await PythonKernel.start(launch, self._runtime, home)
-            try:
-                await kernel.adopt(home, env)
-            except BaseException:
-                await kernel.shutdown()  # not left running when it died or we were cancelled
-                raise
+    def take(self) -> Slot | None:
+        """A slot whose kernel is ready, or None; the pool starts a replacement."""
+        slot = self._ready.pop(0) if self._ready else None
         if not self._closed:
             self.fill()
-        return kernel
+        return slot
 
     async def close(self) -> None:
         self._closed = True
         for task in list(self._starting):
             with contextlib.suppress(BaseException):
                 await task
-        kernels, self._ready = self._ready, []
-        await asyncio.gather(*(k.shutdown() for k in kernels), return_exceptions=True)
+        slots, self._ready = self._ready, []
+        await asyncio.gather(*(discard(s) for s in slots), return_exceptions=True)
+
+
+async def start_python(launch: Launch, cwd: str | None = None) -> PythonKernel:
+    """A python kernel started for one sandbox, in `cwd` (its /home/user by default)."""
+    return await PythonKernel.start(launch, _runtime(launch), cwd or launch.inside_home)
+
+
+def _runtime(launch: Launch) -> Path:
+    if launch.runtime is None:
+        raise KernelError("no runtime directory for kernels")
+    return launch.runtime
+
+
+async def discard(slot: Slot) -> None:
+    """Shut a slot's kernel down and remove its directory and cgroup."""
+    if slot.kernel is not None:
+        await slot.kernel.shutdown()
+        slot.kernel = None
+    if slot.launch.cgroup is not None:
+        await blocking(slot.launch.cgroup.remove)
+    await blocking(remove_tree, slot.base)

@@ -1,6 +1,8 @@
 """What every sandboxed child process gets: a scrubbed environment, limits, its own session.
 
-Containment model (see also README of the emulator in `__init__`):
+Containment model (see also README of the emulator in `__init__`). Where bubblewrap is
+available, every child also runs in its sandbox's jail (`_jail.py`, docs/local-backend.md):
+what follows is what every platform keeps, and the whole story where there is no jail.
 
 * every kernel and every command starts in a new session, so in its own process
   group; the group is SIGKILLed, repeatedly until empty, on context delete,
@@ -9,7 +11,8 @@ Containment model (see also README of the emulator in `__init__`):
 * a fork bomb: RLIMIT_NPROC counts per uid and is ignored for root. So, when the
   emulator runs as root, (1) each sandbox gets a pids cgroup (v1 or v2, where
   /sys/fs/cgroup is writable) whose `pids.max` caps its task count, and which also
-  finds every process of the sandbox at cleanup, even one that called setsid; and
+  finds every process of the sandbox at cleanup, even one that called setsid (with a
+  memory cgroup beside it capping the sandbox's total memory at its template's); and
   (2) if the unprivileged `sandbox_uid` can run the kernel interpreter, children
   drop to it, which makes RLIMIT_NPROC bite as well. Not root: RLIMIT_NPROC applies
   to our own uid (shared with the server: set `max_processes` well above its needs);
@@ -42,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 
+from .._procfs import is_running, start_time, stat_fields
 from ._settings import EmulatorSettings
 from ._tree import remove_tree
 
@@ -82,11 +86,22 @@ def _set(limit: int, value: int) -> None:
 
 
 class PidsCgroup:
-    """A pids cgroup capping one sandbox's task count (None where not writable)."""
+    """A pids cgroup capping one sandbox's task count (None where not writable), and, where
+    the memory controller is writable too, a memory cgroup capping its total memory."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, memory: str | None = None) -> None:
         self.path = path
         self.procs_file = os.path.join(path, "cgroup.procs")
+        #: the memory cgroup's directory (cgroup v1: its own hierarchy; v2: `path`)
+        self.memory = memory
+
+    @property
+    def procs_files(self) -> list[str]:
+        """Every `cgroup.procs` a member must join (pids, and memory on cgroup v1)."""
+        files = [self.procs_file]
+        if self.memory is not None and self.memory != self.path:
+            files.append(os.path.join(self.memory, "cgroup.procs"))
+        return files
 
     @staticmethod
     def create_root(name: str) -> PidsCgroup | None:
@@ -96,6 +111,7 @@ class PidsCgroup:
             if os.path.isdir(base) and os.access(base, os.W_OK):
                 group = PidsCgroup.create(base, name, None)
                 if group is not None:
+                    group.memory = _memory_root(group.path, name)
                     return group
         return None
 
@@ -116,7 +132,28 @@ class PidsCgroup:
         return cls(path)
 
     def child(self, name: str, max_pids: int | None) -> PidsCgroup | None:
-        return PidsCgroup.create(self.path, name, max_pids)
+        group = PidsCgroup.create(self.path, name, max_pids)
+        if group is not None and self.memory is not None:
+            if self.memory == self.path:  # cgroup v2: one directory, both controllers
+                group.memory = group.path if _memory_file(group.path) else None
+            else:
+                memory = os.path.join(self.memory, name)
+                with contextlib.suppress(OSError):
+                    os.mkdir(memory)
+                    group.memory = memory
+        return group
+
+    def limit_memory(self, megabytes: int) -> bool:
+        """Cap the memory of every member together (the sandbox's total); False if not here."""
+        target = _memory_file(self.memory) if self.memory is not None else None
+        if target is None:
+            return False
+        try:
+            with open(target, "w") as fh:
+                fh.write(str(megabytes * 1024 * 1024))
+        except OSError:
+            return False
+        return True
 
     def pids(self) -> list[int]:
         try:
@@ -126,8 +163,9 @@ class PidsCgroup:
             return []
 
     def add(self, pid: int) -> None:
-        with contextlib.suppress(OSError), open(self.procs_file, "w") as fh:
-            fh.write(str(pid))
+        for procs in self.procs_files:
+            with contextlib.suppress(OSError), open(procs, "w") as fh:
+                fh.write(str(pid))
 
     def kill_all(self, deadline: float = 2.0) -> None:
         end = time.monotonic() + deadline
@@ -142,17 +180,52 @@ class PidsCgroup:
 
     def remove(self) -> None:
         self.kill_all()
-        end = time.monotonic() + 2.0
-        while True:
-            try:
-                os.rmdir(self.path)
+        if self.memory is not None and self.memory != self.path:
+            _rmdir_when_empty(self.memory)
+        _rmdir_when_empty(self.path)
+
+
+def _rmdir_when_empty(path: str) -> None:
+    end = time.monotonic() + 2.0
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # members not reaped yet
+            if time.monotonic() > end:
                 return
-            except FileNotFoundError:
-                return
-            except OSError:  # members not reaped yet
-                if time.monotonic() > end:
-                    return
-                time.sleep(0.02)
+            time.sleep(0.02)
+
+
+def _memory_file(path: str) -> str | None:
+    for name in ("memory.max", "memory.limit_in_bytes"):  # cgroup v2, v1
+        if os.path.exists(os.path.join(path, name)):
+            return os.path.join(path, name)
+    return None
+
+
+def _memory_root(pids_root: str, name: str) -> str | None:
+    """Where the sandboxes' memory cgroups go: the pids root itself on cgroup v2 when it
+    has the memory controller, else a sibling in the v1 memory hierarchy."""
+    if _memory_file(pids_root) is not None or os.path.exists(
+        os.path.join(pids_root, "memory.current")
+    ):
+        return pids_root
+    base = "/sys/fs/cgroup/memory"
+    if not (os.path.isdir(base) and os.access(base, os.W_OK)):
+        return None
+    path = os.path.join(base, name)
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    if _memory_file(path) is None:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        return None
+    return path
 
 
 _PR_SET_PDEATHSIG = 1
@@ -174,8 +247,14 @@ def child_preexec(
     cgroup: PidsCgroup | None = None,
     uid: int | None = None,
     memory: bool = True,
+    jailed: bool = False,
 ) -> Callable[[], None]:
     """A preexec_fn: join the pids cgroup, set the rlimits, drop to `uid`, die with us.
+
+    With a pids cgroup, RLIMIT_NPROC is left alone: it counts per uid, which every
+    sandbox shares, so one sandbox could use up the others' budget; the cgroup caps each
+    sandbox on its own. `jailed`: the child is bubblewrap, which SIGINT would kill (and its
+    sandbox with it, --die-with-parent): it ignores SIGINT, which our init resets.
 
     It runs in the forked child before exec. The order matters: joining a cgroup
     needs root, and the limits are set while we still may; the parent-death signal
@@ -184,14 +263,14 @@ def child_preexec(
     """
     memory_mb = settings.memory_mb if memory else None
     fsize = settings.file_size_mb
-    nproc = settings.max_processes
-    procs = cgroup.procs_file if cgroup is not None else None
+    nproc = settings.max_processes if cgroup is None else None
+    procs = cgroup.procs_files if cgroup is not None else []
     libc = _libc() if hasattr(os, "getppid") else None
     parent = os.getpid()
 
     def apply() -> None:  # pragma: no cover - runs in the forked child
-        if procs is not None:
-            with contextlib.suppress(OSError), open(procs, "w") as fh:
+        for path in procs:
+            with contextlib.suppress(OSError), open(path, "w") as fh:
                 fh.write("0")
         if memory_mb:
             _set(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
@@ -202,6 +281,8 @@ def child_preexec(
         if nproc:
             _set(resource.RLIMIT_NPROC, nproc)
         _set(resource.RLIMIT_CORE, 0)
+        if jailed:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if uid is not None:
             os.setgroups([])
             os.setgid(uid)
@@ -249,21 +330,39 @@ def _probe_uid(uid: int, executable: str) -> int | None:
 
 
 # PID 1 of a sandboxed child's own PID namespace: `python -I -S -c _INIT STATUS_FD LINGER
-# ARGV...`. It starts ARGV, reaps every orphan (a PID 1 must), and writes ARGV's exit code
-# to STATUS_FD (-1: none). Without LINGER it exits with ARGV, which kills the namespace;
-# with it (commands) it stays while background jobs (`nohup job &`) run, as in a sandbox.
-# Sandboxed code sees this text as PID 1's command line, hence no comments inside. It
-# sets PR_SET_PDEATHSIG (1) again, as `unshare --setuid` clears the one of --kill-child;
-# drops CAP_SYS_ADMIN (21) from the bounding set (PR_CAPBSET_DROP, 24) so root code can
-# neither unmount this /proc (the host's is under it) nor mount another; and sets SIGINT
-# to SIG_DFL, which a PID 1 ignores, so jupyter_client's interrupt reaches only the kernel.
+# UID CWD ARGV...`. It starts ARGV, reaps every orphan (a PID 1 must), and writes ARGV's
+# exit code to STATUS_FD (-1: none). Without LINGER it exits with ARGV, which kills the
+# namespace; with it (commands) it stays while background jobs (`nohup job &`) run, as in
+# a sandbox. Sandboxed code sees this text as PID 1's command line, hence no comments
+# inside. With UID >= 0 (the bubblewrap jail as root, `_jail.py`) it empties the
+# capability bounding set (PR_CAPBSET_DROP, 24, for every capability), becomes UID (which
+# clears the permitted and effective sets: the jail kept only the three this needs) and
+# clears the inheritable set (capset). Otherwise it drops CAP_SYS_ADMIN (21) from the
+# bounding set so root code can neither unmount this /proc (the host's is under it) nor
+# mount another. Then it sets PR_SET_PDEATHSIG (1) again (`unshare --setuid` and setuid
+# clear it), enters CWD ("-": stay) as UID, since a jail's workspace is not root's to
+# enter (no CAP_DAC_OVERRIDE), and sets SIGINT to SIG_DFL, which a PID 1 ignores, so
+# jupyter_client's interrupt reaches only the kernel.
 _INIT = """\
 import ctypes, os, signal, sys
 libc = ctypes.CDLL(None)
+fd, linger, uid, cwd = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4]
+argv = sys.argv[5:]
+if uid >= 0:
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+    if libc.capset(header, data) != 0:
+        sys.exit("init: could not clear the inheritable capabilities")
+else:
+    libc.prctl(24, 21, 0, 0, 0)
 libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-libc.prctl(24, 21, 0, 0, 0)
+if cwd != "-":
+    os.chdir(cwd)
 signal.signal(signal.SIGINT, signal.SIG_DFL)
-fd, linger, argv = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:]
 if fd >= 0:
     os.set_inheritable(fd, False)
 reset = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)
@@ -284,6 +383,14 @@ while True:
             break
 os._exit(code if code >= 0 else 128 - code)
 """
+
+
+def init_argv(
+    python: str, *, status_fd: int = -1, linger: bool = False, uid: int = -1, cwd: str = "-"
+) -> list[str]:
+    """The command line of our init (`_INIT`), to which the program's argv is appended."""
+    flag = "1" if linger else "0"
+    return [python, "-I", "-S", "-c", _INIT, str(status_fd), flag, str(uid), cwd]
 
 
 def _unshare(no_network: bool, uid: int | None) -> list[str]:
@@ -312,7 +419,7 @@ def sandbox_argv(
     it) and `status_fd`, if given, receives the exit code of `argv` as a line.
     """
     if pid_namespace:
-        init = [python, "-I", "-S", "-c", _INIT, str(status_fd), "1" if linger else "0"]
+        init = init_argv(python, status_fd=status_fd, linger=linger)
         return [*_unshare(settings.no_network, uid), "--", *init, *argv]
     if settings.no_network:
         tool = shutil.which("unshare")
@@ -329,7 +436,7 @@ def pid_namespace_works(python: str) -> bool:
         reason = "no `unshare` tool (util-linux) on PATH"
     else:
         check = "import os, sys; sys.exit(os.getpid() != 2 or os.getppid() != 1)"
-        init = [python, "-I", "-S", "-c", _INIT, "-1", "0"]
+        init = init_argv(python)
         probe = [*_unshare(False, None), "--", *init, python, "-I", "-S", "-c", check]
         try:
             done = subprocess.run(probe, capture_output=True, timeout=30, check=False, cwd="/")
@@ -349,12 +456,7 @@ def pid_namespace_works(python: str) -> bool:
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return True
-    return stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X")
+    return not is_running(pid)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -367,14 +469,8 @@ def group_members(pgid: int) -> list[int]:
     for name in names:
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ')'
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        fields = stat_fields(name)  # state, ppid, pgrp, ...
+        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             members.append(int(name))
     return members
 
@@ -407,12 +503,7 @@ _STALE = re.compile(r"^agentrun-local-(\d+)(?:\.(\d+))?-")
 
 def _start_time(pid: int) -> int | None:
     """A process's start time (clock ticks since boot): with the pid, it names one process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(b")") + 2 :].split()[19])
+    return start_time(pid)
 
 
 def instance_name() -> str:
@@ -488,7 +579,7 @@ def _sweep(tmp: str, removed: list[str]) -> None:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
-    for place in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+    for place in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup", "/sys/fs/cgroup/memory"):
         try:
             names = [n for n in os.listdir(place) if _is_stale(n)]
         except OSError:

@@ -3,6 +3,7 @@
 // with the `vm` module in one context that lives as long as this process (so variables
 // persist), captures console output, and answers one line: MARK + JSON
 // {"id", "events": [...], "status": "ok"|"error"|"timeout", "executionCount"}.
+// Code may use ES-module `import` lines and top-level `await` (see prepare()).
 'use strict';
 const vm = require('vm');
 const util = require('util');
@@ -29,13 +30,71 @@ const context = vm.createContext({
 });
 let count = 0;
 
+// ES-module syntax, as notebooks' JavaScript kernels take it: static `import` lines become
+// require() calls whose names are globals of the context (so later cells see them), and
+// code with top-level `await` runs in an async function whose last expression is returned.
+const IMPORT = /^[ \t]*import\s+(?:([\w$]+)\s*,?\s*)?(?:\*\s*as\s+([\w$]+)|\{([^}]*)\})?\s*from\s*(['"][^'"\n]+['"])[ \t]*;?|^[ \t]*import\s*(['"][^'"\n]+['"])[ \t]*;?/gm;
+
+function rewriteImports(code) {
+  return code.replace(IMPORT, (all, def, ns, named, from, bare) => {
+    if (bare) return `require(${bare});`;
+    const parts = [`{ const __m = require(${from});`];
+    if (def) parts.push(`globalThis.${def} = __m && __m.__esModule ? __m.default : __m;`);
+    if (ns) parts.push(`globalThis.${ns} = __m;`);
+    for (const item of (named || '').split(',').map((x) => x.trim()).filter(Boolean)) {
+      const [name, alias] = item.split(/\s+as\s+/).map((x) => x.trim());
+      parts.push(`globalThis.${alias || name} = __m[${JSON.stringify(name)}];`);
+    }
+    return parts.join(' ') + ' }';
+  });
+}
+
+function compiles(source) {
+  try { new vm.Script(source); return true; } catch (e) { return false; }
+}
+
+function asyncWrap(code) {
+  const lines = code.replace(/\s+$/, '').split('\n');
+  const globals = [];
+  for (let i = 0; i < lines.length; i += 1) {
+    // top-level declarations (no indentation) become globals, as they would in a script
+    const decl = /^(?:const|let|var)\s+([\w$]+)\s*=/.exec(lines[i]);
+    if (decl) lines[i] = lines[i].replace(/^(?:const|let|var)\s+/, 'globalThis.');
+    const named = /^(?:async\s+)?(?:function\*?|class)\s+([\w$]+)/.exec(lines[i]);
+    if (named) globals.push(named[1]);
+  }
+  const exportNames = globals.map((n) => `globalThis.${n} = ${n};`).join(' ');
+  for (let k = 1; k <= lines.length; k += 1) {
+    const tail = lines.slice(lines.length - k).join('\n').replace(/;\s*$/, '');
+    if (!tail.trim()) continue;
+    const body = `${lines.slice(0, lines.length - k).join('\n')}\n${exportNames}\nreturn (${tail}\n);`;
+    const source = `(async () => {\n${body}\n})()`;
+    if (compiles(source)) return source;
+  }
+  return `(async () => {\n${lines.join('\n')}\n${exportNames}\n})()`;
+}
+
+function prepare(code) {
+  const rewritten = rewriteImports(code);
+  try {
+    new vm.Script(rewritten);
+    return rewritten;
+  } catch (e) {
+    if (e instanceof SyntaxError && /\bawait\b/.test(rewritten)) {
+      const wrapped = asyncWrap(rewritten);
+      if (compiles(wrapped)) return wrapped;
+    }
+    return rewritten; // let the real run report the syntax error
+  }
+}
+
 async function run(req) {
   events = [];
   count += 1;
   let status = 'ok';
   const timeoutMs = Math.max(1, Math.floor(req.timeoutMs || 30000));
   try {
-    let value = vm.runInContext(req.code, context, {
+    let value = vm.runInContext(prepare(req.code), context, {
       filename: `cell${count}.js`, timeout: timeoutMs, breakOnSigint: true,
     });
     if (value && typeof value.then === 'function') {

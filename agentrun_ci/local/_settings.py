@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import attrs
 
-if TYPE_CHECKING:
-    from ._faults import FaultPlan
+from ._faults import FaultPlan
 
 __all__ = ["EmulatorSettings"]
 
@@ -52,11 +50,17 @@ class EmulatorSettings:
     pid_namespace: bool = True
     """Give each kernel and command its own PID namespace and /proc, so code cannot see the
     server (nor read its environment) where `unshare` allows it (root); False = never."""
+    jail: bool = True
+    """Run every kernel and command in a bubblewrap jail (`bwrap`) where the machine has
+    one: the sandbox's own files at /home/user, nothing else of the host writable, no
+    other sandbox visible (see docs/local-backend.md). Needs `pid_namespace`; False, or no
+    bwrap, = process limits only, with one warning saying what is lost."""
     reaper_interval: float = 1.0
     python_executable: str | None = None
     """The interpreter for python kernels (must have ipykernel); None = sys.executable."""
     faults: FaultPlan | None = None
-    """Inject faults (see `agentrun_ci.local.FaultPlan`); None = off (also via /_admin/faults)."""
+    """Inject faults (see `agentrun_ci.local.FaultPlan`); None = off, and no /_admin/faults
+    route (give `FaultPlan()` to change the plan at run time through that route)."""
 
     def __attrs_post_init__(self) -> None:
         if bool(self.access_key_id) != bool(self.access_key_secret):

@@ -1,0 +1,40 @@
+"""Reading /proc/<pid>/stat (Linux), in one place: the SDK's owner tags, the emulator's
+process groups and the tests all ask the same three questions."""
+
+from __future__ import annotations
+
+__all__ = ["is_running", "start_time", "stat_fields"]
+
+#: states of a process that has exited (zombie, dead)
+_EXITED = ("Z", "X")
+
+
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session,
+    ... (proc(5) fields 3 onwards, so starttime is index 19); None when there is no such
+    process (or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ")"
+    return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def is_running(pid: int | str) -> bool:
+    """Does the process exist and has it not exited (a zombie counts as exited)?"""
+    fields = stat_fields(pid)
+    return fields is not None and len(fields) > 0 and fields[0] not in _EXITED
+
+
+def start_time(pid: int | str) -> int | None:
+    """The process's start time in clock ticks since boot; with the pid it names one
+    process (a pid alone can be reused). None when unknown."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None

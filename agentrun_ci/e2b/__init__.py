@@ -1,0 +1,62 @@
+"""E2B's code-interpreter API on AgentRun: change one import, keep the code.
+
+```python
+from agentrun_ci.e2b import Sandbox      # was: from e2b_code_interpreter import Sandbox
+
+with Sandbox.create() as sbx:
+    execution = sbx.run_code("x = 41\\nx + 1")
+    print(execution.text)                # 42
+```
+
+`Sandbox` and `AsyncSandbox` take E2B's arguments: each is either honoured
+with its AgentRun meaning or refused with an error that names it and says what
+to do instead; nothing is silently ignored. `Execution`, `Result`, the charts
+and E2B's exception names are here too. What works, what works differently and
+what AgentRun does not have: docs/e2b.md.
+"""
+
+from __future__ import annotations
+
+from .._models import Context, ExecutionError, Logs
+from . import charts
+from ._async_sandbox import AsyncSandbox, AsyncSandboxPaginator, SandboxInfo, SandboxQuery
+from ._errors import (
+    AuthenticationException,
+    InvalidArgumentException,
+    NotFoundException,
+    RateLimitException,
+    SandboxException,
+    SandboxKilledError,
+    TimeoutException,
+)
+from ._hub import aclose_shared, close_shared
+from ._models import Execution, OutputMessage, Result
+from ._setup import CHART_MIME, DATA_MIME
+from ._sync_sandbox import Sandbox, SandboxPaginator
+
+__all__ = [
+    "CHART_MIME",
+    "DATA_MIME",
+    "AsyncSandbox",
+    "AsyncSandboxPaginator",
+    "AuthenticationException",
+    "Context",
+    "Execution",
+    "ExecutionError",
+    "InvalidArgumentException",
+    "Logs",
+    "NotFoundException",
+    "OutputMessage",
+    "RateLimitException",
+    "Result",
+    "Sandbox",
+    "SandboxException",
+    "SandboxInfo",
+    "SandboxKilledError",
+    "SandboxPaginator",
+    "SandboxQuery",
+    "TimeoutException",
+    "aclose_shared",
+    "charts",
+    "close_shared",
+]

@@ -1,0 +1,1057 @@
+"""`AsyncSandbox`: E2B's sandbox API on the async facade (`AsyncCodeInterpreter`).
+
+One `AsyncSandbox` is one AgentRun sandbox. A sandbox made by `create()` is an
+`AsyncLease` of the facade's `dedicated` strategy (started at once, tracked,
+deleted by `kill()` or at exit); one reached by `connect()` is used by id.
+Code runs through the facade's data plane, in contexts the sandbox keeps:
+
+* a default context per language (python and javascript are made with the
+  sandbox, as E2B's are), shared with every handle on the same sandbox;
+* `bash` contexts live in the shim: their code runs as a shell command in the
+  context's directory (AgentRun has no bash kernel).
+
+Python contexts get the rich-result formatters (`_setup.FORMATTERS`) when they
+are created, unless `rich_results=False`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import functools
+import inspect
+import logging
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+
+from .._config import Config
+from .._errors import AgentRunError, NotFoundError, RequestTimeout, WaitTimeout
+from .._interpreter import AsyncCodeInterpreter, AsyncLease
+from .._models import CommandResult, Context, ExecutionError, FileEntry, Logs
+from .._models import Execution as _Execution
+from .._wire import EXECUTE_TIMEOUT_CAP
+from . import _hub, _options, _setup
+from ._errors import (
+    EXECUTION_TIMED_OUT,
+    REQUEST_TIMED_OUT,
+    SANDBOX_KILLED,
+    InvalidArgumentException,
+    NotFoundException,
+    SandboxException,
+    SandboxKilledError,
+    TimeoutException,
+)
+from ._models import Execution, OutputMessage, Result
+
+__all__ = ["AsyncSandbox", "SandboxInfo", "SandboxQuery", "deliver"]
+
+log = logging.getLogger("agentrun_ci.e2b")
+
+HOME = "/home/user"
+#: E2B's defaults: a sandbox lives 300 s, one run_code may take 300 s
+DEFAULT_LIFETIME = 300.0
+DEFAULT_RUN_TIMEOUT = 300.0
+#: how long a request may take beyond the work it asks for (E2B's request_timeout default)
+DEFAULT_REQUEST_TIMEOUT = 60.0
+
+
+@attrs.frozen
+class SandboxInfo:
+    """What `get_info()` and `list()` say about a sandbox (E2B's fields)."""
+
+    sandbox_id: str
+    template_id: str | None
+    name: str | None
+    metadata: dict[str, str]
+    started_at: datetime | None
+    end_at: datetime | None
+    state: str
+    #: AgentRun's status word (READY, TERMINATED, ...)
+    status: str | None = None
+
+
+@attrs.frozen
+class SandboxQuery:
+    """A filter for `list()`: metadata to match and states (`running`)."""
+
+    metadata: dict[str, str] | None = None
+    state: list[str] | None = None
+
+
+@attrs.define
+class _Record:
+    """What this process knows about a sandbox beyond the service: E2B's extras."""
+
+    template: str | None
+    metadata: dict[str, str]
+    envs: dict[str, str]
+    started_at: datetime
+    end_at: datetime | None
+    defaults: dict[str, str] = attrs.field(factory=dict)
+
+
+_records: dict[str, _Record] = {}
+_live: dict[str, list[AsyncSandbox]] = {}
+_records_lock = threading.Lock()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _state(status: str | None) -> str:
+    return {"READY": "running", "CREATING": "running", "PAUSED": "paused"}.get(
+        (status or "").upper(), (status or "unknown").lower()
+    )
+
+
+class _Dual:
+    """A method usable on the class (`Sandbox.kill(sandbox_id)`) and on an instance."""
+
+    def __init__(self, on_class: Callable[..., Any], on_instance: Callable[..., Any]) -> None:
+        self._on_class = on_class
+        self._on_instance = on_instance
+        functools.update_wrapper(self, on_instance)  # type: ignore[arg-type]
+
+    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+        if obj is None:
+            return functools.partial(self._on_class, owner)
+        return functools.partial(self._on_instance, obj)
+
+
+def dual(on_class: Callable[..., Any]) -> Callable[[Callable[..., Any]], _Dual]:
+    def wrap(on_instance: Callable[..., Any]) -> _Dual:
+        return _Dual(on_class, on_instance)
+
+    return wrap
+
+
+async def _maybe_await(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
+async def deliver(
+    execution: Execution,
+    on_stdout: Callable[[OutputMessage], Any] | None,
+    on_stderr: Callable[[OutputMessage], Any] | None,
+    on_result: Callable[[Result], Any] | None,
+    on_error: Callable[[ExecutionError], Any] | None,
+) -> None:
+    """Call E2B's callbacks for one finished execution (coroutine callbacks are awaited).
+
+    AgentRun answers an execute with the whole event list at once, so the
+    callbacks run when the run is over, in output order per kind.
+    """
+    if on_stdout is not None:
+        for chunk in execution.logs.stdout:
+            await _maybe_await(on_stdout(OutputMessage(chunk, error=False)))
+    if on_stderr is not None:
+        for chunk in execution.logs.stderr:
+            await _maybe_await(on_stderr(OutputMessage(chunk, error=True)))
+    if on_result is not None:
+        for result in execution.results:
+            await _maybe_await(on_result(result))
+    if on_error is not None and execution.error is not None:
+        await _maybe_await(on_error(execution.error))
+
+
+class AsyncFilesystem:
+    """`sandbox.files`: read, write, list, exists, remove, rename, make_dir, get_info."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sbx = sandbox
+
+    async def read(self, path: str, format: str = "text", **opts: Any) -> Any:
+        """The file's text (`format="bytes"` or `"stream"`: its bytes)."""
+        if format not in ("text", "bytes", "stream"):
+            raise InvalidArgumentException(f"format={format!r}: use 'text', 'bytes' or 'stream'")
+        content = await self._sbx._call(lambda d, sid: d.read_file(sid, path), opts)
+        return content.content if format != "text" else content.text
+
+    async def write(self, path: str, data: str | bytes, **opts: Any) -> FileEntry:
+        """Write a file (parents are created)."""
+        return await self._sbx._call(lambda d, sid: d.write_file(sid, path, data), opts)  # type: ignore[no-any-return]
+
+    async def write_files(self, files: list[Mapping[str, Any]], **opts: Any) -> list[FileEntry]:
+        """Write several files (`[{"path": ..., "data": ...}]`)."""
+        return [await self.write(f["path"], f["data"], **opts) for f in files]
+
+    async def list(self, path: str = HOME, depth: int = 1, **opts: Any) -> builtins.list[FileEntry]:
+        return await self._sbx._call(lambda d, sid: d.list_files(sid, path, depth=depth), opts)  # type: ignore[no-any-return]
+
+    async def get_info(self, path: str, **opts: Any) -> FileEntry:
+        return await self._sbx._call(lambda d, sid: d.stat(sid, path), opts)  # type: ignore[no-any-return]
+
+    async def exists(self, path: str, **opts: Any) -> bool:
+        try:
+            await self.get_info(path, **opts)
+        except NotFoundError:
+            return False
+        return True
+
+    async def remove(self, path: str, **opts: Any) -> None:
+        await self._sbx._call(lambda d, sid: d.remove(sid, path), opts)
+
+    async def rename(self, old_path: str, new_path: str, **opts: Any) -> FileEntry:
+        return await self._sbx._call(lambda d, sid: d.move(sid, old_path, new_path), opts)  # type: ignore[no-any-return]
+
+    async def make_dir(self, path: str, **opts: Any) -> bool:
+        """Create a directory (and its parents); False if it already existed."""
+        existed = await self.exists(path, **opts)
+        await self._sbx._call(lambda d, sid: d.mkdir(sid, path), opts)
+        return not existed
+
+
+class AsyncCommands:
+    """`sandbox.commands.run(cmd)`: a shell command run to completion (≤30 s on AgentRun)."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sbx = sandbox
+
+    async def run(
+        self,
+        cmd: str,
+        background: bool | None = None,
+        envs: Mapping[str, str] | None = None,
+        user: str | None = None,
+        cwd: str | None = None,
+        on_stdout: Callable[[str], Any] | None = None,
+        on_stderr: Callable[[str], Any] | None = None,
+        stdin: bool | None = None,
+        timeout: float | None = None,
+        request_timeout: float | None = None,
+    ) -> CommandResult:
+        """Run `cmd` in a shell; a non-zero exit code is data (`exit_code`), not an exception."""
+        if background:
+            raise InvalidArgumentException(
+                "commands.run(background=True) is not available on AgentRun: start the job "
+                "with 'nohup … > out.log 2>&1 &' and read out.log later"
+            )
+        if user not in (None, "user"):
+            raise InvalidArgumentException(
+                f"commands.run(user={user!r}): commands run as the sandbox's only user"
+            )
+        if stdin:
+            raise InvalidArgumentException("commands.run(stdin=True): AgentRun has no stdin")
+        timeout = EXECUTE_TIMEOUT_CAP if timeout is None else timeout
+        if timeout == 0 or timeout > EXECUTE_TIMEOUT_CAP:
+            raise InvalidArgumentException(
+                f"commands.run(timeout={timeout:g}): AgentRun stops a command after "
+                f"{EXECUTE_TIMEOUT_CAP:g} s; for longer jobs start them in the background with "
+                "nohup and poll"
+            )
+        command = _setup.bash_prefix({**self._sbx._envs, **(envs or {})}) + cmd
+        result: CommandResult = await self._sbx._call(
+            lambda d, sid: d.run_command(sid, command, cwd=cwd or HOME, timeout=timeout),
+            {"request_timeout": request_timeout},
+            work=timeout,
+        )
+        if on_stdout is not None and result.stdout:
+            await _maybe_await(on_stdout(result.stdout))
+        if on_stderr is not None and result.stderr:
+            await _maybe_await(on_stderr(result.stderr))
+        return result
+
+
+class AsyncSandbox:
+    """One AgentRun sandbox with E2B's API: `sbx = await AsyncSandbox.create()`."""
+
+    default_template = "code-interpreter-v1"
+
+    files: AsyncFilesystem
+    commands: AsyncCommands
+    _ci: AsyncCodeInterpreter
+    _lease: AsyncLease | None
+    _sandbox_id: str
+    _record: _Record
+    _rich: bool
+    _request_timeout: float | None
+    _killed: bool
+    _inflight: set[asyncio.Future[Any]]
+    _bash: dict[str, Context]
+    _counts: dict[str, int]
+    _aliases: dict[str, str]
+    _languages: dict[str, str]
+    _default_lock: asyncio.Lock
+    _timer: asyncio.TimerHandle | None
+    _hub_key: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise InvalidArgumentException(
+            "use `await AsyncSandbox.create(...)` to make a sandbox, or "
+            "`await AsyncSandbox.connect(sandbox_id)` to reach one"
+        )
+
+    # ------------------------------------------------------------ making one
+
+    @classmethod
+    def _make(
+        cls,
+        ci: AsyncCodeInterpreter,
+        sandbox_id: str,
+        lease: AsyncLease | None,
+        record: _Record,
+        *,
+        rich_results: bool,
+        request_timeout: float | None,
+    ) -> AsyncSandbox:
+        self = cls.__new__(cls)
+        self._ci = ci
+        self._lease = lease
+        self._sandbox_id = sandbox_id
+        self._record = record
+        self._rich = rich_results
+        self._request_timeout = request_timeout
+        self._killed = False
+        self._inflight = set()
+        self._bash = {}
+        self._counts = {}
+        self._aliases = {}
+        self._languages = {}
+        self._default_lock = asyncio.Lock()
+        self._timer = None
+        self._hub_key = None
+        self.files = AsyncFilesystem(self)
+        self.commands = AsyncCommands(self)
+        with _records_lock:
+            _live.setdefault(sandbox_id, []).append(self)
+        return self
+
+    @classmethod
+    async def create(
+        cls,
+        template: str | None = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        envs: Mapping[str, str] | None = None,
+        secure: bool = True,
+        allow_internet_access: bool = True,
+        mcp: Any = None,
+        network: Any = None,
+        iam: Any = None,
+        lifecycle: Any = None,
+        volume_mounts: Any = None,
+        logger: logging.Logger | None = None,
+        *,
+        config: Config | None = None,
+        backend: str = "auto",
+        rich_results: bool = True,
+        **opts: Any,
+    ) -> AsyncSandbox:
+        """Start a sandbox (E2B's arguments; `config`, `backend`, `rich_results` are ours).
+
+        `template`: E2B's code-interpreter names (or None) mean the default
+        interpreter; any other name is an existing AgentRun interpreter.
+        `timeout`: the sandbox's lifetime in seconds (default 300, at most 6 h),
+        after which the shim kills it. `metadata` is kept and returned by
+        `get_info()` and `list()`. `envs` are set in every context and command.
+        `secure` is accepted (AgentRun always signs requests). `rich_results=False`
+        skips the formatter snippet (no `Result.data` / `Result.chart`).
+        """
+        _options.refuse_connection_options("AsyncSandbox.create()", opts)
+        _options.check_create(
+            allow_internet_access=allow_internet_access,
+            network=network,
+            lifecycle=lifecycle,
+            mcp=mcp,
+            iam=iam,
+            volume_mounts=volume_mounts,
+        )
+        lifetime = _options.check_lifetime(DEFAULT_LIFETIME if timeout is None else timeout)
+        meta = _options.check_metadata(metadata)
+        sandbox_envs = dict(envs or {})
+        _setup.bash_prefix(sandbox_envs)  # validates names and values
+        if not isinstance(secure, bool):
+            raise InvalidArgumentException(f"secure must be True or False, got {secure!r}")
+        _check_backend(config, backend)
+        named = None if template is None or template in _hub.DEFAULT_TEMPLATES else template
+        ci, hub_key = await _hub.acquire(config, backend, named)
+        try:
+            lease = await ci.acquire()
+        except BaseException:
+            await _hub.release(hub_key)
+            raise
+        try:
+            sandbox_id = await lease.start()
+            started = _now()
+            record = _Record(
+                template=ci.template.name if ci.template is not None else named,
+                metadata=meta,
+                envs=sandbox_envs,
+                started_at=started,
+                end_at=started + timedelta(seconds=lifetime),
+            )
+            with _records_lock:
+                _records[sandbox_id] = record
+            self = cls._make(
+                ci,
+                sandbox_id,
+                lease,
+                record,
+                rich_results=rich_results,
+                request_timeout=opts.get("request_timeout"),
+            )
+            self._hub_key, hub_key = hub_key, None
+        except BaseException:
+            await lease.release()
+            await _hub.release(hub_key)
+            raise
+        try:
+            self._schedule(lifetime)
+            (logger or log).debug("sandbox %s created", sandbox_id)
+            # E2B sandboxes come with a python and a javascript context
+            await self._make_defaults()
+        except BaseException:
+            await self._kill()
+            raise
+        return self
+
+    async def _make_defaults(self) -> None:
+        async def js() -> None:
+            try:
+                await self._default("javascript")
+            except AgentRunError as exc:  # e.g. no node on a local machine: python still works
+                log.debug("no default javascript context: %s", exc)
+
+        await asyncio.gather(self._default("python"), js())
+
+    @classmethod
+    async def _connect(
+        cls,
+        sandbox_id: str,
+        timeout: float | None = None,
+        logger: logging.Logger | None = None,
+        *,
+        config: Config | None = None,
+        backend: str = "auto",
+        rich_results: bool = True,
+        **opts: Any,
+    ) -> AsyncSandbox:
+        _options.refuse_connection_options("AsyncSandbox.connect()", opts)
+        _check_backend(config, backend)
+        ci, hub_key = await _hub.acquire(config, backend, None)
+        try:
+            sandbox = await _get_sandbox(ci, sandbox_id)
+        except BaseException:
+            await _hub.release(hub_key)
+            raise
+        with _records_lock:
+            record = _records.get(sandbox_id)
+            if record is None:
+                record = _records[sandbox_id] = _Record(
+                    template=sandbox.template_name,
+                    metadata={},
+                    envs={},
+                    started_at=sandbox.created_at or _now(),
+                    end_at=None,
+                )
+        self = cls._make(
+            ci,
+            sandbox_id,
+            None,
+            record,
+            rich_results=rich_results,
+            request_timeout=opts.get("request_timeout"),
+        )
+        self._hub_key = hub_key
+        if not record.defaults:
+            # another process made it: its first context of each language is the default
+            for ctx in await ci.data_plane.list_contexts(sandbox_id):
+                if ctx.language in ("python", "javascript"):
+                    record.defaults.setdefault(ctx.language, ctx.id)
+        if timeout is not None:
+            await self._set_timeout(timeout, only_longer=True)
+        (logger or log).debug("connected to sandbox %s", sandbox_id)
+        return self
+
+    async def _reconnect(self, timeout: float | None = None, **opts: Any) -> AsyncSandbox:
+        _options.refuse_connection_options("AsyncSandbox.connect()", opts)
+        await _get_sandbox(self._ci, self._sandbox_id)
+        if timeout is not None:
+            await self._set_timeout(timeout, only_longer=True)
+        return self
+
+    connect = _Dual(_connect.__func__, _reconnect)  # type: ignore[attr-defined]
+    """`AsyncSandbox.connect(sandbox_id)` reaches an existing sandbox (also from another
+    process, while the one that made it runs: sandboxes are deleted when their maker exits);
+    `sbx.connect()` checks this one still runs. `timeout` only lengthens the lifetime."""
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def sandbox_id(self) -> str:
+        return self._sandbox_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sandbox_id={self._sandbox_id!r})"
+
+    @property
+    def _envs(self) -> dict[str, str]:
+        return self._record.envs
+
+    def _schedule(self, lifetime: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(lifetime, lambda: loop.create_task(self._expire()))
+
+    async def _expire(self) -> None:
+        log.info("sandbox %s reached its timeout: killing it", self._sandbox_id)
+        with contextlib.suppress(AgentRunError):
+            await self._kill()
+
+    async def is_running(self, request_timeout: float | None = None) -> bool:
+        """Does the sandbox still run? (False once killed or gone.)"""
+        if self._killed:
+            return False
+        try:
+            health = await self._bounded(
+                self._ci.data_plane.health(self._sandbox_id), request_timeout
+            )
+        except NotFoundError:
+            return False
+        return bool(health.ok)
+
+    @classmethod
+    async def _kill_by_id(cls, sandbox_id: str, **opts: Any) -> bool:
+        _options.refuse_connection_options("AsyncSandbox.kill()", opts)
+        with _records_lock:
+            live = list(_live.get(sandbox_id, []))
+        for handle in live:
+            if handle._lease is not None:  # ours: the lease deletes it and stops tracking it
+                return await handle._kill()
+        try:
+            async with _hub.using(None, "auto") as ci:
+                await ci.data_plane.delete_sandbox(sandbox_id)
+        except NotFoundError:
+            return False
+        for handle in live:
+            await handle._kill()
+        return True
+
+    async def _kill(self, **opts: Any) -> bool:
+        _options.refuse_connection_options("AsyncSandbox.kill()", opts)
+        if self._killed:
+            key, self._hub_key = self._hub_key, None
+            await _hub.release(key)
+            return False
+        self._killed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for future in list(self._inflight):
+            future.cancel()  # a run in progress ends now, with SANDBOX_KILLED
+        with _records_lock:
+            handles = _live.pop(self._sandbox_id, [])
+            _records.pop(self._sandbox_id, None)
+        for other in handles:
+            if other is not self and not other._killed:
+                other._killed = True
+                if other._timer is not None:
+                    other._timer.cancel()
+                for future in list(other._inflight):
+                    future.cancel()
+                if other._hub_key and other._hub_key[0] == id(asyncio.get_running_loop()):
+                    key, other._hub_key = other._hub_key, None
+                    await _hub.release(key)  # (a handle on another loop releases its own)
+        try:
+            if self._lease is not None:
+                lease, self._lease = self._lease, None
+                await lease.release()
+                return True
+            try:
+                await self._ci.data_plane.delete_sandbox(self._sandbox_id)
+            except NotFoundError:
+                return False
+            return True
+        finally:
+            key, self._hub_key = self._hub_key, None
+            await _hub.release(key)
+
+    kill = _Dual(_kill_by_id.__func__, _kill)  # type: ignore[attr-defined]
+    """Kill the sandbox now (a run in progress raises TimeoutException at once).
+    `AsyncSandbox.kill(sandbox_id)` kills one by id. True if it was running."""
+
+    @classmethod
+    async def _set_timeout_by_id(cls, sandbox_id: str, timeout: float, **opts: Any) -> None:
+        with _records_lock:
+            live = list(_live.get(sandbox_id, []))
+        if not live:
+            raise NotFoundException(
+                f"sandbox {sandbox_id} has no handle in this process: its timeout is kept by "
+                "the process that made or connected to it; connect() first",
+                status_code=404,
+            )
+        await live[0]._set_timeout(timeout, **opts)
+
+    async def _set_timeout(self, timeout: float, only_longer: bool = False, **opts: Any) -> None:
+        _options.refuse_connection_options("AsyncSandbox.set_timeout()", opts)
+        lifetime = _options.check_lifetime(timeout)
+        self._check_alive()
+        end = _now() + timedelta(seconds=lifetime)
+        record = self._record
+        if only_longer and record.end_at is not None and record.end_at >= end:
+            return
+        age = (_now() - record.started_at).total_seconds()
+        if age + lifetime > _options.MAX_LIFETIME:
+            raise InvalidArgumentException(
+                f"set_timeout({timeout:g}): the sandbox is {age:.0f} s old and AgentRun "
+                f"sandboxes live at most {_options.MAX_LIFETIME:g} s"
+            )
+        record.end_at = end
+        self._schedule(lifetime)
+
+    set_timeout = _Dual(_set_timeout_by_id.__func__, _set_timeout)  # type: ignore[attr-defined]
+    """Kill the sandbox `timeout` seconds from now (longer or shorter than before; ≤6 h).
+    The shim keeps the deadline: it holds while this process runs."""
+
+    @classmethod
+    async def _get_info_by_id(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
+        _options.refuse_connection_options("AsyncSandbox.get_info()", opts)
+        with _records_lock:
+            live = list(_live.get(sandbox_id, []))
+        if live:
+            return await _info(live[0]._ci, sandbox_id)
+        async with _hub.using(None, "auto") as ci:
+            return await _info(ci, sandbox_id)
+
+    async def _get_info(self, **opts: Any) -> SandboxInfo:
+        _options.refuse_connection_options("AsyncSandbox.get_info()", opts)
+        return await _info(self._ci, self._sandbox_id)
+
+    get_info = _Dual(_get_info_by_id.__func__, _get_info)  # type: ignore[attr-defined]
+    """The sandbox's id, template, metadata, start and end times and state."""
+
+    @classmethod
+    def list(
+        cls,
+        query: SandboxQuery | Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        next_token: str | None = None,
+        order: Any = None,
+        *,
+        config: Config | None = None,
+        backend: str = "auto",
+        **opts: Any,
+    ) -> AsyncSandboxPaginator:
+        """Running sandboxes of the interpreters this process uses (`await p.next_items()`)."""
+        _options.refuse_connection_options("AsyncSandbox.list()", opts)
+        if next_token is not None or order is not None:
+            raise InvalidArgumentException(
+                "list(next_token=..., order=...): the shim returns every match in one page"
+            )
+        if isinstance(query, Mapping):
+            query = SandboxQuery(**query)
+        return AsyncSandboxPaginator(query, limit, config, backend)
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._kill()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _check_alive(self) -> None:
+        if self._killed:
+            raise SandboxKilledError(f"sandbox {self._sandbox_id} was killed; create a new one")
+
+    async def _bounded(self, awaitable: Awaitable[Any], request_timeout: float | None) -> Any:
+        limit = request_timeout or self._request_timeout or DEFAULT_REQUEST_TIMEOUT
+        try:
+            return await asyncio.wait_for(awaitable, limit)
+        except asyncio.TimeoutError:
+            raise TimeoutException(REQUEST_TIMED_OUT.format(timeout=limit)) from None
+        except (RequestTimeout, WaitTimeout) as exc:
+            if isinstance(exc, TimeoutException):
+                raise
+            raise TimeoutException(str(exc)) from exc
+
+    async def _guarded(self, awaitable: Awaitable[Any]) -> Any:
+        """Run `awaitable` so that kill() ends it at once with SANDBOX_KILLED."""
+        self._check_alive()
+        task = asyncio.ensure_future(awaitable)
+        self._inflight.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self._killed and task.cancelled():
+                raise TimeoutException(SANDBOX_KILLED) from None
+            raise
+        except NotFoundError as exc:
+            if self._killed:
+                raise TimeoutException(SANDBOX_KILLED) from exc
+            raise
+        finally:
+            self._inflight.discard(task)
+
+    async def _call(
+        self,
+        action: Callable[[Any, str], Awaitable[Any]],
+        opts: Mapping[str, Any],
+        work: float = 0.0,
+    ) -> Any:
+        opts = dict(opts)
+        request_timeout = opts.pop("request_timeout", None)
+        _options.refuse_connection_options("sandbox call", {k: v for k, v in opts.items()})
+        limit = (request_timeout or self._request_timeout or DEFAULT_REQUEST_TIMEOUT) + work
+        return await self._guarded(
+            self._bounded(action(self._ci.data_plane, self._sandbox_id), limit)
+        )
+
+    # ------------------------------------------------------------ contexts
+
+    async def _setup_context(self, ctx: Context, envs: Mapping[str, str]) -> None:
+        """Send the formatter snippet and the sandbox's envs into a new context."""
+        parts: builtins.list[str] = []
+        if ctx.language == "python":
+            if self._rich:
+                parts.append(_setup.FORMATTERS)
+            if envs:
+                parts.append(_setup.env_set("python", envs, save=False))
+        elif envs:
+            parts.append(_setup.env_set("javascript", envs, save=False))
+        if parts:
+            await self._hidden(ctx.id, ctx.language or "python", "".join(parts))
+
+    async def _hidden(self, context_id: str, language: str, code: str) -> None:
+        if language == "python":
+            code += _setup.UNCOUNT
+        execution = await self._ci.data_plane.execute(
+            self._sandbox_id, code, context_id=context_id, timeout=EXECUTE_TIMEOUT_CAP
+        )
+        if execution.error is not None or execution.status != "ok":
+            detail = execution.error.value if execution.error else execution.status
+            raise SandboxException(f"could not prepare context {context_id}: {detail}")
+
+    async def _new_context(self, language: str, cwd: str) -> Context:
+        data = self._ci.data_plane
+        ctx = await data.create_context(self._sandbox_id, language=language, cwd=cwd)
+        try:
+            await self._setup_context(ctx, self._envs)
+        except BaseException:
+            with contextlib.suppress(AgentRunError):
+                await data.delete_context(self._sandbox_id, ctx.id)
+            raise
+        self._languages[ctx.id] = language
+        return ctx
+
+    async def _default(self, language: str) -> str:
+        """The id of the sandbox's default context for `language` (made on first use)."""
+        async with self._default_lock:
+            found = self._record.defaults.get(language)
+            if found is None:
+                ctx = await self._new_context(language, HOME)
+                found = self._record.defaults[language] = ctx.id
+            self._languages.setdefault(found, language)
+            return found
+
+    async def create_code_context(
+        self,
+        cwd: str | None = None,
+        language: str | None = None,
+        request_timeout: float | None = None,
+    ) -> Context:
+        """A new context (python, javascript, or bash) with its own state, in `cwd`."""
+        lang = _options.language(language)
+        directory = cwd or HOME
+        if lang == "bash":
+            ctx = Context(id=f"bash-{uuid.uuid4()}", language="bash", cwd=directory)
+            self._check_alive()
+            self._bash[ctx.id] = ctx
+            self._languages[ctx.id] = "bash"
+            return ctx
+        ctx = await self._guarded(
+            self._bounded(self._new_context(lang, directory), request_timeout)
+        )
+        assert isinstance(ctx, Context)
+        return ctx
+
+    async def list_code_contexts(
+        self, request_timeout: float | None = None
+    ) -> builtins.list[Context]:
+        """Every context of the sandbox, oldest first (bash ones last)."""
+        listed: builtins.list[Context] = await self._guarded(
+            self._bounded(self._ci.data_plane.list_contexts(self._sandbox_id), request_timeout)
+        )
+        back = {new: old for old, new in self._aliases.items()}
+        out = [attrs.evolve(c, id=back[c.id]) if c.id in back else c for c in listed]
+        return out + list(self._bash.values())
+
+    def _resolve(self, context: Context | str) -> str:
+        context_id = context.id if isinstance(context, Context) else context
+        if not isinstance(context_id, str):
+            raise InvalidArgumentException(f"context must be a Context or its id, got {context!r}")
+        return self._aliases.get(context_id, context_id)
+
+    async def remove_code_context(
+        self, context: Context | str, request_timeout: float | None = None
+    ) -> None:
+        """Delete a context (its variables are gone)."""
+        context_id = self._resolve(context)
+        if context_id in self._bash:
+            del self._bash[context_id]
+            return
+        await self._guarded(
+            self._bounded(
+                self._ci.data_plane.delete_context(self._sandbox_id, context_id), request_timeout
+            )
+        )
+        for lang, cid in list(self._record.defaults.items()):
+            if cid == context_id:
+                del self._record.defaults[lang]
+
+    async def restart_code_context(
+        self, context: Context | str, request_timeout: float | None = None
+    ) -> None:
+        """Start the context afresh: its variables and imports are gone.
+
+        AgentRun has no restart call: the shim deletes the context and creates a
+        new one with the same language and cwd. This handle keeps using the old
+        id for it (in `run_code` and `list_code_contexts`); other handles and
+        processes see the new id.
+        """
+        old = context.id if isinstance(context, Context) else context
+        context_id = self._resolve(context)
+        if context_id in self._bash:
+            self._counts.pop(context_id, None)
+            return
+        data = self._ci.data_plane
+
+        async def restart() -> str:
+            info = await data.get_context(self._sandbox_id, context_id)
+            language = info.language or self._languages.get(context_id, "python")
+            fresh = await self._new_context(language, info.cwd or HOME)
+            with contextlib.suppress(NotFoundError):
+                await data.delete_context(self._sandbox_id, context_id)
+            return fresh.id
+
+        new_id = await self._guarded(self._bounded(restart(), request_timeout))
+        self._aliases[old] = new_id
+        for lang, cid in list(self._record.defaults.items()):
+            if cid == context_id:
+                self._record.defaults[lang] = new_id
+
+    # ------------------------------------------------------------ running code
+
+    async def run_code(
+        self,
+        code: str,
+        language: str | None = None,
+        context: Context | str | None = None,
+        on_stdout: Callable[[OutputMessage], Any] | None = None,
+        on_stderr: Callable[[OutputMessage], Any] | None = None,
+        on_result: Callable[[Result], Any] | None = None,
+        on_error: Callable[[ExecutionError], Any] | None = None,
+        envs: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        request_timeout: float | None = None,
+    ) -> Execution:
+        """Run code in a context (the language's default one unless `context` is given).
+
+        State persists between runs in a context. `envs` apply to this run only.
+        `timeout` (default 300 s, 0 = no limit) is capped at AgentRun's 30 s per
+        execution; past it, TimeoutException is raised and the context stays
+        usable. `request_timeout` bounds the request beyond that. Callbacks (which
+        may be coroutines) are called when the run is over. Errors in the code are
+        `execution.error`, not exceptions.
+        """
+        execution = await self._execute(code, language, context, envs, timeout, request_timeout)
+        await deliver(execution, on_stdout, on_stderr, on_result, on_error)
+        return execution
+
+    async def _execute(
+        self,
+        code: str,
+        language: str | None,
+        context: Context | str | None,
+        envs: Mapping[str, str] | None,
+        timeout: float | None,
+        request_timeout: float | None,
+    ) -> Execution:
+        if context is not None and language is not None:
+            raise InvalidArgumentException(
+                "run_code(): pass context or language, not both (a context has its language)"
+            )
+        if not isinstance(code, str):
+            raise InvalidArgumentException(f"code must be a string, got {type(code).__name__}")
+        run_envs = dict(envs or {})
+        _setup.bash_prefix(run_envs)  # validates
+        if timeout is None:
+            timeout = DEFAULT_RUN_TIMEOUT
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise InvalidArgumentException(f"timeout must be seconds >= 0, got {timeout!r}")
+        limit = EXECUTE_TIMEOUT_CAP if timeout == 0 else min(float(timeout), EXECUTE_TIMEOUT_CAP)
+        self._check_alive()
+        if context is not None:
+            context_id = self._resolve(context)
+            lang = self._languages.get(context_id) or (
+                context.language if isinstance(context, Context) else None
+            )
+            if lang is None:
+                lang = await self._guarded(self._context_language(context_id))
+        else:
+            lang = _options.language(language)
+            context_id = "" if lang == "bash" else await self._guarded(self._default(lang))
+        work = self._run(code, lang, context_id, run_envs, limit)
+        raw: _Execution = await self._guarded(
+            self._bounded(
+                work,
+                (request_timeout or self._request_timeout or DEFAULT_REQUEST_TIMEOUT)
+                + limit * (3 if run_envs else 1),
+            )
+        )
+        if raw.status == "timeout":
+            raise TimeoutException(EXECUTION_TIMED_OUT.format(timeout=limit))
+        return Execution(raw)
+
+    async def _context_language(self, context_id: str) -> str:
+        if context_id in self._bash:
+            return "bash"
+        try:
+            info = await self._ci.data_plane.get_context(self._sandbox_id, context_id)
+        except NotFoundError:
+            raise NotFoundException(
+                f"context {context_id} does not exist in sandbox {self._sandbox_id}",
+                status_code=404,
+            ) from None
+        lang = info.language or "python"
+        self._languages[context_id] = lang
+        return lang
+
+    async def _run(
+        self, code: str, lang: str, context_id: str, envs: dict[str, str], limit: float
+    ) -> _Execution:
+        if lang == "bash":
+            return await self._run_bash(code, context_id, envs, limit)
+        data = self._ci.data_plane
+        if envs:
+            await self._hidden(context_id, lang, _setup.env_set(lang, envs, save=True))
+        try:
+            return await data.execute(self._sandbox_id, code, context_id=context_id, timeout=limit)
+        finally:
+            if envs and not self._killed:
+                await self._hidden(context_id, lang, _setup.env_restore(lang))
+
+    async def _run_bash(
+        self, code: str, context_id: str, envs: dict[str, str], limit: float
+    ) -> _Execution:
+        ctx = self._bash.get(context_id)
+        cwd = ctx.cwd if ctx is not None and ctx.cwd else HOME
+        command = _setup.bash_prefix({**self._envs, **envs}) + code
+        result = await self._ci.data_plane.run_command(
+            self._sandbox_id, command, cwd=cwd, timeout=limit
+        )
+        count = self._counts[context_id] = self._counts.get(context_id, 0) + 1
+        error = None
+        if result.exit_code not in (0, None):
+            error = ExecutionError(
+                name="NonZeroExitCode",
+                value=f"exit code {result.exit_code}",
+                traceback=result.stderr,
+            )
+        return _Execution(
+            logs=Logs(
+                stdout=result.stdout.splitlines(keepends=True),
+                stderr=result.stderr.splitlines(keepends=True),
+            ),
+            error=error,
+            execution_count=count,
+            status="timeout" if result.status == "timeout" else ("error" if error else "ok"),
+            duration=result.duration,
+        )
+
+
+def _check_backend(config: Config | None, backend: str) -> None:
+    if backend not in ("auto", "cloud", "local"):
+        raise InvalidArgumentException(f"backend={backend!r}: use 'auto', 'cloud' or 'local'")
+    if backend == "auto":
+        setup = config or Config.from_env()
+        _options.check_e2b_key_env(
+            setup.has_credentials or bool(setup.control_endpoint and setup.data_endpoint)
+        )
+
+
+async def _get_sandbox(ci: AsyncCodeInterpreter, sandbox_id: str) -> Any:
+    try:
+        sandbox = await ci.data_plane.get_sandbox(sandbox_id)
+    except NotFoundError:
+        raise NotFoundException(
+            f"sandbox {sandbox_id} not found (killed, timed out, or never made here)",
+            status_code=404,
+        ) from None
+    if (sandbox.status or "").upper() == "TERMINATED":
+        raise NotFoundException(f"sandbox {sandbox_id} was killed", status_code=404)
+    return sandbox
+
+
+async def _info(ci: AsyncCodeInterpreter, sandbox_id: str) -> SandboxInfo:
+    sandbox = await _get_sandbox(ci, sandbox_id)
+    with _records_lock:
+        record = _records.get(sandbox_id)
+    return SandboxInfo(
+        sandbox_id=sandbox_id,
+        template_id=sandbox.template_name or (record.template if record else None),
+        name=sandbox.template_name or (record.template if record else None),
+        metadata=dict(record.metadata) if record else {},
+        started_at=record.started_at if record else sandbox.created_at,
+        end_at=record.end_at if record else None,
+        state=_state(sandbox.status),
+        status=sandbox.status,
+    )
+
+
+class AsyncSandboxPaginator:
+    """`AsyncSandbox.list()`'s answer: `await paginator.next_items()` (one page here)."""
+
+    def __init__(
+        self,
+        query: SandboxQuery | None,
+        limit: int | None,
+        config: Config | None,
+        backend: str,
+    ) -> None:
+        self._query = query or SandboxQuery()
+        self._limit = limit
+        self._config = config
+        self._backend = backend
+        self.has_next = True
+        self.next_token: str | None = None
+
+    async def next_items(self) -> builtins.list[SandboxInfo]:
+        if not self.has_next:
+            raise SandboxException("no more items: check has_next before next_items()")
+        self.has_next = False
+        states = set(self._query.state or ["running"])
+        async with _hub.using(self._config, self._backend) as ci:
+            found = await ci.control_plane.list_sandboxes()
+        out: list[SandboxInfo] = []
+        for sandbox in found:
+            state = _state(sandbox.status)
+            if state not in states:
+                continue
+            with _records_lock:
+                record = _records.get(sandbox.sandbox_id)
+            metadata = dict(record.metadata) if record else {}
+            wanted = self._query.metadata or {}
+            if any(metadata.get(k) != v for k, v in wanted.items()):
+                continue
+            out.append(
+                SandboxInfo(
+                    sandbox_id=sandbox.sandbox_id,
+                    template_id=sandbox.template_name,
+                    name=sandbox.template_name,
+                    metadata=metadata,
+                    started_at=record.started_at if record else sandbox.created_at,
+                    end_at=record.end_at if record else None,
+                    state=state,
+                    status=sandbox.status,
+                )
+            )
+        return out[: self._limit] if self._limit else out

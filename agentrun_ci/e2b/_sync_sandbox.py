@@ -1,0 +1,353 @@
+"""`Sandbox`: the sync twin of `AsyncSandbox`, on the sync facade's mechanism.
+
+Like `agentrun_ci.CodeInterpreter`, it runs the async code on an event loop in
+a daemon thread (the portal) and waits for it: every `Sandbox` is an
+`AsyncSandbox` living on the portal loop. A `kill()` from another thread runs
+on that loop too, so it ends a `run_code` in progress at once. Callbacks run in
+the caller's thread, after the run.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from .._config import Config
+from .._models import CommandResult, Context, ExecutionError, FileEntry
+from . import _hub
+from ._async_sandbox import (
+    AsyncSandbox,
+    AsyncSandboxPaginator,
+    SandboxInfo,
+    SandboxQuery,
+    _Dual,
+)
+from ._models import Execution, OutputMessage, Result
+
+__all__ = ["Sandbox", "SandboxPaginator"]
+
+T = TypeVar("T")
+
+
+def _call(coro: Coroutine[Any, Any, T]) -> T:
+    return _hub.portal().call(coro)
+
+
+def _any(coro: Coroutine[Any, Any, Any]) -> Any:
+    return _hub.portal().call(coro)
+
+
+class Filesystem:
+    """`sandbox.files` (sync): read, write, list, exists, remove, rename, make_dir, get_info."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._files = sandbox.files
+
+    def read(self, path: str, format: str = "text", **opts: Any) -> Any:
+        """The file's text (`format="bytes"` or `"stream"`: its bytes)."""
+        return _call(self._files.read(path, format, **opts))
+
+    def write(self, path: str, data: str | bytes, **opts: Any) -> FileEntry:
+        """Write a file (parents are created)."""
+        return _call(self._files.write(path, data, **opts))
+
+    def write_files(self, files: list[Mapping[str, Any]], **opts: Any) -> list[FileEntry]:
+        return _call(self._files.write_files(files, **opts))
+
+    def list(
+        self, path: str = "/home/user", depth: int = 1, **opts: Any
+    ) -> builtins.list[FileEntry]:
+        return _call(self._files.list(path, depth, **opts))
+
+    def get_info(self, path: str, **opts: Any) -> FileEntry:
+        return _call(self._files.get_info(path, **opts))
+
+    def exists(self, path: str, **opts: Any) -> bool:
+        return _call(self._files.exists(path, **opts))
+
+    def remove(self, path: str, **opts: Any) -> None:
+        _call(self._files.remove(path, **opts))
+
+    def rename(self, old_path: str, new_path: str, **opts: Any) -> FileEntry:
+        return _call(self._files.rename(old_path, new_path, **opts))
+
+    def make_dir(self, path: str, **opts: Any) -> bool:
+        return _call(self._files.make_dir(path, **opts))
+
+
+class Commands:
+    """`sandbox.commands.run(cmd)` (sync): a shell command run to completion (≤30 s)."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._commands = sandbox.commands
+
+    def run(
+        self,
+        cmd: str,
+        background: bool | None = None,
+        envs: Mapping[str, str] | None = None,
+        user: str | None = None,
+        cwd: str | None = None,
+        on_stdout: Callable[[str], Any] | None = None,
+        on_stderr: Callable[[str], Any] | None = None,
+        stdin: bool | None = None,
+        timeout: float | None = None,
+        request_timeout: float | None = None,
+    ) -> CommandResult:
+        """Run `cmd` in a shell; a non-zero exit code is data (`exit_code`), not an exception."""
+        result = _call(
+            self._commands.run(
+                cmd, background, envs, user, cwd, None, None, stdin, timeout, request_timeout
+            )
+        )
+        if on_stdout is not None and result.stdout:
+            on_stdout(result.stdout)
+        if on_stderr is not None and result.stderr:
+            on_stderr(result.stderr)
+        return result
+
+
+class SandboxPaginator:
+    """`Sandbox.list()`'s answer: `paginator.next_items()` (one page here)."""
+
+    def __init__(self, inner: AsyncSandboxPaginator) -> None:
+        self._inner = inner
+
+    @property
+    def has_next(self) -> bool:
+        return self._inner.has_next
+
+    @property
+    def next_token(self) -> str | None:
+        return self._inner.next_token
+
+    def next_items(self) -> list[SandboxInfo]:
+        return _call(self._inner.next_items())
+
+
+class Sandbox:
+    """One AgentRun sandbox with E2B's API: `sbx = Sandbox.create()` (or `Sandbox()`)."""
+
+    default_template = AsyncSandbox.default_template
+
+    def __init__(
+        self,
+        template: str | None = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        envs: Mapping[str, str] | None = None,
+        *,
+        sandbox_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """`Sandbox(...)` takes `create()`'s arguments; `Sandbox(sandbox_id=...)` connects."""
+        if sandbox_id is not None:
+            if template is not None or metadata is not None or envs is not None:
+                raise _invalid(
+                    "Sandbox(sandbox_id=...) connects to an existing sandbox: template, "
+                    "metadata and envs belong to create()"
+                )
+            inner = _call(AsyncSandbox.connect(sandbox_id, timeout, **kwargs))
+        else:
+            inner = _call(AsyncSandbox.create(template, timeout, metadata, envs, **kwargs))
+        self._bind(inner)
+
+    def _bind(self, inner: AsyncSandbox) -> None:
+        self._async = inner
+        self.files = Filesystem(inner)
+        self.commands = Commands(inner)
+
+    @classmethod
+    def _wrap(cls, inner: AsyncSandbox) -> Sandbox:
+        self = cls.__new__(cls)
+        self._bind(inner)
+        return self
+
+    @classmethod
+    def create(
+        cls,
+        template: str | None = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        envs: Mapping[str, str] | None = None,
+        secure: bool = True,
+        allow_internet_access: bool = True,
+        mcp: Any = None,
+        network: Any = None,
+        iam: Any = None,
+        lifecycle: Any = None,
+        volume_mounts: Any = None,
+        logger: logging.Logger | None = None,
+        *,
+        config: Config | None = None,
+        backend: str = "auto",
+        rich_results: bool = True,
+        **opts: Any,
+    ) -> Sandbox:
+        """Start a sandbox; the arguments are `AsyncSandbox.create()`'s."""
+        return cls._wrap(
+            _call(
+                AsyncSandbox.create(
+                    template,
+                    timeout,
+                    metadata,
+                    envs,
+                    secure,
+                    allow_internet_access,
+                    mcp,
+                    network,
+                    iam,
+                    lifecycle,
+                    volume_mounts,
+                    logger,
+                    config=config,
+                    backend=backend,
+                    rich_results=rich_results,
+                    **opts,
+                )
+            )
+        )
+
+    @classmethod
+    def _connect(cls, sandbox_id: str, timeout: float | None = None, **opts: Any) -> Sandbox:
+        return cls._wrap(_call(AsyncSandbox.connect(sandbox_id, timeout, **opts)))
+
+    def _reconnect(self, timeout: float | None = None, **opts: Any) -> Sandbox:
+        _call(self._async.connect(timeout, **opts))
+        return self
+
+    connect = _Dual(_connect.__func__, _reconnect)  # type: ignore[attr-defined]
+    """`Sandbox.connect(sandbox_id)` reaches an existing sandbox; `sbx.connect()` checks
+    this one still runs. `timeout` only lengthens the lifetime."""
+
+    @property
+    def sandbox_id(self) -> str:
+        return self._async.sandbox_id
+
+    def __repr__(self) -> str:
+        return f"Sandbox(sandbox_id={self.sandbox_id!r})"
+
+    def is_running(self, request_timeout: float | None = None) -> bool:
+        """Does the sandbox still run? (False once killed or gone.)"""
+        return _call(self._async.is_running(request_timeout))
+
+    @classmethod
+    def _kill_by_id(cls, sandbox_id: str, **opts: Any) -> bool:
+        return bool(_any(AsyncSandbox.kill(sandbox_id, **opts)))
+
+    def _kill(self, **opts: Any) -> bool:
+        return bool(_any(self._async.kill(**opts)))
+
+    kill = _Dual(_kill_by_id.__func__, _kill)  # type: ignore[attr-defined]
+    """Kill the sandbox now; a `run_code` in progress in another thread raises
+    TimeoutException at once. `Sandbox.kill(sandbox_id)` kills one by id."""
+
+    close = _kill
+
+    @classmethod
+    def _set_timeout_by_id(cls, sandbox_id: str, timeout: float, **opts: Any) -> None:
+        _call(AsyncSandbox.set_timeout(sandbox_id, timeout, **opts))
+
+    def _set_timeout(self, timeout: float, **opts: Any) -> None:
+        _call(self._async.set_timeout(timeout, **opts))
+
+    set_timeout = _Dual(_set_timeout_by_id.__func__, _set_timeout)  # type: ignore[attr-defined]
+    """Kill the sandbox `timeout` seconds from now (≤6 h), kept by this process."""
+
+    @classmethod
+    def _get_info_by_id(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
+        info: SandboxInfo = _any(AsyncSandbox.get_info(sandbox_id, **opts))
+        return info
+
+    def _get_info(self, **opts: Any) -> SandboxInfo:
+        info: SandboxInfo = _any(self._async.get_info(**opts))
+        return info
+
+    get_info = _Dual(_get_info_by_id.__func__, _get_info)  # type: ignore[attr-defined]
+    """The sandbox's id, template, metadata, start and end times and state."""
+
+    @classmethod
+    def list(
+        cls,
+        query: SandboxQuery | Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        next_token: str | None = None,
+        order: Any = None,
+        **opts: Any,
+    ) -> SandboxPaginator:
+        """Running sandboxes of the interpreters this process uses."""
+        return SandboxPaginator(AsyncSandbox.list(query, limit, next_token, order, **opts))
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._kill()
+
+    # ------------------------------------------------------------ contexts
+
+    def create_code_context(
+        self,
+        cwd: str | None = None,
+        language: str | None = None,
+        request_timeout: float | None = None,
+    ) -> Context:
+        """A new context (python, javascript, or bash) with its own state, in `cwd`."""
+        return _call(self._async.create_code_context(cwd, language, request_timeout))
+
+    def list_code_contexts(self, request_timeout: float | None = None) -> builtins.list[Context]:
+        """Every context of the sandbox, oldest first."""
+        return _call(self._async.list_code_contexts(request_timeout))
+
+    def remove_code_context(
+        self, context: Context | str, request_timeout: float | None = None
+    ) -> None:
+        """Delete a context (its variables are gone)."""
+        _call(self._async.remove_code_context(context, request_timeout))
+
+    def restart_code_context(
+        self, context: Context | str, request_timeout: float | None = None
+    ) -> None:
+        """Start the context afresh (AgentRun has no restart: the shim recreates it with the
+        same language and cwd; this handle keeps the old id for it)."""
+        _call(self._async.restart_code_context(context, request_timeout))
+
+    # ------------------------------------------------------------ running code
+
+    def run_code(
+        self,
+        code: str,
+        language: str | None = None,
+        context: Context | str | None = None,
+        on_stdout: Callable[[OutputMessage], Any] | None = None,
+        on_stderr: Callable[[OutputMessage], Any] | None = None,
+        on_result: Callable[[Result], Any] | None = None,
+        on_error: Callable[[ExecutionError], Any] | None = None,
+        envs: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        request_timeout: float | None = None,
+    ) -> Execution:
+        """Run code; see `AsyncSandbox.run_code` (callbacks run in this thread, after the run)."""
+        execution = _call(
+            self._async._execute(code, language, context, envs, timeout, request_timeout)
+        )
+        if on_stdout is not None:
+            for chunk in execution.logs.stdout:
+                on_stdout(OutputMessage(chunk, error=False))
+        if on_stderr is not None:
+            for chunk in execution.logs.stderr:
+                on_stderr(OutputMessage(chunk, error=True))
+        if on_result is not None:
+            for result in execution.results:
+                on_result(result)
+        if on_error is not None and execution.error is not None:
+            on_error(execution.error)
+        return execution
+
+
+def _invalid(message: str) -> Exception:
+    from ._errors import InvalidArgumentException
+
+    return InvalidArgumentException(message)

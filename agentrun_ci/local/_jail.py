@@ -1,0 +1,262 @@
+"""The jail: every kernel and command of a sandbox runs inside bubblewrap (`bwrap`).
+
+What a sandboxed process sees (the same for every kernel and command of one sandbox):
+
+    /home/user      the sandbox's workspace, read-write: the file API's /home/user
+    /tmp            the sandbox's own temporary directory, read-write; `pip install`
+                    goes to /tmp/.local (PIP_PREFIX), which is on PYTHONPATH and PATH
+    /usr /etc ...   the host's system directories, read-only; /etc/shadow, /etc/gshadow,
+                    /etc/ssh and /etc/ssl/private are hidden
+    <interpreters>  the kernel's python (venv and base install) and node, read-only, at
+                    their host paths, so `python` and `pip` are the kernel's interpreter
+    /opt/agentrun   read-only: the `pip` command and the javascript REPL
+    /run/agentrun   kernels only: that kernel's own connection file and sockets
+    /proc /dev      a fresh /proc (own PID namespace; /proc/sys read-only), a minimal /dev
+    /root /home     empty: no host home directory, no other sandbox, no server state
+
+Each process gets its own mount, PID, IPC and UTS namespaces (and cgroup namespace where
+the kernel has them; network namespace with `no_network`). Our init (`_limits._INIT`) is
+PID 1. Identity: as root, bwrap runs privileged but keeps only CAP_SETUID, CAP_SETGID and
+CAP_SETPCAP, which our init uses, before it starts anything, to empty the capability
+bounding set and become `sandbox_uid`: the program runs with no capability at all and
+NO_NEW_PRIVS set. Not root, bwrap makes a user namespace and the program runs as uid
+1000 inside it, with no capability outside it. The server keeps every kernel's connection
+file in its own runtime directory, which no jail mounts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+__all__ = ["JAIL_HOME", "JAIL_PRIVATE", "JAIL_TOOLS", "Jail", "find_jail", "write_tools"]
+
+log = logging.getLogger("agentrun_ci.local")
+
+JAIL_HOME = "/home/user"
+JAIL_TMP = "/tmp"  # noqa: S108 - the path inside the jail, a private per-sandbox directory
+JAIL_PRIVATE = "/run/agentrun"
+JAIL_TOOLS = "/opt/agentrun"
+_VAR_TMP = "/var/tmp"  # noqa: S108 - inside the jail: a tmpfs of its own
+#: where `pip install` puts packages inside the jail (PIP_PREFIX)
+PIP_PREFIX = "/tmp/.local"  # noqa: S108 - inside the jail
+_INSIDE_UID = 1000  # unprivileged runs: the uid inside the user namespace
+_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+_HIDDEN_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
+_HIDDEN_DIRS = ("/etc/ssh", "/etc/ssl/private")
+_SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+_CPU_INFO = "/sys/devices/system/cpu"  # os.cpu_count, numpy and BLAS read it
+
+# `pip`: the kernel's interpreter's pip; where that interpreter has none (uv venvs, uvx),
+# the pip wheel its ensurepip bundles, run in place.
+_PIP = """#!/bin/sh
+if python -c 'import pip' 2>/dev/null; then exec python -m pip "$@"; fi
+exec python - "$@" <<'EOF'
+import ensurepip, glob, os, runpy, sys
+wheels = glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), "_bundled", "pip-*.whl"))
+if not wheels:
+    sys.exit("pip: this interpreter has neither pip nor ensurepip's bundled wheel")
+sys.path.insert(0, wheels[0])
+sys.argv[0] = "pip"
+runpy.run_module("pip", run_name="__main__", alter_sys=True)
+EOF
+"""
+
+
+def _prefix_of(executable: str) -> list[str]:
+    """The install prefixes an interpreter needs outside the system dirs."""
+    real = Path(os.path.realpath(executable))
+    return [str(real.parent.parent)]
+
+
+@attrs.frozen
+class Jail:
+    """How to wrap a program in bubblewrap; one per emulator, used for every sandbox."""
+
+    tool: str
+    #: the uid the program runs as: `sandbox_uid` (root) or 1000 in a user namespace
+    uid: int
+    #: True: bwrap runs as root and our init drops to `uid`; False: a user namespace
+    privileged: bool
+    #: host paths bound read-only at the same path (interpreters outside /usr)
+    extra: tuple[str, ...] = ()
+    tools: str = ""
+
+    @property
+    def description(self) -> str:
+        who = f"uid {self.uid}" if self.privileged else f"uid {self.uid} in a user namespace"
+        return f"bubblewrap jail ({who})"
+
+    def argv(
+        self,
+        argv: Sequence[str],
+        *,
+        init: Sequence[str],
+        home: Path,
+        tmp: Path,
+        no_network: bool,
+        private: Path | None = None,
+    ) -> list[str]:
+        """`init + argv` in a jail whose /home/user is `home` and /tmp is `tmp` (the init
+        enters the working directory: see `_limits.init_argv`)."""
+        out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        out += ["--unshare-cgroup-try", "--hostname", "sandbox", "--as-pid-1"]
+        out += ["--die-with-parent"]
+        if no_network:
+            out.append("--unshare-net")
+        if self.privileged:
+            # Kept only for our init (PID 1) to empty the bounding set and become `uid`
+            # before it starts the program; gone after setuid (see _limits._INIT).
+            out += ["--cap-drop", "ALL"]
+            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):
+                out += ["--cap-add", cap]
+        else:
+            out += ["--unshare-user", "--uid", str(self.uid), "--gid", str(self.uid)]
+        for path in _SYSTEM:
+            if os.path.islink(path):
+                out += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                out += ["--ro-bind", path, path]
+        for path in _HIDDEN_FILES:
+            if os.path.exists(path):
+                out += ["--ro-bind", os.devnull, path]
+        for path in _HIDDEN_DIRS:
+            if os.path.isdir(path):
+                out += ["--tmpfs", path]
+        if os.path.isdir(_CPU_INFO):
+            out += ["--ro-bind", _CPU_INFO, _CPU_INFO]
+        made: set[str] = set()
+        for path in self.extra:
+            out += _parents(path, made)
+            out += ["--ro-bind", path, path]
+        out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run"]
+        out += ["--perms", "0755", "--dir", "/root", "--perms", "0755", "--dir", "/home"]
+        out += ["--bind", str(home), JAIL_HOME, "--bind", str(tmp), JAIL_TMP]
+        out += ["--perms", "0755", "--dir", "/var", "--perms", "1777", "--tmpfs", _VAR_TMP]
+        if self.tools:
+            out += ["--perms", "0755", "--dir", "/opt", "--ro-bind", self.tools, JAIL_TOOLS]
+        if private is not None:
+            out += ["--bind", str(private), JAIL_PRIVATE]
+        out += ["--remount-ro", "/", "--chdir", "/", "--", *init, *argv]
+        return out
+
+    def path_env(self, python: str) -> str:
+        """PATH inside: our `pip`, the kernel's interpreter, what pip installed, the system."""
+        first = [f"{JAIL_TOOLS}/bin", os.path.dirname(os.path.abspath(python)), f"{PIP_PREFIX}/bin"]
+        return os.pathsep.join([*first, *_SYSTEM_PATH])
+
+    def exists(self, path: str, home: Path, tmp: Path) -> bool:
+        """Is `path` (as the jail sees it) an existing directory inside the jail?"""
+        norm = os.path.normpath(path)
+        if not norm.startswith("/") or norm.startswith("//"):
+            return False
+        for inside, host in ((JAIL_HOME, home), (JAIL_TMP, tmp)):
+            if norm == inside or norm.startswith(inside + "/"):
+                rel = norm[len(inside) :].lstrip("/")
+                target = (host / rel).resolve()
+                inside_host = target == host.resolve() or host.resolve() in target.parents
+                return target.is_dir() and inside_host
+        if norm in ("/", "/root", "/home", "/proc", "/dev", "/run", "/var", _VAR_TMP):
+            return True
+        if norm == JAIL_TOOLS and self.tools:
+            return True
+        roots = [p for p in (*_SYSTEM, *self.extra) if not os.path.islink(p)]
+        if any(norm == r or norm.startswith(r + "/") for r in roots):
+            hidden = any(norm == d or norm.startswith(d + "/") for d in _HIDDEN_DIRS)
+            return not hidden and os.path.isdir(norm)
+        return False
+
+
+def _parents(path: str, made: set[str]) -> list[str]:
+    """`--dir` for each missing ancestor of a mount point, world-traversable (bwrap's own
+    are 0700, which the sandbox uid could not traverse)."""
+    out: list[str] = []
+    parts = Path(path).parts[1:-1]
+    current = ""
+    for part in parts:
+        current += "/" + part
+        if current in made or any(current == s or current.startswith(s + "/") for s in _SYSTEM):
+            continue
+        made.add(current)
+        out += ["--perms", "0755", "--dir", current]
+    return out
+
+
+def write_tools(directory: Path) -> str:
+    """The read-only /opt/agentrun of every jail: `pip`, `pip3` and the javascript REPL."""
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("pip", "pip3"):
+        script = bin_dir / name
+        script.write_text(_PIP, encoding="utf-8")
+        script.chmod(0o755)
+    repl = Path(__file__).with_name("_node_repl.js")
+    shutil.copyfile(repl, directory / "node_repl.js")
+    (directory / "node_repl.js").chmod(0o644)
+    directory.chmod(0o755)
+    bin_dir.chmod(0o755)
+    return str(directory)
+
+
+def _outside_system(path: str) -> bool:
+    return not any(path == s or path.startswith(s + "/") for s in _SYSTEM)
+
+
+def _needed_paths(python: str) -> tuple[str, ...]:
+    """Host paths the kernel's interpreter (and node) live in, outside the system dirs."""
+    found: list[str] = []
+    probe = subprocess.run(
+        [python, "-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    candidates = [*probe.stdout.split(), *_prefix_of(python)]
+    node = shutil.which("node")
+    if node is not None:
+        candidates += _prefix_of(node)
+    for path in candidates:
+        path = os.path.realpath(path)
+        if _outside_system(path) and path not in found and path != "/":
+            found.append(path)
+    # a venv's python is a symlink into its base install: both must be there
+    return tuple(p for p in found if not any(p != q and p.startswith(q + "/") for q in found))
+
+
+_MISSING = (
+    "sandboxes are NOT isolated from each other or from this machine: their code can read "
+    "and write whatever uid {uid} can (other sandboxes, their kernels, your files) and "
+    "`/home/user` is not where their files are"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def find_jail(python: str, sandbox_uid: int | None) -> tuple[Jail | None, str]:
+    """The jail this machine allows, probed once: (jail, "") or (None, why not and the fix)."""
+    if not sys.platform.startswith("linux"):
+        return None, (
+            f"{_MISSING.format(uid=os.getuid())} (no bubblewrap on {sys.platform}; for "
+            "isolation run the emulator in a Linux VM or container)"
+        )
+    tool = shutil.which("bwrap")
+    if tool is None:
+        return None, (
+            f"{_MISSING.format(uid=os.getuid())} (bubblewrap is not installed; fix: "
+            "`apt-get install bubblewrap`, `dnf install bubblewrap` or `apk add bubblewrap`)"
+        )
+    privileged = os.geteuid() == 0 and sandbox_uid is not None
+    uid = sandbox_uid if privileged and sandbox_uid is not None else _INSIDE_UID
+    try:
+        jail = Jail(tool, uid, privileged, _needed_paths(python))
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{_MISSING.format(uid=os.getuid())} (could not ask {python}: {exc})"
+    return jail, ""

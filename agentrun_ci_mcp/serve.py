@@ -1,0 +1,267 @@
+"""The transports: stdio (thread-free pipes, signals) and streamable HTTP (uvicorn).
+
+Each serves one `MCPServer` and makes sure `AppState.close()` runs however the
+server is stopped: stdin EOF, SIGTERM or SIGINT on stdio; shutdown on HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from types import FrameType
+from typing import Any
+
+import anyio
+
+__all__ = [
+    "EOF_ANSWER_GRACE",
+    "SHUTDOWN_GRACE",
+    "bearer_guard",
+    "http_app",
+    "is_loopback",
+    "run_stdio",
+    "serve_http",
+    "serve_stdio",
+]
+
+log = logging.getLogger("agentrun_ci_mcp")
+
+LOOPBACK_NAMES = {"localhost"}
+#: how long shutdown may spend deleting sandboxes before exiting anyway; stdio hosts
+#: send SIGKILL 2 s after SIGTERM, so the cleanup must be quick
+SHUTDOWN_GRACE = 10.0
+#: after stdin ends, how long requests already read may take to be answered before
+#: the rest are cancelled and cleanup starts (a client that writes requests and then
+#: closes stdin still gets its answers; a host that closes stdin to stop us sends
+#: SIGTERM 2 s later anyway)
+EOF_ANSWER_GRACE = 5.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _split(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+# ---------------------------------------------------------------- HTTP pieces
+
+
+def _bearer(header: bytes) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` value; the scheme is
+    case-insensitive (RFC 9110 section 11.1), the token is not."""
+    scheme, _, token = header.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" and token.strip() else None
+
+
+def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
+    """Reject HTTP requests without `Authorization: Bearer <token>` (401)."""
+    expected = token.encode()
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        given = _bearer(dict(scope.get("headers") or []).get(b"authorization", b""))
+        if given is not None and hmac.compare_digest(given, expected):
+            await app(scope, receive, send)
+            return
+        body = json.dumps({"error": "unauthorized: send Authorization: Bearer <token>"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b'Bearer realm="agentrun-ci-mcp"'),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return guarded
+
+
+def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGIApp:
+    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard.
+
+    At most `max_sessions` MCP sessions are open at once; a client that would open
+    one more gets 503 "Too many open sessions" (the SDK's refusal) until one ends.
+    """
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    hosts = _split(args.allowed_hosts)
+    origins = _split(args.allowed_origins)
+    if not hosts:
+        hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+        if not is_loopback(args.host):
+            hosts.append(f"{args.host}:*")
+    if not origins:
+        origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+    app: ASGIApp = mcp.streamable_http_app(
+        transport_security=security, host=args.host, max_sessions=max_sessions
+    )
+    if args.auth_token:
+        app = bearer_guard(app, args.auth_token)
+    return app
+
+
+# ---------------------------------------------------------------- serving
+
+
+async def run_stdio(mcp: Any, on_answer: Callable[[], None] | None = None) -> None:
+    """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it.
+
+    `on_answer` is called after each message written to the client.
+    """
+    from mcp.server.stdio import stdio_server
+
+    from ._stdio import answer_before_eof, pipe_streams
+
+    lowlevel = getattr(mcp, "_lowlevel_server", None)  # no public accessor in mcp 2.3
+    if lowlevel is None:
+        await mcp.run_stdio_async()
+        return
+    async with pipe_streams() as streams:
+        # a regular file redirected in is not a pipe: the SDK's threaded reader serves it
+        server = stdio_server() if streams is None else stdio_server(*streams)  # type: ignore[arg-type]
+        async with server as (read, write):
+            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE, on_answer)
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+
+
+class Signals:
+    """SIGTERM and SIGINT, recorded from the moment serving starts until the process ends.
+
+    Plain `signal.signal` handlers rather than the event loop's: those are removed
+    when the loop stops, and a signal landing between the end of the cleanup and
+    the exit would then kill the process with the default action. Each signal is
+    recorded (the exit status becomes 128 + the first one) and wakes `arrived`
+    while the loop runs.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.arrived = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def install(cls) -> Signals:
+        signals = cls()
+        signals._loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signals._on_signal)
+        return signals
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is stopping
+                loop.call_soon_threadsafe(self.arrived.set)
+
+    def status(self, default: int) -> int:
+        """The exit status: 128 + the first signal, else `default`."""
+        return 128 + self.received[0] if self.received else default
+
+
+async def _close(state: Any, why: str) -> None:
+    """`state.close()`, bounded: the one cleanup, started or joined."""
+    if state.closed:
+        doing = "already cleaned up"
+    elif state.closing:
+        doing = "waiting for the cleanup in progress"
+    else:
+        doing = "cleaning up"
+    log.info("%s: %s", why, doing)
+    with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+        await state.close()
+
+
+async def serve_stdio(mcp: Any, state: Any) -> int:
+    """Serve on stdio until EOF, SIGTERM or SIGINT; everything is deleted before exit.
+
+    Hosts close stdin, then send SIGTERM 2 s later: after EOF the cleanup runs at
+    once and returns well before that. A signal (before EOF, or while the cleanup
+    after EOF runs) joins the one cleanup and exits 128 + signal when it is done;
+    it never cuts it off. The SDK's default SIGTERM would kill the process before
+    teardown, so signals are handled here; `os._exit` then skips finalization (the
+    SDK's threaded stdin reader, if used, would block it). Returns the exit status.
+    """
+    signals = Signals.install()
+    first_answer = state.first_answer = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            await signals.arrived.wait()
+            await _close(state, f"signal {signals.received[0]}")
+            logging.shutdown()
+            os._exit(signals.status(0))
+
+        tg.start_soon(on_signal)
+        await run_stdio(mcp, first_answer.set)
+        await _close(state, "stdin closed")
+        tg.cancel_scope.cancel()
+    return signals.status(0)
+
+
+async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
+    """Serve streamable HTTP until SIGTERM or SIGINT; everything is deleted before exit.
+
+    Signals are handled here rather than by uvicorn, which re-raises them after
+    its shutdown (a SIGTERM would then kill the process before a late cleanup),
+    and turns a second SIGINT into a forced exit that skips the lifespan's. The
+    first signal starts the shutdown; later ones wait for it. Returns 128 + the
+    first signal.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # signals are serve_http's
+            yield
+
+    app = http_app(mcp, args, max_sessions=state.options.max_clients)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), lifespan="on"
+    )
+    server = Server(config)
+    signals = Signals.install()
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            await signals.arrived.wait()
+            log.info("signal %d: stopping the HTTP server", signals.received[0])
+            server.should_exit = True
+
+        tg.start_soon(on_signal)
+        try:
+            await server.serve()
+        finally:
+            await _close(state, "HTTP server stopped")
+            tg.cancel_scope.cancel()
+    return signals.status(0)
