@@ -125,6 +125,13 @@ def test_every_docs_page_is_in_the_site_nav() -> None:
     assert present == listed, (present - listed, listed - present)
 
 
+def test_benchmarks_page_includes_every_result_table() -> None:
+    page = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    included = set(re.findall(r'^--8<-- "(benchmarks/results/[\w.-]+\.md)"$', page, re.MULTILINE))
+    results = {p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks/results").glob("*.md")}
+    assert results == included, (results - included, included - results)
+
+
 def test_docs_site_builds_strictly(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
