@@ -125,6 +125,18 @@ def test_every_docs_page_is_in_the_site_nav() -> None:
     assert present == listed, (present - listed, listed - present)
 
 
+def test_every_environment_variable_the_code_reads_is_documented() -> None:
+    code = [*(ROOT / "agentrun_ci").rglob("*.py"), *(ROOT / "agentrun_ci_mcp").rglob("*.py")]
+    names = {
+        name
+        for path in code
+        for name in re.findall(r"[\"'](AGENTRUN_[A-Z0-9_]*[A-Z0-9])[\"']", path.read_text("utf-8"))
+    }
+    docs = "\n".join(p.read_text(encoding="utf-8") for p in _pages())
+    undocumented = sorted(n for n in names if n not in docs)
+    assert not undocumented, f"variables read by the code that no page names: {undocumented}"
+
+
 def test_benchmarks_page_includes_every_result_table() -> None:
     page = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
     included = set(re.findall(r'^--8<-- "(benchmarks/results/[\w.-]+\.md)"$', page, re.MULTILINE))
