@@ -679,14 +679,14 @@ def main(
     # a TextIOBase, used where a TextIO is expected (it has every method the commands call)
     status_err = cast(TextIO, status)
     handler = _LogHandler(status_err)
+    if args.log_format == "json":  # every line JSON, the user-facing ones too
+        handler.setFormatter(JsonFormatter())
+        handler.bare_user_lines = False
     root = logging.getLogger()
     saved_level = root.level
     root.addHandler(handler)
     root.setLevel(level)
     handler.setLevel(level)
-    if args.log_format == "json":  # every line as JSON, the user-facing ones too
-        handler.setFormatter(JsonFormatter())
-        handler.bare_user_lines = False
     from ._errors import AgentRunError
 
     commands: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
