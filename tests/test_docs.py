@@ -118,6 +118,13 @@ def test_no_paths_of_a_development_machine() -> None:
         assert "/root/" not in path.read_text(encoding="utf-8"), path.relative_to(ROOT)
 
 
+def test_no_page_is_a_draft_of_another() -> None:
+    for path in _pages():
+        title = path.read_text(encoding="utf-8").lstrip().split("\n", 1)[0]
+        assert title.startswith("# "), f"{path.relative_to(ROOT)} does not open with its title"
+        assert "draft" not in title.lower(), f"{path.relative_to(ROOT)}: {title}"
+
+
 def test_every_docs_page_is_in_the_site_nav() -> None:
     config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     listed = set(re.findall(r":\s*([\w./-]+\.md)\s*$", config, re.MULTILINE))
