@@ -2,7 +2,8 @@
 
 AgentRun's cloud kernels are plain IPython kernels we do not control, so E2B's
 DataFrame and chart extraction is installed from the outside: when
-`agentrun_ci.e2b` creates a Python context it runs `FORMATTERS` once in it. The
+`agentrun_ci.e2b` creates a Python context it runs `FORMATTERS` once in it
+(as `FORMATTERS_CELL`, one string literal that IPython need not pre-process). The
 snippet registers two IPython display formatters that add JSON MIME types to
 every display of a pandas DataFrame (`DATA_MIME`) or a matplotlib figure
 (`CHART_MIME`); `Result.data` and `Result.chart` are parsed from them. It also
@@ -24,6 +25,7 @@ __all__ = [
     "CHART_MIME",
     "DATA_MIME",
     "FORMATTERS",
+    "FORMATTERS_CELL",
     "OWN_MIMES",
     "UNCOUNT",
     "bash_prefix",
@@ -295,6 +297,12 @@ def _agentrun_e2b_setup():
 _agentrun_e2b_setup()
 del _agentrun_e2b_setup
 """.replace("@MIMES@", f"{DATA_MIME!r}, {CHART_MIME!r}")
+
+#: what is sent: `FORMATTERS` as one string literal, compiled and run in a private
+#: namespace. IPython pre-processes every line of a cell's code (input transformers,
+#: the top-level-await check, history), which costs ~100 ms for the snippet's 10 KB;
+#: one literal costs about what `1 + 1` does (benchmarks/e2b_formatters.py).
+FORMATTERS_CELL = f"exec(compile({FORMATTERS!r}, '<agentrun-ci e2b setup>', 'exec'), {{}})\n"
 
 
 def _check_envs(envs: Mapping[str, str]) -> dict[str, str]:
