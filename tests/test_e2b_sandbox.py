@@ -408,6 +408,16 @@ def test_execution_count_counts_only_the_users_runs(fresh: Callable[..., Sandbox
     assert sandbox.run_code("a").execution_count == 3
 
 
+def test_the_setup_snippet_leaves_nothing_in_the_users_namespace(
+    fresh: Callable[..., Sandbox],
+) -> None:
+    sbx = fresh()
+    names = sbx.run_code("sorted(n for n in globals() if 'agentrun' in n.lower())")
+    assert names.text == "[]"
+    assert names.execution_count == 1
+    assert sbx.run_code("_i1").text == "sorted(n for n in globals() if 'agentrun' in n.lower())"
+
+
 def test_timeout_raises_and_the_context_stays_usable(sbx: Sandbox) -> None:
     sbx.run_code("kept = 'still here'")
     began = time.monotonic()
