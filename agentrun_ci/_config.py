@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -24,6 +27,43 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "control_endpoint": ("AGENTRUN_CONTROL_ENDPOINT",),
     "data_endpoint": ("AGENTRUN_DATA_ENDPOINT",),
 }
+
+
+# A host name or an IPv4 address (IPv6 literals are checked with `ipaddress`).
+_HOST = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$")
+
+
+def _endpoint_problem(value: str) -> str | None:
+    """Why `value` is not an endpoint URL we can use, or None when it is.
+
+    Accepted: `https://host[:port][/path]`, `http://…` (an emulator), or a bare
+    `host[:port]` (https is assumed, as Alibaba's SDK does).
+    """
+    if not value or any(c.isspace() for c in value):
+        return "it is empty or contains spaces"
+    url = value if "://" in value else "https://" + value
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"it does not parse as a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"the scheme {parts.scheme!r} is not http or https"
+    if "@" in parts.netloc:
+        return "it contains user@ credentials (give them as the AccessKey variables instead)"
+    host = parts.hostname or ""
+    if "[" in parts.netloc:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv6 address"
+    elif not _HOST.match(host):
+        return "it has no valid host name"
+    if port == 0:
+        return "port 0 is not a port a server listens on"
+    if parts.query or parts.fragment:
+        return "it has a query or a fragment (give only scheme, host, port and path)"
+    return None
 
 
 def _masked(value: str | None) -> str:
@@ -63,6 +103,20 @@ class Config:
                 "an STS security token needs its key pair: set AGENTRUN_ACCESS_KEY_ID and "
                 "AGENTRUN_ACCESS_KEY_SECRET"
             )
+        for field, variable in (
+            ("control_endpoint", "AGENTRUN_CONTROL_ENDPOINT"),
+            ("data_endpoint", "AGENTRUN_DATA_ENDPOINT"),
+        ):
+            value = getattr(self, field)
+            if value is None:
+                continue
+            problem = _endpoint_problem(value)
+            if problem is not None:
+                raise ConfigError(
+                    f"{variable} ({field}) = {value!r} is not a usable URL: {problem}. "
+                    "Give https://host[:port] (or http://127.0.0.1:PORT for an emulator; "
+                    "`agentrun-ci local serve` prints the values to export), or unset it"
+                )
         if self.max_retries < 0:
             raise ConfigError("max_retries must be >= 0 (0 turns retries off)")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
@@ -94,7 +148,18 @@ class Config:
                     values[field] = env[name]
                     break
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        config = cls(**values)
+        if config.data_endpoint and not config.control_endpoint and not config.has_credentials:
+            # Without a key pair the facade only goes remote with both endpoints (an emulator
+            # elsewhere); a data endpoint alone would be passed over for the local default.
+            raise ConfigError(
+                "AGENTRUN_DATA_ENDPOINT is set, but neither AGENTRUN_CONTROL_ENDPOINT nor an "
+                "AccessKey pair is, so it would be ignored and code would run on THIS machine: "
+                "set AGENTRUN_CONTROL_ENDPOINT too for an emulator elsewhere (`agentrun-ci "
+                "local serve` prints both), set AGENTRUN_ACCESS_KEY_ID and "
+                "AGENTRUN_ACCESS_KEY_SECRET for the cloud, or unset AGENTRUN_DATA_ENDPOINT"
+            )
+        return config
 
     @property
     def has_credentials(self) -> bool:

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from . import _telemetry
 from ._async.data_plane import AsyncDataPlane
 from ._config import Config
 from ._errors import (
@@ -66,6 +67,7 @@ class Runtime:
         self.health_timeout = health_timeout
         self.max_sessions = max_sessions
 
+    @_telemetry.traced("start_session")
     async def start_sandbox(self) -> HeldSession:
         """Create a tagged sandbox and wait until healthy; never leaves a half-made one."""
         sandbox_id = self.tag.new_name(max_length=60)
@@ -88,6 +90,7 @@ class Runtime:
         log.debug("session %s started", sandbox_id)
         return HeldSession(id=sandbox_id, owned=True)
 
+    @_telemetry.traced("delete_session")
     async def delete_sandbox(self, sandbox_id: str) -> None:
         with contextlib.suppress(NotFoundError):
             await self.data.delete_sandbox(sandbox_id)
@@ -130,6 +133,7 @@ class AsyncLease:
         self._lock = asyncio.Lock()
         self._pending_reset = False
         self._released = False
+        _telemetry.watch("lease", self)
 
     def __repr__(self) -> str:
         return f"AsyncLease(key={self.key!r}, session_id={self.session_id!r})"
@@ -149,6 +153,11 @@ class AsyncLease:
         """The lease's default Python context (None before its first execute)."""
         ctx = self._contexts.get("python")
         return ctx.id if ctx is not None else None
+
+    @property
+    def context_count(self) -> int:
+        """How many contexts (kernels) this lease holds now."""
+        return len(self._contexts) + len(self._extra)
 
     @property
     def released(self) -> bool:
@@ -214,6 +223,7 @@ class AsyncLease:
         self._session = await self._strategy.replace(self.key, session)
         return self._session
 
+    @_telemetry.traced("execute_code")
     async def execute_code(
         self,
         code: str,
@@ -303,6 +313,7 @@ class AsyncLease:
                 sandbox_id, code, context_id=context_id, language=language, timeout=timeout
             )
 
+    @_telemetry.traced("create_context")
     async def create_context(self, language: str = "python", cwd: str = DEFAULT_CWD) -> Context:
         """An extra context in this lease's session, deleted when the lease is released."""
         session = await self._ensure_session()
@@ -311,6 +322,7 @@ class AsyncLease:
         self._extra[ctx.id] = ctx
         return ctx
 
+    @_telemetry.traced("delete_context")
     async def delete_context(self, context_id: str) -> None:
         """Delete a context of this lease (its variables are gone); a missing one is fine."""
         session = await self._ensure_session()
@@ -340,18 +352,22 @@ class AsyncLease:
                     "variables are lost. A fresh session replaced it; repeat the call"
                 ) from exc
 
+    @_telemetry.traced("read_file")
     async def read_file(self, path: str) -> FileContent:
         """Read a file in the session (`.content` bytes, `.text` when it is UTF-8)."""
         return await self._on_session(lambda sid: self._rt.data.read_file(sid, path))
 
+    @_telemetry.traced("write_file")
     async def write_file(self, path: str, content: str | bytes) -> FileEntry:
         """Write a file in the session (parent directories are created)."""
         return await self._on_session(lambda sid: self._rt.data.write_file(sid, path, content))
 
+    @_telemetry.traced("list_files")
     async def list_files(self, path: str = DEFAULT_CWD, *, depth: int = 1) -> list[FileEntry]:
         """List a directory in the session, `depth` levels deep."""
         return await self._on_session(lambda sid: self._rt.data.list_files(sid, path, depth=depth))
 
+    @_telemetry.traced("run_command")
     async def run_command(
         self, command: str, *, cwd: str | None = None, timeout: float = 30.0
     ) -> CommandResult:
@@ -371,12 +387,14 @@ class AsyncLease:
             with contextlib.suppress(AgentRunError):
                 await self._rt.data.delete_context(session.id, ctx.id)
 
+    @_telemetry.traced("reset")
     async def reset(self) -> None:
         """Forget this lease's state: its contexts are deleted; the next execute starts fresh."""
         self._check()
         async with self._lock:
             await self._drop_contexts()
 
+    @_telemetry.traced("release")
     async def release(self) -> None:
         """Give the lease back (its contexts are deleted). Safe to call more than once."""
         if self._released:

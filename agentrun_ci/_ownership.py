@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from . import _telemetry
 from ._config import Config
 from ._errors import AgentRunError, NotFoundError
 from ._procfs import start_time, stat_fields
@@ -238,6 +239,7 @@ class Tracker:
         self.templates: set[str] = set()
         self.finalizers: list[Callable[[], None]] = []
         _TRACKERS.add(self)
+        _telemetry.watch("tracker", self)
         install_hooks()
 
     def add_sandbox(self, sandbox_id: str) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import attrs
 
+from . import _telemetry
 from ._errors import AgentRunError, InvalidArgumentError, SessionLostError, WaitTimeout
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ class Pool(Strategy):
         self.waiters: collections.deque[asyncio.Future[HeldSession]] = collections.deque()
         self._trimmer: asyncio.Task[None] | None = None
         self._closed = False
+        _telemetry.watch("pool", self)
 
     @classmethod
     def from_options(cls, rt: Sandboxes, options: InterpreterOptions) -> Pool:

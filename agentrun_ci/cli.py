@@ -8,6 +8,7 @@ happen inside the subcommands that need them, so `agentrun-ci --help` is instant
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlsplit
 
 from ._version import __version__
@@ -48,40 +49,184 @@ def _mask_id(key_id: str | None) -> str:
     return key_id[:4] + "…" if len(key_id) > 8 else "****"
 
 
+class _Status(io.TextIOBase):
+    """stderr with at most one open progress line ("starting a session…").
+
+    Anything else written to stderr while the line is open (a log warning, the
+    user's stderr) first ends that line, so it never lands in the middle of it.
+    Progress is shown only on a terminal.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self._open: str | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text and self._open is not None:
+            self.stream.write("\n")
+            self._open = None
+        self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @contextmanager
+    def progress(self, label: str) -> Iterator[None]:
+        """Say what we wait for, then how long it took (terminal only)."""
+        if not self.stream.isatty():
+            yield
+            return
+        start = time.monotonic()
+        self.stream.write(f"{label}…")
+        self.stream.flush()
+        self._open = label
+        try:
+            yield
+        finally:
+            elapsed = f"{label}: done in {time.monotonic() - start:.1f} s\n"
+            # still on our line: rewrite it; else something interrupted it: a fresh line
+            self.stream.write(("\r" if self._open == label else "") + elapsed)
+            self.stream.flush()
+            self._open = None
+
+
 @contextmanager
 def _progress(label: str, stream: TextIO) -> Iterator[None]:
-    """Say what we wait for, with the elapsed time, when stderr is a terminal."""
-    if not stream.isatty():
+    """A progress line on `stream` (a `_Status` keeps other output off it)."""
+    status = stream if isinstance(stream, _Status) else _Status(stream)
+    with status.progress(label):
         yield
-        return
-    start = time.monotonic()
-    stream.write(f"{label}…")
-    stream.flush()
-    try:
-        yield
-    finally:
-        stream.write(f"\r{label}: done in {time.monotonic() - start:.1f} s\n")
-        stream.flush()
+
+
+class _LogHandler(logging.Handler):
+    """Log records to the command's stderr (through `_Status`, so off the progress line).
+
+    A message that already speaks to the user ("agentrun-ci: running code on THIS
+    machine …") is printed as it is; anything else with its level and logger name.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self.bare_user_lines = True
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            bare = self.bare_user_lines and message.startswith("agentrun-ci: ")
+            text = message if bare else self.format(record)
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except Exception:
+            self.handleError(record)
 
 
 # ---------------------------------------------------------------- run
 
 
 def _interpreter(args: argparse.Namespace) -> CodeInterpreter:
+    from ._config import Config
     from ._sync_interpreter import CodeInterpreter
 
-    return CodeInterpreter.from_env(
-        backend=args.backend, strategy="singleton", interpreter_name=args.interpreter
+    config = Config.from_env()
+    remote = config.has_credentials or bool(config.control_endpoint and config.data_endpoint)
+    settings: Any = None
+    if args.backend == "local" or (args.backend == "auto" and not remote):
+        try:
+            from .local import EmulatorSettings
+        except ImportError:  # no local extra: the facade explains it when it gets there
+            pass
+        else:
+            # One run needs one kernel: no spare pre-started beside it (the context would
+            # not wait for it and start its own, two cold kernels on a one-shot command).
+            settings = EmulatorSettings(spare_kernels=0)
+    return CodeInterpreter(
+        config,
+        backend=args.backend,
+        strategy="singleton",
+        interpreter_name=args.interpreter,
+        emulator_settings=settings,
     )
 
 
-def _print_execution(execution: Execution, out: TextIO, err: TextIO) -> None:
+def _read_code(args: argparse.Namespace) -> str | None:
+    """The code to run, from the argument, -f FILE or stdin; None when there is none."""
+    if args.file is not None:
+        if args.file == "-":
+            return sys.stdin.read()
+        try:
+            with open(args.file, "rb") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            raise _UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise _UsageError(
+                f"{args.file} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}): "
+                f"save it as UTF-8 (for example: iconv -f latin1 -t utf-8 {args.file} > utf8.py)"
+            ) from exc
+    if args.code is not None:
+        return str(args.code)
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    return None
+
+
+class _UsageError(Exception):
+    """Bad command-line input: printed as `agentrun-ci run: …`, exit status 2."""
+
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}
+
+
+def _save_images(execution: Execution, directory: str) -> dict[int, list[str]]:
+    """Write each result's images into `directory`; {result index: [paths]}."""
+    import base64
+
+    saved: dict[int, list[str]] = {}
+    os.makedirs(directory, exist_ok=True)
+    count = execution.execution_count or 0
+    for index, result in enumerate(execution.results):
+        for mime, ext in _EXTENSIONS.items():
+            value = result.data.get(mime)
+            if not isinstance(value, str):
+                continue
+            body = value.encode() if ext == "svg" else base64.b64decode(value)
+            path = os.path.join(directory, f"result-{count}-{index + 1}.{ext}")
+            with open(path, "wb") as handle:
+                handle.write(body)
+            saved.setdefault(index, []).append(path)
+    return saved
+
+
+def _print_execution(
+    execution: Execution, out: TextIO, err: TextIO, saved: Mapping[int, list[str]] | None = None
+) -> None:
     out.write(execution.stdout)
     err.write(execution.stderr)
-    for result in execution.results:
-        if result.formats() and not result.is_main_result:
+    for index, result in enumerate(execution.results):
+        paths = (saved or {}).get(index)
+        if paths:
+            out.write(f"[{', '.join(result.formats())} saved to {', '.join(paths)}]\n")
+        elif result.formats() and not result.is_main_result:
             # rich display output (a figure, HTML) has no place on a terminal: name it
-            out.write(f"[{', '.join(result.formats())}]\n")
+            hint = (
+                " (--save-images DIR writes it to a file)"
+                if any(m in _EXTENSIONS for m in result.formats())
+                else ""
+            )
+            out.write(f"[{', '.join(result.formats())}]{hint}\n")
         elif result.text is not None:
             out.write(result.text + "\n")
     if execution.error is not None:
@@ -92,27 +237,33 @@ def _print_execution(execution: Execution, out: TextIO, err: TextIO) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.file is not None:
-        if args.file == "-":
-            code = sys.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as handle:
-                code = handle.read()
-    elif args.code is not None:
-        code = args.code
-    elif not sys.stdin.isatty():
-        code = sys.stdin.read()
-    else:
+    from ._wire import check_timeout
+
+    try:
+        code = _read_code(args)
+    except _UsageError as exc:
+        err.write(f"agentrun-ci run: {exc}\n")
+        return 2
+    if code is None:
         err.write("agentrun-ci run: give the code as an argument, with -f FILE, or on stdin\n")
         return 2
+    # Refused here, before a backend (and maybe an emulator) is started for nothing.
+    check_timeout(args.timeout)
     with _interpreter(args) as interpreter:
         with _progress("starting a session", err):
             interpreter.start_session()
         execution = interpreter.execute_code(code, language=args.language, timeout=args.timeout)
-    if args.json:
-        out.write(json.dumps(_execution_json(execution), indent=2) + "\n")
-    else:
-        _print_execution(execution, out, err)
+        # Printed now, not after the session is torn down (that takes a moment).
+        saved = _save_images(execution, args.save_images) if args.save_images else None
+        if args.json:
+            data = _execution_json(execution)
+            if saved is not None:
+                data["saved_images"] = [p for paths in saved.values() for p in paths]
+            out.write(json.dumps(data, indent=2) + "\n")
+        else:
+            _print_execution(execution, out, err, saved)
+        out.flush()
+        err.flush()
     return 0 if execution.error is None and execution.status == "ok" else 1
 
 
@@ -136,6 +287,10 @@ def _execution_json(execution: Execution) -> dict[str, Any]:
 # ---------------------------------------------------------------- doctor
 
 
+#: Regions with an AgentRun endpoint (the control-plane client's endpoint map).
+REGIONS = ("cn-hangzhou", "cn-shanghai", "cn-shenzhen", "cn-beijing", "ap-southeast-1")
+
+
 def _reachable(url: str, timeout: float = 3.0) -> str | None:
     """Return None when a TCP connection to the URL's host opens, else the reason."""
     parts = urlsplit(url)
@@ -148,84 +303,165 @@ def _reachable(url: str, timeout: float = 3.0) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def doctor(environ: Mapping[str, str], out: TextIO, *, check_network: bool = True) -> int:
-    """Check configuration, credentials, endpoints and reachability; print fixes."""
+class _Report:
+    """The doctor's output: one verdict line per item, problems counted."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.problems = 0
+
+    def section(self, title: str) -> None:
+        self.out.write(f"\n{title}\n")
+
+    def ok(self, msg: str) -> None:
+        self.out.write(f"  ok    {msg}\n")
+
+    def note(self, msg: str) -> None:
+        self.out.write(f"  note  {msg}\n")
+
+    def problem(self, msg: str, fix: str) -> None:
+        self.problems += 1
+        self.out.write(f"  FIX   {msg}\n        → {fix}\n")
+
+
+def doctor(
+    environ: Mapping[str, str],
+    out: TextIO,
+    *,
+    check_network: bool = True,
+    check_kernel: bool = True,
+) -> int:
+    """Check configuration, credentials, endpoints and the local backend; print fixes.
+
+    Each item gets one verdict (`ok`, `note` or `FIX` with what to do). Endpoints are
+    tried over TCP unless `check_network` is false; the local backend is tried for real
+    (an emulator, a sandbox and a Python kernel running `1 + 1`) unless `check_kernel`
+    is false.
+    """
     from ._config import Config
     from ._errors import ConfigError
 
-    problems: list[str] = []
-
-    def ok(msg: str) -> None:
-        out.write(f"  ok    {msg}\n")
-
-    def problem(msg: str, fix: str) -> None:
-        problems.append(msg)
-        out.write(f"  FIX   {msg}\n        → {fix}\n")
-
-    out.write(f"agentrun-ci {__version__} doctor\n\nConfiguration\n")
+    report = _Report(out)
+    out.write(f"agentrun-ci {__version__} doctor\n")
+    report.section("Configuration")
     try:
         config: Config | None = Config.from_env(environ)
     except ConfigError as exc:
         config = None
-        problem(str(exc), "set the variable it names (see README, Configuration)")
+        report.problem(str(exc), "set or fix the variable it names (docs: Configuration)")
     if config is not None:
-        ok(f"access key id      {_mask_id(config.access_key_id)}")
-        ok(f"access key secret  {_mask(config.access_key_secret)}")
-        if config.security_token:
-            ok(f"security token     {_mask(config.security_token)}")
-        ok(f"region             {config.region}")
-        if not config.has_credentials:
-            out.write(
-                "  note  no AgentRun credentials: backend 'auto' will run code on THIS machine\n"
-                "        with the local emulator. For the cloud set AGENTRUN_ACCESS_KEY_ID,\n"
-                "        AGENTRUN_ACCESS_KEY_SECRET and AGENTRUN_ACCOUNT_ID.\n"
-            )
-        else:
-            if not config.account_id and not config.data_endpoint:
-                problem(
-                    "AGENTRUN_ACCOUNT_ID is not set (the data endpoint needs your main account id)",
-                    "export AGENTRUN_ACCOUNT_ID=<your Alibaba Cloud main account id>",
-                )
-            endpoints: list[tuple[str, Callable[[], str]]] = [
-                ("control endpoint", lambda: config.control_url),
-                ("data endpoint", lambda: config.data_url),
-            ]
-            for label, get in endpoints:
-                try:
-                    url = get()
-                except ConfigError as exc:
-                    if not problems:  # the missing account id above is this same problem
-                        problem(str(exc), "set the variable it names")
-                    continue
-                ok(f"{label:<18} {url}")
-                if check_network:
-                    reason = _reachable(url)
-                    if reason is None:
-                        ok(f"{label:<18} reachable")
-                    else:
-                        problem(
-                            f"{label} {url} is not reachable ({reason})",
-                            "check the region, the endpoint variable, proxies and the network",
-                        )
-    out.write("\nLocal backend\n")
-    missing = [m for m in ("jupyter_client", "ipykernel", "starlette", "uvicorn") if not _has(m)]
-    if missing:
-        problem(
-            f"the local emulator needs {', '.join(missing)}",
-            "pip install 'agentrun-ci[local]'",
-        )
-    else:
-        ok("jupyter_client, ipykernel, starlette and uvicorn are installed")
-    if shutil.which("node"):
-        ok("node found: javascript contexts are available locally")
-    else:
-        out.write("  note  node is not on PATH: local javascript contexts are unavailable\n")
+        _doctor_config(config, report, check_network)
+    report.section("Local backend")
+    _doctor_local(report, check_kernel)
     out.write("\n")
-    if problems:
-        out.write(f"{len(problems)} problem(s) found.\n")
+    if report.problems:
+        out.write(f"{report.problems} problem(s) found.\n")
         return 1
     out.write("No problems found.\n")
     return 0
+
+
+def _doctor_config(config: Config, report: _Report, check_network: bool) -> None:
+    from ._errors import ConfigError
+
+    report.ok(f"access key id      {_mask_id(config.access_key_id)}")
+    report.ok(f"access key secret  {_mask(config.access_key_secret)}")
+    if config.security_token:
+        report.ok(f"security token     {_mask(config.security_token)}")
+    if config.region in REGIONS:
+        report.ok(f"region             {config.region}")
+    else:
+        report.problem(
+            f"region {config.region!r} is not an AgentRun region",
+            f"set AGENTRUN_REGION to one of {', '.join(REGIONS)}",
+        )
+    if not config.has_credentials and not (config.control_endpoint and config.data_endpoint):
+        report.note(
+            "no AgentRun credentials: backend 'auto' will run code on THIS machine\n"
+            "        with the local emulator. For the cloud set AGENTRUN_ACCESS_KEY_ID,\n"
+            "        AGENTRUN_ACCESS_KEY_SECRET and AGENTRUN_ACCOUNT_ID."
+        )
+        return
+    endpoints: list[tuple[str, Callable[[], str]]] = [
+        ("control endpoint", lambda: config.control_url),
+        ("data endpoint", lambda: config.data_url),
+    ]
+    for label, get in endpoints:
+        try:
+            url = get()
+        except ConfigError:
+            # the one reason: no account id (and no data endpoint) to build the URL from
+            report.problem(
+                f"{label:<18} cannot be built: AGENTRUN_ACCOUNT_ID is not set (the data "
+                "endpoint needs your main account id)",
+                "export AGENTRUN_ACCOUNT_ID=<your Alibaba Cloud main account id>",
+            )
+            continue
+        if not check_network:
+            report.ok(f"{label:<18} {url} (not tried: --no-network)")
+            continue
+        derived = config.control_endpoint if label.startswith("control") else config.data_endpoint
+        if config.region not in REGIONS and not derived:
+            # built from the unknown region: its failure would be the region problem again
+            report.note(f"{label:<18} {url} not tried (fix the region first)")
+            continue
+        reason = _reachable(url)
+        if reason is None:
+            report.ok(f"{label:<18} {url} (reachable)")
+        else:
+            report.problem(
+                f"{label} {url} is not reachable ({reason})",
+                "check the region, the endpoint variable, proxies and the network",
+            )
+
+
+def _doctor_local(report: _Report, check_kernel: bool) -> None:
+    missing = [m for m in ("jupyter_client", "ipykernel", "starlette", "uvicorn") if not _has(m)]
+    if missing:
+        report.problem(
+            f"the local emulator needs {', '.join(missing)}",
+            "install the local extra: pip install -e '.[local]' in your clone",
+        )
+    elif not check_kernel:
+        report.ok("emulator packages installed (kernel not tried: --no-kernel)")
+    else:
+        failure, seconds = _try_local_kernel()
+        if failure is None:
+            report.ok(f"local emulator started a Python kernel and ran 1 + 1 ({seconds:.1f} s)")
+        else:
+            report.problem(
+                f"the local emulator could not run code: {failure}",
+                "run `agentrun-ci --log-level DEBUG run '1'` to see why; the local backend "
+                "needs Linux or macOS and a writable temporary directory",
+            )
+    if shutil.which("node"):
+        report.ok("node found: javascript contexts are available locally")
+    else:
+        report.note("node is not on PATH: local javascript contexts are unavailable")
+
+
+def _try_local_kernel() -> tuple[str | None, float]:
+    """Run `1 + 1` on a fresh local emulator; (None, seconds) or (what failed, seconds)."""
+    from ._config import Config
+    from ._errors import AgentRunError
+    from ._sync_interpreter import CodeInterpreter
+    from .local import EmulatorSettings
+
+    start = time.monotonic()
+    try:
+        with CodeInterpreter(
+            Config(),  # not the environment's: a bad variable is reported above, not here
+            backend="local",
+            reap_on_start=False,
+            emulator_settings=EmulatorSettings(spare_kernels=0),
+        ) as interpreter:
+            execution = interpreter.execute_code("1 + 1", timeout=30)
+    except (AgentRunError, OSError, RuntimeError) as exc:
+        return f"{type(exc).__name__}: {exc}", time.monotonic() - start
+    if execution.text != "2":
+        what = execution.error.name if execution.error else repr(execution.text)
+        return f"1 + 1 gave {what}", time.monotonic() - start
+    return None, time.monotonic() - start
 
 
 def _has(module: str) -> bool:
@@ -254,16 +490,31 @@ def _control(args: argparse.Namespace) -> Any:
 
 
 def _cmd_interpreters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ._errors import NotFoundError
+
     with _control(args) as control:
         if args.action == "list":
-            for t in control.list_templates(template_type="CodeInterpreter"):
+            templates = control.list_templates(template_type="CodeInterpreter")
+            for t in templates:
                 out.write(f"{t.name}\t{t.status}\tcpu={t.cpu}\tmemory={t.memory}\n")
+            if not templates:
+                err.write("agentrun-ci: no interpreters (CodeInterpreter templates) here\n")
         elif args.action == "create":
             with _progress(f"creating interpreter {args.name}", err):
                 control.create_template(args.name, cpu=args.cpu, memory=args.memory)
                 t = control.wait_template_ready(args.name)
             out.write(f"{t.name}\t{t.status}\n")
         else:
+            # delete_template treats "already gone" as done (right for cleanup); a user who
+            # names an interpreter to delete wants to hear that it did not exist.
+            try:
+                control.get_template(args.name)
+            except NotFoundError:
+                err.write(
+                    f"agentrun-ci: no interpreter named {args.name!r}: nothing deleted "
+                    "(`agentrun-ci interpreters list` shows the names)\n"
+                )
+                return 1
             control.delete_template(args.name)
             out.write(f"deleted {args.name}\n")
     return 0
@@ -272,8 +523,12 @@ def _cmd_interpreters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 def _cmd_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _control(args) as control:
         if args.action == "list":
-            for s in control.list_sandboxes(template_name=args.interpreter):
+            sandboxes = control.list_sandboxes(template_name=args.interpreter)
+            for s in sandboxes:
                 out.write(f"{s.sandbox_id}\t{s.status}\t{s.template_name}\n")
+            if not sandboxes:
+                which = f" of interpreter {args.interpreter!r}" if args.interpreter else ""
+                err.write(f"agentrun-ci: no sessions{which}\n")
         else:
             control.stop_sandbox(args.session_id)
             out.write(f"stopped {args.session_id}\n")
@@ -303,6 +558,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"agentrun-ci {__version__}")
     p.add_argument("--log-level", default=os.environ.get("AGENTRUN_LOG_LEVEL", "WARNING"))
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("AGENTRUN_LOG_FORMAT", "text"),
+        help="log lines on stderr as text, or one JSON object each",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run code and print its output")
@@ -315,6 +576,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--interpreter", help="reuse this existing interpreter (template) by name")
     r.add_argument("--json", action="store_true", help="print the structured result as JSON")
+    r.add_argument(
+        "--save-images",
+        metavar="DIR",
+        help="write PNG, JPEG and SVG results (plots) into DIR and print their paths",
+    )
 
     i = sub.add_parser("interpreters", help="list, create or delete interpreters (templates)")
     isub = i.add_subparsers(dest="action", required=True)
@@ -342,6 +608,9 @@ def _parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check configuration, credentials and reachability")
     dr.add_argument(
         "--no-network", action="store_true", help="skip the endpoint reachability checks"
+    )
+    dr.add_argument(
+        "--no-kernel", action="store_true", help="do not start a local kernel to test the backend"
     )
 
     loc = sub.add_parser("local", help="the local AgentRun emulator")
@@ -388,11 +657,30 @@ def main(
             args = _parser().parse_args(argv)
     except SystemExit as exc:
         return _exit_code(exc)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        level = logging.getLevelName(args.log_level.upper())
+        if not isinstance(level, int):
+            raise ValueError(args.log_level)
+    except ValueError:
+        err.write(
+            f"agentrun-ci: unknown --log-level {args.log_level!r}: "
+            "use DEBUG, INFO, WARNING or ERROR\n"
+        )
+        return 2
+    status = _Status(err)
+    # a TextIOBase, used where a TextIO is expected (it has every method the commands call)
+    status_err = cast(TextIO, status)
+    handler = _LogHandler(status_err)
+    if args.log_format == "json":  # every line JSON, the user-facing ones too
+        from ._logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+        handler.bare_user_lines = False
+    root = logging.getLogger()
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    handler.setLevel(level)
     from ._errors import AgentRunError
 
     commands: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
@@ -400,15 +688,20 @@ def main(
         "interpreters": _cmd_interpreters,
         "sessions": _cmd_sessions,
         "reap": _cmd_reap,
-        "doctor": lambda a, o, e: doctor(env, o, check_network=not a.no_network),
+        "doctor": lambda a, o, e: doctor(
+            env, o, check_network=not a.no_network, check_kernel=not a.no_kernel
+        ),
     }
     try:
-        return commands[args.command](args, out, err)
+        return commands[args.command](args, out, status_err)
     except AgentRunError as exc:
-        err.write(f"agentrun-ci: {exc}\n")
+        status.write(f"agentrun-ci: {exc}\n")
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
 
 
 def run() -> None:

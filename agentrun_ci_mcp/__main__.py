@@ -178,6 +178,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="stderr log level [LOG_LEVEL]",
     )
+    add(
+        "--log-format",
+        choices=["text", "json"],
+        default=_env(env, "LOG_FORMAT", "text"),
+        help="stderr log lines as text, or one JSON object each for log collectors [LOG_FORMAT]",
+    )
     return p
 
 
@@ -264,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_format == "json":
+        # imported only then: the SDK loads after the handshake (see tools.py)
+        from agentrun_ci._logs import use_log_format
+
+        use_log_format(args.log_format)
     try:
         options = options_from_args(args)
         loop_options = backend_options(args.loop)

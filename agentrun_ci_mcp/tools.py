@@ -25,6 +25,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from .clients import ClientState, UnknownHandle
+from .observe import observed
 from .options import EXECUTE_CAP_SECONDS, HOME, ServerOptions
 from .render import RunCodeOutput, compact_schema, render_execution, truncate
 from .state import AppState, RunProgress
@@ -516,6 +517,7 @@ def make_tools(options: ServerOptions) -> list[Tool]:
         if tool.fn_metadata.output_schema is not None:
             tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
         _refuse_unknown_arguments(tool)
+        tool.fn = observed(tool.name, tool.fn)  # one INFO line and span attributes per call
         if tool.name == "run_code":
             described = tool.parameters["properties"]["timeout"]
             described["description"] = TIMEOUT_DESCRIPTION.format(

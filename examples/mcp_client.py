@@ -20,8 +20,8 @@ from typing import Any
 
 def _missing() -> str | None:
     for module, install in (
-        ("mcp", "agentrun-ci[mcp]"),
-        ("agentrun_ci_mcp.server", "agentrun-ci[mcp]"),
+        ("mcp", "-e '.[mcp]' (in your clone)"),
+        ("agentrun_ci_mcp.server", "-e '.[mcp]' (in your clone)"),
     ):
         try:
             found = importlib.util.find_spec(module) is not None

@@ -169,7 +169,7 @@ KEY_ID = "LTAI5tEXAMPLEKEYID123"
 
 def test_doctor_missing_account_id() -> None:
     environ = {"AGENTRUN_ACCESS_KEY_ID": KEY_ID, "AGENTRUN_ACCESS_KEY_SECRET": SECRET}
-    status, out, _ = cli("doctor", "--no-network", environ=environ)
+    status, out, _ = cli("doctor", "--no-kernel", "--no-network", environ=environ)
     assert status == 1
     assert "AGENTRUN_ACCOUNT_ID is not set" in out
     assert "export AGENTRUN_ACCOUNT_ID=" in out
@@ -180,7 +180,9 @@ def test_doctor_missing_account_id() -> None:
 
 
 def test_doctor_half_a_key_pair() -> None:
-    status, out, _ = cli("doctor", "--no-network", environ={"AGENTRUN_ACCESS_KEY_ID": KEY_ID})
+    status, out, _ = cli(
+        "doctor", "--no-kernel", "--no-network", environ={"AGENTRUN_ACCESS_KEY_ID": KEY_ID}
+    )
     assert status == 1
     assert "half a key pair" in out
     assert "AGENTRUN_ACCESS_KEY_SECRET" in out
@@ -188,7 +190,9 @@ def test_doctor_half_a_key_pair() -> None:
 
 
 def test_doctor_half_a_key_pair_secret_only() -> None:
-    status, out, _ = cli("doctor", "--no-network", environ={"AGENTRUN_ACCESS_KEY_SECRET": SECRET})
+    status, out, _ = cli(
+        "doctor", "--no-kernel", "--no-network", environ={"AGENTRUN_ACCESS_KEY_SECRET": SECRET}
+    )
     assert status == 1
     assert "AGENTRUN_ACCESS_KEY_ID" in out
     assert SECRET not in out
@@ -211,7 +215,7 @@ def test_doctor_full_configuration_reaches_the_endpoints(emulator: Config) -> No
         "AGENTRUN_CONTROL_ENDPOINT": emulator.control_endpoint,
         "AGENTRUN_DATA_ENDPOINT": emulator.data_endpoint,
     }
-    status, out, _ = cli("doctor", environ=environ)
+    status, out, _ = cli("doctor", "--no-kernel", environ=environ)
     assert status == 0, out
     assert out.count("reachable") == 2
     assert "No problems found." in out
@@ -230,7 +234,7 @@ def test_doctor_unreachable_endpoint() -> None:
         "AGENTRUN_CONTROL_ENDPOINT": f"http://127.0.0.1:{port}",
         "AGENTRUN_DATA_ENDPOINT": f"http://127.0.0.1:{port}",
     }
-    status, out, _ = cli("doctor", environ=environ)
+    status, out, _ = cli("doctor", "--no-kernel", environ=environ)
     assert status == 1
     assert "is not reachable" in out
 
@@ -336,3 +340,259 @@ def test_help_and_usage_errors_return_a_status() -> None:
     status, _, err = cli("interpreters", "frobnicate")
     assert status == 2
     assert "invalid choice" in err
+
+
+# ---------------------------------------------------------------- rough edges (issue 17)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_run_file_that_is_not_utf8_is_a_clear_usage_error(tmp_path: Path) -> None:
+    script = tmp_path / "latin1.py"
+    script.write_bytes(b"print('ok')\nprint('caf\xe9')\n")
+    status, out, err = cli("run", "-f", str(script))
+    assert status == 2
+    assert out == ""
+    assert str(script) in err
+    assert "not UTF-8" in err
+    assert "0xe9 on line 2" in err
+    assert "Traceback" not in err
+
+
+def test_run_file_that_does_not_exist_is_a_clear_usage_error(tmp_path: Path) -> None:
+    status, _, err = cli("run", "-f", str(tmp_path / "missing.py"))
+    assert status == 2
+    assert "cannot read" in err
+    assert "No such file" in err
+
+
+@pytest.mark.parametrize("timeout", ["100", "nan", "0", "-1"])
+def test_bad_timeout_is_refused_before_any_backend_starts(
+    timeout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentrun_ci.cli as cli_module
+
+    def no_backend(args: object) -> None:
+        raise AssertionError("a backend was started for a timeout that is refused")
+
+    monkeypatch.setattr(cli_module, "_interpreter", no_backend)
+    status, out, err = cli("run", "-t", timeout, "print(1)")
+    assert status == 1
+    assert out == ""
+    assert "timeout" in err
+    if timeout == "100":
+        assert "30 s" in err
+
+
+def test_run_prints_before_the_session_is_torn_down(
+    at_emulator: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentrun_ci.cli as cli_module
+
+    real = cli_module._interpreter
+    out = io.StringIO()
+    seen_at_close: list[str] = []
+
+    def spying(args: object) -> object:
+        interpreter = real(args)  # type: ignore[arg-type]
+        close = interpreter.close
+
+        def close_and_record() -> None:
+            seen_at_close.append(out.getvalue())
+            close()
+
+        interpreter.close = close_and_record  # type: ignore[method-assign]
+        return interpreter
+
+    monkeypatch.setattr(cli_module, "_interpreter", spying)
+    status = main(["run", "print('early')"], out=out, err=io.StringIO())
+    assert status == 0
+    assert seen_at_close == ["early\n"]
+
+
+def test_one_shot_run_on_the_local_default_starts_one_kernel(
+    no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentrun_ci.local import _kernels
+
+    started: list[str] = []
+    real_start = _kernels.PythonKernel.start.__func__  # type: ignore[attr-defined]
+
+    async def counting(cls: type, *args: object, **kwargs: object) -> object:
+        started.append("kernel")
+        return await real_start(cls, *args, **kwargs)
+
+    monkeypatch.setattr(_kernels.PythonKernel, "start", classmethod(counting))
+    status, out, err = cli("run", "--backend", "local", "6 * 7")
+    assert (status, out) == (0, "42\n"), err
+    assert started == ["kernel"]
+
+
+def test_run_save_images_writes_the_plot(at_emulator: Config, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    code = (
+        "import matplotlib\nmatplotlib.use('module://matplotlib_inline.backend_inline')\n"
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()\nprint('plotted')"
+    )
+    target = tmp_path / "images"
+    status, out, err = cli("run", "--save-images", str(target), code)
+    assert status == 0, err
+    files = sorted(target.iterdir())
+    assert len(files) == 1
+    assert files[0].suffix == ".png"
+    assert files[0].read_bytes().startswith(b"\x89PNG")
+    assert out.startswith("plotted\n")
+    assert f"saved to {files[0]}" in out
+
+    status, out, _ = cli("run", code)  # without the option: named, with the hint
+    assert "[image/png] (--save-images DIR writes it to a file)" in out
+
+
+def test_empty_lists_say_so(at_emulator: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentrun_ci.local import EmulatorSettings, LocalEmulator
+
+    with monkeypatch.context() as patch, LocalEmulator(EmulatorSettings(spare_kernels=0)) as empty:
+        assert empty.control_endpoint
+        patch.setenv("AGENTRUN_CONTROL_ENDPOINT", empty.control_endpoint)
+        status, out, err = cli("interpreters", "list")
+        assert (status, out) == (0, "")
+        assert "no interpreters" in err
+        status, out, err = cli("sessions", "list")
+        assert (status, out) == (0, "")
+        assert "no sessions" in err
+    status, out, err = cli("sessions", "list", "--interpreter", _unique("none"))
+    assert (status, out) == (0, "")
+    assert "no sessions of interpreter" in err
+
+
+def test_deleting_a_missing_interpreter_is_an_error(at_emulator: Config) -> None:
+    name = _unique("missing")
+    status, out, err = cli("interpreters", "delete", name)
+    assert status == 1
+    assert out == ""
+    assert f"no interpreter named {name!r}" in err
+
+
+def test_warnings_do_not_land_in_the_middle_of_the_progress_line(
+    no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentrun_ci._backend as backend
+
+    monkeypatch.setattr(backend, "_noticed", False)  # the local-backend notice is said once
+    err = _Terminal()
+    status = main(["run", "print(1)"], out=io.StringIO(), err=err)
+    assert status == 0
+    lines = err.getvalue().replace("\r", "\n").splitlines()
+    notice = [line for line in lines if "no AgentRun credentials found" in line]
+    assert notice
+    assert all(line.startswith("agentrun-ci: ") for line in notice), lines
+    progress = [line for line in lines if "starting a session" in line]
+    assert progress
+    assert all(line.startswith("starting a session") for line in progress), lines
+    assert any(line.startswith("starting a session: done in") for line in progress), lines
+
+
+def test_status_ends_an_open_progress_line_before_other_output() -> None:
+    from agentrun_ci.cli import _Status
+
+    terminal = _Terminal()
+    status = _Status(terminal)
+    with status.progress("waiting"):
+        status.write("a warning\n")
+    with status.progress("quiet"):
+        pass
+    assert terminal.getvalue().split("\n") == [
+        "waiting…",
+        "a warning",
+        "waiting: done in 0.0 s",
+        "quiet…\rquiet: done in 0.0 s",
+        "",
+    ]
+
+
+def test_bad_endpoint_url_is_refused_before_anything_starts(
+    no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRUN_DATA_ENDPOINT", "ftp://x")
+    status, out, err = cli("run", "1")
+    assert (status, out) == (1, "")
+    assert "AGENTRUN_DATA_ENDPOINT" in err
+    assert "ftp" in err
+
+
+def test_doctor_knows_agentrun_regions() -> None:
+    status, out, _ = cli(
+        "doctor", "--no-network", "--no-kernel", environ={"AGENTRUN_REGION": "mars-north-1"}
+    )
+    assert status == 1
+    assert "'mars-north-1' is not an AgentRun region" in out
+    assert "cn-hangzhou" in out
+    status, out, _ = cli(
+        "doctor", "--no-network", "--no-kernel", environ={"AGENTRUN_REGION": "ap-southeast-1"}
+    )
+    assert status == 0, out
+    # with credentials, the endpoints built from an unknown region are not tried as well:
+    # one cause, one problem
+    environ = {
+        "AGENTRUN_ACCESS_KEY_ID": KEY_ID,
+        "AGENTRUN_ACCESS_KEY_SECRET": SECRET,
+        "AGENTRUN_ACCOUNT_ID": "1234567890",
+        "AGENTRUN_REGION": "mars-north-1",
+    }
+    status, out, _ = cli("doctor", "--no-kernel", environ=environ)
+    assert status == 1
+    assert "1 problem(s) found." in out, out
+    assert "not tried (fix the region first)" in out
+
+
+def test_doctor_names_a_bad_endpoint_variable() -> None:
+    environ = {"AGENTRUN_CONTROL_ENDPOINT": "not a url", "AGENTRUN_DATA_ENDPOINT": "not a url"}
+    status, out, _ = cli("doctor", "--no-network", "--no-kernel", environ=environ)
+    assert status == 1
+    assert "AGENTRUN_CONTROL_ENDPOINT" in out
+    assert "'not a url'" in out
+
+
+def test_doctor_gives_one_verdict_per_endpoint() -> None:
+    with __import__("socket").socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    environ = {
+        "AGENTRUN_ACCESS_KEY_ID": KEY_ID,
+        "AGENTRUN_ACCESS_KEY_SECRET": SECRET,
+        "AGENTRUN_ACCOUNT_ID": "1234567890",
+        "AGENTRUN_CONTROL_ENDPOINT": f"http://127.0.0.1:{port}",
+        "AGENTRUN_DATA_ENDPOINT": f"http://127.0.0.1:{port}",
+    }
+    status, out, _ = cli("doctor", "--no-kernel", environ=environ)
+    assert status == 1
+    endpoint_lines = [
+        line for line in out.splitlines() if "control endpoint" in line or "data endpoint" in line
+    ]
+    assert len(endpoint_lines) == 2, out
+    assert all(line.lstrip().startswith("FIX") for line in endpoint_lines), out
+    assert "2 problem(s) found." in out
+
+
+def test_doctor_runs_a_kernel_on_the_local_backend() -> None:
+    status, out, _ = cli("doctor", "--no-network", environ={})
+    assert status == 0, out
+    assert "started a Python kernel and ran 1 + 1" in out
+
+
+def test_doctor_reports_a_local_backend_that_cannot_start_a_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentrun_ci.local import _kernels
+
+    async def broken(cls: type, *args: object, **kwargs: object) -> object:
+        raise _kernels.KernelError("kernel died at birth (simulated)")
+
+    monkeypatch.setattr(_kernels.PythonKernel, "start", classmethod(broken))
+    status, out, _ = cli("doctor", "--no-network", environ={})
+    assert status == 1
+    assert "FIX   the local emulator could not run code" in out
+    assert "No problems found" not in out

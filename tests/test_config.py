@@ -132,3 +132,64 @@ def test_plane_construction_needs_a_data_url() -> None:
 
     with pytest.raises(ConfigError, match="AGENTRUN_ACCOUNT_ID"):
         DataPlane(Config())
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("not a url", "spaces"),
+        ("ftp://x", "scheme 'ftp'"),
+        ("https://", "no valid host"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://user@example.com", "user@"),
+        ("example.com?x=1", "query"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("AGENTRUN_CONTROL_ENDPOINT", "control_endpoint"),
+        ("AGENTRUN_DATA_ENDPOINT", "data_endpoint"),
+    ],
+)
+def test_bad_endpoint_urls_are_refused_when_the_config_is_made(
+    value: str, why: str, variable: str, field: str
+) -> None:
+    env = {"AGENTRUN_ACCESS_KEY_ID": "a", "AGENTRUN_ACCESS_KEY_SECRET": "b", variable: value}
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(env)
+    message = str(info.value)
+    assert variable in message
+    assert repr(value) in message
+    assert why in message
+    with pytest.raises(ConfigError, match=variable):
+        Config(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://agentrun.cn-hangzhou.aliyuncs.com",
+        "agentrun-vpc.cn-hangzhou.aliyuncs.com",
+        "http://127.0.0.1:8080",
+        "http://[::1]:8080/",
+        "http://emulator_1:8000/prefix",
+    ],
+)
+def test_good_endpoint_urls_are_accepted(value: str) -> None:
+    config = Config(control_endpoint=value, data_endpoint=value)
+    assert config.control_url.startswith(("http://", "https://"))
+
+
+def test_a_data_endpoint_alone_without_keys_is_not_silently_ignored() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"AGENTRUN_DATA_ENDPOINT": "http://127.0.0.1:8080"})
+    message = str(info.value)
+    assert "AGENTRUN_CONTROL_ENDPOINT" in message
+    assert "THIS machine" in message
+    # with its control twin, or with a key pair, it is used
+    both = {
+        "AGENTRUN_DATA_ENDPOINT": "http://127.0.0.1:8080",
+        "AGENTRUN_CONTROL_ENDPOINT": "http://127.0.0.1:8080",
+    }
+    assert Config.from_env(both).data_url == "http://127.0.0.1:8080"

@@ -77,3 +77,14 @@ def test_readme_python_blocks_are_valid_python() -> None:
         pytest.skip("README has no python blocks")
     for block in blocks:
         ast.parse(block)
+
+
+def test_install_lines_work_from_a_clone() -> None:
+    """Not on PyPI yet: README says so, and no page installs the package by its name."""
+    readme = README.read_text(encoding="utf-8")
+    assert "Not on PyPI yet" in readme
+    by_name = re.compile(r"""(pip install|uvx|--from)\s+['"]?agentrun-ci\b""")
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        found = by_name.findall(text) + re.findall(r'"agentrun-ci\[', text)
+        assert not found, f"{page.name} installs agentrun-ci by name from a registry: {found}"

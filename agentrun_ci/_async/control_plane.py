@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from .. import _telemetry
 from .._config import Config
 from .._errors import (
     AgentRunError,
@@ -132,6 +133,12 @@ def _tea_message(exc: Exception) -> str | None:
     return message.rsplit(" request id: ", 1)[0]
 
 
+def _status_of(exc: Exception) -> int | None:
+    """The HTTP status a package exception carries (None: no answer came)."""
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) and status >= 400 else None
+
+
 def _is_connect_failure(exc: Exception) -> bool:
     # requests wraps a refused connect in RetryError/ConnectionError; aiohttp raises
     # ClientConnectorError. Either way no byte of the request reached the server.
@@ -169,6 +176,9 @@ class AsyncControlPlane:
         self._client = client if client is not None else build_client(self.config)
         self._runtime = _runtime(self.config)
         self._closed = False
+        self._telemetry = _telemetry.get()
+        control = urlsplit(self.config.control_url)
+        self._server = (control.hostname, control.port)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.config.control_url!r})"
@@ -191,9 +201,17 @@ class AsyncControlPlane:
     async def _call(self, action: str, send: Callable[[], Any], *, idempotent: bool) -> Any:
         """Run one package call with our retry policy; return its response object."""
 
-        async def attempt() -> Any:
+        async def attempt(resends: int) -> Any:
             try:
-                return await send()
+                if self._telemetry is None:
+                    return await send()
+                # The package sends the request: one span per attempt at this boundary.
+                with self._telemetry.control(action, *self._server, resends) as span:
+                    try:
+                        return await send()
+                    except Exception as exc:
+                        span.status = _status_of(exc)
+                        raise
             except AgentRunError:
                 raise
             except Exception as exc:

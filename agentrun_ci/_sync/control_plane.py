@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from .. import _telemetry
 from .._config import Config
 from .._errors import (
     AgentRunError,
@@ -131,6 +132,12 @@ def _tea_message(exc: Exception) -> str | None:
     return message.rsplit(" request id: ", 1)[0]
 
 
+def _status_of(exc: Exception) -> int | None:
+    """The HTTP status a package exception carries (None: no answer came)."""
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) and status >= 400 else None
+
+
 def _is_connect_failure(exc: Exception) -> bool:
     # requests wraps a refused connect in RetryError/ConnectionError; aiohttp raises
     # ClientConnectorError. Either way no byte of the request reached the server.
@@ -168,6 +175,9 @@ class ControlPlane:
         self._client = client if client is not None else build_client(self.config)
         self._runtime = _runtime(self.config)
         self._closed = False
+        self._telemetry = _telemetry.get()
+        control = urlsplit(self.config.control_url)
+        self._server = (control.hostname, control.port)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.config.control_url!r})"
@@ -190,9 +200,17 @@ class ControlPlane:
     def _call(self, action: str, send: Callable[[], Any], *, idempotent: bool) -> Any:
         """Run one package call with our retry policy; return its response object."""
 
-        def attempt() -> Any:
+        def attempt(resends: int) -> Any:
             try:
-                return send()
+                if self._telemetry is None:
+                    return send()
+                # The package sends the request: one span per attempt at this boundary.
+                with self._telemetry.control(action, *self._server, resends) as span:
+                    try:
+                        return send()
+                    except Exception as exc:
+                        span.status = _status_of(exc)
+                        raise
             except AgentRunError:
                 raise
             except Exception as exc:

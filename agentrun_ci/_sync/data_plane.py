@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .. import _wire
+from .. import _telemetry, _wire
 from .._auth import AgentRunAuth
 from .._config import Config
 from .._errors import APIError, InvalidArgumentError, RequestTimeout, TransportError, WaitTimeout
@@ -89,6 +89,8 @@ class DataPlane:
             follow_redirects=False,
         )
         self._closed = False
+        # the instruments, or None without OpenTelemetry (then one None check per request)
+        self._telemetry = _telemetry.get()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.config.data_url!r})"
@@ -136,10 +138,15 @@ class DataPlane:
     ) -> httpx.Response:
         """Send with the retry policy of `_retry`; return a successful response."""
 
-        def attempt() -> httpx.Response:
+        def attempt(resends: int) -> httpx.Response:
             request = self._request(call, **kw)
             try:
-                response = self._client.send(request, stream=stream)
+                if self._telemetry is None:
+                    response = self._client.send(request, stream=stream)
+                else:
+                    with self._telemetry.http(request, call.path, resends) as span:
+                        response = self._client.send(request, stream=stream)
+                        span.status = response.status_code
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # The connection never opened: the body cannot have reached the server.
                 failure = Failure(connect_failed=True)

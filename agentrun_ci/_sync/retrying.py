@@ -35,18 +35,19 @@ class Retryable(Exception):
 
 
 def with_retries(
-    attempt: Callable[[], T],
+    attempt: Callable[[int], T],
     *,
     policy: RetryPolicy,
     sleep: Callable[[float], None],
     idempotent: bool,
     what: str,
 ) -> T:
-    """Run `attempt` until it succeeds or fails in a way `policy` does not retry."""
+    """Run `attempt(n)` (n = 0, 1, ...: how many times it was sent before) until it succeeds
+    or fails in a way `policy` does not retry."""
     attempts = 0
     while True:
         try:
-            return attempt()
+            return attempt(attempts)
         except Retryable as failed:
             delay = policy.delay_after(failed.failure, attempt=attempts, idempotent=idempotent)
             if delay is None:
