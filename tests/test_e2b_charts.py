@@ -1,5 +1,6 @@
 """Rich results: the formatter snippet turns DataFrames and matplotlib figures into E2B's
-`Result.data` and typed `Result.chart` (needs pandas and matplotlib in the kernel's Python)."""
+`Result.data` and typed `Result.chart` (needs matplotlib in the kernel's Python; the
+DataFrame tests also need pandas)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from agentrun_ci import Config, e2b
 from agentrun_ci.e2b import Sandbox, charts
 from agentrun_ci.e2b._setup import FORMATTERS
 
-pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
 
 
@@ -35,6 +35,7 @@ def chart_of(sbx: Sandbox, code: str) -> charts.Chart:
 
 
 def test_dataframe_becomes_data(sbx: Sandbox) -> None:
+    pytest.importorskip("pandas")
     result = sbx.run_code(
         "import pandas as pd\n"
         "pd.DataFrame({'a': [1, 2, 3], 'when': pd.to_datetime(['2024-01-01'] * 3)})"
@@ -199,6 +200,7 @@ def test_pil_images_show_as_results(sbx: Sandbox) -> None:
 
 
 def test_rich_results_can_be_turned_off(emulator: Config) -> None:
+    pytest.importorskip("pandas")
     with Sandbox.create(config=emulator, rich_results=False) as plain:
         result = plain.run_code("import pandas as pd\npd.DataFrame({'a': [1]})").results[0]
         assert result.data is None
