@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -209,13 +208,15 @@ def test_rich_results_can_be_turned_off(emulator: Config) -> None:
         assert plain.run_code("1").execution_count == 2
 
 
-def test_the_snippet_leaves_no_names_and_is_quick(sbx: Sandbox) -> None:
+def test_the_snippet_leaves_no_names_and_may_run_again(sbx: Sandbox) -> None:
+    # its cost is measured by benchmarks/e2b_formatters.py, not asserted here
     context = sbx.create_code_context()
     names = sbx.run_code("sorted(n for n in globals() if 'agentrun' in n)", context=context)
     assert names.text == "[]"
     assert names.execution_count == 1  # the snippet's own run is not counted
-    began = time.perf_counter()
     again = sbx.run_code(FORMATTERS, context=context)
     assert again.error is None
-    # generous bound for a loaded 2-core machine; benchmarks/e2b_formatters.py measures it
-    assert time.perf_counter() - began < 2.0
+    drawn = sbx.run_code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()", context=context
+    )
+    assert isinstance(drawn.results[0].chart, charts.LineChart)  # one chart, not two
