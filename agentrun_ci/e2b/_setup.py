@@ -268,11 +268,13 @@ def _agentrun_e2b_setup():
         image_module.Image._agentrun_e2b = True
 
     class PILHook(importlib.abc.MetaPathFinder):
+        _agentrun_e2b = True  # a hook of ours (from this run or an earlier one): skipped
+
         def find_spec(self, name, path, target=None):
             if name != "PIL.Image":
                 return None
             for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
+                if getattr(finder, "_agentrun_e2b", False) or not hasattr(finder, "find_spec"):
                     continue
                 spec = finder.find_spec(name, path, target)
                 if spec is not None and spec.loader is not None:
@@ -291,7 +293,8 @@ def _agentrun_e2b_setup():
     ip.display_formatter.formatters[CHART] = Chart(parent=ip.display_formatter)
     if "PIL.Image" in sys.modules:
         patch_pil(sys.modules["PIL.Image"])
-    else:
+    else:  # one hook, however often this runs in a kernel
+        sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "_agentrun_e2b", False)]
         sys.meta_path.insert(0, PILHook())
 
 _agentrun_e2b_setup()
