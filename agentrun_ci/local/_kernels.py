@@ -27,7 +27,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
 from .._models import strip_ansi
-from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail
+from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail, interpreter_info
 from ._limits import (
     PidsCgroup,
     child_preexec,
@@ -236,6 +236,8 @@ class Launch:
     tmp: Path | None = None
     #: where the server keeps kernels' connection files (no jail mounts it)
     runtime: Path | None = None
+    #: our `pip` command (`_jail.write_tools`), on the host: the jail's /opt/agentrun
+    tools: Path | None = None
 
     @property
     def python(self) -> str:
@@ -263,7 +265,7 @@ class Launch:
     ) -> list[str]:
         """`argv` wrapped for its sandbox; `cwd` is the jail's path (jailed runs only)."""
         if self.jail is not None and self.home is not None and self.tmp is not None:
-            uid = self.jail.uid if self.jail.privileged else -1
+            uid = self.jail.uid
             init = init_argv(
                 self.python, status_fd=status_fd, linger=linger, uid=uid, cwd=cwd or JAIL_HOME
             )
@@ -293,14 +295,22 @@ class Launch:
         return str(self.home) if self.jailed else cwd
 
     def env(self, home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The scrubbed environment; in a jail, `python`/`pip` are the kernel's interpreter
-        and `pip install` lands in PIP_PREFIX, on PYTHONPATH (the venv is read-only)."""
+        """The scrubbed environment, where `python`, `pip` and what `pip install` puts in
+        place are the kernel's interpreter's: PATH starts with our `pip`, that interpreter's
+        bin directory and PIP_PREFIX's; packages land in PIP_PREFIX, on PYTHONPATH (the
+        interpreter itself is read-only in a jail, and shared with the server without)."""
         env = scrubbed_env(home)
+        info = interpreter_info(self.python)
         if self.jail is not None and self.jailed:
-            version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-            env["PATH"] = self.jail.path_env(self.python)
-            env["PIP_PREFIX"] = PIP_PREFIX
-            env["PYTHONPATH"] = f"{PIP_PREFIX}/lib/{version}/site-packages"
+            prefix, tools, rest = PIP_PREFIX, f"{JAIL_TOOLS}/bin", self.jail.path_env()
+        elif self.tmp is not None and self.tools is not None:
+            prefix, tools, rest = str(self.tmp / ".local"), str(self.tools / "bin"), env["PATH"]
+        else:
+            prefix = ""
+        if prefix:
+            env["PATH"] = os.pathsep.join([tools, info.bin_dir, f"{prefix}/bin", rest])
+            env["PIP_PREFIX"] = prefix
+            env["PYTHONPATH"] = info.pythonpath(prefix)
             env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
             env["PIP_ROOT_USER_ACTION"] = "ignore"
         env.update(extra or {})
@@ -753,6 +763,8 @@ class SparePool:
         self._make_slot = make_slot
         self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
+        #: the kernel starts inside `_starting`: what close() cancels
+        self._kernel_starts: set[asyncio.Future[PythonKernel]] = set()
         self._closed = False
 
     @property
@@ -773,12 +785,24 @@ class SparePool:
         except Exception:
             log.exception("could not prepare a spare sandbox directory")
             return
+        if self._closed:
+            await discard(slot)
+            return
+        start = asyncio.ensure_future(start_python(slot.launch))
+        self._kernel_starts.add(start)
         try:
-            slot.kernel = await start_python(slot.launch)
+            slot.kernel = await start
+        except asyncio.CancelledError:
+            if not start.cancelled():
+                raise  # this task was cancelled, not only the start
+            await discard(slot)  # close() cancelled the start, which killed what it launched
+            return
         except Exception:
             log.exception("could not pre-start a spare kernel")
             await discard(slot)
             return
+        finally:
+            self._kernel_starts.discard(start)
         if self._closed:
             await discard(slot)
         else:
@@ -793,6 +817,11 @@ class SparePool:
 
     async def close(self) -> None:
         self._closed = True
+        # A kernel still starting serves no one: cancel the start rather than wait
+        # seconds (longer on a busy machine) for a kernel shut down at once. Only the
+        # start: its slot's directory and cgroup are made in a thread, then discarded.
+        for start in list(self._kernel_starts):
+            start.cancel()
         for task in list(self._starting):
             with contextlib.suppress(BaseException):
                 await task
