@@ -41,6 +41,7 @@ from ._models import (
     Sandbox,
     Session,
     Template,
+    Usage,
     strip_ansi,
 )
 from ._ownership import default_owner, reap_orphans
@@ -99,6 +100,7 @@ __all__ = [
     "StrategyName",
     "Template",
     "TransportError",
+    "Usage",
     "WaitTimeout",
     "__version__",
     "default_owner",

@@ -33,6 +33,7 @@ __all__ = [
     "Sandbox",
     "Session",
     "Template",
+    "Usage",
 ]
 
 Raw = dict[str, Any]
@@ -370,6 +371,47 @@ def _looks_like_traceback(text: str) -> bool:
     )
 
 
+@attrs.frozen
+class Usage:
+    """Resources a run (or a process) used, where the backend says; None where it does not.
+
+    `wall_time` and `cpu_time` are seconds, the memory fields MiB. For an execution,
+    `cpu_time` is user + system time of the context's processes during the run and
+    `peak_memory_mb` their peak resident memory during it; for a process, `memory_mb`
+    and `cpu_percent` are its current use. The emulator measures every run; the cloud
+    reports `resourceUsage{cpuPercent, memoryMb}` for processes, and nothing per
+    execution that we know of (the execute keys below are inferred, read if present).
+    """
+
+    wall_time: float | None = None
+    cpu_time: float | None = None
+    peak_memory_mb: float | None = None
+    memory_mb: float | None = None
+    cpu_percent: float | None = None
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Usage:
+        """Tolerant: camelCase or snake_case keys; anything else (or not a dict) is no data."""
+        if not isinstance(raw, Mapping):
+            return cls()
+        return cls(
+            wall_time=_float(_first(raw, "wallTime", "wall_time")),
+            cpu_time=_float(_first(raw, "cpuTime", "cpu_time")),
+            peak_memory_mb=_float(_first(raw, "peakMemoryMb", "peak_memory_mb")),
+            memory_mb=_float(_first(raw, "memoryMb", "memory_mb")),
+            cpu_percent=_float(_first(raw, "cpuPercent", "cpu_percent")),
+        )
+
+    @property
+    def known(self) -> bool:
+        """Whether the backend reported anything."""
+        return any(v is not None for v in attrs.astuple(self))
+
+    def as_dict(self) -> dict[str, float]:
+        """The reported fields only (for JSON output and log lines)."""
+        return {k: v for k, v in attrs.asdict(self).items() if v is not None}
+
+
 @attrs.define
 class Execution:
     """What one `execute` returned: output chunks, rich results, and the error if any."""
@@ -383,6 +425,14 @@ class Execution:
     duration: float | None = None
     events: list[Raw] = attrs.field(factory=list, repr=False)
     state_reset: bool = False
+    kernel_restarted: bool = False
+    """The code did not stop when interrupted and its kernel was restarted: same context,
+    empty namespace. From the local emulator's `kernelRestarted` (an extension: the cloud
+    sends no such field, so this stays False there)."""
+    #: where it ran: wall and CPU time, peak memory (fields None where the backend is silent)
+    usage: Usage = attrs.field(factory=Usage)
+    #: the data plane's id for the execute request (quote it to support)
+    request_id: str | None = None
 
     @property
     def stdout(self) -> str:
@@ -412,12 +462,17 @@ class Execution:
     @classmethod
     def from_wire(cls, body: Mapping[str, Any] | Sequence[Any]) -> Execution:
         """Fold the execute response's ordered event list into an Execution."""
+        restarted = False
         if isinstance(body, Mapping):
             events_in = body.get("results")
             context_id = _str(body.get("contextId"))
+            # emulator extension, read tolerantly: only a JSON `true` counts
+            restarted = body.get("kernelRestarted") is True
         else:
             events_in, context_id = body, None
-        execution = cls(context_id=context_id)
+        execution = cls(context_id=context_id, kernel_restarted=restarted)
+        if isinstance(body, Mapping):
+            execution.usage = _usage_of(body)
         status: str | None = None
         for item in events_in if isinstance(events_in, Sequence) else []:
             if not isinstance(item, Mapping):
@@ -441,6 +496,8 @@ class Execution:
                 execution.error = ExecutionError.from_event(event)
             elif kind == "endOfExecution":
                 status = _str(event.get("status"))
+                if not execution.usage.known:
+                    execution.usage = _usage_of(event)
             count = _int(_first(event, "executionCount", "execution_count"))
             if count is not None:
                 execution.execution_count = count
@@ -459,6 +516,12 @@ class Execution:
                     traceback=stderr,
                 )
         return execution
+
+
+def _usage_of(raw: Mapping[str, Any]) -> Usage:
+    # The emulator sends `usage`; `resourceUsage` is the cloud's name for process usage,
+    # read here too in case the execute response carries it (inferred).
+    return Usage.from_wire(_first(raw, "usage", "resourceUsage"))
 
 
 @attrs.frozen
@@ -569,6 +632,8 @@ class ProcessInfo:
     command: str | None = None
     tag: str | None = None
     created_at: datetime | None = None
+    #: current CPU and memory use (`get_process` only: listings carry none)
+    usage: Usage = attrs.field(factory=Usage)
     raw: Raw = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
@@ -579,5 +644,6 @@ class ProcessInfo:
             command=_str(raw.get("command")),
             tag=_str(raw.get("tag")),
             created_at=_time(raw.get("createdAt")),
+            usage=Usage.from_wire(_first(raw, "resourceUsage", "resource_usage")),
             raw=dict(raw),
         )

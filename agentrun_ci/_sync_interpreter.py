@@ -101,6 +101,11 @@ class Lease:
         return self._lease.context_id
 
     @property
+    def context_count(self) -> int:
+        """How many contexts (kernels) this lease holds now."""
+        return self._lease.context_count
+
+    @property
     def released(self) -> bool:
         """Was the lease given back?"""
         return self._lease.released

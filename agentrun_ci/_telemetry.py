@@ -19,7 +19,9 @@ Three places are instrumented, each through one function of this module:
 Cost when off: `AVAILABLE` is decided once, from the import system's index and
 without importing OpenTelemetry. When it is false, `traced` returns the method
 unchanged and the planes see `get() is None`: one None check per request, no
-allocation. OpenTelemetry itself is imported at the first instrumented call.
+allocation. OpenTelemetry itself is imported when the first plane is made. When
+it is installed but the application set no provider, `Telemetry.active()` says so
+and nothing is recorded (two provider look-ups per call, no span objects).
 """
 
 from __future__ import annotations
@@ -144,9 +146,18 @@ class Telemetry:
     """The tracer, the meter and every instrument, made once per process."""
 
     def __init__(self) -> None:
+        import opentelemetry.metrics._internal as metrics_internal
         from opentelemetry import metrics, trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
+        # `active()` reads where the API keeps the providers the application set (None
+        # until then): the API's getters look up an environment variable on every call
+        # (several µs). Asked once here, they load a provider named in that variable.
+        trace.get_tracer_provider()
+        metrics.get_meter_provider()
+        self._trace, self._metrics = trace, metrics
+        self._metrics_internal = metrics_internal
+        self._active = False
         self.SpanKind = SpanKind
         self.error_status = Status(StatusCode.ERROR)
         self.tracer = trace.get_tracer(SCOPE, __version__)
@@ -198,6 +209,21 @@ class Telemetry:
             description="Leases waiting for a pool session.",
         )
 
+    def active(self) -> bool:
+        """Whether the application configured a tracer or meter provider (once true, stays
+        so: OpenTelemetry sets its global providers once). Until then the API's no-op
+        objects would answer every call, so we make none: no span, no attribute dict."""
+        if self._active:
+            return True
+        tracer_provider = getattr(self._trace, "_TRACER_PROVIDER", _ASK)
+        meter_provider = getattr(self._metrics_internal, "_METER_PROVIDER", _ASK)
+        if tracer_provider is _ASK or meter_provider is _ASK:  # another API layout: ask it
+            tracer_provider = self._trace.get_tracer_provider()
+            meter_provider = self._metrics.get_meter_provider()
+        on = not _unset(tracer_provider) or not _unset(meter_provider)
+        self._active = on
+        return on
+
     # ------------------------------------------------------------ HTTP
 
     def http(self, request: Any, path: str, resend_count: int) -> HttpSpan:
@@ -221,6 +247,21 @@ class Telemetry:
         """A span for one control-plane package call (`action` as the package names it)."""
         method, template = CONTROL_ROUTES.get(action, ("_OTHER", action))
         return HttpSpan(self, method, template, host, port, resend_count, None, action=action)
+
+
+_ASK = object()
+
+
+def _unset(provider: Any) -> bool:
+    """No provider, the API's placeholder (nothing configured) or an explicit no-op one."""
+    return provider is None or type(provider).__name__ in _PLACEHOLDERS
+
+
+# opentelemetry-api's classes for "no provider": the proxy handed out until one is set
+# (the meter's is private, hence names rather than classes) and the explicit no-ops
+_PLACEHOLDERS = frozenset(
+    {"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"}
+)
 
 
 class HttpSpan:
@@ -319,7 +360,7 @@ def traced(operation: str) -> Callable[[F], F]:
         @functools.wraps(method)
         async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             tel = get()
-            if tel is None:
+            if tel is None or not tel.active():
                 if operation == "execute_code":
                     return await _logged_execute(method, self, args, kwargs)
                 return await method(self, *args, **kwargs)
@@ -444,13 +485,14 @@ def _log_execution(
     context = short_id(getattr(result, "context_id", None))
     usage = getattr(result, "usage", None)
     log.info(
-        "execute %s %s in %.3fs (session %s, context %s, count %s%s)",
+        "execute %s %s in %.3fs (session %s, context %s, count %s, request %s%s)",
         language,
         result.status,
         elapsed,
         session,
         context,
         result.execution_count,
+        getattr(result, "request_id", None),
         ", state reset" if result.state_reset else "",
         extra={
             "event": "execute",
@@ -462,7 +504,7 @@ def _log_execution(
             "execution_count": result.execution_count,
             "state_reset": bool(result.state_reset),
             "request_id": getattr(result, "request_id", None),
-            **({"usage": usage.as_dict()} if usage is not None else {}),
+            **({"usage": usage.as_dict()} if usage is not None and usage.known else {}),
         },
     )
 

@@ -524,8 +524,12 @@ def _cmd_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _control(args) as control:
         if args.action == "list":
             sandboxes = control.list_sandboxes(template_name=args.interpreter)
-            for s in sandboxes:
-                out.write(f"{s.sandbox_id}\t{s.status}\t{s.template_name}\n")
+            with _data_plane(control.config) as data:
+                for s in sandboxes:
+                    # RUNNING: a preview's word for READY (inferred)
+                    running = data is not None and s.status in ("READY", "RUNNING")
+                    use = _current_use(data, s.sandbox_id) if running else "-"
+                    out.write(f"{s.sandbox_id}\t{s.status}\t{s.template_name}\t{use}\n")
             if not sandboxes:
                 which = f" of interpreter {args.interpreter!r}" if args.interpreter else ""
                 err.write(f"agentrun-ci: no sessions{which}\n")
@@ -533,6 +537,51 @@ def _cmd_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             control.stop_sandbox(args.session_id)
             out.write(f"stopped {args.session_id}\n")
     return 0
+
+
+@contextmanager
+def _data_plane(config: Config) -> Iterator[Any]:
+    """A DataPlane for reading sessions' use, or None where no data endpoint is set."""
+    from ._errors import ConfigError
+    from ._sync.data_plane import DataPlane
+
+    try:
+        plane = DataPlane(config)
+    except ConfigError as exc:  # the list still works: the use column says "-"
+        log.debug("no data plane for current use: %s", exc)
+        yield None
+        return
+    with plane:
+        yield plane
+
+
+#: each process costs one request: `sessions list` reads at most this many per session
+_MAX_PROCESSES = 50
+
+
+def _current_use(data: Any, sandbox_id: str) -> str:
+    """`memory=… MiB cpu=… %` summed over the session's processes, `-` where unknown."""
+    from ._errors import AgentRunError
+
+    memory: float | None = None
+    cpu: float | None = None
+    try:
+        processes = data.list_processes(sandbox_id)[:_MAX_PROCESSES]
+        for process in processes:
+            usage = data.get_process(sandbox_id, process.pid).usage
+            if usage.memory_mb is not None:
+                memory = (memory or 0.0) + usage.memory_mb
+            if usage.cpu_percent is not None:
+                cpu = (cpu or 0.0) + usage.cpu_percent
+        if not processes:
+            return "no processes"
+    except AgentRunError as exc:  # the session went away, or the plane is unreachable
+        log.debug("no usage for %s: %s", sandbox_id, exc)
+        return "-"
+    if memory is None and cpu is None:
+        return "-"
+    mem = "-" if memory is None else f"{memory:.1f}"
+    return f"memory={mem}MiB cpu={'-' if cpu is None else f'{cpu:.0f}'}%"
 
 
 def _cmd_reap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

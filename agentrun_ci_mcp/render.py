@@ -76,6 +76,14 @@ class ErrorOut(BaseModel):
     traceback: str
 
 
+class UsageOut(BaseModel):
+    """What the run used where it ran (fields null where the backend does not say)."""
+
+    wall_time_s: float | None = Field(default=None, description="seconds the run took")
+    cpu_time_s: float | None = Field(default=None, description="CPU seconds (user + system)")
+    peak_memory_mb: float | None = Field(default=None, description="peak resident memory, MiB")
+
+
 class RunCodeOutput(BaseModel):
     """What run_code returns as structuredContent."""
 
@@ -91,6 +99,9 @@ class RunCodeOutput(BaseModel):
         description="the context was recreated before this run: earlier variables are gone",
     )
     notes: list[str] = Field(default_factory=list, description="things the caller should know")
+    usage: UsageOut | None = Field(
+        default=None, description="resources the run used, to size --cpu/--memory"
+    )
 
 
 def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -326,6 +337,17 @@ def _describe(result: Result, opts: RenderOptions, state: dict[str, Any]) -> Res
     )
 
 
+def _usage(execution: Execution) -> UsageOut | None:
+    usage = execution.usage
+    if not usage.known:
+        return None
+    return UsageOut(
+        wall_time_s=usage.wall_time,
+        cpu_time_s=usage.cpu_time,
+        peak_memory_mb=usage.peak_memory_mb,
+    )
+
+
 def render_execution(
     execution: Execution,
     opts: RenderOptions | None = None,
@@ -391,6 +413,7 @@ def render_execution(
         truncated=state["truncated"],
         state_reset=execution.state_reset,
         notes=notes,
+        usage=_usage(execution),
     )
     structured = output.model_dump(mode="json")
     structured.update(extra or {})

@@ -30,6 +30,7 @@ __all__ = [
     "run_stdio",
     "serve_http",
     "serve_stdio",
+    "session_limit",
 ]
 
 log = logging.getLogger("agentrun_ci_mcp")
@@ -103,11 +104,57 @@ def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
     return guarded
 
 
+#: the SDK's refusal of a session beyond `max_sessions` (mcp 2.3), reworded by `session_limit`
+SDK_SESSION_REFUSAL = "Too many open sessions"
+
+
+def session_limit(app: ASGIApp, limit: int) -> ASGIApp:
+    """Reword the SDK's 503 "Too many open sessions" to say the limit, the option that
+    sets it and what to do; everything else passes through untouched."""
+    reason = (
+        f"too many open sessions: this server keeps at most {limit} "
+        "(--max-clients, AGENTRUN_MCP_MAX_CLIENTS). End a session you no longer use "
+        "(HTTP DELETE with its mcp-session-id) or wait until an idle one expires, then retry"
+    )
+
+    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await app(scope, receive, send)
+            return
+        held: Message | None = None
+        body = b""
+
+        async def reworded(message: Message) -> None:
+            nonlocal held, body
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                held = message  # sent with the body, whose length may change
+                return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body += message.get("body", b"")
+            if message.get("more_body"):
+                return
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                error = json.loads(body)
+                if error["error"]["message"] == SDK_SESSION_REFUSAL:
+                    error["error"]["message"] = reason
+                    body = json.dumps(error).encode()
+            headers = [(k, v) for k, v in held.get("headers", []) if k != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**held, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await app(scope, receive, reworded)
+
+    return limited
+
+
 def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGIApp:
     """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard.
 
     At most `max_sessions` MCP sessions are open at once; a client that would open
-    one more gets 503 "Too many open sessions" (the SDK's refusal) until one ends.
+    one more gets 503 with a reason that names the limit until one ends.
     """
     from mcp.server.transport_security import TransportSecuritySettings
 
@@ -125,6 +172,7 @@ def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGI
     app: ASGIApp = mcp.streamable_http_app(
         transport_security=security, host=args.host, max_sessions=max_sessions
     )
+    app = session_limit(app, max_sessions)
     if args.auth_token:
         app = bearer_guard(app, args.auth_token)
     return app

@@ -260,7 +260,11 @@ async def run_code(
             finally:
                 state.runs.discard(run)
                 client.had_state = True
-            reset_note = _reset_note(client, execution, limit, had_state, sandbox, lease.session_id)
+            # singleton: a released state's files stay in the sandbox every client shares
+            shared = options.strategy == "singleton" and sandbox in (None, lease.session_id)
+            reset_note = _reset_note(
+                client, execution, limit, had_state, sandbox, lease.session_id, shared
+            )
             execution.state_reset = reset_note is not None
             notes += _timeout_notes(execution, limit)
             if execution.duration is None:
@@ -289,6 +293,7 @@ def _reset_note(
     had_state: bool,
     sandbox_before: str | None,
     sandbox_after: str | None,
+    files_kept: bool = False,
 ) -> str | None:
     """Why this client's earlier state is gone, or None when it is not.
 
@@ -299,6 +304,11 @@ def _reset_note(
     lost, client.lost = client.lost, None
     pending, client.reset_pending = client.reset_pending, False
     if lost is not None:
+        if files_kept:
+            return (
+                f"state reset: your earlier state was {lost}, so variables and imports from "
+                "earlier calls are gone (files are kept: the sandbox is shared)"
+            )
         return (
             f"state reset: your earlier state was {lost}, so variables, imports and files "
             "from earlier calls are gone"
@@ -597,10 +607,6 @@ def _run_failure(exc: "AgentRunError") -> str:
     return f"the run failed on the service side: {exc}"
 
 
-#: what the emulator appends to stderr when an interrupt did not stop the code and it
-#: had to restart the kernel (same context id, empty namespace)
-_KERNEL_RESTARTED = "kernel restarted: state lost"
-
-
 def _kernel_restarted(execution: "Execution") -> bool:
-    return any(_KERNEL_RESTARTED in chunk for chunk in execution.logs.stderr[-2:])
+    # the emulator says so (`kernelRestarted`) when an interrupt did not stop the code
+    return execution.kernel_restarted

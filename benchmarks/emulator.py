@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import platform
 import statistics
 import sys
@@ -32,47 +34,70 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def context_create(spare: int, runs: int, jail: bool = True) -> list[float]:
-    """A new sandbox's first python context: warm (its spare kernel) or cold."""
-    times: list[float] = []
-    emulator = LocalEmulator(EmulatorSettings(spare_kernels=spare, jail=jail))
-    with emulator as config, DataPlane(config) as dp:
-        assert emulator.core is not None
-        assert (emulator.core.jail is not None) == jail, "the jail is not available here"
+class _Bench:
+    """One emulator (jail on or off) with a template, for interleaved measurements."""
+
+    def __init__(self, stack: contextlib.ExitStack, spare: int, jail: bool) -> None:
+        self.spare = spare
+        self.emulator = LocalEmulator(EmulatorSettings(spare_kernels=spare, jail=jail))
+        config = stack.enter_context(self.emulator)
+        assert self.emulator.core is not None
+        if (self.emulator.core.jail is not None) != jail:
+            raise RuntimeError("the jail is not available here: install bubblewrap")
+        self.dp = stack.enter_context(DataPlane(config))
         with httpx.Client(base_url=str(config.control_endpoint)) as http:
             http.post("/2025-09-10/templates", json={"templateName": "bench"})
+
+    def context_create(self) -> float:
+        """A new sandbox's first python context: warm (its spare kernel) or cold."""
+        core = self.emulator.core
+        assert core is not None
+        deadline = time.monotonic() + 60
+        while core.pool.ready < self.spare:  # let the spare be refilled
+            if time.monotonic() > deadline:
+                raise RuntimeError("the spare kernel did not start in 60 s")
+            time.sleep(0.05)
+        sid = self.dp.create_sandbox("bench").sandbox_id
+        start = time.perf_counter()
+        self.dp.create_context(sid)
+        elapsed = time.perf_counter() - start
+        self.dp.delete_sandbox(sid)
+        return elapsed
+
+
+def context_create(spare: int, runs: int) -> tuple[list[float], list[float]]:
+    """(jail, no jail): runs alternate between the two, so load hits both alike."""
+    on: list[float] = []
+    off: list[float] = []
+    with contextlib.ExitStack() as stack:
+        jailed, bare = _Bench(stack, spare, True), _Bench(stack, spare, False)
         for _ in range(runs):
-            if spare:
-                deadline = time.monotonic() + 60
-                while emulator.core.pool.ready < spare:  # let the spare be refilled
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the spare kernel did not start in 60 s")
-                    time.sleep(0.05)
-            sid = dp.create_sandbox("bench").sandbox_id
-            start = time.perf_counter()
-            dp.create_context(sid)
-            times.append(time.perf_counter() - start)
+            on.append(jailed.context_create())
+            off.append(bare.context_create())
+    return on, off
+
+
+def execute_dataplane(runs: int) -> tuple[list[float], list[float]]:
+    """`print(1)` round trips (jail, no jail), alternating call by call."""
+    on: list[float] = []
+    off: list[float] = []
+    with contextlib.ExitStack() as stack:
+        targets = []
+        for bench, times in ((_Bench(stack, 1, True), on), (_Bench(stack, 1, False), off)):
+            sid = bench.dp.create_sandbox("bench").sandbox_id
+            ctx = bench.dp.create_context(sid)
+            for _ in range(10):
+                bench.dp.execute(sid, "print(1)", context_id=ctx.id)
+            targets.append((bench.dp, sid, ctx.id, times))
+        for _ in range(runs):
+            for dp, sid, ctx_id, times in targets:
+                start = time.perf_counter()
+                run = dp.execute(sid, "print(1)", context_id=ctx_id)
+                times.append(time.perf_counter() - start)
+                assert run.stdout == "1\n"
+        for dp, sid, _, _ in targets:
             dp.delete_sandbox(sid)
-    return times
-
-
-def execute_dataplane(runs: int, jail: bool = True) -> list[float]:
-    times: list[float] = []
-    settings = EmulatorSettings(spare_kernels=1, jail=jail)
-    with LocalEmulator(settings) as config, DataPlane(config) as dp:
-        with httpx.Client(base_url=str(config.control_endpoint)) as http:
-            http.post("/2025-09-10/templates", json={"templateName": "bench"})
-        sid = dp.create_sandbox("bench").sandbox_id
-        ctx = dp.create_context(sid)
-        for _ in range(10):
-            dp.execute(sid, "print(1)", context_id=ctx.id)
-        for _ in range(runs):
-            start = time.perf_counter()
-            run = dp.execute(sid, "print(1)", context_id=ctx.id)
-            times.append(time.perf_counter() - start)
-            assert run.stdout == "1\n"
-        dp.delete_sandbox(sid)
-    return times
+    return on, off
 
 
 async def _bare(runs: int) -> list[float]:
@@ -127,13 +152,12 @@ def main() -> int:
     parser.add_argument("--context-runs", type=int, default=5)
     args = parser.parse_args()
 
-    warm = context_create(1, args.context_runs)
-    cold = context_create(0, args.context_runs)
-    dp = execute_dataplane(args.runs)
-    warm_off = context_create(1, args.context_runs, jail=False)
-    cold_off = context_create(0, args.context_runs, jail=False)
-    dp_off = execute_dataplane(args.runs, jail=False)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    warm, warm_off = context_create(1, args.context_runs)
+    cold, cold_off = context_create(0, args.context_runs)
+    dp, dp_off = execute_dataplane(args.runs)
     bare = asyncio.run(_bare(args.runs))
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     ms = 1000.0
     rows = [
@@ -146,8 +170,10 @@ def main() -> int:
         "# Emulator benchmark\n",
         f"{platform.platform()}, Python {platform.python_version()}, "
         f"{args.context_runs} context creates (a new sandbox's first context), "
-        f"{args.runs} executes per row. Sandboxes run in the bubblewrap jail unless "
-        "marked otherwise.\n",
+        f"{args.runs} executes per row, {os.cpu_count()} CPUs, load average "
+        f"{load_before:.1f} at the start and {load_after:.1f} at the end (other work shares "
+        "the machine: compare rows with each other, not with other runs). Sandboxes run in "
+        "the bubblewrap jail unless marked otherwise.\n",
         "| measurement | n | p50 (ms) | p95 (ms) | mean (ms) |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -159,6 +185,8 @@ def main() -> int:
     lines += [
         "",
         "## Isolation on and off",
+        "",
+        "The two emulators run side by side; runs alternate between them.",
         "",
         "| measurement | jail p50 (ms) | no jail p50 (ms) | jail p95 (ms) | no jail p95 (ms) |",
         "|---|---:|---:|---:|---:|",

@@ -15,14 +15,18 @@ yields the emulator (for its `core`) and its `Config`; it is stopped whatever ha
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -205,3 +209,223 @@ def owned(config: Config, owner: str) -> list[str]:
         names = [s.sandbox_id for s in control.list_sandboxes()]
         names += [t.name for t in control.list_templates()]
     return [n for n in names if n.startswith(prefix)]
+
+
+# ---------------------------------------------------------------- the MCP server as a process
+
+#: generous hang guards (not timing asserts): a server that never exits is a failure
+EXIT_WAIT = 40.0
+REPLY_WAIT = 90.0
+#: what the SDK hosts (Python and TypeScript `stdio_client`) give a server between
+#: closing its stdin and SIGTERM, and between SIGTERM and SIGKILL
+HOST_GRACE = 2.0
+
+
+def describe(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        cmdline = "?"
+    fields = proc_stat(pid) or ["?"] * 4
+    return f"pid {pid} (state {fields[0]}, ppid {fields[1]}, sid {fields[3]}): {cmdline[:200]}"
+
+
+def mentions(pid: int, needle: bytes) -> bool:
+    """Does the process's command line, environment or working directory contain `needle`?"""
+    for name in ("cmdline", "environ"):
+        try:
+            if needle in Path(f"/proc/{pid}/{name}").read_bytes():
+                return True
+        except OSError:
+            pass
+    try:
+        return needle in os.fsencode(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+
+
+def live_mentioning(needle: str) -> list[str]:
+    me = os.getpid()
+    found = []
+    for pid in pids():
+        fields = proc_stat(pid)
+        if pid == me or fields is None or fields[0] in ("Z", "X"):
+            continue
+        if mentions(pid, needle.encode()):
+            found.append(describe(pid))
+    return found
+
+
+def live_in_session(sid: int) -> list[str]:
+    """Live processes whose session or process group is `sid`."""
+    found = []
+    for pid in pids():
+        fields = proc_stat(pid)
+        if fields is not None and fields[0] not in ("Z", "X") and str(sid) in fields[2:4]:
+            found.append(describe(pid))
+    return found
+
+
+class Server:
+    """The console script over raw newline-delimited JSON-RPC; replies read by a thread."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._log_file: IO[bytes] = open(log, "ab")  # noqa: SIM115 -- closed in close()
+        # A new session, as MCP hosts start servers: so its session id is its pid.
+        self.proc = subprocess.Popen(
+            [SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            env=env,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.replies: dict[int, dict[str, Any]] = {}
+        self._arrived: queue.Queue[int] = queue.Queue()
+        self._id = 0
+        self._reader = threading.Thread(target=self._read, name="mcp-stdout", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            message = json.loads(line)  # anything but JSON-RPC on stdout fails the reader
+            if "id" in message and ("result" in message or "error" in message):
+                self.replies[message["id"]] = message
+                self._arrived.put(message["id"])
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def call(self, method: str, params: dict[str, Any]) -> int:
+        """Send a request; returns its id without waiting."""
+        self._id += 1
+        self.send({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params})
+        return self._id
+
+    def wait_reply(self, request_id: int) -> dict[str, Any]:
+        deadline = time.monotonic() + REPLY_WAIT
+        while request_id not in self.replies:
+            assert self.proc.poll() is None, f"server exited early:\n{self.log_tail()}"
+            assert time.monotonic() < deadline, f"no reply to {request_id}:\n{self.log_tail()}"
+            with contextlib.suppress(queue.Empty):
+                self._arrived.get(timeout=0.1)
+        return self.replies[request_id]
+
+    def initialize(self) -> None:
+        self.wait_reply(
+            self.call(
+                "initialize",
+                {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "tests", "version": "0"},
+                },
+            )
+        )
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def tool(self, name: str, **arguments: Any) -> int:
+        return self.call("tools/call", {"name": name, "arguments": arguments})
+
+    def tool_ok(self, name: str, **arguments: Any) -> dict[str, Any]:
+        reply = self.wait_reply(self.tool(name, **arguments))
+        result: dict[str, Any] = reply.get("result") or {}
+        assert result, f"{name} failed: {reply}"
+        assert not result.get("isError"), f"{name} failed: {reply}"
+        return result
+
+    def stop(self, how: str) -> int:
+        """Stop as a host would (signal or EOF); the exit code, or fails if it hangs."""
+        if how == "sigkill":
+            self.proc.kill()
+        elif how == "eof":
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        else:
+            self.proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+        try:
+            return self.proc.wait(EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the server did not exit after {how}:\n{self.log_tail()}")
+
+    def close_like_a_host(self, signal_after: float = HOST_GRACE) -> tuple[int, float, bool]:
+        """Stop the server as the SDK hosts do: close stdin; SIGTERM to its process group
+        `signal_after` s later if it is still running; SIGKILL 2 s after that (which fails
+        the test: the cleanup was cut off). Returns the exit status, the seconds from EOF
+        to exit, and whether the SIGTERM was sent."""
+        assert self.proc.stdin is not None
+        started = time.monotonic()
+        self.proc.stdin.close()
+        signalled = False
+        try:
+            status = self.proc.wait(signal_after)
+        except subprocess.TimeoutExpired:
+            signalled = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                status = self.proc.wait(HOST_GRACE)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait()
+                pytest.fail(f"the host had to SIGKILL the server:\n{self.log_tail()}")
+        return status, time.monotonic() - started, signalled
+
+    def log_tail(self, lines: int = 40) -> str:
+        self._log_file.flush()
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
+        self._log_file.close()
+
+
+def in_core(emulator: LocalEmulator, owner: str) -> list[str]:
+    """The owner's templates and sandboxes (and their contexts) in the emulator's state."""
+    core = emulator.core
+    assert core is not None
+    prefix = f"arci-{owner}-"
+    for _ in range(100):  # the emulator's thread may change the dicts while we read
+        try:
+            found = [f"template {n}" for n in list(core.templates) if n.startswith(prefix)]
+            for sandbox in list(core.sandboxes.values()):
+                if sandbox.id.startswith(prefix):
+                    found.append(
+                        f"sandbox {sandbox.id} {sandbox.status} with "
+                        f"{len(sandbox.contexts)} contexts, {len(sandbox.processes)} processes"
+                    )
+            return found
+        except RuntimeError:
+            time.sleep(0.001)
+    raise AssertionError("could not read the emulator's state")
+
+
+def cloud_leaks(
+    emulator: LocalEmulator, config: Config, owner: str, *, wait: float = 10.0
+) -> list[str]:
+    core = emulator.core
+    assert core is not None
+    sandboxes = str(core.runtime.parent / "sandboxes" / f"arci-{owner}-")
+    leaks = [f"listed: {n}" for n in owned(config, owner)]
+    leaks += [f"in the emulator: {n}" for n in in_core(emulator, owner)]
+    # kernels and commands run in (and with HOME in) their sandbox's directory
+    leaks += [f"process: {p}" for p in remaining(lambda: live_mentioning(sandboxes), wait)]
+    leaks += [f"directory: {d}" for d in Path(sandboxes).parent.glob(f"arci-{owner}-*")]
+    return leaks

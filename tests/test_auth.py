@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -97,7 +97,9 @@ def _received(method: str, url: str, **kw: str | None) -> tuple[str, str, dict[s
 
 def test_verify_accepts_what_we_sign() -> None:
     path, query, headers = _received("POST", HOST + "/sandboxes/a/files?path=%2Fhome%2Fuser+x")
-    assert verify_signature("POST", path, query, headers, access_key_id=AK, access_key_secret=SK)
+    assert verify_signature(
+        "POST", path, query, headers, access_key_id=AK, access_key_secret=SK, now=WHEN
+    )
 
 
 @pytest.mark.parametrize("tamper", ["method", "path", "query", "secret", "key_id", "date"])
@@ -117,14 +119,18 @@ def test_verify_rejects_tampering(tamper: str) -> None:
     else:
         headers["x-acs-date"] = "2026-03-07T12:00:00Z"
     assert not verify_signature(
-        method, path, query, headers, access_key_id=key_id, access_key_secret=secret
+        method, path, query, headers, access_key_id=key_id, access_key_secret=secret, now=WHEN
     )
 
 
 def test_verify_rejects_missing_or_malformed_header() -> None:
-    assert not verify_signature("GET", "/", "", {}, access_key_id=AK, access_key_secret=SK)
+    assert not verify_signature(
+        "GET", "/", "", {}, access_key_id=AK, access_key_secret=SK, now=WHEN
+    )
     bad = {"agentrun-authorization": "AGENTRUN4-HMAC-SHA256 nonsense", "host": "h"}
-    assert not verify_signature("GET", "/", "", bad, access_key_id=AK, access_key_secret=SK)
+    assert not verify_signature(
+        "GET", "/", "", bad, access_key_id=AK, access_key_secret=SK, now=WHEN
+    )
 
 
 def test_auth_flow_signs_the_encoded_url_and_verifies() -> None:
@@ -143,3 +149,26 @@ def test_auth_flow_signs_the_encoded_url_and_verifies() -> None:
     assert verify_signature("GET", path, query, headers, access_key_id=AK, access_key_secret=SK)
     assert "secret" not in repr(auth)
     assert "tok" not in repr(auth)
+
+
+@pytest.mark.parametrize("skew_minutes", [-16, 16, -60 * 24 * 365 * 6, 60 * 24 * 365 * 9])
+def test_verify_rejects_dates_outside_15_minutes(skew_minutes: int) -> None:
+    path, query, headers = _received("GET", HOST + "/sandboxes/a/health")
+    now = WHEN + timedelta(minutes=skew_minutes)
+    assert not verify_signature(
+        "GET", path, query, headers, access_key_id=AK, access_key_secret=SK, now=now
+    )
+    near = WHEN + timedelta(minutes=14 if skew_minutes > 0 else -14)
+    assert verify_signature(
+        "GET", path, query, headers, access_key_id=AK, access_key_secret=SK, now=near
+    )
+
+
+@pytest.mark.parametrize("extra", ["&code", "&flag&x=1", "&path=b"])
+def test_verify_rejects_query_pairs_the_signature_does_not_cover(extra: str) -> None:
+    # the reference signer drops pairs without '=' and keeps the last duplicate: a
+    # captured signature must not carry pairs added after signing
+    path, query, headers = _received("GET", HOST + "/sandboxes/a/files?path=a")
+    assert not verify_signature(
+        "GET", path, query + extra, headers, access_key_id=AK, access_key_secret=SK, now=WHEN
+    )

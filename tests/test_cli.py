@@ -276,8 +276,9 @@ def test_sessions_list_and_stop(at_emulator: Config, control: ControlPlane) -> N
         assert status == 0
         lines = out.splitlines()
         assert len(lines) == 1
-        sandbox_id, state, template = lines[0].split("\t")
+        sandbox_id, state, template, use = lines[0].split("\t")
         assert (sandbox_id, template) == (sandbox.sandbox_id, name)
+        assert use in ("no processes", "-")  # nothing ran yet (see test_usage.py)
         status, out, _ = cli("sessions", "stop", sandbox.sandbox_id)
         assert (status, out) == (0, f"stopped {sandbox.sandbox_id}\n")
         after = control.get_sandbox(sandbox.sandbox_id)

@@ -57,6 +57,7 @@ def test_every_example_is_tested() -> None:
         "files_and_commands.py",
         "mcp_client.py",
         "notebook.ipynb",
+        "observability.py",
     }
     present = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".ipynb")}
     assert present == tested
@@ -113,6 +114,27 @@ def test_strategies_table() -> None:
     for cells in table.values():
         for number in (cells[1], cells[2], cells[4]):
             assert float(number) >= 0
+
+
+def test_observability() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    proc = _run("observability.py")
+    out = _lines(proc.stdout)
+    assert out["result"] == str(sum(i * i for i in range(2_000_000)))
+    assert float(out["wall time (s)"]) > 0
+    assert float(out["cpu time (s)"]) >= 0
+    assert float(out["peak memory (MiB)"]) >= 64  # the 64 MiB block is still held
+    # the console exporters' JSON: spans from the application's down to HTTP, then metrics
+    for name in (
+        '"name": "analyse"',
+        '"name": "agentrun_ci.execute_code"',
+        '"name": "POST /sandboxes/{sandboxId}/contexts/execute"',
+        '"name": "agentrun_ci.execution.duration"',
+        '"name": "http.client.request.duration"',
+    ):
+        assert name in proc.stdout, name
+    # one INFO line per execution
+    assert proc.stderr.count("INFO execute python ok in") == 2
 
 
 def test_mcp_client() -> None:

@@ -4,14 +4,11 @@ not reach. Each attack is the one that worked before the jail (see docs/local-ba
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import os
 import shutil
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +17,6 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
-from agentrun_ci import CodeInterpreter
 from agentrun_ci.local import EmulatorSettings, LocalEmulator, _core, _jail
 
 pytestmark = pytest.mark.skipif(
@@ -31,14 +27,27 @@ pytestmark = pytest.mark.skipif(
 SECRET = "jail-test-secret-4c1d"
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[tuple[LocalEmulator, httpx.Client]]:
+# Both ways the jail is built: as root, bwrap privileged with the sandbox uid (its init
+# drops every capability); otherwise (and as root with sandbox_uid=None) a user namespace.
+_MODES = [
+    pytest.param(
+        {},
+        id="sandbox-uid",
+        marks=pytest.mark.skipif(os.geteuid() != 0, reason="the same as user-namespace"),
+    ),
+    pytest.param({"sandbox_uid": None}, id="user-namespace"),
+]
+
+
+@pytest.fixture(scope="module", params=_MODES)
+def emu(request: pytest.FixtureRequest) -> Iterator[tuple[LocalEmulator, httpx.Client]]:
     os.environ["AGENTRUN_JAIL_TEST_SECRET"] = SECRET
-    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1))
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1, **request.param))
     try:
         config = emulator.start()
         assert emulator.core is not None
         assert emulator.core.jail is not None, "bwrap is installed but the jail did not start"
+        assert emulator.core.jail.privileged == ("sandbox_uid" not in request.param)
         with httpx.Client(base_url=str(config.data_endpoint), timeout=60) as client:
             client.post("/2025-09-10/templates", json={"templateName": "jail"})
             yield emulator, client
@@ -162,6 +171,8 @@ def test_a_cannot_read_or_write_another_sandboxs_files(
     a, b = pair
     w = http.post(f"/sandboxes/{b}/files", json={"path": "/home/user/b.txt", "content": SECRET})
     assert w.status_code == 200, w.text
+    # and in B's private /tmp, which A's /tmp is not
+    assert _cmd(http, b, f"echo {SECRET} > /tmp/b.txt; cat /tmp/b.txt")["stdout"] == f"{SECRET}\n"
     # before the jail every sandbox lived under one temp dir that all of them could reach
     hunt = (
         "import glob, os, tempfile\n"
@@ -294,77 +305,6 @@ print(written)
     assert all(line.endswith("0000000000000000") for line in str(caps).splitlines()), caps
 
 
-def _wheel() -> bytes:
-    """A minimal pure-python wheel (no network, no build backend needed)."""
-    files = {
-        "jailprobe/__init__.py": "VALUE = 42\n",
-        "jailprobe-1.0.dist-info/METADATA": (
-            "Metadata-Version: 2.1\nName: jailprobe\nVersion: 1.0\n"
-        ),
-        "jailprobe-1.0.dist-info/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-    }
-    record = "".join(f"{name},,\n" for name in files) + "jailprobe-1.0.dist-info/RECORD,,\n"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as wheel:
-        for name, text in {**files, "jailprobe-1.0.dist-info/RECORD": record}.items():
-            wheel.writestr(name, text)
-    return buffer.getvalue()
-
-
-def test_python_and_pip_in_commands_are_the_kernels_interpreter(
-    emu: tuple[LocalEmulator, httpx.Client], pair: tuple[str, str]
-) -> None:
-    _, http = emu
-    sid, _ = pair
-    kernel_python = _run(http, sid, "import sys; print(sys.executable)")
-    assert _cmd(http, sid, "python -c 'import sys; print(sys.executable)'")["stdout"] == (
-        kernel_python
-    )
-    wheel = base64.b64encode(_wheel()).decode()
-    _run(
-        http,
-        sid,
-        f"import base64; open('jailprobe-1.0-py3-none-any.whl', 'wb')"
-        f".write(base64.b64decode({wheel!r}))",
-    )
-    out = _cmd(http, sid, "pip install --no-index jailprobe-1.0-py3-none-any.whl", timeout=30)
-    assert out["exitCode"] == 0, out
-    # the running kernel imports what `pip install` just put in place
-    assert _run(http, sid, "import jailprobe; print(jailprobe.VALUE)") == "42\n"
-
-
-def test_the_in_process_emulator_refuses_sandboxed_code() -> None:
-    with CodeInterpreter(backend="local", reap_on_start=False) as ci:
-        first = ci.run_code("x = 'mine'")
-        assert first.error is None
-        config = ci._async.config
-        assert config is not None
-        assert config.access_key_secret  # a key pair only this process holds
-        url = str(config.data_endpoint).rstrip("/")
-        code = (
-            "import json, urllib.request, urllib.error\n"
-            "codes = []\n"
-            "for method, path, body in [\n"
-            "    ('GET', '/2025-09-10/sandboxes', None),\n"
-            "    ('GET', '/2025-09-10/templates', None),\n"
-            "    ('POST', '/_admin/faults', b'{\"rates\": {}}'),\n"
-            "]:\n"
-            f"    req = urllib.request.Request({url!r} + path, data=body, method=method)\n"
-            "    try:\n"
-            "        codes.append(urllib.request.urlopen(req, timeout=5).status)\n"
-            "    except urllib.error.HTTPError as exc:\n"
-            "        codes.append(exc.code)\n"
-            "    except OSError:\n"
-            "        codes.append(0)\n"
-            "print(codes)"
-        )
-        run = ci.run_code(code)
-        codes = json.loads(run.stdout)
-        assert all(c in (0, 401, 403, 404) for c in codes), codes
-
-
 def test_missing_bubblewrap_is_said_once_with_its_fix(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
@@ -419,3 +359,27 @@ def test_a_sandbox_is_capped_at_its_templates_memory_in_total(
             http.delete(f"/sandboxes/{other}")
     finally:
         http.delete(f"/sandboxes/{sid}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs bwrap privileged")
+def test_a_sandbox_uid_that_cannot_run_the_interpreter_gets_a_user_namespace(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = _core._run_in_jail
+
+    def refuse_privileged(jail: _jail.Jail, scratch: Path, python: str) -> str:
+        return "permission denied" if jail.privileged else real(jail, scratch, python)
+
+    monkeypatch.setattr(_core, "_run_in_jail", refuse_privileged)
+    monkeypatch.setattr(_core, "_jail_works", {})
+    monkeypatch.setattr(_core, "_warned", set())
+    monkeypatch.setenv("XDG_CACHE_HOME", os.devnull)  # no mark: the warning is shown
+    with caplog.at_level(logging.WARNING, logger="agentrun_ci.local"):
+        emulator = LocalEmulator(EmulatorSettings(spare_kernels=0))
+        with emulator:
+            assert emulator.core is not None
+            assert emulator.core.jail is not None
+            assert not emulator.core.jail.privileged
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "cannot run" in said
+    assert "user namespace" in said

@@ -16,6 +16,7 @@ from alibabacloud_agentrun20250910.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.models import Config as TeaConfig
 
+from agentrun_ci import ControlPlane
 from agentrun_ci._auth import AgentRunAuth
 from agentrun_ci._config import Config
 from agentrun_ci.local import LocalEmulator
@@ -124,8 +125,11 @@ def test_data_plane_signature_required(signed: Config) -> None:
     with httpx.Client(base_url=url, auth=AgentRunAuth(AK, "bad", "cn-hangzhou")) as bad:
         assert bad.get("/sandboxes/any/health").status_code == 403
     with httpx.Client(base_url=url, auth=AgentRunAuth(AK, SK, "cn-hangzhou")) as good:
-        good_template = good.post("/2025-09-10/templates", json={"templateName": "signed"})
-        assert good_template.status_code == 200
+        # the control plane takes ACS3 only: an AGENTRUN4 signature there is refused
+        refused = good.post("/2025-09-10/templates", json={"templateName": "signed"})
+        assert refused.status_code == 403
+        with ControlPlane(signed) as cp:
+            cp.create_template("signed")
         sid = good.post("/sandboxes", json={"templateName": "signed"}).json()["data"]["sandboxId"]
         r = good.get(f"/sandboxes/{sid}/filesystem", params={"path": "/home/user", "depth": 1})
         assert r.status_code == 200, r.text

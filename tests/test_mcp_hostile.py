@@ -120,6 +120,10 @@ async def test_non_utf8_bytes_on_stdout_become_replacement_characters(client: Cl
 async def test_fork_bomb_is_contained(emu: tuple[LocalEmulator, Config], client: Client) -> None:
     if not _contained(emu[0]):
         pytest.skip("root without a pids cgroup: RLIMIT_NPROC would not stop a fork bomb")
+    # The kernel starts first: no new process can start in a sandbox the bomb fills, and
+    # on a busy machine the sandbox's spare kernel may not be ready yet.
+    warm = await client.call_tool("run_code", {"code": "1"})
+    assert not warm.is_error, _text(warm)
     bomb = await client.call_tool(
         "run_command", {"command": "b() { b | b & }; b; sleep 1", "timeout": 3}
     )

@@ -28,20 +28,16 @@ By default one case per stop method and per point runs for each backend; the ful
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import queue
 import random
 import secrets
 import signal
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import pytest
@@ -51,10 +47,14 @@ pytest.importorskip("jupyter_client")
 
 from support import (
     SCRIPT,
+    Server,
     alive,
     base_env,
     cloud_env,
-    owned,
+    cloud_leaks,
+    describe,
+    live_in_session,
+    live_mentioning,
     pids,
     proc_stat,
     remaining,
@@ -74,9 +74,6 @@ SEED = int(os.environ.get("AGENTRUN_LEAK_SEED") or secrets.randbits(32))
 #: the cloud-shaped emulator's provisioning delay: templates and sandboxes stay
 #: CREATING this long, so a stop during the first call lands mid-create
 PROVISIONING_DELAY = 0.8
-#: generous hang guards (not timing asserts): a server that never exits is a failure
-EXIT_WAIT = 40.0
-REPLY_WAIT = 90.0
 
 STOPS = ("sigterm", "sigint", "eof")
 POINTS = ("mid_create", "mid_execute", "idle")
@@ -128,51 +125,6 @@ def _replay(request: pytest.FixtureRequest) -> str:
 # ---------------------------------------------------------------- /proc
 
 
-def _describe(pid: int) -> str:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        cmdline = "?"
-    fields = proc_stat(pid) or ["?"] * 4
-    return f"pid {pid} (state {fields[0]}, ppid {fields[1]}, sid {fields[3]}): {cmdline[:200]}"
-
-
-def _mentions(pid: int, needle: bytes) -> bool:
-    """Does the process's command line, environment or working directory contain `needle`?"""
-    for name in ("cmdline", "environ"):
-        try:
-            if needle in Path(f"/proc/{pid}/{name}").read_bytes():
-                return True
-        except OSError:
-            pass
-    try:
-        return needle in os.fsencode(os.readlink(f"/proc/{pid}/cwd"))
-    except OSError:
-        return False
-
-
-def _live_mentioning(needle: str) -> list[str]:
-    me = os.getpid()
-    found = []
-    for pid in pids():
-        fields = proc_stat(pid)
-        if pid == me or fields is None or fields[0] in ("Z", "X"):
-            continue
-        if _mentions(pid, needle.encode()):
-            found.append(_describe(pid))
-    return found
-
-
-def _live_in_session(sid: int) -> list[str]:
-    """Live processes whose session or process group is `sid`."""
-    found = []
-    for pid in pids():
-        fields = proc_stat(pid)
-        if fields is not None and fields[0] not in ("Z", "X") and str(sid) in fields[2:4]:
-            found.append(_describe(pid))
-    return found
-
-
 class Descendants:
     """Records every process below `root` (pid and start time) while it runs."""
 
@@ -198,7 +150,7 @@ class Descendants:
         while todo:
             for pid, start in children.get(todo.pop(), []):
                 if (pid, start) not in self.seen:
-                    self.seen[(pid, start)] = _describe(pid)
+                    self.seen[(pid, start)] = describe(pid)
                 todo.append(pid)
 
     def stop(self) -> None:
@@ -226,116 +178,6 @@ def _emulator_dirs(pid: int) -> list[str]:
             continue
         found += [os.path.join(place, n) for n in names if n.startswith(tags)]
     return found
-
-
-# ---------------------------------------------------------------- the server
-
-
-class Server:
-    """The console script over raw newline-delimited JSON-RPC; replies read by a thread."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._log_file: IO[bytes] = open(log, "ab")  # noqa: SIM115 -- closed in close()
-        # A new session, as MCP hosts start servers: so its session id is its pid.
-        self.proc = subprocess.Popen(
-            [SCRIPT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log_file,
-            env=env,
-            start_new_session=True,
-        )
-        self.pid = self.proc.pid
-        self.replies: dict[int, dict[str, Any]] = {}
-        self._arrived: queue.Queue[int] = queue.Queue()
-        self._id = 0
-        self._reader = threading.Thread(target=self._read, name="mcp-stdout", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            message = json.loads(line)  # anything but JSON-RPC on stdout fails the reader
-            if "id" in message and ("result" in message or "error" in message):
-                self.replies[message["id"]] = message
-                self._arrived.put(message["id"])
-
-    def send(self, message: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def call(self, method: str, params: dict[str, Any]) -> int:
-        """Send a request; returns its id without waiting."""
-        self._id += 1
-        self.send({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params})
-        return self._id
-
-    def wait_reply(self, request_id: int) -> dict[str, Any]:
-        deadline = time.monotonic() + REPLY_WAIT
-        while request_id not in self.replies:
-            assert self.proc.poll() is None, f"server exited early:\n{self.log_tail()}"
-            assert time.monotonic() < deadline, f"no reply to {request_id}:\n{self.log_tail()}"
-            with contextlib.suppress(queue.Empty):
-                self._arrived.get(timeout=0.1)
-        return self.replies[request_id]
-
-    def initialize(self) -> None:
-        self.wait_reply(
-            self.call(
-                "initialize",
-                {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "leaks", "version": "0"},
-                },
-            )
-        )
-        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-
-    def tool(self, name: str, **arguments: Any) -> int:
-        return self.call("tools/call", {"name": name, "arguments": arguments})
-
-    def tool_ok(self, name: str, **arguments: Any) -> dict[str, Any]:
-        reply = self.wait_reply(self.tool(name, **arguments))
-        result: dict[str, Any] = reply.get("result") or {}
-        assert result, f"{name} failed: {reply}"
-        assert not result.get("isError"), f"{name} failed: {reply}"
-        return result
-
-    def stop(self, how: str) -> int:
-        """Stop as a host would (signal or EOF); the exit code, or fails if it hangs."""
-        if how == "sigkill":
-            self.proc.kill()
-        elif how == "eof":
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        else:
-            self.proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
-        try:
-            return self.proc.wait(EXIT_WAIT)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the server did not exit after {how}:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        self._log_file.flush()
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(5)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None and not stream.closed:
-                with contextlib.suppress(BrokenPipeError):
-                    stream.close()
-        self._log_file.close()
 
 
 def _env(config: Config, owner: str) -> dict[str, str]:
@@ -392,40 +234,6 @@ def cloud() -> Iterator[tuple[LocalEmulator, Config]]:
         yield running
 
 
-def _in_core(emulator: LocalEmulator, owner: str) -> list[str]:
-    """The owner's templates and sandboxes (and their contexts) in the emulator's state."""
-    core = emulator.core
-    assert core is not None
-    prefix = f"arci-{owner}-"
-    for _ in range(100):  # the emulator's thread may change the dicts while we read
-        try:
-            found = [f"template {n}" for n in list(core.templates) if n.startswith(prefix)]
-            for sandbox in list(core.sandboxes.values()):
-                if sandbox.id.startswith(prefix):
-                    found.append(
-                        f"sandbox {sandbox.id} {sandbox.status} with "
-                        f"{len(sandbox.contexts)} contexts, {len(sandbox.processes)} processes"
-                    )
-            return found
-        except RuntimeError:
-            time.sleep(0.001)
-    raise AssertionError("could not read the emulator's state")
-
-
-def _cloud_leaks(
-    emulator: LocalEmulator, config: Config, owner: str, *, wait: float = 10.0
-) -> list[str]:
-    core = emulator.core
-    assert core is not None
-    sandboxes = str(core.runtime.parent / "sandboxes" / f"arci-{owner}-")
-    leaks = [f"listed: {n}" for n in owned(config, owner)]
-    leaks += [f"in the emulator: {n}" for n in _in_core(emulator, owner)]
-    # kernels and commands run in (and with HOME in) their sandbox's directory
-    leaks += [f"process: {p}" for p in remaining(lambda: _live_mentioning(sandboxes), wait)]
-    leaks += [f"directory: {d}" for d in Path(sandboxes).parent.glob(f"arci-{owner}-*")]
-    return leaks
-
-
 @pytest.mark.parametrize(("stop", "point"), _matrix("cloud"))
 def test_cloud_stop_leaves_nothing(
     cloud: tuple[LocalEmulator, Config],
@@ -442,13 +250,13 @@ def test_cloud_stop_leaves_nothing(
     servers.append(server)
     # the first call waits for the template, then for the sandbox, each CREATING this long
     what = _drive(server, point, rng, window=2 * PROVISIONING_DELAY)
-    before = _cloud_leaks(emulator, config, owner, wait=0)
+    before = cloud_leaks(emulator, config, owner, wait=0)
     code = server.stop(stop)
     context = f"{_replay(request)}; {what}; before the stop: {before}\n{server.log_tail()}"
     _probes_saw_it(point, before, context)
     assert code == EXIT_CODES[stop], context
-    assert _cloud_leaks(emulator, config, owner) == [], context
-    assert remaining(lambda: _live_in_session(server.pid)) == [], context
+    assert cloud_leaks(emulator, config, owner) == [], context
+    assert remaining(lambda: live_in_session(server.pid)) == [], context
 
 
 @pytest.mark.parametrize("point", _kill_matrix("cloud"))
@@ -466,14 +274,14 @@ def test_cloud_sigkill_orphans_are_reaped_by_the_next_start(
     servers.append(killed)
     what = _drive(killed, point, rng, window=2 * PROVISIONING_DELAY)
     killed.stop("sigkill")
-    left = _cloud_leaks(emulator, config, owner, wait=0)
+    left = cloud_leaks(emulator, config, owner, wait=0)
     context = f"{_replay(request)}; {what}; left by the killed server: {left}"
     _probes_saw_it(point, left, context)
 
     successor = Server(_env(config, owner), tmp_path / "next.log")
     servers.append(successor)
     successor.initialize()  # no tool call: the sweep runs in the background at start
-    leaks = remaining(lambda: _cloud_leaks(emulator, config, owner), timeout=20)
+    leaks = remaining(lambda: cloud_leaks(emulator, config, owner), timeout=20)
     assert leaks == [], f"{context}\n{successor.log_tail()}"
     assert successor.stop("eof") == 0, context
 
@@ -488,9 +296,9 @@ def _local_env(owner: str) -> dict[str, str]:
 def _local_leaks(server: Server, tree: Descendants, *, wait: float = 10.0) -> list[str]:
     def processes() -> list[str]:
         found = [f"descendant: {d}" for d in tree.alive()]
-        found += [f"in its session: {d}" for d in _live_in_session(server.pid)]
+        found += [f"in its session: {d}" for d in live_in_session(server.pid)]
         for tag in _emulator_tags(server.pid):
-            found += [f"mentions {tag}: {d}" for d in _live_mentioning(tag)]
+            found += [f"mentions {tag}: {d}" for d in live_mentioning(tag)]
         return sorted(set(found))
 
     return remaining(processes, wait) + [f"directory: {d}" for d in _emulator_dirs(server.pid)]

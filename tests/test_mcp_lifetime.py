@@ -9,10 +9,11 @@ cleanup must wait for it, never cut it off.
 
 from __future__ import annotations
 
-import json
+import logging
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,7 +29,18 @@ pytest.importorskip("jupyter_client")
 import httpx
 import jsonschema
 from mcp import Client
-from mcp_support import SCRIPT, cloud_env, needs_script, owned
+from support import (
+    EXIT_WAIT,
+    SCRIPT,
+    Server,
+    base_env,
+    cloud_env,
+    cloud_leaks,
+    live_in_session,
+    needs_script,
+    remaining,
+    running_emulator,
+)
 
 from agentrun_ci import AsyncControlPlane, Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
@@ -36,14 +48,13 @@ from agentrun_ci_mcp.serve import bearer_guard
 from agentrun_ci_mcp.server import AppState, ServerOptions, build_server
 from agentrun_ci_mcp.state import reap_interval, sandbox_idle_timeout
 
-#: what the hosts give between closing stdin and SIGTERM
-HOST_GRACE = 2.0
 #: host-style closes in a row (the issue saw the race in 2 of 7)
 ROUNDS = 5
 SEED = 1414
 #: idle seconds after which the `expiring` emulator deletes a sandbox (long enough for a
 #: kernel to start on a loaded machine: the emulator does not count a request in flight)
 EXPIRY = 4.0
+CLEANED = "deleted the sandboxes and interpreter this server created"
 
 
 def _owner() -> str:
@@ -58,139 +69,106 @@ def _s(result: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- closed the way hosts do
 
 
-class Hosted:
-    """The console script, spoken to over raw JSON-RPC, closed as an SDK host closes it."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with open(log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [SCRIPT],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                env=env,
-                start_new_session=True,  # as the SDK clients start servers
-            )
-        self._id = 0
-
-    def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self._id += 1
-        message = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": params}
-        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
-        self.proc.stdin.flush()
-        while True:
-            line = self.proc.stdout.readline()
-            assert line, f"server closed stdout:\n{self.log.read_text()}"
-            reply = json.loads(line)
-            if reply.get("id") == self._id:
-                return reply  # type: ignore[no-any-return]
-
-    def start(self) -> None:
-        self.request(
-            "initialize",
-            {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "host", "version": "0"},
-            },
-        )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
-        self.proc.stdin.flush()
-        result = self.request("tools/call", {"name": "run_code", "arguments": {"code": "x = 1"}})
-        assert result["result"]["isError"] is False, result
-
-    def close_like_a_host(self, signal_after: float = HOST_GRACE) -> tuple[int, float]:
-        """EOF, SIGTERM `signal_after` s later if still running, SIGKILL 2 s after that.
-        Returns the exit status and the seconds from EOF to exit."""
-        assert self.proc.stdin is not None
-        started = time.monotonic()
-        self.proc.stdin.close()
-        try:
-            status = self.proc.wait(signal_after)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                status = self.proc.wait(2.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                pytest.fail(f"SIGKILL needed:\n{self.log.read_text()}")
-        elapsed = time.monotonic() - started
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        return status, elapsed
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[tuple[LocalEmulator, Config]]:
+    """The emulator as the server's cloud, run by this process (its state can be read)."""
+    with running_emulator(EmulatorSettings()) as running:
+        yield running
 
 
 @pytest.fixture
-def hosted(emulator: Config, tmp_path: Path) -> Iterator[list[Hosted]]:
-    started: list[Hosted] = []
-    yield started
-    for server in started:
-        server.kill()
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    try:
+        yield started
+    finally:
+        for server in started:
+            server.close()
+
+
+def _serve(config: Config, owner: str, where: Path, servers: list[Server]) -> tuple[Server, Path]:
+    """A server with the emulator as its cloud and a private temp dir, after its first call
+    (so there is a template, a sandbox and a kernel to delete)."""
+    where.mkdir()
+    tmp = where / "tmp"
+    tmp.mkdir()
+    env = cloud_env(config, owner, AGENTRUN_MCP_LOG_LEVEL="INFO", TMPDIR=str(tmp))
+    server = Server(env, where / "server.log")
+    servers.append(server)
+    server.initialize()
+    server.tool_ok("run_code", code="x = 1")
+    server.tool_ok("run_command", command="nohup sleep 300 > /dev/null 2>&1 &")
+    return server, tmp
+
+
+def _left(
+    emulator: LocalEmulator, config: Config, owner: str, server: Server, tmp: Path
+) -> list[str]:
+    """What the stopped server left: resources and kernels on the emulator, processes in
+    its session, files in its temp dir."""
+    found = cloud_leaks(emulator, config, owner)
+    found += [f"in its session: {p}" for p in remaining(lambda: live_in_session(server.pid))]
+    found += [f"temp: {f}" for f in tmp.iterdir()]
+    return found
 
 
 @needs_script
 def test_closed_as_hosts_close_it_many_times_nothing_is_left(
-    emulator: Config, tmp_path: Path, hosted: list[Hosted]
+    cloud: tuple[LocalEmulator, Config], tmp_path: Path, servers: list[Server]
 ) -> None:
+    emulator, config = cloud
     owner = _owner()
-    times = []
+    times, late = [], []
     for n in range(ROUNDS):
-        server = Hosted(
-            cloud_env(emulator, owner, AGENTRUN_MCP_LOG_LEVEL="INFO"), tmp_path / f"round{n}.log"
-        )
-        hosted.append(server)
-        server.start()
-        assert owned(emulator, owner)  # something to clean up
-        status, elapsed = server.close_like_a_host()
-        times.append(elapsed)
+        server, tmp = _serve(config, owner, tmp_path / f"round{n}", servers)
+        assert cloud_leaks(emulator, config, owner, wait=0)  # the probes see a live server
+        status, elapsed, signalled = server.close_like_a_host()
+        times.append(round(elapsed, 3))
         log = server.log.read_text()
-        # exited on EOF, before the host's SIGTERM, with everything deleted
-        assert status == 0, f"round {n}: status {status} after {elapsed:.2f} s\n{log}"
-        assert owned(emulator, owner) == [], f"round {n}\n{log}"
-        assert "deleted the sandboxes and interpreter this server created" in log
-    assert max(times) < HOST_GRACE, times
+        context = f"round {n}: status {status} after {elapsed:.2f} s\n{log}"
+        assert _left(emulator, config, owner, server, tmp) == [], context
+        assert CLEANED in log, context
+        assert "could not" not in log, context
+        if signalled:  # only on a machine too loaded to clean up within 2 s
+            late.append(n)
+            assert status in (0, 128 + signal.SIGTERM), context
+            assert f"signal {int(signal.SIGTERM)}" in log or status == 0, context
+        else:
+            assert status == 0, context
+    print(f"EOF -> exit, s: {times}; needed the SIGTERM: {late}")
+    # EOF alone stops the server (the time it takes is measured in benchmarks/mcp.py)
+    assert len(late) < ROUNDS, times
 
 
 @needs_script
 def test_a_signal_at_random_points_during_cleanup_joins_it(
-    emulator: Config, tmp_path: Path, hosted: list[Hosted]
+    cloud: tuple[LocalEmulator, Config], tmp_path: Path, servers: list[Server]
 ) -> None:
+    emulator, config = cloud
     owner = _owner()
     rng = random.Random(SEED)
     # how long EOF -> exit takes here: the window the signals are dropped into
-    first = Hosted(
-        cloud_env(emulator, owner, AGENTRUN_MCP_LOG_LEVEL="INFO"), tmp_path / "measure.log"
-    )
-    hosted.append(first)
-    first.start()
-    status, window = first.close_like_a_host()
-    assert status == 0
+    first, tmp = _serve(config, owner, tmp_path / "measure", servers)
+    status, window, _ = first.close_like_a_host()
+    assert status == 0, first.log_tail()
+    assert _left(emulator, config, owner, first, tmp) == []
     statuses = []
     for n in range(ROUNDS):
-        server = Hosted(
-            cloud_env(emulator, owner, AGENTRUN_MCP_LOG_LEVEL="INFO"), tmp_path / f"signal{n}.log"
-        )
-        hosted.append(server)
-        server.start()
+        server, tmp = _serve(config, owner, tmp_path / f"signal{n}", servers)
         delay = rng.uniform(0.0, window)
-        status, _ = server.close_like_a_host(signal_after=delay)
+        status, _, signalled = server.close_like_a_host(signal_after=delay)
         statuses.append(status)
         log = server.log.read_text()
         context = f"round {n}, SIGTERM {delay:.3f} s after EOF (seed {SEED}), status {status}"
-        # 0: cleanup and exit beat the signal; 143: the signal waited for the cleanup
+        # 0: the cleanup was over before the signal (which is then only recorded);
+        # 143: the signal came first and waited for the cleanup, never cut it off
         assert status in (0, 128 + signal.SIGTERM), f"{context}\n{log}"
-        assert "deleted the sandboxes and interpreter this server created" in log, context
-        assert owned(emulator, owner) == [], f"{context}\n{log}"
+        if status:
+            assert signalled, f"{context}\n{log}"
+            assert f"signal {int(signal.SIGTERM)}" in log, f"{context}\n{log}"
+        assert CLEANED in log, f"{context}\n{log}"
+        assert "could not" not in log, f"{context}\n{log}"
+        assert _left(emulator, config, owner, server, tmp) == [], f"{context}\n{log}"
     print(f"window {window:.3f} s, statuses {statuses}")
 
 
@@ -207,12 +185,8 @@ def test_the_sandbox_outlives_every_client_state() -> None:
 def expiring() -> Iterator[tuple[LocalEmulator, Config]]:
     """An emulator whose sandboxes expire after EXPIRY s idle (as if the service's idle timeout
     were shorter than the server asked for)."""
-    emulator = LocalEmulator(EmulatorSettings(idle_timeout=EXPIRY, reaper_interval=0.1))
-    config = emulator.start()
-    try:
-        yield emulator, config
-    finally:
-        emulator.stop()
+    with running_emulator(EmulatorSettings(idle_timeout=EXPIRY, reaper_interval=0.1)) as running:
+        yield running
 
 
 async def _sandboxes(config: Config, owner: str) -> set[str]:
@@ -282,14 +256,15 @@ async def test_after_an_idle_release_the_next_call_says_state_reset(emulator: Co
     options = _options(emulator, idle_timeout=0.2)
     mcp, state = build_server(options)
     async with Client(mcp) as c:
-        await c.call_tool("run_code", {"code": "v = 1"})
+        await c.call_tool("run_code", {"code": "v = 1; open('kept.txt', 'w').write('k')"})
         with anyio.fail_after(10):
             while state.clients:  # noqa: ASYNC110 -- the background reaper releases it
                 await anyio.sleep(0.02)
-        r = _s(await c.call_tool("run_code", {"code": "v"}))
+        r = _s(await c.call_tool("run_code", {"code": "print(open('kept.txt').read()); v"}))
         assert r["error"]["name"] == "NameError"
+        assert r["stdout"] == "k\n"  # singleton: the sandbox, and its files, are shared
         assert r["state_reset"] is True
-        assert any("without a call" in n for n in r["notes"])
+        assert any("without a call" in n and "files are kept" in n for n in r["notes"]), r
         assert _s(await c.call_tool("run_code", {"code": "v = 2"}))["state_reset"] is False
 
 
@@ -388,3 +363,95 @@ async def test_the_bearer_scheme_is_case_insensitive_the_token_is_not(
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         headers = {"authorization": header.decode()} if header else {}
         assert (await http.get("/mcp", headers=headers)).status_code == status
+
+
+@pytest.mark.anyio
+async def test_a_failed_delete_is_logged_as_failed(caplog: pytest.LogCaptureFixture) -> None:
+    class Lease:
+        async def release(self) -> None:
+            raise OSError("connection refused")
+
+    class Interpreter:
+        async def close(self) -> None:
+            raise OSError("the control plane answered 500")
+
+    state = AppState(ServerOptions(backend="local", reap_orphans=False))
+    state.interpreter = Interpreter()  # type: ignore[assignment]
+    state.client("stdio").lease = Lease()  # type: ignore[assignment]
+    with caplog.at_level(logging.INFO, logger="agentrun_ci_mcp"):
+        await state.close()
+    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(
+        "could not release the state of client stdio: connection refused" in m for m in failed
+    )
+    assert any(
+        "could not delete everything this server created: the control plane answered 500" in m
+        and "AGENTRUN_CI_OWNER" in m
+        for m in failed
+    ), failed
+    text = caplog.text
+    assert CLEANED not in text
+    assert "released the state of client" not in text
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@needs_script
+def test_max_clients_bounds_http_sessions_with_a_clear_refusal(tmp_path: Path) -> None:
+    port = _free_port()
+    env = base_env(_owner(), log_level="INFO") | {"AGENTRUN_MCP_BACKEND": "local"}
+    args = ["--transport", "streamable-http", "--port", str(port), "--max-clients", "2"]
+    with open(tmp_path / "server.log", "wb") as err:
+        proc = subprocess.Popen(
+            [SCRIPT, *args], stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env
+        )
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "tests", "version": "0"},
+        },
+    }
+    try:
+        with httpx.Client(timeout=30) as http:
+            deadline = time.monotonic() + EXIT_WAIT
+            while True:
+                try:
+                    first = http.post(url, json=initialize, headers=headers)
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                    assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                    time.sleep(0.05)
+            second = http.post(url, json=initialize, headers=headers)
+            sessions = [r.headers.get("mcp-session-id") for r in (first, second)]
+            assert [first.status_code, second.status_code] == [200, 200]
+            assert all(sessions)
+            assert len(set(sessions)) == 2
+
+            refused = http.post(url, json=initialize, headers=headers)
+            assert refused.status_code == 503
+            message = refused.json()["error"]["message"]
+            assert "at most 2" in message
+            assert "--max-clients" in message
+            assert "DELETE" in message
+
+            # a session ended makes room for a new one
+            ended = http.delete(url, headers=headers | {"mcp-session-id": sessions[0] or ""})
+            assert ended.status_code == 200
+            assert http.post(url, json=initialize, headers=headers).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(EXIT_WAIT) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

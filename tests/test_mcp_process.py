@@ -8,6 +8,7 @@ nothing this server created is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
@@ -235,14 +236,21 @@ def http_server(emulator: Config) -> Iterator[tuple[str, str, Config, str]]:
         yield url, token, emulator, owner
     finally:
         proc.send_signal(signal.SIGTERM)
+        status = None
         try:
-            proc.wait(20)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = proc.wait(0.1)
+            if status is None:
+                # a second signal, as an impatient host sends: it joins the cleanup
+                proc.send_signal(signal.SIGTERM)
+                status = proc.wait(20)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             if proc.stderr is not None:
                 proc.stderr.close()
+    assert status == 128 + signal.SIGTERM
     assert owned(emulator, owner) == []
 
 

@@ -22,6 +22,8 @@ from agentrun_ci import (
 
 pytest.importorskip("jupyter_client")
 
+import contextlib
+
 from agentrun_ci.local import EmulatorSettings, FaultPlan, LocalEmulator
 
 KEY_ID = "LTAI-local-test-key"
@@ -268,3 +270,45 @@ def test_a_server_started_with_secrets_in_its_environment_does_not_hand_them_to_
             server.wait()
         if server.stdout is not None:
             server.stdout.close()
+
+
+def test_secret_never_in_json_log_lines(signed: tuple[LocalEmulator, Config]) -> None:
+    import io
+    import json
+
+    from agentrun_ci._logs import JsonFormatter
+
+    emulator, config = signed
+    assert emulator.settings.faults is not None
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())  # what --log-format json installs
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        with CodeInterpreter(config, owner="j" + uuid.uuid4().hex[:7]) as ci:
+            ci.execute_code("import os\nprint(dict(os.environ))")
+            ci.execute_code("raise RuntimeError('boom')")
+            emulator.settings.faults.update({"rates": {"error_503": 0.5, "rate_limit": 0.3}})
+            for _ in range(6):
+                with contextlib.suppress(AgentRunError):
+                    ci.list_files("/home/user")
+            emulator.settings.faults.update({"rates": {}})
+        wrong = Config(
+            access_key_id=KEY_ID,
+            access_key_secret="WRONG-" + SECRET,
+            account_id="local",
+            data_endpoint=config.data_endpoint,
+            control_endpoint=config.control_endpoint,
+        )
+        with DataPlane(wrong) as bad, pytest.raises(PermissionDeniedError):
+            bad.health("x")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]  # one object each
+    assert any(e.get("event") == "execute" and e.get("outcome") == "error" for e in events)
+    assert any(e.get("level") == "DEBUG" for e in events)
+    assert SECRET not in stream.getvalue()

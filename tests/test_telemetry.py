@@ -197,6 +197,33 @@ async def test_metrics_after_a_known_workload(emulator: Config, otel: Captured) 
     assert otel.value("agentrun_ci.pool.sessions", state="idle") == 0  # closed pool's gone
 
 
+@pytest.mark.anyio
+async def test_a_lease_waiting_for_a_full_pool_is_counted(emulator: Config, otel: Captured) -> None:
+    import asyncio
+
+    import anyio
+
+    async with AsyncCodeInterpreter(
+        emulator, owner=_owner(), strategy="pool", pool_size=(1, 1)
+    ) as ci:
+        first = await ci.acquire("a")
+        assert (await first.execute_code("1")).ok  # the pool's only session is busy
+
+        async def second() -> bool:
+            async with ci.lease("b") as lease:
+                return (await lease.execute_code("2")).ok
+
+        task = asyncio.get_running_loop().create_task(second())
+        with anyio.fail_after(60):
+            # the gauge is what is under test: no event says "a lease is now waiting"
+            while otel.value("agentrun_ci.pool.waiting") != 1:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert otel.value("agentrun_ci.pool.sessions", state="busy") == 1
+        await first.release()  # the waiter gets the session
+        assert await task
+        assert otel.value("agentrun_ci.pool.waiting") == 0
+
+
 def _run_isolated(code: str, *, block_otel: bool) -> dict[str, object]:
     """Run `code` in a fresh interpreter (optionally with OpenTelemetry unimportable);
     it prints one JSON line, returned here."""
@@ -257,6 +284,29 @@ def test_with_opentelemetry_it_is_imported_only_when_a_plane_is_made() -> None:
         "imported_after": True,
         "read_file_wrapped": True,
     }
+
+
+UNCONFIGURED = """
+    import json, httpx
+    from agentrun_ci import Config, DataPlane, _telemetry
+    made = []
+    real = _telemetry.Telemetry.http
+    _telemetry.Telemetry.http = lambda self, *a: made.append(1) or real(self, *a)
+    handler = lambda request: httpx.Response(200, json={"status": "ok"})
+    with DataPlane(Config(data_endpoint="http://x"), transport=httpx.MockTransport(handler)) as p:
+        p.health("s")
+        before = (p._telemetry.active(), len(made))
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        trace.set_tracer_provider(TracerProvider())  # the application configures it late
+        p.health("s")
+        print(json.dumps({"before": before, "after": (p._telemetry.active(), len(made))}))
+"""
+
+
+def test_installed_but_unconfigured_makes_no_spans_until_a_provider_is_set() -> None:
+    seen = _run_isolated(UNCONFIGURED, block_otel=False)
+    assert seen == {"before": [False, 0], "after": [True, 1]}
 
 
 @pytest.mark.anyio
@@ -337,3 +387,34 @@ def test_cli_and_mcp_server_take_log_format_json() -> None:
     )
     assert build_parser({}).parse_args(["--log-format", "json"]).log_format == "json"
     assert build_parser({"AGENTRUN_MCP_LOG_FORMAT": "json"}).parse_args([]).log_format == "json"
+
+
+def test_the_cli_logs_one_json_object_per_line_with_an_execute_line(emulator: Config) -> None:
+    import os
+
+    assert emulator.control_endpoint
+    assert emulator.data_endpoint
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTRUN_", "ALIBABA_"))}
+    env.update(
+        AGENTRUN_CONTROL_ENDPOINT=emulator.control_endpoint,
+        AGENTRUN_DATA_ENDPOINT=emulator.data_endpoint,
+        AGENTRUN_ACCOUNT_ID="local",
+    )
+    cli = [sys.executable, "-c", "from agentrun_ci.cli import run; run()"]
+    done = subprocess.run(
+        [*cli, "--log-level", "INFO", "--log-format", "json", "run", "print(6 * 7)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "42"
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
+    (execute,) = [line for line in lines if line.get("event") == "execute"]
+    assert execute["level"] == "INFO"
+    assert execute["outcome"] == "ok"
+    assert execute["request_id"]
+    assert execute["usage"]["peak_memory_mb"] > 0
+    assert "6 * 7" not in done.stderr  # the code is never logged

@@ -203,7 +203,7 @@ class AsyncControlPlane:
 
         async def attempt(resends: int) -> Any:
             try:
-                if self._telemetry is None:
+                if self._telemetry is None or not self._telemetry.active():
                     return await send()
                 # The package sends the request: one span per attempt at this boundary.
                 with self._telemetry.control(action, *self._server, resends) as span:

@@ -202,7 +202,7 @@ class ControlPlane:
 
         def attempt(resends: int) -> Any:
             try:
-                if self._telemetry is None:
+                if self._telemetry is None or not self._telemetry.active():
                     return send()
                 # The package sends the request: one span per attempt at this boundary.
                 with self._telemetry.control(action, *self._server, resends) as span:

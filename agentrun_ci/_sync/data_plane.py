@@ -22,7 +22,14 @@ import httpx
 from .. import _telemetry, _wire
 from .._auth import AgentRunAuth
 from .._config import Config
-from .._errors import APIError, InvalidArgumentError, RequestTimeout, TransportError, WaitTimeout
+from .._errors import (
+    APIError,
+    InvalidArgumentError,
+    RequestTimeout,
+    TransportError,
+    WaitTimeout,
+    request_id_from,
+)
 from .._models import (
     CommandResult,
     Context,
@@ -141,7 +148,7 @@ class DataPlane:
         def attempt(resends: int) -> httpx.Response:
             request = self._request(call, **kw)
             try:
-                if self._telemetry is None:
+                if self._telemetry is None or not self._telemetry.active():
                     response = self._client.send(request, stream=stream)
                 else:
                     with self._telemetry.http(request, call.path, resends) as span:
@@ -270,8 +277,10 @@ class DataPlane:
             sandbox_id, code, context_id=context_id, language=language, timeout=timeout
         )
         started = time.monotonic()
-        execution = self._call(call)
+        response = self._send(call)
+        execution = call.parse(response)
         execution.duration = time.monotonic() - started
+        execution.request_id = request_id_from(response.headers)
         return execution
 
     # ------------------------------------------------------------ files

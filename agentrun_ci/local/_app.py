@@ -6,7 +6,7 @@ not use; uvicorn because it is the reference ASGI server and runs in a thread.
 
 The handlers are module-level functions, one module per area (`_routes_control`,
 `_routes_sandbox`, `_routes_files`); they reach the `Core` through `request.app.state`.
-The middleware stack is request id → signature check → faults → routes.
+The middleware stack is request id → body limit → signature check → faults → routes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from . import _routes_files as files
 from . import _routes_sandbox as inside
 from ._core import Core
 from ._faults import FaultMiddleware
-from ._http import VERSION, RequestIdMiddleware, exception_handlers
+from ._http import VERSION, BodyLimitMiddleware, RequestIdMiddleware, exception_handlers
 from ._signing import SignatureMiddleware
 
 __all__ = ["build_app"]
@@ -91,5 +91,7 @@ def build_app(core: Core) -> Starlette:
     if core.settings.faults is not None:
         app.add_middleware(FaultMiddleware, core=core, plan=core.settings.faults)
     app.add_middleware(SignatureMiddleware, settings=core.settings)
+    # Outside the signature check: an unauthenticated body is capped before it is read.
+    app.add_middleware(BodyLimitMiddleware, max_upload_bytes=core.settings.max_upload_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -27,7 +27,15 @@ import attrs
 
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
-from ._jail import JAIL_TMP, PIP_PREFIX, Jail, find_jail, write_tools
+from ._jail import (
+    JAIL_INSIDE_UID,
+    JAIL_TMP,
+    PIP_PREFIX,
+    Jail,
+    find_jail,
+    interpreter_info,
+    write_tools,
+)
 from ._kernels import (
     Kernel,
     KernelError,
@@ -42,6 +50,7 @@ from ._kernels import (
 from ._limits import (
     PidsCgroup,
     chown_tree,
+    group_members,
     init_argv,
     instance_name,
     kill_group,
@@ -49,10 +58,11 @@ from ._limits import (
     sweep_stale,
     usable_uid,
 )
-from ._records import CommandRequest, ExecuteRequest, int_query, number_field
+from ._records import CommandRequest, ExecuteAnswer, ExecuteRequest, int_query, number_field
 from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
+from ._usage import Meter, process_usage
 
 __all__ = ["Core"]
 
@@ -206,7 +216,8 @@ class Core:
         self.templates: dict[str, Template] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self.started = time.monotonic()
-        exe = settings.python_executable or sys.executable
+        # absolute and without `..`: the jail mounts the interpreter's own directories
+        exe = os.path.abspath(settings.python_executable or sys.executable)
         for tmp in dict.fromkeys((tempfile.gettempdir(), _SHORT_TMP)):
             sweep_stale(tmp)
         name = instance_name()
@@ -214,6 +225,7 @@ class Core:
         os.chmod(self._base, 0o711)  # noqa: S103 - the sandbox uid must traverse it, not list it
         self.runtime = self._base / "runtime"
         self.runtime.mkdir(mode=0o700)
+        self.tools = Path(write_tools(self.runtime / "tools"))  # `pip`; the node REPL
         self.jail = self._find_jail(exe)
         if self.jail is not None:
             self.uid = self.jail.uid if self.jail.privileged else None
@@ -244,6 +256,7 @@ class Core:
             self.pid_namespace,
             self._sockets,
             runtime=self.runtime,
+            tools=self.tools,
         )
         self._sandbox_dir = self._base / "sandboxes"
         self._sandbox_dir.mkdir(mode=0o711)
@@ -262,11 +275,20 @@ class Core:
             return None
         jail, why = find_jail(exe, settings.sandbox_uid)
         if jail is not None:
-            tools = write_tools(self.runtime / "tools")
-            jail = attrs.evolve(jail, tools=tools)
+            jail = attrs.evolve(jail, tools=str(self.tools))
             why = _try_jail(jail, self._base, exe)
             if not why:
                 return jail
+            if jail.privileged:  # e.g. the sandbox uid may not read the interpreter
+                userns = attrs.evolve(jail, privileged=False, uid=JAIL_INSIDE_UID)
+                if not _try_jail(userns, self._base, exe):
+                    _warn_once(
+                        f"uid {jail.uid} cannot run {exe} in the jail ({why}); sandboxes "
+                        "run in a user namespace instead, with no capabilities but as root "
+                        f"outside it. Fix: make {exe} readable by uid {jail.uid}, or set "
+                        "sandbox_uid to a uid that can run it"
+                    )
+                    return userns
         _warn_once(f"no jail for local sandboxes: {why}")
         return None
 
@@ -277,13 +299,15 @@ class Core:
         home, tmp = base / "home", base / "tmp"
         home.mkdir(mode=0o700)
         chown_tree(str(home), self.uid)
-        if self.jail is not None:
-            tmp.mkdir(mode=0o700)
-            site = tmp / PIP_PREFIX.removeprefix(JAIL_TMP + "/")
-            version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-            (site / "lib" / version / "site-packages").mkdir(parents=True)
-            for path in [tmp, *site.rglob("*"), site]:
-                chown_tree(str(path), self.uid)
+        # its /tmp in a jail; everywhere, where `pip install` puts packages (PIP_PREFIX):
+        # the site-packages directory must exist before a kernel starts to be on its path
+        tmp.mkdir(mode=0o700)
+        prefix = tmp / PIP_PREFIX.removeprefix(JAIL_TMP + "/")
+        version = interpreter_info(self.launch.python).version
+        site = prefix / "lib" / version / "site-packages"
+        site.mkdir(parents=True)
+        for path in (tmp, prefix, prefix / "lib", site.parent, site):
+            chown_tree(str(path), self.uid)
         cgroup = None
         if self.cgroups is not None:
             cgroup = self.cgroups.child(f"sbx-{name.lstrip('.')}", self.settings.max_processes)
@@ -292,7 +316,7 @@ class Core:
             cgroup=cgroup,
             jail=self.jail,
             home=home,
-            tmp=tmp if self.jail is not None else None,
+            tmp=tmp,
         )
         return Slot(base, launch)
 
@@ -459,12 +483,10 @@ class Core:
         if slot is None:
             slot = self._make_slot(sandbox_id)
         else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
-            slot.base = slot.base.rename(self._sandbox_dir / sandbox_id)
-            slot.launch = attrs.evolve(
-                slot.launch,
-                home=slot.base / "home",
-                tmp=slot.base / "tmp" if slot.launch.tmp is not None else None,
-            )
+            spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
+            if slot.kernel is not None:  # but a restart of it must find the new paths
+                slot.kernel.relocate(spare_base, slot.base)
+            slot.launch = attrs.evolve(slot.launch, home=slot.base / "home", tmp=slot.base / "tmp")
         if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
             slot.launch.cgroup.limit_memory(int(number_field(template.body, "memory", 4096)))
         root = slot.home
@@ -617,7 +639,11 @@ class Core:
             path = cwd or HOME
             if not path.startswith("/"):
                 path = f"{HOME}/{path}"
-            if "\x00" in path or not launch.jail.exists(path, launch.home, launch.tmp):
+            try:
+                found = "\x00" not in path and launch.jail.exists(path, launch.home, launch.tmp)
+            except (OSError, RuntimeError):  # a symlink loop (RuntimeError before 3.13)
+                found = False
+            if not found:
                 raise bad_request(f"cwd {cwd!r} is not an existing directory")
             return os.path.normpath(path)
         real = sandbox.fs.resolve(cwd)
@@ -720,6 +746,8 @@ class Core:
                 else:
                     ctx = sandbox.contexts[cid]
         async with ctx.lock:
+            before = ctx.kernel.restarts
+            meter = Meter.start(_members(sandbox, ctx.kernel))
             try:
                 events, status, count = await ctx.kernel.execute(code, timeout)
             except KernelError as exc:
@@ -730,10 +758,11 @@ class Core:
                 ) from exc
             finally:
                 sandbox.last_active = time.monotonic()
-        end: dict[str, Any] = {"type": "endOfExecution", "status": status}
-        if count is not None:
-            end["executionCount"] = count
-        return {"results": [*events, end], "contextId": ctx.id}
+            usage = meter.finish()
+        restarted = ctx.kernel.restarts != before
+        return ExecuteAnswer(
+            events, status, count, ctx.id, kernel_restarted=restarted, usage=usage
+        ).wire()
 
     # ------------------------------------------------------------ processes
 
@@ -844,7 +873,7 @@ class Core:
                 item.update(
                     working_dir=record.cwd if record else HOME,
                     environment={},  # never echo an environment back
-                    resourceUsage={"cpuPercent": 0.0, "memoryMb": _rss_mb(pid)},
+                    resourceUsage=process_usage(pid),
                     exitCode=record.exit_code if record else None,
                 )
                 return item
@@ -905,9 +934,10 @@ _jail_works: dict[Jail, str] = {}
 def _try_jail(jail: Jail, scratch: Path, python: str) -> str:
     """Run our init and the kernel's interpreter in a jail once per process: "" if it
     works, else why."""
-    if jail not in _jail_works:
-        _jail_works[jail] = _run_in_jail(jail, scratch, python)
-    return _jail_works[jail]
+    key = attrs.evolve(jail, tools="")  # each emulator's own tools dir: not part of the key
+    if key not in _jail_works:
+        _jail_works[key] = _run_in_jail(key, scratch, python)
+    return _jail_works[key]
 
 
 def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
@@ -917,7 +947,7 @@ def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
             path.mkdir(mode=0o700)
             if jail.privileged:
                 os.chown(path, jail.uid, jail.uid)
-        uid = jail.uid if jail.privileged else -1
+        uid = jail.uid
         check = "import os, sys; sys.exit(os.getcwd() != '/home/user' or os.getuid() == 0)"
         argv = jail.argv(
             [python, "-I", "-S", "-c", check],
@@ -982,12 +1012,15 @@ async def _reap(proc: Process) -> None:
         proc.proc = None
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
+def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
+    """Whose resources a run is measured on (see _usage.py)."""
+    launch = sandbox.launch
+    if launch is not None and launch.cgroup is not None:
+        return launch.cgroup.pids()  # the whole sandbox
+    pgid = kernel.pgid
+    if not pgid:
+        return []
+    if launch is not None and (launch.jail is not None or launch.pid_namespace):
+        # the group's leader is the jail's launcher, the kernel one of its children
+        return group_members(pgid)
+    return [pgid]  # the kernel leads its group (its reaped children count in its CPU)

@@ -1,11 +1,22 @@
-"""A sandbox's files: API paths (`/home/user/...` or relative) mapped into its private directory."""
+"""A sandbox's files: API paths (`/home/user/...` or relative) mapped into its private directory.
+
+Sandboxed code can change its files while the API works on them: a path checked one
+moment may be a symlink to a host file the next. So the file API never opens a full
+path: `SandboxFS.parent` walks from the sandbox root one component at a time with
+`O_NOFOLLOW | O_DIRECTORY` (`openat`), and the routes act on the descriptors they got
+(`fstat`, `fchmod`, `fchown`, `*at` calls on the final name, which is never followed).
+A link anywhere in an API path is refused, not followed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import grp
 import os
 import pwd
 import stat as stat_mod
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,7 +24,7 @@ from typing import Any
 from .._wire import DEFAULT_CWD
 from ._errors import ApiError
 
-__all__ = ["HOME", "SandboxFS"]
+__all__ = ["HOME", "MAX_ENTRIES", "SandboxFS", "os_error"]
 
 HOME = DEFAULT_CWD
 
@@ -22,6 +33,40 @@ HOME = DEFAULT_CWD
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
 MAX_DEPTH = 256
+MAX_ENTRIES = 100_000
+"""A listing longer than this is refused (ask for less depth) instead of built."""
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def os_error(exc: OSError, api_path: str) -> ApiError:
+    """An OSError as a 4xx that names the API path, never the server's real path."""
+    shown = api_path if len(api_path) <= 80 else api_path[:60] + "..."
+    if exc.errno == errno.ENOENT:
+        return ApiError(404, "ERR_NOT_FOUND", f"no such file or directory: {shown}")
+    if exc.errno == errno.ELOOP:
+        return ApiError(
+            400,
+            "ERR_BAD_REQUEST",
+            f"path {shown!r} goes through a symbolic link: the file API follows no links "
+            "(one could lead outside the sandbox); use the link's target path",
+        )
+    if exc.errno == errno.ENOTDIR:
+        return ApiError(409, "ERR_CONFLICT", f"a parent of {shown!r} is not a directory")
+    if exc.errno == errno.EISDIR:
+        return ApiError(400, "ERR_BAD_REQUEST", f"{shown!r} is a directory")
+    if exc.errno == errno.EEXIST:
+        return ApiError(409, "ERR_CONFLICT", f"{shown!r} already exists")
+    if exc.errno == errno.ENOTEMPTY:
+        return ApiError(409, "ERR_CONFLICT", f"{shown!r} is a directory that is not empty")
+    if exc.errno == errno.ENAMETOOLONG:
+        return ApiError(400, "ERR_BAD_REQUEST", f"path {shown!r} is too long")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ApiError(403, "ERR_FORBIDDEN", f"permission denied: {shown}")
+    if exc.errno == errno.ENOSPC:
+        return ApiError(507, "ERR_INSUFFICIENT_STORAGE", f"no space left writing {shown}")
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    return ApiError(400, "ERR_BAD_REQUEST", f"cannot use {shown!r}: {name} ({exc.strerror})")
 
 
 def _name(fn: Any, ident: int) -> str:
@@ -56,8 +101,147 @@ class SandboxFS:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
 
+    def parts(self, api_path: str | None) -> tuple[str, ...]:
+        """An API path as checked components below the root (() is the root itself)."""
+        if not api_path:
+            api_path = HOME
+        if "\x00" in api_path:
+            raise ApiError(400, "ERR_BAD_REQUEST", "path contains a NUL byte")
+        if api_path.startswith("/"):
+            if api_path != HOME and not api_path.startswith(HOME + "/"):
+                raise ApiError(
+                    400,
+                    "ERR_BAD_REQUEST",
+                    f"path {api_path!r} is outside {HOME}: the local emulator only has the "
+                    f"sandbox home directory (use {HOME}/... or a relative path)",
+                )
+            rel = api_path[len(HOME) :].lstrip("/")
+        else:
+            rel = api_path
+        parts = tuple(p for p in rel.split("/") if p not in ("", "."))
+        if ".." in parts:
+            raise ApiError(400, "ERR_BAD_REQUEST", f"path {api_path!r} may not contain '..'")
+        _check_bounds(api_path, parts)
+        return parts
+
+    @contextlib.contextmanager
+    def open_dir(
+        self,
+        parts: tuple[str, ...],
+        api_path: str,
+        *,
+        create: bool = False,
+        uid: int | None = None,
+        mode: int = 0o755,
+    ) -> Iterator[int]:
+        """A descriptor of the directory `parts`, opened one component at a time from the
+        root without following a link; missing directories are made when `create`."""
+        try:
+            fd = os.open(self.root, _DIR_FLAGS)
+        except OSError as exc:
+            raise os_error(exc, api_path) from None
+        try:
+            for name in parts:
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except NotADirectoryError:
+                    if _is_link(name, fd):  # O_NOFOLLOW | O_DIRECTORY on a link: ENOTDIR
+                        raise OSError(errno.ELOOP, "a symbolic link") from None
+                    raise
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, mode, dir_fd=fd)
+                        if uid is not None:
+                            os.chown(name, uid, uid, dir_fd=fd, follow_symlinks=False)
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except OSError as exc:
+            os.close(fd)
+            raise os_error(exc, api_path) from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def parent(
+        self, api_path: str | None, *, create: bool = False, uid: int | None = None
+    ) -> Iterator[tuple[int, str]]:
+        """(descriptor of the parent directory, final name) of a path that is not the root."""
+        parts = self.parts(api_path)
+        if not parts:
+            raise ApiError(400, "ERR_BAD_REQUEST", f"this needs a path below {HOME}, not {HOME}")
+        with self.open_dir(parts[:-1], api_path or HOME, create=create, uid=uid) as fd:
+            yield fd, parts[-1]
+
+    def api_of(self, parts: tuple[str, ...]) -> str:
+        return "/".join((HOME, *parts))
+
+    def lstat_at(self, dir_fd: int, name: str, api_path: str) -> os.stat_result:
+        try:
+            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            raise os_error(exc, api_path) from None
+
+    def entry_of(self, st: os.stat_result, parts: tuple[str, ...]) -> dict[str, Any]:
+        """The API's entry for a file whose lstat is `st`."""
+        return _entry(st, parts[-1] if parts else "user", self.api_of(parts))
+
+    def stat_entry(self, api_path: str | None) -> dict[str, Any]:
+        """The entry of a path, found without following any link."""
+        parts = self.parts(api_path)
+        if not parts:
+            with self.open_dir((), HOME) as fd:
+                return self.entry_of(os.fstat(fd), ())
+        with self.parent(api_path) as (fd, name):
+            return self.entry_of(self.lstat_at(fd, name, api_path or HOME), parts)
+
+    def list_entries(self, api_path: str, depth: int) -> list[dict[str, Any]]:
+        """Entries below a directory, depth first, `depth` levels down; links are listed,
+        never entered. Blocking: call it off the event loop."""
+        parts = self.parts(api_path)
+        out: list[dict[str, Any]] = []
+        with self.open_dir(parts, api_path) as top:
+            frames = [_Frame(os.dup(top), parts, depth)]
+            try:
+                while frames:
+                    frame = frames[-1]
+                    entry = next(frame.entries, None)
+                    if entry is None:
+                        os.close(frames.pop().fd)
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed while we listed
+                    if len(out) >= MAX_ENTRIES:
+                        raise ApiError(
+                            400,
+                            "ERR_BAD_REQUEST",
+                            f"the listing has more than {MAX_ENTRIES} entries: ask for less "
+                            "depth or list a subdirectory",
+                        )
+                    where = (*frame.where, entry.name)
+                    out.append(self.entry_of(st, where))
+                    if frame.left > 1 and stat_mod.S_ISDIR(st.st_mode):
+                        try:
+                            fd = os.open(entry.name, _DIR_FLAGS, dir_fd=frame.fd)
+                            frames.append(_Frame(fd, where, frame.left - 1))
+                        except OSError:
+                            continue  # replaced or closed meanwhile: listed, not entered
+            finally:
+                for frame in frames:
+                    os.close(frame.fd)
+        return out
+
     def resolve(self, api_path: str | None, *, must_exist: bool = False) -> Path:
-        """Map an API path to a real path inside the sandbox, refusing every escape."""
+        """Map an API path to a real path inside the sandbox, refusing every escape.
+
+        Only for what runs as the sandbox (a kernel's or command's working directory):
+        the file API itself goes through `parent`/`open_dir` instead."""
         if not api_path:
             api_path = HOME
         if "\x00" in api_path:
@@ -79,7 +263,12 @@ class SandboxFS:
         _check_bounds(api_path, parts)
         candidate = self.root / rel
         # Resolve symlinks of every existing component: a link pointing out is an escape.
-        real = candidate.resolve()
+        try:
+            real = candidate.resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before 3.13)
+            raise ApiError(
+                400, "ERR_BAD_REQUEST", f"path {api_path!r} goes through a symbolic link loop"
+            ) from None
         if real != self.root and self.root not in real.parents:
             raise ApiError(400, "ERR_BAD_REQUEST", f"path {api_path!r} escapes the sandbox")
         if must_exist and not os.path.lexists(candidate):
@@ -91,36 +280,53 @@ class SandboxFS:
         return HOME if rel in ("", ".") else f"{HOME}/{rel}"
 
     def entry(self, real: Path) -> dict[str, Any]:
-        st = real.lstat()
-        if stat_mod.S_ISDIR(st.st_mode):
-            kind = "directory"
-        elif stat_mod.S_ISLNK(st.st_mode):
-            kind = "symlink"
-        elif stat_mod.S_ISREG(st.st_mode):
-            kind = "file"
-        else:
-            kind = "other"
-        mode = stat_mod.S_IMODE(st.st_mode)
-        return {
-            "name": real.name if real != self.root else "user",
-            "type": kind,
-            "path": self.api_path(real),
-            "size": st.st_size,
-            "mode": mode,
-            "permissions": stat_mod.filemode(st.st_mode),
-            "owner": _name(pwd.getpwuid, st.st_uid),
-            "group": _name(grp.getgrgid, st.st_gid),
-            "modifiedTime": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(),
-        }
+        name = real.name if real != self.root else "user"
+        return _entry(real.lstat(), name, self.api_path(real))
 
     def walk(self, real: Path, depth: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+        return self.list_entries(self.api_path(real), depth)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat_mod.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+class _Frame:
+    """One open directory of a listing and its entries still to visit, sorted by name."""
+
+    def __init__(self, fd: int, where: tuple[str, ...], left: int) -> None:
+        self.fd = fd
+        self.where = where
+        self.left = left
         try:
-            children = sorted(real.iterdir(), key=lambda p: p.name)
-        except NotADirectoryError:
-            return [self.entry(real)]
-        for child in children:
-            out.append(self.entry(child))
-            if depth > 1 and child.is_dir() and not child.is_symlink():
-                out.extend(self.walk(child, depth - 1))
-        return out
+            with os.scandir(fd) as it:
+                self.entries = iter(sorted(it, key=lambda e: e.name))
+        except OSError:
+            os.close(fd)
+            raise
+
+
+def _entry(st: os.stat_result, name: str, api_path: str) -> dict[str, Any]:
+    if stat_mod.S_ISDIR(st.st_mode):
+        kind = "directory"
+    elif stat_mod.S_ISLNK(st.st_mode):
+        kind = "symlink"
+    elif stat_mod.S_ISREG(st.st_mode):
+        kind = "file"
+    else:
+        kind = "other"
+    mode = stat_mod.S_IMODE(st.st_mode)
+    return {
+        "name": name,
+        "type": kind,
+        "path": api_path,
+        "size": st.st_size,
+        "mode": mode,
+        "permissions": stat_mod.filemode(st.st_mode),
+        "owner": _name(pwd.getpwuid, st.st_uid),
+        "group": _name(grp.getgrgid, st.st_gid),
+        "modifiedTime": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(),
+    }

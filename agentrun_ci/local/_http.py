@@ -21,7 +21,10 @@ from ._core import Core
 from ._errors import ApiError, bad_request
 
 __all__ = [
+    "CONTROL_BODY_LIMIT",
+    "DATA_BODY_FLOOR",
     "VERSION",
+    "BodyLimitMiddleware",
     "RequestIdMiddleware",
     "core_of",
     "envelope",
@@ -36,6 +39,129 @@ log = logging.getLogger("agentrun_ci.local")
 
 VERSION = "/2025-09-10"
 """The control plane's path prefix (its routes are signed with ACS3)."""
+
+
+CONTROL_BODY_LIMIT = 1024 * 1024
+"""Control-plane bodies are small JSON (templates, sandboxes): at most 1 MiB."""
+
+
+DATA_BODY_FLOOR = 64 * 1024 * 1024
+"""Data-plane bodies may always be this big (code to execute is not an upload)."""
+
+
+def body_limit(path: str, max_upload_bytes: int) -> int:
+    """The largest body a route takes: control-plane JSON is small; the data plane takes a
+    file of `max_upload_bytes` as base64 inside JSON (4/3 of it) plus room for the rest,
+    and at least `DATA_BODY_FLOOR`."""
+    if path == VERSION or path.startswith(VERSION + "/"):
+        return CONTROL_BODY_LIMIT
+    return max(max_upload_bytes * 4 // 3 + 1024 * 1024, DATA_BODY_FLOOR)
+
+
+class BodyLimitMiddleware:
+    """Refuse a body over its limit with 413 as it streams in: before anything buffers it
+    (routes, the ACS3 check that hashes it) and before any signature is checked."""
+
+    def __init__(self, app: ASGIApp, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit(scope["path"], self.max_upload_bytes)
+        rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            done = await _drain(receive, 0)
+            await _too_large(rid, int(length), limit, close=not done)(scope, receive, send)
+            return
+        counted = _CountedReceive(receive, limit)
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted.receive, tracked)
+        except _BodyTooLarge as exc:
+            if started:
+                raise
+            done = counted.ended or await _drain(receive, exc.seen)
+            more = not counted.ended
+            response = _too_large(rid, exc.seen, limit, more=more, close=not done)
+            await response(scope, receive, send)
+
+
+class _CountedReceive:
+    """`receive`, counting body bytes and raising `_BodyTooLarge` past the limit.
+
+    A bound method of an object that carries the server's `transport` as uvicorn's own
+    receive does, so fault injection can still abort the connection through it."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self.transport = getattr(getattr(receive, "__self__", None), "transport", None)
+        self.seen = 0
+        self.ended = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            self.ended = not message.get("more_body", False)
+            if self.seen > self._limit:
+                raise _BodyTooLarge(self.seen, self._limit)
+        return message
+
+
+_DRAIN_MAX = 1024 * 1024 * 1024
+"""After refusing a body, read and discard up to this much of the rest before answering:
+HTTP/1.1 clients read no answer while they are still sending. Past it, close."""
+
+
+async def _drain(receive: Receive, seen: int) -> bool:
+    """Discard the rest of a refused body (no memory kept). True when it all arrived."""
+    while seen <= _DRAIN_MAX:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
+
+
+class _BodyTooLarge(Exception):
+    """Raised from `receive` past the limit. Not an ApiError on purpose: it must reach
+    `BodyLimitMiddleware`, which drains the rest before answering, not a route's handler."""
+
+    def __init__(self, seen: int, limit: int) -> None:
+        super().__init__(_too_large_text(seen, limit, more=True))
+        self.seen = seen
+
+
+def _too_large_text(size: int, limit: int, *, more: bool = False) -> str:
+    return (
+        f"request body of {'more than ' if more else ''}{size} bytes is over the limit of "
+        f"{limit} bytes for this route: send big files with /filesystem/upload, at most "
+        "the emulator's max_upload_bytes each"
+    )
+
+
+def _too_large(
+    rid: str, size: int, limit: int, *, more: bool = False, close: bool = False
+) -> JSONResponse:
+    response = error_response(
+        rid, 413, "ERR_PAYLOAD_TOO_LARGE", _too_large_text(size, limit, more=more)
+    )
+    if close:
+        response.headers["connection"] = "close"
+    return response
 
 
 def core_of(request: Request) -> Core:
@@ -119,10 +245,14 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_crash(request: Request, exc: Exception) -> Response:
-    log.exception("emulator error on %s %s", request.method, request.url.path)
-    return error_response(
-        request_id(request), 500, "ERR_INTERNAL_SERVER_ERROR", f"{type(exc).__name__}: {exc}"
+    # The exception's text may hold the server's own paths: it goes to the log only.
+    rid = request_id(request)
+    log.exception("emulator error on %s %s (request id %s)", request.method, request.url.path, rid)
+    message = (
+        f"the emulator failed on this request ({type(exc).__name__}); its log has the "
+        f"details under request id {rid}"
     )
+    return error_response(rid, 500, "ERR_INTERNAL_SERVER_ERROR", message)
 
 
 def exception_handlers() -> dict[Any, Any]:

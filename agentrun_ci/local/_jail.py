@@ -18,15 +18,19 @@ Each process gets its own mount, PID, IPC and UTS namespaces (and cgroup namespa
 the kernel has them; network namespace with `no_network`). Our init (`_limits._INIT`) is
 PID 1. Identity: as root, bwrap runs privileged but keeps only CAP_SETUID, CAP_SETGID and
 CAP_SETPCAP, which our init uses, before it starts anything, to empty the capability
-bounding set and become `sandbox_uid`: the program runs with no capability at all and
-NO_NEW_PRIVS set. Not root, bwrap makes a user namespace and the program runs as uid
-1000 inside it, with no capability outside it. The server keeps every kernel's connection
-file in its own runtime directory, which no jail mounts.
+bounding set and become `sandbox_uid`. Not root (or root with `sandbox_uid=None`), bwrap
+makes a user namespace and the program runs as uid 1000 inside it; our init empties the
+bounding set there too (CAP_SETPCAP). Either way the program runs with no capability at
+all and NO_NEW_PRIVS set, and /proc/sys is read-only (bwrap covers it only when
+privileged: in root's user namespace the sandbox is root outside). The server keeps every
+kernel's connection file in its own runtime directory, which no jail mounts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
 import os
 import shutil
@@ -34,10 +38,21 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
-__all__ = ["JAIL_HOME", "JAIL_PRIVATE", "JAIL_TOOLS", "Jail", "find_jail", "write_tools"]
+__all__ = [
+    "JAIL_HOME",
+    "JAIL_INSIDE_UID",
+    "JAIL_PRIVATE",
+    "JAIL_TOOLS",
+    "Interpreter",
+    "Jail",
+    "find_jail",
+    "interpreter_info",
+    "write_tools",
+]
 
 log = logging.getLogger("agentrun_ci.local")
 
@@ -48,27 +63,94 @@ JAIL_TOOLS = "/opt/agentrun"
 _VAR_TMP = "/var/tmp"  # noqa: S108 - inside the jail: a tmpfs of its own
 #: where `pip install` puts packages inside the jail (PIP_PREFIX)
 PIP_PREFIX = "/tmp/.local"  # noqa: S108 - inside the jail
-_INSIDE_UID = 1000  # unprivileged runs: the uid inside the user namespace
+JAIL_INSIDE_UID = 1000  # unprivileged runs: the uid inside the user namespace
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 _HIDDEN_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
 _HIDDEN_DIRS = ("/etc/ssh", "/etc/ssl/private")
 _SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 _CPU_INFO = "/sys/devices/system/cpu"  # os.cpu_count, numpy and BLAS read it
 
-# `pip`: the kernel's interpreter's pip; where that interpreter has none (uv venvs, uvx),
-# the pip wheel its ensurepip bundles, run in place.
+# `pip`: the kernel's interpreter's pip (`python` is the kernel's: first on PATH). Where
+# that interpreter has no pip of its own (uv venvs, uvx), PYTHONPATH ends with the pip
+# wheel its ensurepip bundles (`Interpreter.pip_wheel`), so `python -m pip` and `%pip` work.
 _PIP = """#!/bin/sh
-if python -c 'import pip' 2>/dev/null; then exec python -m pip "$@"; fi
-exec python - "$@" <<'EOF'
-import ensurepip, glob, os, runpy, sys
-wheels = glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), "_bundled", "pip-*.whl"))
-if not wheels:
-    sys.exit("pip: this interpreter has neither pip nor ensurepip's bundled wheel")
-sys.path.insert(0, wheels[0])
-sys.argv[0] = "pip"
-runpy.run_module("pip", run_name="__main__", alter_sys=True)
-EOF
+exec python -m pip "$@"
 """
+
+# Asked of the kernel's interpreter once per process (`interpreter_info`).
+_PROBE = """
+import glob, json, os, sys
+try:
+    import pip
+    has_pip = True
+except ImportError:
+    has_pip = False
+wheels = []
+try:
+    import ensurepip
+    bundled = os.path.join(os.path.dirname(ensurepip.__file__), "_bundled")
+    wheels = sorted(glob.glob(os.path.join(bundled, "pip-*.whl")))
+except ImportError:
+    pass
+print(json.dumps({
+    "prefix": sys.prefix,
+    "base_prefix": sys.base_prefix,
+    "version": "python%d.%d" % sys.version_info[:2],
+    "pip": has_pip,
+    "wheel": wheels[-1] if wheels else None,
+}))
+"""
+
+
+@attrs.frozen
+class Interpreter:
+    """What the sandboxes' PATH and PYTHONPATH need to know of the kernel's interpreter."""
+
+    executable: str
+    #: "python3.12": the site-packages directory name under PIP_PREFIX
+    version: str
+    #: does it have pip of its own?
+    has_pip: bool
+    #: ensurepip's bundled pip wheel, put on PYTHONPATH where it has no pip (else None)
+    pip_wheel: str | None
+    #: sys.prefix and sys.base_prefix (a venv and its base install); empty if unknown
+    prefixes: tuple[str, ...] = ()
+
+    @property
+    def bin_dir(self) -> str:
+        """Its bin directory (a venv's, not resolved through the symlink)."""
+        return os.path.dirname(os.path.abspath(self.executable))
+
+    def pythonpath(self, prefix: str) -> str:
+        """PYTHONPATH for packages `pip install` put under `prefix`, and pip if missing."""
+        paths = [f"{prefix}/lib/{self.version}/site-packages"]
+        if not self.has_pip and self.pip_wheel is not None:
+            paths.append(self.pip_wheel)
+        return os.pathsep.join(paths)
+
+
+@functools.lru_cache(maxsize=8)
+def interpreter_info(python: str) -> Interpreter:
+    """Ask the kernel's interpreter its version and where its pip is (once per process)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found: dict[str, Any] = {"version": version, "pip": True, "wheel": None}
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        probe = subprocess.run(
+            [python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30, check=True
+        )
+        found.update(json.loads(probe.stdout))
+    if not found["pip"] and not found["wheel"]:
+        log.warning(
+            "%s has no pip and no ensurepip: `pip` in local sandboxes will fail; install pip "
+            "into that environment (`uv pip install --python %s pip`)",
+            python,
+            python,
+        )
+    wheel = found["wheel"]
+    prefixes = tuple(str(found[k]) for k in ("prefix", "base_prefix") if found.get(k))
+    return Interpreter(
+        python, str(found["version"]), bool(found["pip"]), str(wheel) if wheel else None, prefixes
+    )
 
 
 def _prefix_of(executable: str) -> list[str]:
@@ -112,12 +194,11 @@ class Jail:
         out += ["--die-with-parent"]
         if no_network:
             out.append("--unshare-net")
+        # Kept only for our init (PID 1) to empty the bounding set (and, privileged, become
+        # `uid`) before it starts the program, which gets none (see _limits._INIT).
+        out += ["--cap-drop", "ALL", "--cap-add", "CAP_SETPCAP"]
         if self.privileged:
-            # Kept only for our init (PID 1) to empty the bounding set and become `uid`
-            # before it starts the program; gone after setuid (see _limits._INIT).
-            out += ["--cap-drop", "ALL"]
-            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):
-                out += ["--cap-add", cap]
+            out += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
             out += ["--unshare-user", "--uid", str(self.uid), "--gid", str(self.uid)]
         for path in _SYSTEM:
@@ -138,6 +219,10 @@ class Jail:
             out += _parents(path, made)
             out += ["--ro-bind", path, path]
         out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run"]
+        # bwrap makes /proc/sys read-only only when it runs privileged; in a user namespace
+        # of root (sandbox_uid=None) the sandbox's uid is root outside and could write it
+        out += ["--ro-bind", "/proc/sys", "/proc/sys"]
+        out += ["--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]
         out += ["--perms", "0755", "--dir", "/root", "--perms", "0755", "--dir", "/home"]
         out += ["--bind", str(home), JAIL_HOME, "--bind", str(tmp), JAIL_TMP]
         out += ["--perms", "0755", "--dir", "/var", "--perms", "1777", "--tmpfs", _VAR_TMP]
@@ -148,10 +233,9 @@ class Jail:
         out += ["--remount-ro", "/", "--chdir", "/", "--", *init, *argv]
         return out
 
-    def path_env(self, python: str) -> str:
-        """PATH inside: our `pip`, the kernel's interpreter, what pip installed, the system."""
-        first = [f"{JAIL_TOOLS}/bin", os.path.dirname(os.path.abspath(python)), f"{PIP_PREFIX}/bin"]
-        return os.pathsep.join([*first, *_SYSTEM_PATH])
+    def path_env(self) -> str:
+        """PATH inside after the kernel's interpreter's directories: the system's."""
+        return os.pathsep.join(_SYSTEM_PATH)
 
     def exists(self, path: str, home: Path, tmp: Path) -> bool:
         """Is `path` (as the jail sees it) an existing directory inside the jail?"""
@@ -213,14 +297,10 @@ def _outside_system(path: str) -> bool:
 def _needed_paths(python: str) -> tuple[str, ...]:
     """Host paths the kernel's interpreter (and node) live in, outside the system dirs."""
     found: list[str] = []
-    probe = subprocess.run(
-        [python, "-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    candidates = [*probe.stdout.split(), *_prefix_of(python)]
+    prefixes = interpreter_info(python).prefixes
+    if not prefixes:
+        raise OSError(f"{python} did not say where it is installed")
+    candidates = [*prefixes, *_prefix_of(python)]
     node = shutil.which("node")
     if node is not None:
         candidates += _prefix_of(node)
@@ -254,7 +334,7 @@ def find_jail(python: str, sandbox_uid: int | None) -> tuple[Jail | None, str]:
             "`apt-get install bubblewrap`, `dnf install bubblewrap` or `apk add bubblewrap`)"
         )
     privileged = os.geteuid() == 0 and sandbox_uid is not None
-    uid = sandbox_uid if privileged and sandbox_uid is not None else _INSIDE_UID
+    uid = sandbox_uid if privileged and sandbox_uid is not None else JAIL_INSIDE_UID
     try:
         jail = Jail(tool, uid, privileged, _needed_paths(python))
     except (OSError, subprocess.SubprocessError) as exc:

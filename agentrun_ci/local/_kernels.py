@@ -27,7 +27,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
 from .._models import strip_ansi
-from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail
+from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail, interpreter_info
 from ._limits import (
     PidsCgroup,
     child_preexec,
@@ -167,6 +167,8 @@ class KernelError(RuntimeError):
 
 class Kernel(Protocol):
     language: str
+    restarts: int
+    """How many times an interrupt did not stop the code and the kernel was restarted."""
 
     @property
     def pgid(self) -> int | None: ...
@@ -186,7 +188,43 @@ def _timeout_event(timeout: float) -> Event:
     }
 
 
-def _lost_output(events: list[Event], reply: dict[str, Any]) -> list[Event]:
+MAX_STREAM_CHARS = 128 * 1024 * 1024
+"""Characters of stdout (and of stderr) one execution keeps; past it, a marker. Commands
+keep 16 MB; a cell's output is meant to arrive whole (100 MB does), so its cap is
+higher, but it bounds the server's memory all the same (read at each call: tests lower it)."""
+
+
+class _StreamCap:
+    """Keep at most `MAX_STREAM_CHARS` of each stream; count what is dropped past that."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+
+    def add(self, events: list[Event], name: str, text: str) -> None:
+        room = MAX_STREAM_CHARS - self.kept.get(name, 0)
+        if len(text) > room:
+            self.dropped[name] = self.dropped.get(name, 0) + len(text) - max(room, 0)
+            text = text[: max(room, 0)]
+        if text:
+            self.kept[name] = self.kept.get(name, 0) + len(text)
+            events.append({"type": name, "text": text})
+
+    def notes(self) -> list[Event]:
+        return [
+            {
+                "type": name,
+                "text": f"\n[output truncated: {n} characters of {name} dropped; the emulator "
+                f"keeps {MAX_STREAM_CHARS // 2**20} Mi characters per stream: write big "
+                "output to a file]\n",
+            }
+            for name, n in self.dropped.items()
+        ]
+
+
+def _lost_output(
+    events: list[Event], reply: dict[str, Any], dropped: dict[str, int] | None = None
+) -> list[Event]:
     """A stderr note for output the kernel wrote that never arrived (never lose it silently)."""
     counted = reply.get("user_expressions", {}).get("agentrun_output", {})
     if counted.get("status") != "ok":
@@ -199,6 +237,7 @@ def _lost_output(events: list[Event], reply: dict[str, Any]) -> list[Event]:
     notes: list[Event] = []
     for stream in ("stdout", "stderr"):
         got = sum(len(e.get("text") or "") for e in events if e.get("type") == stream)
+        got += (dropped or {}).get(stream, 0)
         lost = int(written.get(stream, 0)) - got
         if lost > 0:
             text = f"{_LOST}: {lost} characters of {stream} never arrived]\n"
@@ -236,10 +275,12 @@ class Launch:
     tmp: Path | None = None
     #: where the server keeps kernels' connection files (no jail mounts it)
     runtime: Path | None = None
+    #: our `pip` command (`_jail.write_tools`), on the host: the jail's /opt/agentrun
+    tools: Path | None = None
 
     @property
     def python(self) -> str:
-        return self.settings.python_executable or sys.executable
+        return os.path.abspath(self.settings.python_executable or sys.executable)
 
     @property
     def jailed(self) -> bool:
@@ -263,7 +304,7 @@ class Launch:
     ) -> list[str]:
         """`argv` wrapped for its sandbox; `cwd` is the jail's path (jailed runs only)."""
         if self.jail is not None and self.home is not None and self.tmp is not None:
-            uid = self.jail.uid if self.jail.privileged else -1
+            uid = self.jail.uid
             init = init_argv(
                 self.python, status_fd=status_fd, linger=linger, uid=uid, cwd=cwd or JAIL_HOME
             )
@@ -293,14 +334,22 @@ class Launch:
         return str(self.home) if self.jailed else cwd
 
     def env(self, home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The scrubbed environment; in a jail, `python`/`pip` are the kernel's interpreter
-        and `pip install` lands in PIP_PREFIX, on PYTHONPATH (the venv is read-only)."""
+        """The scrubbed environment, where `python`, `pip` and what `pip install` puts in
+        place are the kernel's interpreter's: PATH starts with our `pip`, that interpreter's
+        bin directory and PIP_PREFIX's; packages land in PIP_PREFIX, on PYTHONPATH (the
+        interpreter itself is read-only in a jail, and shared with the server without)."""
         env = scrubbed_env(home)
+        info = interpreter_info(self.python)
         if self.jail is not None and self.jailed:
-            version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-            env["PATH"] = self.jail.path_env(self.python)
-            env["PIP_PREFIX"] = PIP_PREFIX
-            env["PYTHONPATH"] = f"{PIP_PREFIX}/lib/{version}/site-packages"
+            prefix, tools, rest = PIP_PREFIX, f"{JAIL_TOOLS}/bin", self.jail.path_env()
+        elif self.tmp is not None and self.tools is not None:
+            prefix, tools, rest = str(self.tmp / ".local"), str(self.tools / "bin"), env["PATH"]
+        else:
+            prefix = ""
+        if prefix:
+            env["PATH"] = os.pathsep.join([tools, info.bin_dir, f"{prefix}/bin", rest])
+            env["PIP_PREFIX"] = prefix
+            env["PYTHONPATH"] = info.pythonpath(prefix)
             env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
             env["PIP_ROOT_USER_ACTION"] = "ignore"
         env.update(extra or {})
@@ -358,6 +407,7 @@ class PythonKernel:
         self._private: Path | None = None
         #: shutdown() has begun: a run still waiting on the kernel's sockets must end
         self._closing = False
+        self.restarts = 0
 
     @property
     def pgid(self) -> int | None:
@@ -484,6 +534,23 @@ class PythonKernel:
         kernel._private = private
         return kernel
 
+    def relocate(self, old: Path, new: Path) -> None:
+        """Its sandbox directory was renamed (a spare slot taken by a sandbox): a restart
+        must launch with the new paths (bind mounts, working directory), not the old."""
+        before, after = str(old), str(new)
+
+        def moved(value: str) -> str:
+            if value == before or value.startswith(before + "/"):
+                return after + value[len(before) :]
+            return value
+
+        spec = getattr(self._km, "_kernel_spec", None)
+        if spec is not None:
+            spec.argv = [moved(arg) for arg in spec.argv]
+        launch_args = getattr(self._km, "_launch_args", None)
+        if isinstance(launch_args, dict) and isinstance(launch_args.get("cwd"), str):
+            launch_args["cwd"] = moved(launch_args["cwd"])
+
     async def adopt(self, cwd: str, env: dict[str, str], home: str | None = None) -> None:
         """Ready a (possibly pre-started spare) kernel for its context: output guard, working
         directory `cwd`, HOME (`home`, default `cwd`) and the sandbox's variables."""
@@ -526,6 +593,7 @@ class PythonKernel:
         count: int | None = None
         status = "ok"
         timed_out = False
+        streams = _StreamCap()
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -533,6 +601,7 @@ class PythonKernel:
                     await self._km.restart_kernel(now=True)
                     await self._kc.wait_for_ready(timeout=60)
                     await self.adopt(self._home, self._env)
+                    self.restarts += 1
                     events.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
                     break
                 timed_out = True
@@ -562,7 +631,7 @@ class PythonKernel:
             if kind == "execute_input":
                 count = content.get("execution_count")
             elif kind == "stream":
-                events.append({"type": content.get("name", "stdout"), "text": content["text"]})
+                streams.add(events, str(content.get("name", "stdout")), str(content["text"]))
             elif kind in ("execute_result", "display_data"):
                 data = content.get("data", {})
                 events.append(
@@ -594,8 +663,8 @@ class PythonKernel:
             events.append(_timeout_event(timeout))
         reply = await self._drain_shell(msg_id)
         if reply is not None and not silent and status == "ok":
-            events += _lost_output(events, reply)
-        return events, status, count
+            events += _lost_output(events, reply, streams.dropped)
+        return events + streams.notes(), status, count
 
     async def _drain_shell(self, msg_id: str) -> dict[str, Any] | None:
         # The shell reply only adds what our output guard counted (user_expressions);
@@ -646,6 +715,7 @@ class NodeKernel:
         self._env = env
         self._proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
+        self.restarts = 0
 
     @property
     def pgid(self) -> int | None:
@@ -692,6 +762,7 @@ class NodeKernel:
         await proc.stdin.drain()
         extra: list[Event] = []
         stdout = proc.stdout
+        streams = _StreamCap()
 
         async def read_reply() -> dict[str, Any]:
             while True:
@@ -703,7 +774,7 @@ class NodeKernel:
                     if reply.get("id") == req_id:
                         return reply
                 else:  # process.stdout.write from user code
-                    extra.append({"type": "stdout", "text": raw.decode("utf-8", "replace")})
+                    streams.add(extra, "stdout", raw.decode("utf-8", "replace"))
 
         try:
             reply = await asyncio.wait_for(read_reply(), timeout + _INTERRUPT_GRACE)
@@ -711,11 +782,17 @@ class NodeKernel:
             # Stuck outside vm's own timeout (e.g. a busy timer callback): restart.
             await self.shutdown()
             await self._spawn()
+            self.restarts += 1
             extra.append(_timeout_event(timeout))
             extra.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
             return extra, "timeout", None
         count = reply.get("executionCount")
-        return extra + list(reply["events"]), str(reply["status"]), count
+        for event in reply["events"]:
+            if event.get("type") in ("stdout", "stderr"):
+                streams.add(extra, str(event["type"]), str(event.get("text") or ""))
+            else:
+                extra.append(event)
+        return extra + streams.notes(), str(reply["status"]), count
 
     async def pause(self, stop: bool) -> None:
         _signal_group(self.pgid, stop)
@@ -753,6 +830,8 @@ class SparePool:
         self._make_slot = make_slot
         self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
+        #: the kernel starts inside `_starting`: what close() cancels
+        self._kernel_starts: set[asyncio.Future[PythonKernel]] = set()
         self._closed = False
 
     @property
@@ -773,12 +852,24 @@ class SparePool:
         except Exception:
             log.exception("could not prepare a spare sandbox directory")
             return
+        if self._closed:
+            await discard(slot)
+            return
+        start = asyncio.ensure_future(start_python(slot.launch))
+        self._kernel_starts.add(start)
         try:
-            slot.kernel = await start_python(slot.launch)
+            slot.kernel = await start
+        except asyncio.CancelledError:
+            if not start.cancelled():
+                raise  # this task was cancelled, not only the start
+            await discard(slot)  # close() cancelled the start, which killed what it launched
+            return
         except Exception:
             log.exception("could not pre-start a spare kernel")
             await discard(slot)
             return
+        finally:
+            self._kernel_starts.discard(start)
         if self._closed:
             await discard(slot)
         else:
@@ -793,6 +884,11 @@ class SparePool:
 
     async def close(self) -> None:
         self._closed = True
+        # A kernel still starting serves no one: cancel the start rather than wait
+        # seconds (longer on a busy machine) for a kernel shut down at once. Only the
+        # start: its slot's directory and cgroup are made in a thread, then discarded.
+        for start in list(self._kernel_starts):
+            start.cancel()
         for task in list(self._starting):
             with contextlib.suppress(BaseException):
                 await task

@@ -334,15 +334,17 @@ def _probe_uid(uid: int, executable: str) -> int | None:
 # exit code to STATUS_FD (-1: none). Without LINGER it exits with ARGV, which kills the
 # namespace; with it (commands) it stays while background jobs (`nohup job &`) run, as in
 # a sandbox. Sandboxed code sees this text as PID 1's command line, hence no comments
-# inside. With UID >= 0 (the bubblewrap jail as root, `_jail.py`) it empties the
-# capability bounding set (PR_CAPBSET_DROP, 24, for every capability), becomes UID (which
-# clears the permitted and effective sets: the jail kept only the three this needs) and
-# clears the inheritable set (capset). Otherwise it drops CAP_SYS_ADMIN (21) from the
-# bounding set so root code can neither unmount this /proc (the host's is under it) nor
-# mount another. Then it sets PR_SET_PDEATHSIG (1) again (`unshare --setuid` and setuid
-# clear it), enters CWD ("-": stay) as UID, since a jail's workspace is not root's to
-# enter (no CAP_DAC_OVERRIDE), and sets SIGINT to SIG_DFL, which a PID 1 ignores, so
-# jupyter_client's interrupt reaches only the kernel.
+# inside. With UID >= 0 (the bubblewrap jail, `_jail.py`) it empties the capability
+# bounding set (PR_CAPBSET_DROP, 24, for every capability), becomes UID unless it is that
+# uid already (a user namespace), clears the ambient set (PR_CAP_AMBIENT, 47, CLEAR_ALL,
+# 4) and the permitted, effective and inheritable sets (capset), and checks the bounding
+# set is empty (PR_CAPBSET_READ, 23): the jail kept only the capabilities this needs.
+# Otherwise it drops CAP_SYS_ADMIN (21) from the bounding set so root code can neither
+# unmount this /proc (the host's is under it) nor mount another. Then it sets
+# PR_SET_PDEATHSIG (1) again (`unshare --setuid` and setuid clear it), enters CWD ("-":
+# stay) as UID, since a jail's workspace is not root's to enter (no CAP_DAC_OVERRIDE), and
+# sets SIGINT to SIG_DFL, which a PID 1 ignores, so jupyter_client's interrupt reaches
+# only the kernel.
 _INIT = """\
 import ctypes, os, signal, sys
 libc = ctypes.CDLL(None)
@@ -351,12 +353,14 @@ argv = sys.argv[5:]
 if uid >= 0:
     for cap in range(64):
         libc.prctl(24, cap, 0, 0, 0)
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
+    if os.getuid() != uid:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
     header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
-    if libc.capset(header, data) != 0:
-        sys.exit("init: could not clear the inheritable capabilities")
+    libc.prctl(47, 4, 0, 0, 0)
+    if libc.capset(header, data) != 0 or any(libc.prctl(23, c, 0, 0, 0) == 1 for c in range(64)):
+        sys.exit("init: could not drop every capability")
 else:
     libc.prctl(24, 21, 0, 0, 0)
 libc.prctl(1, signal.SIGKILL, 0, 0, 0)

@@ -17,6 +17,7 @@ from ._fs import HOME
 
 __all__ = [
     "CommandRequest",
+    "ExecuteAnswer",
     "ExecuteRequest",
     "MkdirRequest",
     "MoveRequest",
@@ -107,6 +108,34 @@ class ExecuteRequest:
             context_id=str(context_id) if context_id else None,
             language=str(language),
         )
+
+
+@attrs.frozen
+class ExecuteAnswer:
+    """What an execute answers: the kernel's events closed by `endOfExecution`."""
+
+    events: list[dict[str, Any]]
+    status: str
+    execution_count: int | None
+    context_id: str
+    kernel_restarted: bool = False
+    """The code did not stop when interrupted, so its kernel was restarted (same context
+    id, empty namespace). Sent as `kernelRestarted: true`, an emulator extension: the
+    cloud does not document one, so clients read it tolerantly and never require it."""
+    usage: dict[str, Any] | None = None
+    """Wall and CPU time, peak memory of the run (ours: the cloud reports no per-execution
+    usage that we know of)."""
+
+    def wire(self) -> dict[str, Any]:
+        end: dict[str, Any] = {"type": "endOfExecution", "status": self.status}
+        if self.execution_count is not None:
+            end["executionCount"] = self.execution_count
+        out: dict[str, Any] = {"results": [*self.events, end], "contextId": self.context_id}
+        if self.kernel_restarted:
+            out["kernelRestarted"] = True
+        if self.usage is not None:
+            out["usage"] = self.usage
+        return out
 
 
 @attrs.frozen

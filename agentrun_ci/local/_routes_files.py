@@ -1,29 +1,38 @@
-"""Data-plane file routes: read/write, list, stat, mkdir, move, remove, upload, download."""
+"""Data-plane file routes: read/write, list, stat, mkdir, move, remove, upload, download.
+
+Every route reaches its file through `SandboxFS.parent`/`open_dir` (a descriptor walk
+that never follows a link) and acts on descriptors, so sandboxed code swapping a file
+for a symlink meanwhile cannot point the server at a file outside the sandbox. Disk
+work runs off the event loop.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import mimetypes
 import os
-import shutil
+import stat as stat_mod
 import uuid
-from pathlib import Path
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 
 from ._errors import ApiError, bad_request
-from ._fs import HOME, MAX_DEPTH
+from ._fs import HOME, MAX_DEPTH, SandboxFS, os_error
 from ._http import core_of, json_body, json_response, request_id
-from ._limits import chown_tree
 from ._records import MkdirRequest, MoveRequest, WriteFileRequest
 from ._routes_sandbox import live
 from ._threads import blocking
 from ._tree import remove_tree
 
 __all__ = [
+    "MAX_READ_BYTES",
     "download",
     "list_dir",
     "mkdir",
@@ -35,20 +44,102 @@ __all__ = [
     "write_file",
 ]
 
+MAX_READ_BYTES = 16 * 1024 * 1024
+"""`read_file` answers a file this big at most; bigger ones go through the download route
+(a JSON answer of a file costs several times its size in server memory)."""
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_WRITE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+# JSON escapes these as \u00XX (six bytes for one): text holding them goes as base64
+_CONTROL = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\r"}
+
+
+def _open_file(fs: SandboxFS, api_path: str) -> tuple[int, os.stat_result]:
+    """A regular file opened for reading without following a link, and its fstat."""
+    with fs.parent(api_path) as (dir_fd, name):
+        try:
+            fd = os.open(name, _READ, dir_fd=dir_fd)
+        except OSError as exc:
+            raise os_error(exc, api_path) from None
+    st = os.fstat(fd)
+    if not stat_mod.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise bad_request(f"path {api_path!r} is not a regular file (use /filesystem to list)")
+    return fd, st
+
+
+def _read_small(fs: SandboxFS, api_path: str) -> tuple[bytes, dict[str, Any]]:
+    fd, st = _open_file(fs, api_path)
+    try:
+        if st.st_size > MAX_READ_BYTES:
+            raise ApiError(
+                413,
+                "ERR_PAYLOAD_TOO_LARGE",
+                f"{api_path!r} is {st.st_size} bytes, over the {MAX_READ_BYTES} bytes that "
+                "read_file answers: fetch it from /filesystem/download instead",
+            )
+        chunks: list[bytes] = []
+        left = MAX_READ_BYTES + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:  # grew while we read
+            raise ApiError(
+                413,
+                "ERR_PAYLOAD_TOO_LARGE",
+                f"{api_path!r} is over the {MAX_READ_BYTES} bytes that read_file answers: "
+                "fetch it from /filesystem/download instead",
+            )
+        return b"".join(chunks), fs.entry_of(os.fstat(fd), fs.parts(api_path))
+    finally:
+        os.close(fd)
+
 
 async def read_file(request: Request) -> Response:
     sandbox = live(request)
     path = request.query_params.get("path") or ""
-    real = sandbox.fs.resolve(path, must_exist=True)
-    if not real.is_file():
-        raise bad_request(f"{path!r} is not a regular file (use /filesystem to list)")
-    data = real.read_bytes()
-    entry = sandbox.fs.entry(real)
+    if not path:
+        raise bad_request("path is required (a file below /home/user)")
+    data, entry = await blocking(_read_small, sandbox.fs, path)
     try:
-        entry.update(content=data.decode("utf-8"), encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
+        text = None
+    if text is not None and _CONTROL.isdisjoint(text):
+        entry.update(content=text, encoding="utf-8")
+    else:
         entry.update(content=base64.b64encode(data).decode("ascii"), encoding="base64")
     return json_response(request, entry)
+
+
+def _write(fs: SandboxFS, order: WriteFileRequest, data: bytes, uid: int | None) -> dict[str, Any]:
+    with fs.parent(order.path, create=order.create_dir, uid=uid) as (dir_fd, name):
+        try:
+            fd = os.open(name, _WRITE, 0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            raise os_error(exc, order.path) from None
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise bad_request(f"{order.path!r} is not a regular file")
+        if st.st_nlink > 1:
+            raise bad_request(
+                f"{order.path!r} has other hard links: the file API does not write through "
+                "them (remove the file first)"
+            )
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, order.mode)
+        if uid is not None:
+            os.fchown(fd, uid, uid)
+        return fs.entry_of(os.fstat(fd), fs.parts(order.path))
+    except OSError as exc:
+        raise os_error(exc, order.path) from None
+    finally:
+        os.close(fd)
 
 
 async def write_file(request: Request) -> Response:
@@ -69,14 +160,9 @@ async def write_file(request: Request) -> Response:
             "ERR_PAYLOAD_TOO_LARGE",
             f"file too large: {len(data)} bytes, over the limit of {limit} bytes",
         )
-    real = sandbox.fs.resolve(order.path)
-    if real.is_dir():
-        raise bad_request(f"{order.path!r} is a directory")
-    _ensure_parent(core.uid, real, create=order.create_dir)
-    real.write_bytes(data)
-    real.chmod(order.mode)
-    chown_tree(str(real), core.uid)
-    return json_response(request, sandbox.fs.entry(real))
+    sandbox.fs.parts(order.path)  # a bad path is a 400 before any disk work
+    entry = await blocking(_write, sandbox.fs, order, data, core.uid)
+    return json_response(request, entry)
 
 
 async def list_dir(request: Request) -> Response:
@@ -88,17 +174,36 @@ async def list_dir(request: Request) -> Response:
         raise bad_request("depth must be an integer >= 1") from None
     if depth > MAX_DEPTH:
         raise bad_request(f"depth={depth} is too deep: at most {MAX_DEPTH}")
-    real = sandbox.fs.resolve(path, must_exist=True)
-    if not real.is_dir():
-        raise bad_request(f"{path!r} is not a directory")
-    entries = sandbox.fs.walk(real, depth)
-    return json_response(request, {"path": sandbox.fs.api_path(real), "entries": entries})
+    fs = sandbox.fs
+    if (await blocking(fs.stat_entry, path))["type"] != "directory":
+        raise bad_request(f"path {path!r} is not a directory (a symbolic link is not followed)")
+    entries = await blocking(fs.list_entries, path, depth)
+    return json_response(request, {"path": fs.api_of(fs.parts(path)), "entries": entries})
 
 
 async def stat(request: Request) -> Response:
     sandbox = live(request)
-    real = sandbox.fs.resolve(request.query_params.get("path") or HOME, must_exist=True)
-    return json_response(request, {"entry": sandbox.fs.entry(real)})
+    entry = await blocking(sandbox.fs.stat_entry, request.query_params.get("path") or HOME)
+    return json_response(request, {"entry": entry})
+
+
+def _mkdir(fs: SandboxFS, path: str, order: MkdirRequest, uid: int | None) -> dict[str, Any]:
+    parts = fs.parts(path)
+    if not parts:
+        return fs.stat_entry(path)
+    with fs.parent(path, create=order.parents, uid=uid) as (dir_fd, name):
+        try:
+            os.mkdir(name, order.mode, dir_fd=dir_fd)
+            if uid is not None:
+                os.chown(name, uid, uid, dir_fd=dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise os_error(exc, path) from None
+        st = fs.lstat_at(dir_fd, name, path)
+    if not stat_mod.S_ISDIR(st.st_mode):
+        raise ApiError(409, "ERR_CONFLICT", f"{path!r} exists and is not a directory")
+    return fs.entry_of(st, parts)
 
 
 async def mkdir(request: Request) -> Response:
@@ -107,31 +212,69 @@ async def mkdir(request: Request) -> Response:
     path = body.get("path")
     if not isinstance(path, str) or not path:
         raise bad_request("path is required")
-    real = sandbox.fs.resolve(path)
-    if real.exists() and not real.is_dir():
-        raise ApiError(409, "ERR_CONFLICT", f"{path!r} exists and is not a directory")
-    if not real.exists():
-        order = MkdirRequest.parse(body)
-        if not order.parents and not real.parent.is_dir():
-            raise ApiError(404, "ERR_NOT_FOUND", f"the parent of {path!r} does not exist")
-        _mkdirs(core_of(request).uid, real, order.mode)
-    return json_response(request, {"entry": sandbox.fs.entry(real)})
+    order = MkdirRequest.parse(body)
+    entry = await blocking(_mkdir, sandbox.fs, path, order, core_of(request).uid)
+    return json_response(request, {"entry": entry})
+
+
+def _lstat_or_none(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _move(fs: SandboxFS, order: MoveRequest, uid: int | None) -> dict[str, Any]:
+    src_parts, dst_parts = fs.parts(order.source), fs.parts(order.destination)
+    if not src_parts:
+        raise bad_request(f"cannot move {HOME} itself")
+    if not dst_parts:
+        raise bad_request(f"cannot move onto {HOME} itself")
+    with contextlib.ExitStack() as stack:
+        src_dir, src_name = stack.enter_context(fs.parent(order.source))
+        if _lstat_or_none(src_dir, src_name) is None:
+            dst_dir, dst_name = stack.enter_context(fs.parent(order.destination))
+            st = _lstat_or_none(dst_dir, dst_name)
+            if st is not None:  # already moved: idempotent
+                return fs.entry_of(st, dst_parts)
+            raise ApiError(404, "ERR_NOT_FOUND", f"no such file or directory: {order.source}")
+        dst_dir, dst_name = stack.enter_context(fs.parent(order.destination, create=True, uid=uid))
+        st = _lstat_or_none(dst_dir, dst_name)
+        if st is not None and stat_mod.S_ISDIR(st.st_mode):
+            # onto an existing directory: into it, under the source's name (as `mv` does)
+            dst_parts = (*dst_parts, src_name)
+            dst_dir = stack.enter_context(fs.open_dir(dst_parts[:-1], order.destination))
+            dst_name = src_name
+        try:
+            os.rename(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+        except OSError as exc:
+            raise os_error(exc, order.destination) from None
+        return fs.entry_of(fs.lstat_at(dst_dir, dst_name, order.destination), dst_parts)
 
 
 async def move(request: Request) -> Response:
     sandbox = live(request)
     order = MoveRequest.parse(await json_body(request))
-    src = sandbox.fs.resolve(order.source)
-    dst = sandbox.fs.resolve(order.destination)
-    if not _lexists(src):
-        if _lexists(dst):  # already moved: idempotent
-            return json_response(request, {"entry": sandbox.fs.entry(dst)})
-        raise ApiError(404, "ERR_NOT_FOUND", f"no such file or directory: {order.source}")
-    if src == sandbox.fs.root:
-        raise bad_request(f"cannot move {HOME} itself")
-    _ensure_parent(core_of(request).uid, dst, create=True)
-    shutil.move(str(src), str(dst))
-    return json_response(request, {"entry": sandbox.fs.entry(dst)})
+    entry = await blocking(_move, sandbox.fs, order, core_of(request).uid)
+    return json_response(request, {"entry": entry})
+
+
+def _remove(fs: SandboxFS, path: str) -> dict[str, Any] | None:
+    parts = fs.parts(path)
+    if not parts:
+        raise bad_request(f"cannot remove {HOME} itself")
+    with fs.parent(path) as (dir_fd, name):
+        st = _lstat_or_none(dir_fd, name)
+        if st is None:
+            return None
+        entry = fs.entry_of(st, parts)
+        if not remove_tree(name, dir_fd=dir_fd):
+            raise ApiError(
+                500,
+                "ERR_INTERNAL_SERVER_ERROR",
+                f"could not remove all of {path}: part of it is left",
+            )
+    return entry
 
 
 async def remove(request: Request) -> Response:
@@ -140,16 +283,9 @@ async def remove(request: Request) -> Response:
     path = body.get("path")
     if not isinstance(path, str) or not path:
         raise bad_request("path is required")
-    real = sandbox.fs.resolve(path)
-    if real == sandbox.fs.root:
-        raise bad_request(f"cannot remove {HOME} itself")
-    if not _lexists(real):
+    entry = await blocking(_remove, sandbox.fs, path)
+    if entry is None:
         return json_response(request, {"entry": None, "path": path, "removed": False})
-    entry = sandbox.fs.entry(real)
-    if not await blocking(remove_tree, real):
-        raise ApiError(
-            500, "ERR_INTERNAL_SERVER_ERROR", f"could not remove all of {path}: part of it is left"
-        )
     return json_response(request, {"entry": entry, "path": entry["path"], "removed": True})
 
 
@@ -167,14 +303,24 @@ async def upload(request: Request) -> Response:
             raise bad_request("multipart field 'file' is required")
         if not isinstance(target, str) or not target:
             target = f"{HOME}/{upload.filename or 'upload'}"
-        real = sandbox.fs.resolve(target)
-        if real.is_dir():
-            name = Path(upload.filename or "upload").name
-            real = sandbox.fs.resolve(f"{sandbox.fs.api_path(real)}/{name}")
-        _ensure_parent(core.uid, real, create=True)
-        size = await _copy_upload(upload, real, limit)
-    chown_tree(str(real), core.uid)
-    entry = sandbox.fs.entry(real)
+        fs = sandbox.fs
+        parts = fs.parts(target)
+        with contextlib.ExitStack() as stack:
+            if parts:
+                dir_fd, name = stack.enter_context(fs.parent(target, create=True, uid=core.uid))
+                st = _lstat_or_none(dir_fd, name)
+            else:
+                dir_fd, name, st = -1, "", os.stat(fs.root)
+            if st is not None and stat_mod.S_ISDIR(st.st_mode):
+                # into an existing directory, under the upload's own file name
+                name = os.path.basename(upload.filename or "") or "upload"
+                if name in (".", ".."):
+                    name = "upload"
+                parts = (*parts, name)
+                target = fs.api_of(parts)
+                dir_fd = stack.enter_context(fs.open_dir(parts[:-1], target))
+            size = await _copy_upload(upload, dir_fd, name, target, limit, core.uid)
+            entry = fs.entry_of(fs.lstat_at(dir_fd, name, target), parts)
     entry["size"] = size
     return json_response(request, entry)
 
@@ -182,59 +328,72 @@ async def upload(request: Request) -> Response:
 async def download(request: Request) -> Response:
     sandbox = live(request)
     path = request.query_params.get("path") or ""
-    real = sandbox.fs.resolve(path, must_exist=True)
-    if not real.is_file():
-        raise bad_request(f"{path!r} is not a regular file")
-    media = mimetypes.guess_type(real.name)[0] or "application/octet-stream"
-    return FileResponse(
-        real,
-        media_type=media,
-        filename=real.name,
-        headers={"x-acs-request-id": request_id(request)},
+    if not path:
+        raise bad_request("path is required (a file below /home/user)")
+    fd, st = await blocking(_open_file, sandbox.fs, path)
+    name = sandbox.fs.parts(path)[-1]
+    media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    quoted = quote(name)
+    disposition = (
+        f'attachment; filename="{name}"'
+        if quoted == name
+        else f"attachment; filename*=utf-8''{quoted}"
     )
+    headers = {
+        "content-disposition": disposition,
+        "content-length": str(st.st_size),
+        "x-acs-request-id": request_id(request),
+    }
+    return StreamingResponse(_chunks(fd, st.st_size), media_type=media, headers=headers)
 
 
-def _lexists(path: Path) -> bool:
-    # Local-disk metadata calls are fast; the emulator accepts them on the event loop.
-    return os.path.lexists(path)
-
-
-def _mkdirs(uid: int | None, real: Path, mode: int) -> None:
-    missing: list[Path] = []
-    cur = real
-    while not cur.exists():
-        missing.append(cur)
-        cur = cur.parent
-    for path in reversed(missing):
-        path.mkdir(mode=mode)
-        chown_tree(str(path), uid)
-
-
-def _ensure_parent(uid: int | None, real: Path, *, create: bool) -> None:
-    parent = real.parent
-    if parent.is_dir():
-        return
-    if parent.exists():
-        raise ApiError(409, "ERR_CONFLICT", "a parent of the path is a file")
-    if not create:
-        raise ApiError(404, "ERR_NOT_FOUND", "the parent directory does not exist")
-    _mkdirs(uid, parent, 0o755)
-
-
-async def _copy_upload(upload: UploadFile, real: Path, limit: int) -> int:
-    size = 0
-    tmp = real.with_name(f".{real.name}.upload-{uuid.uuid4().hex[:8]}")
+async def _chunks(fd: int, size: int) -> AsyncIterator[bytes]:
+    """The file's first `size` bytes (its size when opened), then close it."""
     try:
-        with tmp.open("wb") as out:
+        left = size
+        while left > 0 and (chunk := await blocking(os.read, fd, min(left, 1 << 20))):
+            left -= len(chunk)
+            yield chunk
+        if left > 0:  # shrank while we sent it: keep the promised length
+            yield b"\0" * left
+    finally:
+        os.close(fd)
+
+
+async def _copy_upload(
+    upload: UploadFile, dir_fd: int, name: str, api_path: str, limit: int, uid: int | None
+) -> int:
+    """Stream an upload into a new temp file next to `name`, then rename it over `name`."""
+    size = 0
+    tmp = f".{name}.upload-{uuid.uuid4().hex[:8]}"[:255]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+    except OSError as exc:
+        raise os_error(exc, api_path) from None
+    done = False
+    try:
+        try:
             while chunk := await upload.read(1024 * 1024):
                 size += len(chunk)
                 if size > limit:
                     raise ApiError(
                         413, "ERR_PAYLOAD_TOO_LARGE", f"upload larger than {limit} bytes"
                     )
-                out.write(chunk)
-        tmp.replace(real)
+                view = memoryview(chunk)
+                while view:
+                    view = view[await blocking(os.write, fd, view) :]
+            if uid is not None:
+                os.fchown(fd, uid, uid)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            raise os_error(exc, api_path) from None
+        done = True
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if not done:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
     return size

@@ -1,4 +1,10 @@
-"""The emulator's signature check: AGENTRUN4 (data plane) and ACS3 (control plane)."""
+"""The emulator's signature check: AGENTRUN4 (data plane) and ACS3 (control plane).
+
+As strict as Alibaba's gateways: each plane takes its own scheme only (ACS3 under the
+control plane's `/2025-09-10` prefix, AGENTRUN4 elsewhere), `x-acs-date` must be within
+15 minutes of the emulator's clock, `host` must be signed, and every query pair must be
+covered by the signature.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,9 @@ from urllib.parse import parse_qsl, quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .._auth import verify_signature
+from .._auth import date_is_fresh, query_is_signable, verify_signature
 from ._faults import read_body
-from ._http import error_response
+from ._http import VERSION, error_response
 from ._settings import EmulatorSettings
 
 __all__ = ["SignatureMiddleware"]
@@ -33,7 +39,8 @@ class SignatureMiddleware:
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         raw_query = scope.get("query_string", b"").decode("latin-1")
         ok = False
-        if "agentrun-authorization" in headers:
+        control = raw_path == VERSION or raw_path.startswith(VERSION + "/")
+        if "agentrun-authorization" in headers and not control:
             ok = verify_signature(
                 scope["method"],
                 raw_path,
@@ -42,7 +49,7 @@ class SignatureMiddleware:
                 access_key_id=self.key_id,
                 access_key_secret=self.secret,
             )
-        elif headers.get("authorization", "").startswith("ACS3-HMAC-SHA256 "):
+        elif control and headers.get("authorization", "").startswith("ACS3-HMAC-SHA256 "):
             body, receive = await read_body(receive)
             ok = _verify_acs3(
                 scope["method"], raw_path, raw_query, headers, body, self.key_id, self.secret
@@ -75,7 +82,9 @@ def _verify_acs3(
     if payload != hashlib.sha256(body).hexdigest():
         return False
     signed = fields.get("SignedHeaders", "").split(";")
-    if "x-acs-date" not in signed:
+    if not {"host", "x-acs-date", "x-acs-content-sha256"} <= set(signed):
+        return False
+    if not date_is_fresh(headers.get("x-acs-date", "")) or not query_is_signable(raw_query):
         return False
     query = dict(parse_qsl(raw_query, keep_blank_values=True))
     canonical_query = "&".join(f"{k}={quote(query[k], safe='~')}" for k in sorted(query))

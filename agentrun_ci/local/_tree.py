@@ -25,28 +25,37 @@ _MAX_OPEN = 32
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-def remove_tree(path: str | os.PathLike[str]) -> bool:
+def remove_tree(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> bool:
     """Remove `path` and all below it; never raises. True when nothing is left.
 
-    What cannot be removed (another owner's files, an immutable file) is left in place
-    and reported by the return value, so a caller can log it and go on.
+    With `dir_fd`, `path` is a name in that open directory (no link on the way to it is
+    followed). What cannot be removed (another owner's files, an immutable file) is
+    left in place and reported by the return value, so a caller can log it and go on.
     """
     try:
-        return _remove(os.fspath(path))
+        return _remove(os.fspath(path), dir_fd)
     except Exception:  # a cleanup must never take its caller down
         log.warning("could not remove %s", path, exc_info=True)
-        return not os.path.lexists(path)
+        return not _lexists(os.fspath(path), dir_fd)
 
 
-def _remove(path: str) -> bool:
+def _lexists(path: str, dir_fd: int | None) -> bool:
     try:
-        st = os.lstat(path)
+        os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _remove(path: str, dir_fd: int | None) -> bool:
+    try:
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return True
     if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
         return True
-    top = _open_dir(path, None)
+    top = _open_dir(path, dir_fd)
     if top is None:
         return False
     try:
@@ -58,8 +67,8 @@ def _remove(path: str) -> bool:
     finally:
         os.close(top)
     with contextlib.suppress(OSError):
-        os.rmdir(path)
-    return not os.path.lexists(path)
+        os.rmdir(path, dir_fd=dir_fd)
+    return not _lexists(path, dir_fd)
 
 
 def _open_dir(name: str, parent: int | None) -> int | None:

@@ -1,0 +1,164 @@
+"""Resource usage: `Execution.usage` from the emulator's measurement, tolerant parsing of
+what the cloud reports, the MCP result's `usage`, and `agentrun-ci sessions list`."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from agentrun_ci import (
+    Config,
+    ControlPlane,
+    DataPlane,
+    Execution,
+    ProcessInfo,
+    Usage,
+)
+
+pytest.importorskip("jupyter_client")
+
+# Busy until the kernel's own CPU clock moved 0.3 s: a CPU amount, not a duration.
+BURN = "import time\n_t = time.process_time()\nwhile time.process_time() - _t < 0.3:\n    pass\n"
+
+
+def test_usage_from_wire_is_tolerant() -> None:
+    assert Usage.from_wire(None) == Usage()
+    assert not Usage.from_wire("1 GB").known
+    usage = Usage.from_wire({"wallTime": 1.5, "cpu_time": "0.25", "peakMemoryMb": 300})
+    assert (usage.wall_time, usage.cpu_time, usage.peak_memory_mb) == (1.5, 0.25, 300.0)
+    assert usage.memory_mb is None
+    assert usage.as_dict() == {"wall_time": 1.5, "cpu_time": 0.25, "peak_memory_mb": 300.0}
+    assert Usage.from_wire({"memoryMb": True, "cpuPercent": "n/a"}) == Usage()
+
+
+def test_cloud_shapes_without_usage_leave_every_field_none() -> None:
+    execution = Execution.from_wire(
+        {"results": [{"type": "stdout", "text": "hi\n"}, {"type": "endOfExecution"}]}
+    )
+    assert execution.usage == Usage()
+    assert not execution.usage.known
+    # the process shape the cloud documents: current use
+    process = ProcessInfo.from_wire(
+        {"processId": 7, "resourceUsage": {"cpuPercent": 12.5, "memoryMb": 256}}
+    )
+    assert (process.usage.cpu_percent, process.usage.memory_mb) == (12.5, 256.0)
+    assert ProcessInfo.from_wire({"pid": 7}).usage == Usage()
+    # (inferred) usage on the endOfExecution event is read too
+    inferred = Execution.from_wire(
+        {"results": [{"type": "endOfExecution", "resourceUsage": {"memoryMb": 64}}]}
+    )
+    assert inferred.usage.memory_mb == 64.0
+
+
+@pytest.fixture
+def session(emulator: Config) -> Iterator[tuple[DataPlane, str]]:
+    name = "usage" + uuid.uuid4().hex[:6]
+    with ControlPlane(emulator) as control, DataPlane(emulator) as data:
+        control.create_template(name, memory=2048)
+        sandbox_id = data.create_sandbox(name).sandbox_id
+        try:
+            data.wait_until_healthy(sandbox_id)
+            yield data, sandbox_id
+        finally:
+            data.delete_sandbox(sandbox_id)
+            control.delete_template(name)
+
+
+def test_the_emulator_measures_each_run(session: tuple[DataPlane, str]) -> None:
+    data, sandbox_id = session
+    heavy = data.execute(sandbox_id, "block = bytearray(200 * 1024 * 1024)\n" + BURN)
+    assert heavy.ok, heavy.error
+    usage = heavy.usage
+    assert usage.wall_time is not None
+    assert usage.wall_time > 0
+    assert usage.cpu_time is not None
+    assert usage.cpu_time >= 0.25
+    assert usage.peak_memory_mb is not None
+    assert usage.peak_memory_mb >= 200
+    assert heavy.request_id  # the data plane's id, for the log line and support
+    # the peak is the run's, not the context's: after the block is freed it is lower
+    data.execute(sandbox_id, "del block", context_id=heavy.context_id)
+    light = data.execute(sandbox_id, "1 + 1", context_id=heavy.context_id)
+    assert light.usage.peak_memory_mb is not None
+    assert light.usage.peak_memory_mb < usage.peak_memory_mb - 100
+    # the kernel as a process: its current use, as the cloud reports it
+    kernels = [p for p in data.list_processes(sandbox_id) if (p.tag or "").startswith("context:")]
+    assert kernels
+    current = data.get_process(sandbox_id, kernels[0].pid).usage
+    assert current.memory_mb is not None
+    assert current.memory_mb > 0
+    assert current.cpu_percent is not None
+    assert current.cpu_percent >= 0
+
+
+def test_sessions_list_shows_current_use(
+    session: tuple[DataPlane, str], emulator: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentrun_ci.cli import main
+
+    data, sandbox_id = session
+    data.execute(sandbox_id, "x = 1")  # a context: one kernel process
+    assert emulator.control_endpoint
+    assert emulator.data_endpoint
+    monkeypatch.setenv("AGENTRUN_CONTROL_ENDPOINT", emulator.control_endpoint)
+    monkeypatch.setenv("AGENTRUN_DATA_ENDPOINT", emulator.data_endpoint)
+    monkeypatch.setenv("AGENTRUN_ACCOUNT_ID", "local")
+    out = io.StringIO()
+    assert main(["sessions", "list"], out=out, err=io.StringIO()) == 0
+    rows = {line.split("\t")[0]: line.split("\t") for line in out.getvalue().splitlines()}
+    use = rows[sandbox_id][3]
+    assert re.fullmatch(r"memory=[0-9.]+MiB cpu=[0-9]+%", use), use
+    memory = float(use.split()[0].removeprefix("memory=").removesuffix("MiB"))
+    assert memory > 0
+
+
+@pytest.mark.anyio
+async def test_the_mcp_result_carries_usage(emulator: Config) -> None:
+    pytest.importorskip("mcp")
+    from mcp import Client
+
+    from agentrun_ci_mcp.server import ServerOptions, build_server
+
+    options = ServerOptions(config=emulator, backend="cloud", owner="use" + uuid.uuid4().hex[:4])
+    mcp, _state = build_server(options)
+    async with Client(mcp) as client:
+        result = await client.call_tool("run_code", {"code": BURN})
+    assert not result.is_error, result.content
+    usage = result.structured_content["usage"]
+    assert set(usage) == {"wall_time_s", "cpu_time_s", "peak_memory_mb"}
+    assert usage["cpu_time_s"] >= 0.25
+    assert usage["peak_memory_mb"] > 0
+
+
+def test_the_observability_doc_python_blocks_run_as_written() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "observability.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", doc.read_text(encoding="utf-8"), re.M | re.S)
+    assert blocks
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AGENTRUN_", "ALIBABA_CLOUD_", "FC_"))  # the local default
+    }
+    for code in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        wall, cpu, peak = (float(v) for v in done.stdout.split())  # all measured locally
+        assert wall > 0
+        assert cpu >= 0
+        assert peak > 0
