@@ -116,7 +116,7 @@ class _LogHandler(logging.Handler):
     def __init__(self, stream: TextIO) -> None:
         super().__init__()
         self.stream = stream
-        self.bare_user_lines = True
+        self.bare_user_lines = True  # False with --log-format json: every line is formatted
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -716,13 +716,19 @@ def main(
             "use DEBUG, INFO, WARNING or ERROR\n"
         )
         return 2
+    from ._logs import LOG_FORMATS, JsonFormatter
+
+    if args.log_format not in LOG_FORMATS:  # argparse checks the flag, not the variable
+        err.write(
+            f"agentrun-ci: unknown --log-format (or AGENTRUN_LOG_FORMAT) {args.log_format!r}: "
+            f"use {' or '.join(LOG_FORMATS)}\n"
+        )
+        return 2
     status = _Status(err)
     # a TextIOBase, used where a TextIO is expected (it has every method the commands call)
     status_err = cast(TextIO, status)
     handler = _LogHandler(status_err)
     if args.log_format == "json":  # every line JSON, the user-facing ones too
-        from ._logs import JsonFormatter
-
         handler.setFormatter(JsonFormatter())
         handler.bare_user_lines = False
     root = logging.getLogger()

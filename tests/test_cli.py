@@ -597,3 +597,30 @@ def test_doctor_reports_a_local_backend_that_cannot_start_a_kernel(
     assert status == 1
     assert "FIX   the local emulator could not run code" in out
     assert "No problems found" not in out
+
+
+def test_log_format_json_formats_every_line_the_user_facing_ones_too(
+    no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    import agentrun_ci._backend as backend
+
+    monkeypatch.setattr(backend, "_noticed", False)  # the local-backend notice is said once
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # only the command's own handler
+    status, out, err = cli("--log-format", "json", "run", "print(1)")
+    assert (status, out) == (0, "1\n")
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert logged, err
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in logged)
+    assert any("no AgentRun credentials found" in line["message"] for line in logged), logged
+
+
+def test_unknown_log_format_from_the_environment_is_a_usage_error(
+    no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRUN_LOG_FORMAT", "xml")
+    status, _, err = cli("doctor", "--no-network", "--no-kernel")
+    assert status == 2
+    assert "AGENTRUN_LOG_FORMAT" in err
+    assert "'xml'" in err

@@ -13,9 +13,11 @@ shared emulator saved no CPU time when measured: a block's cost is its interpret
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,11 +82,47 @@ def test_every_block_is_run_or_says_why_not() -> None:
     assert len(ran) >= 10, [b.id for b in ran]  # the docs mostly run; skipping is the exception
 
 
+def _repository_files() -> list[Path]:
+    """The files a clone has: git's list when this is a checkout, else the tree minus the
+    directories a checkout does not ship (venvs, the built site, caches)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60
+        ).stdout.decode()
+        return [ROOT / name for name in listed.split("\0") if name]
+    except (OSError, subprocess.SubprocessError):
+        skip = {".git", ".venv", "venv", "site", "build", "dist", "node_modules"}
+        return [
+            p
+            for p in ROOT.rglob("*")
+            if p.is_file()
+            and not skip.intersection(p.relative_to(ROOT).parts)
+            and not any(part.endswith("cache__") or part.endswith("_cache") for part in p.parts)
+        ]
+
+
 def test_no_paths_of_a_development_machine() -> None:
-    for path in [*_pages(), ROOT / "mkdocs.yml", ROOT / "pyproject.toml"]:
-        text = path.read_text(encoding="utf-8")
-        for needle in ("../shared", "/work/", "/root/", "/home/runner"):
+    """Nothing in the repository points at files a clone does not have."""
+    here = Path(__file__).resolve()
+    for path in _repository_files():
+        if path.resolve() == here or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # images and other binary files
+        for needle in ("../shared", "/work/", "/home/runner"):
             assert needle not in text, f"{path.relative_to(ROOT)} mentions {needle}"
+    # a home directory is a machine's, in what a reader reads (code may name /root/ itself)
+    for path in [*_pages(), ROOT / "mkdocs.yml", ROOT / "pyproject.toml"]:
+        assert "/root/" not in path.read_text(encoding="utf-8"), path.relative_to(ROOT)
+
+
+def test_no_page_is_a_draft_of_another() -> None:
+    for path in _pages():
+        title = path.read_text(encoding="utf-8").lstrip().split("\n", 1)[0]
+        assert title.startswith("# "), f"{path.relative_to(ROOT)} does not open with its title"
+        assert "draft" not in title.lower(), f"{path.relative_to(ROOT)}: {title}"
 
 
 def test_every_docs_page_is_in_the_site_nav() -> None:
@@ -92,6 +130,25 @@ def test_every_docs_page_is_in_the_site_nav() -> None:
     listed = set(re.findall(r":\s*([\w./-]+\.md)\s*$", config, re.MULTILINE))
     present = {p.name for p in DOCS.glob("*.md")}
     assert present == listed, (present - listed, listed - present)
+
+
+def test_every_environment_variable_the_code_reads_is_documented() -> None:
+    code = [*(ROOT / "agentrun_ci").rglob("*.py"), *(ROOT / "agentrun_ci_mcp").rglob("*.py")]
+    names = {
+        name
+        for path in code
+        for name in re.findall(r"[\"'](AGENTRUN_[A-Z0-9_]*[A-Z0-9])[\"']", path.read_text("utf-8"))
+    }
+    docs = "\n".join(p.read_text(encoding="utf-8") for p in _pages())
+    undocumented = sorted(n for n in names if n not in docs)
+    assert not undocumented, f"variables read by the code that no page names: {undocumented}"
+
+
+def test_benchmarks_page_includes_every_result_table() -> None:
+    page = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    included = set(re.findall(r'^--8<-- "(benchmarks/results/[\w.-]+\.md)"$', page, re.MULTILINE))
+    results = {p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks/results").glob("*.md")}
+    assert results == included, (results - included, included - results)
 
 
 def test_docs_site_builds_strictly(tmp_path: Path) -> None:
@@ -104,7 +161,7 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -131,16 +188,35 @@ def _run_block(block: Block, workdir: Path) -> subprocess.CompletedProcess[str]:
         if block.lang == "python"
         else ["bash", "-euo", "pipefail", "-c", block.body]
     )
-    return subprocess.run(
+    # its own process group: whatever the block starts in the background (an emulator) is
+    # killed with it, even when the block fails or hangs before its own cleanup
+    with subprocess.Popen(
         argv,
         cwd=workdir,
         env=_env(),
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=180,
-        check=False,
-    )
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGTERM)  # an emulator stops its kernels on TERM
+            try:
+                stdout, stderr = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                stdout, stderr = proc.communicate()
+            stderr += "\n[docs test: stopped after 600 s]"
+        _signal_group(proc.pid, signal.SIGKILL)  # anything the block left running
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # nothing of it is left
+        os.killpg(pgid, signum)
 
 
 def _to_run(block: Block) -> bool:
@@ -183,7 +259,7 @@ def test_code_block_runs_as_written(
     if block.lang == "json":
         json.loads(block.body)
         return
-    proc = block_runs[block.id].result(timeout=600)
+    proc = block_runs[block.id].result(timeout=1800)
     assert proc.returncode == 0, (
         f"{block.id} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     )

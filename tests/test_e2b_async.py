@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 import time
 from collections.abc import Iterator
 
@@ -136,3 +138,20 @@ async def test_refusals(emulator: Config) -> None:
         await AsyncSandbox.create(config=emulator, proxy="http://p")
     with pytest.raises(InvalidArgumentError, match="create"):
         AsyncSandbox()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("bwrap") is None,
+    reason="/home/user is real only in the jail (Linux, bwrap)",
+)
+async def test_paths_agree_on_home_user_and_contexts_start_anywhere(emulator: Config) -> None:
+    async with await AsyncSandbox.create(config=emulator) as sbx:
+        assert (await sbx.run_code("import os; os.getcwd()")).text == "/home/user"
+        assert (await sbx.run_code("process.cwd()", language="js")).text == "/home/user"
+        assert (await sbx.run_code("pwd", language="bash")).logs.stdout == ["/home/user\n"]
+        assert (await sbx.commands.run("pwd")).stdout == "/home/user\n"
+        await sbx.files.write("/home/user/agree.txt", "same file")
+        assert (await sbx.run_code("open('agree.txt').read()")).text == "same file"
+        context = await sbx.create_code_context(language="python", cwd="/tmp")
+        assert (await sbx.run_code("import os; os.getcwd()", context=context)).text == "/tmp"
+        assert context.id in [c.id for c in await sbx.list_code_contexts()]

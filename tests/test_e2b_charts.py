@@ -1,11 +1,11 @@
 """Rich results: the formatter snippet turns DataFrames and matplotlib figures into E2B's
-`Result.data` and typed `Result.chart` (needs pandas and matplotlib in the kernel's Python)."""
+`Result.data` and typed `Result.chart` (needs matplotlib in the kernel's Python; the
+DataFrame tests also need pandas)."""
 
 from __future__ import annotations
 
 import datetime
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +14,6 @@ from agentrun_ci import Config, e2b
 from agentrun_ci.e2b import Sandbox, charts
 from agentrun_ci.e2b._setup import FORMATTERS
 
-pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
 
 
@@ -35,6 +34,7 @@ def chart_of(sbx: Sandbox, code: str) -> charts.Chart:
 
 
 def test_dataframe_becomes_data(sbx: Sandbox) -> None:
+    pytest.importorskip("pandas")
     result = sbx.run_code(
         "import pandas as pd\n"
         "pd.DataFrame({'a': [1, 2, 3], 'when': pd.to_datetime(['2024-01-01'] * 3)})"
@@ -199,6 +199,7 @@ def test_pil_images_show_as_results(sbx: Sandbox) -> None:
 
 
 def test_rich_results_can_be_turned_off(emulator: Config) -> None:
+    pytest.importorskip("pandas")
     with Sandbox.create(config=emulator, rich_results=False) as plain:
         result = plain.run_code("import pandas as pd\npd.DataFrame({'a': [1]})").results[0]
         assert result.data is None
@@ -207,13 +208,15 @@ def test_rich_results_can_be_turned_off(emulator: Config) -> None:
         assert plain.run_code("1").execution_count == 2
 
 
-def test_the_snippet_leaves_no_names_and_is_quick(sbx: Sandbox) -> None:
+def test_the_snippet_leaves_no_names_and_may_run_again(sbx: Sandbox) -> None:
+    # its cost is measured by benchmarks/e2b_formatters.py, not asserted here
     context = sbx.create_code_context()
     names = sbx.run_code("sorted(n for n in globals() if 'agentrun' in n)", context=context)
     assert names.text == "[]"
     assert names.execution_count == 1  # the snippet's own run is not counted
-    began = time.perf_counter()
     again = sbx.run_code(FORMATTERS, context=context)
     assert again.error is None
-    # generous bound for a loaded 2-core machine; benchmarks/e2b_formatters.py measures it
-    assert time.perf_counter() - began < 2.0
+    drawn = sbx.run_code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()", context=context
+    )
+    assert isinstance(drawn.results[0].chart, charts.LineChart)  # one chart, not two

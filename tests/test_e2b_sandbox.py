@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -308,6 +309,35 @@ def test_bash_context_runs_commands_in_its_cwd(sbx: Sandbox) -> None:
     assert context.id not in [c.id for c in sbx.list_code_contexts()]
 
 
+JAILED = sys.platform.startswith("linux") and shutil.which("bwrap") is not None
+
+
+@pytest.mark.skipif(not JAILED, reason="/home/user is real only in the jail (Linux, bwrap)")
+def test_code_commands_and_files_agree_on_home_user(fresh: Callable[..., Sandbox]) -> None:
+    # E2B: every kernel, `!` shell escapes, bash contexts and commands start in /home/user,
+    # where the file API writes relative names
+    sbx = fresh()
+    assert sbx.run_code("import os; os.getcwd()").text == "/home/user"
+    assert sbx.run_code("process.cwd()", language="js").text == "/home/user"
+    assert sbx.run_code("pwd", language="bash").logs.stdout == ["/home/user\n"]
+    assert "".join(sbx.run_code("!pwd").logs.stdout).strip() == "/home/user"  # a pty: \r\n
+    assert sbx.commands.run("pwd").stdout == "/home/user\n"
+    sbx.files.write("/home/user/agree.txt", "same file")
+    assert sbx.run_code("open('agree.txt').read()").text == "same file"
+
+
+@pytest.mark.skipif(not JAILED, reason="directories outside /home/user exist only in the jail")
+def test_a_context_may_start_in_any_existing_directory(sbx: Sandbox) -> None:
+    context = sbx.create_code_context(language="python", cwd="/tmp")
+    assert context.cwd == "/tmp"
+    assert sbx.run_code("import os; os.getcwd()", context=context).text == "/tmp"
+    listed = [c for c in sbx.list_code_contexts() if c.id == context.id]
+    assert [(c.language, c.cwd) for c in listed] == [("python", "/tmp")]
+    sbx.remove_code_context(context)
+    with pytest.raises(AgentRunError, match="not an existing directory"):
+        sbx.create_code_context(language="python", cwd="/home/user/no/such/dir")
+
+
 def test_javascript_takes_es_module_imports_and_top_level_await(sbx: Sandbox) -> None:
     imported = sbx.run_code(
         "import { readFileSync } from 'fs'\nconsole.log(typeof readFileSync)", language="js"
@@ -376,6 +406,16 @@ def test_execution_count_counts_only_the_users_runs(fresh: Callable[..., Sandbox
     assert sandbox.run_code("a = 1").execution_count == 1
     assert sandbox.run_code("a", envs={"X": "1"}).execution_count == 2
     assert sandbox.run_code("a").execution_count == 3
+
+
+def test_the_setup_snippet_leaves_nothing_in_the_users_namespace(
+    fresh: Callable[..., Sandbox],
+) -> None:
+    sbx = fresh()
+    names = sbx.run_code("sorted(n for n in globals() if 'agentrun' in n.lower())")
+    assert names.text == "[]"
+    assert names.execution_count == 1
+    assert sbx.run_code("_i1").text == "sorted(n for n in globals() if 'agentrun' in n.lower())"
 
 
 def test_timeout_raises_and_the_context_stays_usable(sbx: Sandbox) -> None:

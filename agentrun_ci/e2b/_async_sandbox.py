@@ -713,7 +713,7 @@ class AsyncSandbox:
         parts: builtins.list[str] = []
         if ctx.language == "python":
             if self._rich:
-                parts.append(_setup.FORMATTERS)
+                parts.append(_setup.FORMATTERS_CELL)
             if envs:
                 parts.append(_setup.env_set("python", envs, save=False))
         elif envs:

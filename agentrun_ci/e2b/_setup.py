@@ -2,7 +2,8 @@
 
 AgentRun's cloud kernels are plain IPython kernels we do not control, so E2B's
 DataFrame and chart extraction is installed from the outside: when
-`agentrun_ci.e2b` creates a Python context it runs `FORMATTERS` once in it. The
+`agentrun_ci.e2b` creates a Python context it runs `FORMATTERS` once in it
+(as `FORMATTERS_CELL`, one string literal that IPython need not pre-process). The
 snippet registers two IPython display formatters that add JSON MIME types to
 every display of a pandas DataFrame (`DATA_MIME`) or a matplotlib figure
 (`CHART_MIME`); `Result.data` and `Result.chart` are parsed from them. It also
@@ -24,6 +25,7 @@ __all__ = [
     "CHART_MIME",
     "DATA_MIME",
     "FORMATTERS",
+    "FORMATTERS_CELL",
     "OWN_MIMES",
     "UNCOUNT",
     "bash_prefix",
@@ -266,11 +268,13 @@ def _agentrun_e2b_setup():
         image_module.Image._agentrun_e2b = True
 
     class PILHook(importlib.abc.MetaPathFinder):
+        _agentrun_e2b = True  # a hook of ours (from this run or an earlier one): skipped
+
         def find_spec(self, name, path, target=None):
             if name != "PIL.Image":
                 return None
             for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
+                if getattr(finder, "_agentrun_e2b", False) or not hasattr(finder, "find_spec"):
                     continue
                 spec = finder.find_spec(name, path, target)
                 if spec is not None and spec.loader is not None:
@@ -289,12 +293,19 @@ def _agentrun_e2b_setup():
     ip.display_formatter.formatters[CHART] = Chart(parent=ip.display_formatter)
     if "PIL.Image" in sys.modules:
         patch_pil(sys.modules["PIL.Image"])
-    else:
+    else:  # one hook, however often this runs in a kernel
+        sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "_agentrun_e2b", False)]
         sys.meta_path.insert(0, PILHook())
 
 _agentrun_e2b_setup()
 del _agentrun_e2b_setup
 """.replace("@MIMES@", f"{DATA_MIME!r}, {CHART_MIME!r}")
+
+#: what is sent: `FORMATTERS` as one string literal, compiled and run in a private
+#: namespace. IPython pre-processes every line of a cell's code (input transformers,
+#: the top-level-await check, history), which costs ~100 ms for the snippet's 10 KB;
+#: one literal costs about what `1 + 1` does (benchmarks/e2b_formatters.py).
+FORMATTERS_CELL = f"exec(compile({FORMATTERS!r}, '<agentrun-ci e2b setup>', 'exec'), {{}})\n"
 
 
 def _check_envs(envs: Mapping[str, str]) -> dict[str, str]:

@@ -216,7 +216,8 @@ class Core:
         self.templates: dict[str, Template] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self.started = time.monotonic()
-        exe = settings.python_executable or sys.executable
+        # absolute and without `..`: the jail mounts the interpreter's own directories
+        exe = os.path.abspath(settings.python_executable or sys.executable)
         for tmp in dict.fromkeys((tempfile.gettempdir(), _SHORT_TMP)):
             sweep_stale(tmp)
         name = instance_name()

@@ -280,7 +280,7 @@ class Launch:
 
     @property
     def python(self) -> str:
-        return self.settings.python_executable or sys.executable
+        return os.path.abspath(self.settings.python_executable or sys.executable)
 
     @property
     def jailed(self) -> bool:
