@@ -242,26 +242,9 @@ class SandboxFS:
 
         Only for what runs as the sandbox (a kernel's or command's working directory):
         the file API itself goes through `parent`/`open_dir` instead."""
-        if not api_path:
-            api_path = HOME
-        if "\x00" in api_path:
-            raise ApiError(400, "ERR_BAD_REQUEST", "path contains a NUL byte")
-        if api_path.startswith("/"):
-            if api_path != HOME and not api_path.startswith(HOME + "/"):
-                raise ApiError(
-                    400,
-                    "ERR_BAD_REQUEST",
-                    f"path {api_path!r} is outside {HOME}: the local emulator only has the "
-                    f"sandbox home directory (use {HOME}/... or a relative path)",
-                )
-            rel = api_path[len(HOME) :].lstrip("/")
-        else:
-            rel = api_path
-        parts = Path(rel).parts
-        if ".." in parts:
-            raise ApiError(400, "ERR_BAD_REQUEST", f"path {api_path!r} may not contain '..'")
-        _check_bounds(api_path, parts)
-        candidate = self.root / rel
+        parts = self.parts(api_path)
+        api_path = api_path or HOME
+        candidate = self.root.joinpath(*parts)
         # Resolve symlinks of every existing component: a link pointing out is an escape.
         try:
             real = candidate.resolve()
