@@ -383,3 +383,41 @@ def test_a_sandbox_uid_that_cannot_run_the_interpreter_gets_a_user_namespace(
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "cannot run" in said
     assert "user namespace" in said
+
+
+@pytest.mark.parametrize(
+    "privileged",
+    [
+        pytest.param(
+            True, marks=pytest.mark.skipif(os.geteuid() != 0, reason="bwrap privileged as root")
+        ),
+        False,
+    ],
+    ids=["sandbox-uid", "user-namespace"],
+)
+def test_an_interpreter_in_a_venv_below_tmp_runs_in_the_jail(
+    privileged: bool, tmp_path: Path
+) -> None:
+    """A clone (and its venv) under /tmp: the jail's private /tmp must not hide the
+    interpreter, and the jail's capability-less root must be able to reach it."""
+    import subprocess
+    import tempfile
+
+    below_tmp = Path(tempfile.mkdtemp(prefix="arci-venv-", dir="/tmp"))  # below /tmp: the case
+    try:
+        venv = below_tmp / "venv"
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+        )
+        python = str(venv / "bin" / "python")
+        uid = EmulatorSettings().sandbox_uid if privileged else None
+        jail, why = _jail.find_jail(python, uid)
+        assert jail is not None, why
+        assert jail.privileged == privileged
+        assert str(venv) in jail.extra
+        scratch = tmp_path / "scratch"
+        scratch.mkdir(mode=0o711)
+        os.chmod(tmp_path, 0o711)  # the sandbox uid traverses it, as the base
+        assert _core._run_in_jail(jail, scratch, python) == ""
+    finally:
+        shutil.rmtree(below_tmp, ignore_errors=True)

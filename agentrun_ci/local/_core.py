@@ -301,7 +301,9 @@ class Core:
         chown_tree(str(home), self.uid)
         # its /tmp in a jail; everywhere, where `pip install` puts packages (PIP_PREFIX):
         # the site-packages directory must exist before a kernel starts to be on its path
-        tmp.mkdir(mode=0o700)
+        # 0711: an interpreter bound below /tmp (a venv in a clone there) is exec'd by the
+        # jail's capability-less root before our init becomes the sandbox's uid
+        tmp.mkdir(mode=0o711)
         prefix = tmp / PIP_PREFIX.removeprefix(JAIL_TMP + "/")
         version = interpreter_info(self.launch.python).version
         site = prefix / "lib" / version / "site-packages"
@@ -943,8 +945,8 @@ def _try_jail(jail: Jail, scratch: Path, python: str) -> str:
 def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
     home, tmp = scratch / "probe-home", scratch / "probe-tmp"
     try:
-        for path in (home, tmp):
-            path.mkdir(mode=0o700)
+        for path, mode in ((home, 0o700), (tmp, 0o711)):  # the modes of a sandbox's
+            path.mkdir(mode=mode)
             if jail.privileged:
                 os.chown(path, jail.uid, jail.uid)
         uid = jail.uid

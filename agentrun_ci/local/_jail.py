@@ -217,10 +217,6 @@ class Jail:
                 out += ["--tmpfs", path]
         if os.path.isdir(_CPU_INFO):
             out += ["--ro-bind", _CPU_INFO, _CPU_INFO]
-        made: set[str] = set()
-        for path in self.extra:
-            out += _parents(path, made)
-            out += ["--ro-bind", path, path]
         out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run"]
         # bwrap makes /proc/sys read-only only when it runs privileged; in a user namespace
         # of root (sandbox_uid=None) the sandbox's uid is root outside and could write it
@@ -233,6 +229,12 @@ class Jail:
             out += ["--perms", "0755", "--dir", "/opt", "--ro-bind", self.tools, JAIL_TOOLS]
         if private is not None:
             out += ["--bind", str(private), JAIL_PRIVATE]
+        # The interpreter's directories last: one under /tmp (a venv in a clone there) must
+        # sit on top of the private /tmp, not be hidden by it.
+        made = {"/root", "/home", JAIL_HOME, JAIL_TMP, "/var", _VAR_TMP, "/run", "/opt"}
+        for path in self.extra:
+            out += _parents(path, made)
+            out += ["--ro-bind", path, path]
         out += ["--remount-ro", "/", "--chdir", "/", "--", *init, *argv]
         return out
 
