@@ -120,12 +120,21 @@ def table(times: dict[str, list[float]], runs: int) -> str:
         lines.append(
             f"| {name} | {statistics.median(ms):.1f} | {pct(ms, 0.9):.1f} | {max(ms):.1f} |"
         )
-    with_ = statistics.median(times["with: create + snippet + first run"]) * 1000
-    without = statistics.median(times["without: create + first run"]) * 1000
+    # Each run measures both ways back to back: the median of the per-run differences
+    # is steadier on a shared machine than a difference of two medians.
+    paired = [
+        (w - wo) * 1000
+        for w, wo in zip(
+            times["with: create + snippet + first run"],
+            times["without: create + first run"],
+            strict=True,
+        )
+    ]
     inside = statistics.median(times["the snippet inside the kernel"]) * 1000
     lines += [
         "",
-        f"The snippet adds {with_ - without:.1f} ms (median) to a Python context's creation "
+        f"The snippet adds {statistics.median(paired):.1f} ms (median of the per-run "
+        f"differences; p90 {pct(paired, 0.9):.1f} ms) to a Python context's creation "
         f"and first run, {inside:.1f} ms of it inside the kernel (target: under 20 ms). "
         "`Sandbox.create(rich_results=False)` skips it.",
     ]
@@ -134,7 +143,7 @@ def table(times: dict[str, list[float]], runs: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args(argv)
     text = table(measure(args.runs), args.runs)
     RESULTS.write_text(text, encoding="utf-8")
