@@ -213,7 +213,24 @@ def owned(config: Config, owner: str) -> list[str]:
 
 # ---------------------------------------------------------------- the MCP server as a process
 
+
 #: generous hang guards (not timing asserts): a server that never exits is a failure
+def initialize_request(
+    client: str, *, request_id: int = 1, protocol: str = "2025-11-25"
+) -> dict[str, Any]:
+    """The JSON-RPC `initialize` request an MCP client sends first."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": protocol,
+            "capabilities": {},
+            "clientInfo": {"name": client, "version": "0"},
+        },
+    }
+
+
 EXIT_WAIT = 40.0
 REPLY_WAIT = 90.0
 #: what the SDK hosts (Python and TypeScript `stdio_client`) give a server between

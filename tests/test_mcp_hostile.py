@@ -30,7 +30,15 @@ pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
 from mcp import Client, StdioServerParameters
-from support import SCRIPT, cloud_env, needs_script, pids, proc_stat, running_emulator
+from support import (
+    SCRIPT,
+    cloud_env,
+    initialize_request,
+    needs_script,
+    pids,
+    proc_stat,
+    running_emulator,
+)
 
 from agentrun_ci import Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
@@ -569,20 +577,7 @@ def test_stdio_process_survives_malformed_json_rpc(emu: tuple[LocalEmulator, Con
         ).encode()
 
     try:
-        send(
-            json.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "initialize",
-                    "params": {
-                        "protocolVersion": "2025-11-25",
-                        "capabilities": {},
-                        "clientInfo": {"name": "hostile", "version": "0"},
-                    },
-                }
-            ).encode()
-        )
+        send(json.dumps(initialize_request("hostile")).encode())
         assert 1 in replies(1)
         send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
         send(b"\xff\xfe not even UTF-8")

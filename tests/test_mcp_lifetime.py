@@ -36,6 +36,7 @@ from support import (
     base_env,
     cloud_env,
     cloud_leaks,
+    initialize_request,
     live_in_session,
     needs_script,
     remaining,
@@ -411,16 +412,7 @@ def test_max_clients_bounds_http_sessions_with_a_clear_refusal(tmp_path: Path) -
         )
     url = f"http://127.0.0.1:{port}/mcp"
     headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "tests", "version": "0"},
-        },
-    }
+    initialize = initialize_request("tests")
     try:
         with httpx.Client(timeout=30) as http:
             deadline = time.monotonic() + EXIT_WAIT

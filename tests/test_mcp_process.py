@@ -27,7 +27,15 @@ pytest.importorskip("jupyter_client")
 
 import httpx
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
-from support import SCRIPT, cloud_env, needs_script, owned, remaining, wait_until
+from support import (
+    SCRIPT,
+    cloud_env,
+    initialize_request,
+    needs_script,
+    owned,
+    remaining,
+    wait_until,
+)
 
 from agentrun_ci import Config, ControlPlane, DataPlane, NotFoundError, __version__
 
@@ -254,16 +262,7 @@ def http_server(emulator: Config) -> Iterator[tuple[str, str, Config, str]]:
     assert owned(emulator, owner) == []
 
 
-_INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"},
-    },
-}
+_INIT = initialize_request("t")
 _ACCEPT = {"accept": "application/json, text/event-stream"}
 
 

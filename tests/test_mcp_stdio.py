@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("mcp")
 
 import jsonschema
-from support import SCRIPT, cloud_env, needs_script, owned, spawned, wait_until
+from support import SCRIPT, cloud_env, initialize_request, needs_script, owned, spawned, wait_until
 
 from agentrun_ci import Config
 from agentrun_ci_mcp import _stdio
@@ -59,18 +59,7 @@ async def test_an_oversized_line_is_dropped_up_to_its_newline(
 
 
 def _initialize(i: int) -> str:
-    return json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": i,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "0"},
-            },
-        }
-    )
+    return json.dumps(initialize_request("t", request_id=i, protocol="2025-06-18"))
 
 
 @needs_script
