@@ -268,9 +268,14 @@ class HttpSpan:
     """One HTTP request attempt: a CLIENT span and one duration measurement.
 
     `with tel.http(...) as span: response = send(); span.status = response.status_code`
+
+    The span is made when the attempt ends, with the start time taken when it began: one
+    call into the SDK with every attribute, instead of a start, an attribute set and an end
+    (each of which takes the span's lock). The span is never the current one in between
+    (nothing nests under an HTTP request), so a trace shows the same span either way.
     """
 
-    __slots__ = ("_attrs", "_span", "_started", "_tel", "status")
+    __slots__ = ("_attrs", "_extra", "_name", "_started", "_started_ns", "_tel", "status")
 
     def __init__(
         self,
@@ -291,23 +296,22 @@ class HttpSpan:
             attrs["server.address"] = host
         if port:
             attrs["server.port"] = port
-        self._attrs = attrs
-        span_attrs = dict(attrs)
+        self._attrs = attrs  # the measurement's: low cardinality
+        extra: dict[str, Any] = {}  # the span's only
         if known != method:
-            span_attrs["http.request.method_original"] = method
+            extra["http.request.method_original"] = method
         if full_url is not None:
-            span_attrs["url.full"] = full_url
+            extra["url.full"] = full_url
         if action is not None:
-            span_attrs["rpc.method"] = action
+            extra["rpc.method"] = action
         if resend_count:
-            span_attrs["http.request.resend_count"] = resend_count
+            extra["http.request.resend_count"] = resend_count
             tel.retries.add(1, {"url.template": template})
-        name = f"{known} {template}" if known != "_OTHER" else (action or "HTTP")
-        self._span: Span = tel.tracer.start_span(
-            name, kind=tel.SpanKind.CLIENT, attributes=span_attrs
-        )
+        self._extra = extra
+        self._name = f"{known} {template}" if known != "_OTHER" else (action or "HTTP")
         self.status: int | None = None
-        self._started = time.perf_counter()
+        self._started_ns = time.time_ns()  # the span's start (wall clock, as the SDK's)
+        self._started = time.perf_counter_ns()  # the duration's (monotonic)
 
     def __enter__(self) -> HttpSpan:
         return self
@@ -318,24 +322,29 @@ class HttpSpan:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        elapsed = time.perf_counter() - self._started
-        span, attrs = self._span, self._attrs
+        elapsed = time.perf_counter_ns() - self._started
+        tel, attrs = self._tel, self._attrs
         error_type: str | None = None
         if self.status is not None:
             attrs["http.response.status_code"] = self.status
-            span.set_attribute("http.response.status_code", self.status)
             if self.status >= 400:
                 error_type = str(self.status)
         elif exc_type is not None:
             error_type = _error_type(exc_type)
-            if exc is not None:
-                span.record_exception(exc)
         if error_type is not None:
             attrs["error.type"] = error_type
-            span.set_attribute("error.type", error_type)
-            span.set_status(self._tel.error_status)
-        span.end()
-        self._tel.http_duration.record(elapsed, attrs)
+        span: Span = tel.tracer.start_span(
+            self._name,
+            kind=tel.SpanKind.CLIENT,
+            attributes={**attrs, **self._extra},
+            start_time=self._started_ns,
+        )
+        if error_type is not None:
+            if exc is not None:
+                span.record_exception(exc)
+            span.set_status(tel.error_status)
+        span.end(end_time=self._started_ns + elapsed)
+        tel.http_duration.record(elapsed / 1e9, attrs)
 
 
 def _error_type(exc_type: type[BaseException]) -> str:

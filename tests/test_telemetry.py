@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -47,13 +48,22 @@ def test_url_template_names_the_ids_and_keeps_the_routes() -> None:
 
 
 def test_data_plane_span_follows_http_client_conventions(otel: Captured) -> None:
+    handled: list[int] = []
+
     def handler(request: httpx.Request) -> httpx.Response:
+        handled.append(time.time_ns())
         return httpx.Response(200, json=EXECUTE_OK)
 
     config = Config(data_endpoint="http://dp.example:8123")
     with DataPlane(config, transport=httpx.MockTransport(handler)) as plane:
+        before = time.time_ns()
         plane.execute(SANDBOX, "print('hi')", context_id="ctx-1")
+        after = time.time_ns()
     span = otel.one("POST /sandboxes/{sandboxId}/contexts/execute")
+    # the span is made when the request ends, timed from when it began: it spans the send
+    assert span.start_time is not None
+    assert span.end_time is not None
+    assert before <= span.start_time <= handled[0] <= span.end_time <= after
     attributes = attrs_of(span)
     assert span.kind.name == "CLIENT"
     assert attributes["http.request.method"] == "POST"
