@@ -121,3 +121,19 @@ def test_pip_install_reaches_the_running_kernel(sandbox: tuple[httpx.Client, str
     assert "jailprobe" not in sys.modules
     with pytest.raises(ImportError):
         __import__("jailprobe")
+
+
+def test_the_kernel_starts_without_the_debugger_but_user_code_may_import_it(
+    sandbox: tuple[httpx.Client, str],
+) -> None:
+    """The kernel is launched with debugpy hidden (AgentRun has no debug call; it is a
+    quarter of a kernel's start-up); hidden only while ipykernel loads. The working
+    directory is on sys.path for the user's code, as with ipykernel_launcher."""
+    http, sid = sandbox
+    code = (
+        "import os, sys\n"
+        "print('debugpy' in sys.modules, sys.modules.get('debugpy', 0))\n"
+        "import debugpy\n"
+        "print(debugpy.__name__, os.getcwd() in sys.path or '' in sys.path)\n"
+    )
+    assert _run(http, sid, code).split("\n")[:2] == ["False 0", "debugpy True"]

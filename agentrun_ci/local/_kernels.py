@@ -160,6 +160,27 @@ _COUNT = "__import__('ipykernel').iostream.OutStream._agentrun_take()"
 
 _KERNEL_FLAGS = ("--HistoryManager.enabled=False", "--IPKernelApp.quiet=True")
 
+# The kernel's entry point: ipykernel_launcher's (the working directory off sys.path while
+# ipykernel loads; IPython puts it back), less the debugger. ipykernel loads debugpy when
+# it can, for Jupyter's debug protocol, which the AgentRun API has no call for: a quarter
+# of a kernel's start-up CPU. Hidden while ipykernel decides, importable again after, for
+# the user's code. (An ipykernel without a debugger module loads as it would.)
+_LAUNCH = """\
+import sys
+from pathlib import Path
+if sys.path[0] == "" or Path(sys.path[0]) == Path.cwd():
+    del sys.path[0]
+sys.modules["debugpy"] = None
+try:
+    import ipykernel.debugger
+except ImportError:
+    pass
+finally:
+    del sys.modules["debugpy"]
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()
+"""
+
 
 class KernelError(RuntimeError):
     """A kernel could not be started or died; its state is gone."""
@@ -440,8 +461,8 @@ class PythonKernel:
         argv = launch.argv(
             [
                 exe,
-                "-m",
-                "ipykernel_launcher",
+                "-c",
+                _LAUNCH,
                 "-f",
                 "{connection_file}",
                 *_KERNEL_FLAGS,
@@ -478,8 +499,8 @@ class PythonKernel:
         argv = launch.argv(
             [
                 launch.python,
-                "-m",
-                "ipykernel_launcher",
+                "-c",
+                _LAUNCH,
                 "-f",
                 f"{JAIL_PRIVATE}/kernel.json",
                 f"--ip={JAIL_PRIVATE}/k",
