@@ -34,13 +34,24 @@ RESULTS = pathlib.Path(__file__).parent / "results" / "strategies.md"
 CODE = "1 + 1"
 
 
+def _max_sessions(pool: tuple[int, int]) -> int:
+    return max(8, pool[1])
+
+
+def _capacity(strategy: str, pool: tuple[int, int]) -> int | None:
+    """How many callers' leases can hold a session at once (None: all of them). For
+    dedicated, `start_session()` below holds one of max_sessions for the facade's own
+    calls."""
+    return {"pool": pool[1], "dedicated": _max_sessions(pool) - 1}.get(strategy)
+
+
 def _interpreter(config: Config, strategy: str, pool: tuple[int, int]) -> AsyncCodeInterpreter:
     return AsyncCodeInterpreter(
         config,
         strategy=strategy,  # type: ignore[arg-type]
         pool_size=pool,
         owner="bench" + uuid.uuid4().hex[:6],
-        max_sessions=max(8, pool[1]),
+        max_sessions=_max_sessions(pool),
         lease_timeout=600,
         reap_on_start=False,
     )
@@ -83,8 +94,10 @@ async def throughput(
 
         t_setup = time.perf_counter()
         tasks = [asyncio.ensure_future(caller(i)) for i in range(concurrency)]
-        if strategy == "pool" and concurrency > pool[1]:
-            # leases beyond the pool wait for a session: no common "all warm" moment
+        capacity = _capacity(strategy, pool)
+        if capacity is not None and concurrency > capacity:
+            # leases beyond the pool (or max_sessions, for dedicated) wait for a session
+            # that a warm caller releases only at its end: no common "all warm" moment
             ready.set()
         done = asyncio.ensure_future(asyncio.gather(*tasks))
         # a failing caller must not leave the others waiting for "all warm" forever
@@ -171,7 +184,8 @@ async def main_async(args: argparse.Namespace) -> str:
         "sandbox; pool gives each lease a whole session (callers beyond the pool's max wait "
         "FIFO for one, so at concurrency 32 the steady rate includes waiting and the "
         "sessions' context churn); dedicated starts a session per lease and deletes it at "
-        "release (at most max_sessions leases at once). The emulator runs kernels on this "
+        "release (at most max_sessions leases at once; at concurrency 32 the others wait, as "
+        "for pool). The emulator runs kernels on this "
         "machine's CPUs, so these numbers rank the strategies' overheads; they are not "
         "cloud latencies.",
     ]
