@@ -198,6 +198,48 @@ class Kernel(Protocol):
     async def pause(self, stop: bool) -> None: ...
 
 
+async def wait_until_ready(km: Any, kc: Any, timeout: float) -> None:
+    """Return once the kernel answers: a kernel_info request's reply on shell, then its
+    `idle` status on iopub, which proves our iopub subscription is connected (a SUB
+    socket misses what is published before it joins: then ask again).
+
+    jupyter_client's `wait_for_ready` does the same and then waits for 0.2 s of silence on
+    iopub to flush it, which is half of a quiet kernel start. Not needed here: every reader
+    of these channels matches replies to its own request id, so messages left from these
+    requests are skipped, never taken for another's."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        msg_id = kc.kernel_info()
+        with contextlib.suppress(queue.Empty):
+            reply = await _reply_to(kc.get_shell_msg, msg_id, min(1.0, timeout))
+            adapt = getattr(kc, "_handle_kernel_info_reply", None)
+            if adapt is not None:  # the protocol version, as jupyter_client's wait does
+                adapt(reply)
+            while True:  # this request's status messages; none within 0.5 s: not subscribed yet
+                status = await _reply_to(kc.get_iopub_msg, msg_id, 0.5)
+                if (
+                    status["msg_type"] == "status"
+                    and status["content"].get("execution_state") == "idle"
+                ):
+                    return
+        if not await km.is_alive():
+            raise RuntimeError("the kernel died before it answered")
+        if loop.time() > deadline:
+            raise RuntimeError(f"the kernel did not answer in {timeout:g} s")
+
+
+async def _reply_to(get: Any, msg_id: str, timeout: float) -> dict[str, Any]:
+    """The next message on a channel (`get`: the client's get_*_msg) that answers
+    `msg_id`, skipping others; queue.Empty when none came within `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + timeout
+    while True:
+        msg: dict[str, Any] = await get(timeout=max(0.0, until - loop.time()))
+        if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            return msg
+
+
 def _timeout_event(timeout: float) -> Event:
     value = f"execution exceeded {timeout:g} s and was interrupted"
     return {
@@ -539,7 +581,7 @@ class PythonKernel:
             )
             kc = km.client()
             kc.start_channels()
-            await kc.wait_for_ready(timeout=60)
+            await wait_until_ready(km, kc, timeout=60)
         except BaseException as exc:  # cancelled too: nothing may be left running
             if kc is not None:
                 with contextlib.suppress(Exception):
@@ -620,7 +662,7 @@ class PythonKernel:
             if remaining <= 0:
                 if timed_out:  # SIGINT did not help (stuck in C code): restart, state is lost
                     await self._km.restart_kernel(now=True)
-                    await self._kc.wait_for_ready(timeout=60)
+                    await wait_until_ready(self._km, self._kc, timeout=60)
                     await self.adopt(self._home, self._env)
                     self.restarts += 1
                     events.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
