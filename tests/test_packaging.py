@@ -33,9 +33,13 @@ except ImportError:  # pragma: no cover - the `test` extra brings uv
     uv = None
 
 
-def _run(*argv: str | Path, cwd: Path, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+def _run(
+    *argv: str | Path, cwd: Path, timeout: float = 300.0, tmpdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(CREDENTIAL_PREFIXES)}
     env.pop("VIRTUAL_ENV", None)
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     proc = subprocess.run(
         [str(a) for a in argv],
         cwd=cwd,
@@ -54,9 +58,12 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """`python -m build`: the sdist, then the wheel built from that sdist."""
     out = tmp_path_factory.mktemp("dist")
     installer = ["--installer", "uv"] if uv is not None else []
-    _run(sys.executable, "-m", "build", *installer, "--outdir", out, ROOT, cwd=ROOT)
+    # the build's own temp files (uv leaves a lock file per setuptools build) go with ours
+    scratch = tmp_path_factory.mktemp("build-tmp")
+    _run(sys.executable, "-m", "build", *installer, "--outdir", out, ROOT, cwd=ROOT, tmpdir=scratch)
     yield out
     shutil.rmtree(out)
+    shutil.rmtree(scratch)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +74,20 @@ def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     python = where / "bin" / "python"
     if uv is not None:
         uv_bin = uv.find_uv_bin()
+        scratch = where.parent / "tmp"  # dependencies built from sdists leave uv's locks
+        scratch.mkdir()
         _run(uv_bin, "venv", "-q", "--python", sys.executable, where, cwd=where.parent)
-        _run(uv_bin, "pip", "install", "-q", "--python", python, f"{wheel}[all]", cwd=where.parent)
+        _run(
+            uv_bin,
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            python,
+            f"{wheel}[all]",
+            cwd=where.parent,
+            tmpdir=scratch,
+        )
     else:
         _run(sys.executable, "-m", "venv", where, cwd=where.parent)
         _run(python, "-m", "pip", "install", "-q", f"{wheel}[all]", cwd=where.parent, timeout=900)
@@ -176,5 +195,5 @@ def test_readme_mcp_client_snippet_starts_the_server_from_the_clone(tmp_path: Pa
     assert server["command"] == "uvx"
     uvx = Path(uv.find_uv_bin()).with_name("uvx")
     args = [a.replace("/path/to/clone", str(ROOT)) for a in server["args"]]
-    proc = _run(uvx, *args, "--version", cwd=tmp_path)
+    proc = _run(uvx, *args, "--version", cwd=tmp_path, tmpdir=tmp_path)  # uv's locks: ours
     assert proc.stdout.startswith("agentrun-ci-mcp ")
