@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import functools
-import inspect
 import logging
 import threading
 import uuid
@@ -34,10 +32,15 @@ from .._config import Config
 from .._errors import AgentRunError, APIError, NotFoundError, RequestTimeout, WaitTimeout
 from .._interpreter import AsyncCodeInterpreter, AsyncLease
 from .._lease import context_lost, kernel_died
-from .._models import CommandResult, Context, ExecutionError, FileEntry, Logs
+from .._models import Context, ExecutionError, Logs
 from .._models import Execution as _Execution
-from .._wire import DEFAULT_CWD, EXECUTE_TIMEOUT_CAP
+from .._wire import EXECUTE_TIMEOUT_CAP
 from . import _hub, _options, _setup
+from ._async_commands import AsyncCommands
+from ._async_filesystem import AsyncFilesystem
+from ._async_git import AsyncGit
+from ._async_pty import AsyncPty
+from ._common import HOME, _Dual, maybe_await
 from ._errors import (
     EXECUTION_TIMED_OUT,
     REQUEST_TIMED_OUT,
@@ -54,7 +57,6 @@ __all__ = ["AsyncSandbox", "SandboxInfo", "SandboxQuery", "deliver"]
 
 log = logging.getLogger("agentrun_ci.e2b")
 
-HOME = DEFAULT_CWD
 #: E2B's defaults: a sandbox lives 300 s, one run_code may take 300 s
 DEFAULT_LIFETIME = 300.0
 DEFAULT_RUN_TIMEOUT = 300.0
@@ -112,32 +114,6 @@ def _state(status: str | None) -> str:
     )
 
 
-class _Dual:
-    """A method usable on the class (`Sandbox.kill(sandbox_id)`) and on an instance."""
-
-    def __init__(self, on_class: Callable[..., Any], on_instance: Callable[..., Any]) -> None:
-        self._on_class = on_class
-        self._on_instance = on_instance
-        functools.update_wrapper(self, on_instance)  # type: ignore[arg-type]
-
-    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
-        if obj is None:
-            return functools.partial(self._on_class, owner)
-        return functools.partial(self._on_instance, obj)
-
-
-def dual(on_class: Callable[..., Any]) -> Callable[[Callable[..., Any]], _Dual]:
-    def wrap(on_instance: Callable[..., Any]) -> _Dual:
-        return _Dual(on_class, on_instance)
-
-    return wrap
-
-
-async def _maybe_await(value: Any) -> None:
-    if inspect.isawaitable(value):
-        await value
-
-
 async def deliver(
     execution: Execution,
     on_stdout: Callable[[OutputMessage], Any] | None,
@@ -152,113 +128,15 @@ async def deliver(
     """
     if on_stdout is not None:
         for chunk in execution.logs.stdout:
-            await _maybe_await(on_stdout(OutputMessage(chunk, error=False)))
+            await maybe_await(on_stdout(OutputMessage(chunk, error=False)))
     if on_stderr is not None:
         for chunk in execution.logs.stderr:
-            await _maybe_await(on_stderr(OutputMessage(chunk, error=True)))
+            await maybe_await(on_stderr(OutputMessage(chunk, error=True)))
     if on_result is not None:
         for result in execution.results:
-            await _maybe_await(on_result(result))
+            await maybe_await(on_result(result))
     if on_error is not None and execution.error is not None:
-        await _maybe_await(on_error(execution.error))
-
-
-class AsyncFilesystem:
-    """`sandbox.files`: read, write, list, exists, remove, rename, make_dir, get_info."""
-
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._sbx = sandbox
-
-    async def read(self, path: str, format: str = "text", **opts: Any) -> Any:
-        """The file's text (`format="bytes"` or `"stream"`: its bytes)."""
-        if format not in ("text", "bytes", "stream"):
-            raise InvalidArgumentException(f"format={format!r}: use 'text', 'bytes' or 'stream'")
-        content = await self._sbx._call(lambda d, sid: d.read_file(sid, path), opts)
-        return content.content if format != "text" else content.text
-
-    async def write(self, path: str, data: str | bytes, **opts: Any) -> FileEntry:
-        """Write a file (parents are created)."""
-        return await self._sbx._call(lambda d, sid: d.write_file(sid, path, data), opts)  # type: ignore[no-any-return]
-
-    async def write_files(self, files: list[Mapping[str, Any]], **opts: Any) -> list[FileEntry]:
-        """Write several files (`[{"path": ..., "data": ...}]`)."""
-        return [await self.write(f["path"], f["data"], **opts) for f in files]
-
-    async def list(self, path: str = HOME, depth: int = 1, **opts: Any) -> builtins.list[FileEntry]:
-        return await self._sbx._call(lambda d, sid: d.list_files(sid, path, depth=depth), opts)  # type: ignore[no-any-return]
-
-    async def get_info(self, path: str, **opts: Any) -> FileEntry:
-        return await self._sbx._call(lambda d, sid: d.stat(sid, path), opts)  # type: ignore[no-any-return]
-
-    async def exists(self, path: str, **opts: Any) -> bool:
-        try:
-            await self.get_info(path, **opts)
-        except NotFoundError:
-            return False
-        return True
-
-    async def remove(self, path: str, **opts: Any) -> None:
-        await self._sbx._call(lambda d, sid: d.remove(sid, path), opts)
-
-    async def rename(self, old_path: str, new_path: str, **opts: Any) -> FileEntry:
-        return await self._sbx._call(lambda d, sid: d.move(sid, old_path, new_path), opts)  # type: ignore[no-any-return]
-
-    async def make_dir(self, path: str, **opts: Any) -> bool:
-        """Create a directory (and its parents); False if it already existed."""
-        existed = await self.exists(path, **opts)
-        await self._sbx._call(lambda d, sid: d.mkdir(sid, path), opts)
-        return not existed
-
-
-class AsyncCommands:
-    """`sandbox.commands.run(cmd)`: a shell command run to completion (≤30 s on AgentRun)."""
-
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._sbx = sandbox
-
-    async def run(
-        self,
-        cmd: str,
-        background: bool | None = None,
-        envs: Mapping[str, str] | None = None,
-        user: str | None = None,
-        cwd: str | None = None,
-        on_stdout: Callable[[str], Any] | None = None,
-        on_stderr: Callable[[str], Any] | None = None,
-        stdin: bool | None = None,
-        timeout: float | None = None,
-        request_timeout: float | None = None,
-    ) -> CommandResult:
-        """Run `cmd` in a shell; a non-zero exit code is data (`exit_code`), not an exception."""
-        if background:
-            raise InvalidArgumentException(
-                "commands.run(background=True) is not available on AgentRun: start the job "
-                "with 'nohup … > out.log 2>&1 &' and read out.log later"
-            )
-        if user not in (None, "user"):
-            raise InvalidArgumentException(
-                f"commands.run(user={user!r}): commands run as the sandbox's only user"
-            )
-        if stdin:
-            raise InvalidArgumentException("commands.run(stdin=True): AgentRun has no stdin")
-        timeout = EXECUTE_TIMEOUT_CAP if timeout is None else timeout
-        if timeout == 0 or timeout > EXECUTE_TIMEOUT_CAP:
-            raise InvalidArgumentException(
-                f"commands.run(timeout={timeout:g}): AgentRun stops a command after "
-                f"{EXECUTE_TIMEOUT_CAP:g} s; for longer jobs start them in the background with "
-                "nohup and poll"
-            )
-        command = _setup.bash_prefix({**self._sbx._envs, **(envs or {})}) + cmd
-        result: CommandResult = await self._sbx._call(
-            lambda d, sid: d.run_command(sid, command, cwd=cwd or HOME, timeout=timeout),
-            {"request_timeout": request_timeout},
-            work=timeout,
-        )
-        if on_stdout is not None and result.stdout:
-            await _maybe_await(on_stdout(result.stdout))
-        if on_stderr is not None and result.stderr:
-            await _maybe_await(on_stderr(result.stderr))
-        return result
+        await maybe_await(on_error(execution.error))
 
 
 class AsyncSandbox:
@@ -268,6 +146,8 @@ class AsyncSandbox:
 
     files: AsyncFilesystem
     commands: AsyncCommands
+    pty: AsyncPty
+    git: AsyncGit
     _ci: AsyncCodeInterpreter
     _lease: AsyncLease | None
     _sandbox_id: str
@@ -321,6 +201,8 @@ class AsyncSandbox:
         self._hub_key = None
         self.files = AsyncFilesystem(self)
         self.commands = AsyncCommands(self)
+        self.pty = AsyncPty(self)
+        self.git = AsyncGit(self)
         with _records_lock:
             _live.setdefault(sandbox_id, []).append(self)
         return self

@@ -11,101 +11,22 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .._config import Config
-from .._models import CommandResult, Context, ExecutionError, FileEntry
-from . import _hub
-from ._async_sandbox import (
-    HOME,
-    AsyncSandbox,
-    AsyncSandboxPaginator,
-    SandboxInfo,
-    SandboxQuery,
-    _Dual,
-)
+from .._models import Context, ExecutionError
+from ._async_sandbox import AsyncSandbox, AsyncSandboxPaginator, SandboxInfo, SandboxQuery
+from ._common import _Dual
 from ._models import Execution, OutputMessage, Result
+from ._portal import call as _call
+from ._portal import call_any as _any
+from ._sync_commands import Commands
+from ._sync_filesystem import Filesystem
+from ._sync_git import Git
+from ._sync_pty import Pty
 
 __all__ = ["Sandbox", "SandboxPaginator"]
-
-T = TypeVar("T")
-
-
-def _call(coro: Coroutine[Any, Any, T]) -> T:
-    return _hub.portal().call(coro)
-
-
-def _any(coro: Coroutine[Any, Any, Any]) -> Any:
-    return _hub.portal().call(coro)
-
-
-class Filesystem:
-    """`sandbox.files` (sync): read, write, list, exists, remove, rename, make_dir, get_info."""
-
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._files = sandbox.files
-
-    def read(self, path: str, format: str = "text", **opts: Any) -> Any:
-        """The file's text (`format="bytes"` or `"stream"`: its bytes)."""
-        return _call(self._files.read(path, format, **opts))
-
-    def write(self, path: str, data: str | bytes, **opts: Any) -> FileEntry:
-        """Write a file (parents are created)."""
-        return _call(self._files.write(path, data, **opts))
-
-    def write_files(self, files: list[Mapping[str, Any]], **opts: Any) -> list[FileEntry]:
-        return _call(self._files.write_files(files, **opts))
-
-    def list(self, path: str = HOME, depth: int = 1, **opts: Any) -> builtins.list[FileEntry]:
-        return _call(self._files.list(path, depth, **opts))
-
-    def get_info(self, path: str, **opts: Any) -> FileEntry:
-        return _call(self._files.get_info(path, **opts))
-
-    def exists(self, path: str, **opts: Any) -> bool:
-        return _call(self._files.exists(path, **opts))
-
-    def remove(self, path: str, **opts: Any) -> None:
-        _call(self._files.remove(path, **opts))
-
-    def rename(self, old_path: str, new_path: str, **opts: Any) -> FileEntry:
-        return _call(self._files.rename(old_path, new_path, **opts))
-
-    def make_dir(self, path: str, **opts: Any) -> bool:
-        return _call(self._files.make_dir(path, **opts))
-
-
-class Commands:
-    """`sandbox.commands.run(cmd)` (sync): a shell command run to completion (≤30 s)."""
-
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._commands = sandbox.commands
-
-    def run(
-        self,
-        cmd: str,
-        background: bool | None = None,
-        envs: Mapping[str, str] | None = None,
-        user: str | None = None,
-        cwd: str | None = None,
-        on_stdout: Callable[[str], Any] | None = None,
-        on_stderr: Callable[[str], Any] | None = None,
-        stdin: bool | None = None,
-        timeout: float | None = None,
-        request_timeout: float | None = None,
-    ) -> CommandResult:
-        """Run `cmd` in a shell; a non-zero exit code is data (`exit_code`), not an exception."""
-        result = _call(
-            self._commands.run(
-                cmd, background, envs, user, cwd, None, None, stdin, timeout, request_timeout
-            )
-        )
-        if on_stdout is not None and result.stdout:
-            on_stdout(result.stdout)
-        if on_stderr is not None and result.stderr:
-            on_stderr(result.stderr)
-        return result
 
 
 class SandboxPaginator:
@@ -157,6 +78,8 @@ class Sandbox:
         self._async = inner
         self.files = Filesystem(inner)
         self.commands = Commands(inner)
+        self.pty = Pty(inner)
+        self.git = Git(inner)
 
     @classmethod
     def _wrap(cls, inner: AsyncSandbox) -> Sandbox:
