@@ -600,6 +600,8 @@ class CommandResult:
     duration: float | None = None
     execution_id: str | None = None
     status: str | None = None
+    #: why the command ended abnormally, in words (e.g. "signal: killed"; E2B's field)
+    error: str | None = None
     raw: Raw = attrs.field(factory=dict, repr=False, eq=False)
 
     @property

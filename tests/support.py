@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -34,6 +35,7 @@ from agentrun_ci import Config, ControlPlane
 from agentrun_ci._procfs import is_running, stat_fields
 
 if TYPE_CHECKING:
+    from agentrun_ci import DataPlane
     from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
 T = TypeVar("T")
@@ -446,3 +448,24 @@ def cloud_leaks(
     leaks += [f"process: {p}" for p in remaining(lambda: live_mentioning(sandboxes), wait)]
     leaks += [f"directory: {d}" for d in Path(sandboxes).parent.glob(f"arci-{owner}-*")]
     return leaks
+
+
+@contextlib.contextmanager
+def sandbox_on(config: Config) -> Iterator[tuple[DataPlane, str]]:
+    """A fresh template and sandbox on the emulator at `config`, as (data plane, sandbox id);
+    both deleted at exit."""
+    import httpx
+
+    from agentrun_ci import DataPlane
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=str(config.control_endpoint)) as http, DataPlane(config) as plane:
+        assert http.post("/2025-09-10/templates", json={"templateName": name}).status_code == 200
+        try:
+            sandbox = plane.create_sandbox(name, idle_timeout=600)
+            try:
+                yield plane, sandbox.sandbox_id
+            finally:
+                plane.delete_sandbox(sandbox.sandbox_id)
+        finally:
+            http.delete(f"/2025-09-10/templates/{name}")

@@ -59,8 +59,10 @@ def test_execution_shape_files_commands_contexts(emulator: Config) -> None:
         assert sbx.files.read("/home/user/data.txt") == "hello"
         assert sbx.files.read("/home/user/data.txt", format="bytes") == b"hello"
         assert "data.txt" in [entry.name for entry in sbx.files.list("/home/user")]
-        command = sbx.commands.run("cat data.txt; exit 3")
-        assert (command.stdout, command.exit_code) == ("hello", 3)
+        assert sbx.commands.run("cat data.txt").stdout == "hello"
+        with pytest.raises(e2b.CommandExitException) as failed_command:  # E2B: exit != 0 raises
+            sbx.commands.run("cat data.txt; exit 3")
+        assert (failed_command.value.stdout, failed_command.value.exit_code) == ("hello", 3)
 
         context = sbx.create_code_context()
         sbx.run_code("y = 'ctx'", context=context)

@@ -13,6 +13,7 @@ import pytest
 from agentrun_ci import AsyncCodeInterpreter, Config, InvalidArgumentError, NotFoundError, e2b
 from agentrun_ci.e2b import (
     AsyncSandbox,
+    CommandExitException,
     InvalidArgumentException,
     OutputMessage,
     SandboxException,
@@ -127,8 +128,11 @@ async def test_files_and_commands(emulator: Config) -> None:
         assert not await sbx.files.exists("/home/user/none.txt")
         result = await sbx.commands.run("cat a.txt", envs={"X": "1"})
         assert (result.stdout, result.exit_code) == ("A", 0)
-        with pytest.raises(InvalidArgumentException, match="background"):
-            await sbx.commands.run("sleep 100", background=True)
+        handle = await sbx.commands.run("sleep 100", background=True)
+        assert handle.pid in [p.pid for p in await sbx.commands.list()]
+        assert await handle.kill()
+        with pytest.raises(CommandExitException):
+            await handle.wait()
 
 
 async def test_refusals(emulator: Config) -> None:

@@ -13,23 +13,26 @@ import logging
 import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
-from .. import _telemetry, _wire
+from .. import _jobs, _telemetry, _wire
 from .._auth import AgentRunAuth
 from .._config import Config
 from .._errors import (
+    AgentRunError,
     APIError,
     InvalidArgumentError,
+    NotFoundError,
     RequestTimeout,
     TransportError,
     WaitTimeout,
     request_id_from,
 )
+from .._jobs import Job, JobInfo
 from .._models import (
     CommandResult,
     Context,
@@ -372,6 +375,105 @@ class DataPlane:
     ) -> CommandResult:
         """Run a shell command to completion (≤30 s); a non-zero exit code is data."""
         return self._call(_wire.run_command(sandbox_id, command, cwd=cwd, timeout=timeout))
+
+    # ------------------------------------------------------------ background jobs
+
+    def _job_command(
+        self, sandbox_id: str, script: str, *, wait: float = 0.0, cwd: str | None = None
+    ) -> str:
+        result = self.run_command(sandbox_id, script, cwd=cwd, timeout=min(wait + 8.0, 30.0))
+        if result.exit_code != 0 or "AGENTRUN-JOB " not in result.stdout:
+            raise AgentRunError(
+                f"the job helper failed in sandbox {sandbox_id} (exit code {result.exit_code}): "
+                f"{(result.stderr or result.stdout).strip()[:300]}; background jobs need a POSIX "
+                "shell with base64, setsid and mkfifo in the sandbox"
+            )
+        return result.stdout
+
+    def start_job(
+        self,
+        sandbox_id: str,
+        command: str,
+        *,
+        cwd: str | None = None,
+        envs: Mapping[str, str] | None = None,
+        stdin: bool = False,
+        tag: str | None = None,
+        wait: float = 0.0,
+    ) -> Job:
+        """Start `command` in the background; it may run for hours (no 30 s cap).
+
+        Returns the job's first report (`pid`, state, output so far), after
+        waiting up to `wait` seconds for it to print or end. Poll it with
+        `read_job`, stop it with `kill_job`; it is gone with its sandbox.
+        """
+        script = _jobs.start_script(command, cwd=cwd, envs=envs, stdin=stdin, tag=tag, wait=wait)
+        try:
+            out = self._job_command(sandbox_id, script, wait=wait, cwd=cwd)
+            job = _jobs.parse_job(None, out)
+        except _jobs.JobError as exc:
+            raise AgentRunError(f"could not start the job in sandbox {sandbox_id}: {exc}") from None
+        assert job is not None
+        return job
+
+    def read_job(
+        self,
+        sandbox_id: str,
+        pid: int | str,
+        *,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        wait: float = 0.0,
+    ) -> Job:
+        """A job's state and its output past the byte offsets (at most 1 MiB per stream).
+
+        Waits in the sandbox up to `wait` seconds (≤20) for new output or the
+        end. Pass the returned `stdout_offset`/`stderr_offset` to the next call.
+        NotFoundError if there is no such job.
+        """
+        script = _jobs.poll_script(
+            pid, stdout_offset=stdout_offset, stderr_offset=stderr_offset, wait=wait
+        )
+        out = self._job_command(sandbox_id, script, wait=wait)
+        try:
+            job = _jobs.parse_job(
+                pid, out, stdout_offset=stdout_offset, stderr_offset=stderr_offset
+            )
+        except _jobs.JobError as exc:
+            raise AgentRunError(
+                f"could not read job {pid} in sandbox {sandbox_id}: {exc}"
+            ) from None
+        if job is None:
+            raise NotFoundError(f"no background job {pid} in sandbox {sandbox_id}", status_code=404)
+        return job
+
+    def kill_job(self, sandbox_id: str, pid: int | str) -> bool:
+        """SIGKILL a job (its whole process group) or any process by pid; False if none ran."""
+        return _jobs.parse_kill(self._job_command(sandbox_id, _jobs.kill_script(pid)))
+
+    def list_jobs(self, sandbox_id: str) -> list[JobInfo]:
+        """The background jobs still running in the sandbox."""
+        return _jobs.parse_list(self._job_command(sandbox_id, _jobs.list_script()))
+
+    def send_job_stdin(self, sandbox_id: str, pid: int | str, data: str | bytes) -> None:
+        """Write to the stdin of a job started with `stdin=True`."""
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        self._job_stdin(sandbox_id, pid, payload)
+
+    def close_job_stdin(self, sandbox_id: str, pid: int | str) -> None:
+        """Close a job's stdin: the command reads EOF."""
+        self._job_stdin(sandbox_id, pid, None)
+
+    def _job_stdin(self, sandbox_id: str, pid: int | str, data: bytes | None) -> None:
+        said = _jobs.parse_stdin(self._job_command(sandbox_id, _jobs.stdin_script(pid, data)))
+        if said == "none":
+            raise NotFoundError(f"no background job {pid} in sandbox {sandbox_id}", status_code=404)
+        if said == "nostdin":
+            raise InvalidArgumentError(
+                f"job {pid} has no stdin: start it with stdin=True to send it input"
+            )
+        if said == "ended":
+            raise InvalidArgumentError(f"job {pid} has ended: its stdin is closed")
 
     def list_processes(self, sandbox_id: str) -> list[ProcessInfo]:
         """List the processes running in the sandbox."""

@@ -17,11 +17,13 @@ what AgentRun does not have: docs/e2b.md.
 
 from __future__ import annotations
 
-from .._models import Context, ExecutionError, Logs
+from .._models import CommandResult, Context, ExecutionError, Logs
 from . import charts
+from ._async_commands import AsyncCommandHandle, ProcessInfo, PtySize
 from ._async_sandbox import AsyncSandbox, AsyncSandboxPaginator, SandboxInfo, SandboxQuery
 from ._errors import (
     AuthenticationException,
+    CommandExitException,
     InvalidArgumentException,
     NotFoundException,
     RateLimitException,
@@ -32,14 +34,19 @@ from ._errors import (
 from ._hub import aclose_shared, close_shared
 from ._models import Execution, OutputMessage, Result
 from ._setup import CHART_MIME, DATA_MIME
+from ._sync_commands import CommandHandle
 from ._sync_sandbox import Sandbox, SandboxPaginator
 
 __all__ = [
     "CHART_MIME",
     "DATA_MIME",
+    "AsyncCommandHandle",
     "AsyncSandbox",
     "AsyncSandboxPaginator",
     "AuthenticationException",
+    "CommandExitException",
+    "CommandHandle",
+    "CommandResult",
     "Context",
     "Execution",
     "ExecutionError",
@@ -47,6 +54,8 @@ __all__ = [
     "Logs",
     "NotFoundException",
     "OutputMessage",
+    "ProcessInfo",
+    "PtySize",
     "RateLimitException",
     "Result",
     "Sandbox",

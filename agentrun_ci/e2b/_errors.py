@@ -19,6 +19,8 @@ handle after its `kill()`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .._errors import (
     AgentRunError,
     AuthenticationError,
@@ -29,8 +31,12 @@ from .._errors import (
     WaitTimeout,
 )
 
+if TYPE_CHECKING:
+    from .._models import CommandResult
+
 __all__ = [
     "AuthenticationException",
+    "CommandExitException",
     "InvalidArgumentException",
     "NotFoundException",
     "RateLimitException",
@@ -48,6 +54,18 @@ RateLimitException = RateLimitError
 
 class TimeoutException(RequestTimeout, WaitTimeout):
     """An execution, a request, or the sandbox's lifetime ran out (E2B's one timeout name)."""
+
+
+class CommandExitException(AgentRunError):
+    """A command exited with a non-zero code (E2B's name); it carries the command's result."""
+
+    def __init__(self, result: CommandResult) -> None:
+        self.result = result
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.exit_code = result.exit_code
+        self.error = result.error
+        super().__init__(f"Command exited with code {result.exit_code} and error:\n{result.stderr}")
 
 
 class SandboxKilledError(AgentRunError, RuntimeError):

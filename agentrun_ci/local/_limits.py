@@ -274,8 +274,9 @@ def child_preexec(
                 fh.write("0")
         if memory_mb:
             _set(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
-        if cpu_seconds:
-            _set(resource.RLIMIT_CPU, cpu_seconds)
+        if cpu_seconds:  # soft only: a background job lifts it (`ulimit -t unlimited`)
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, resource.RLIM_INFINITY))
         if fsize:
             _set(resource.RLIMIT_FSIZE, fsize * 1024 * 1024)
         if nproc:
