@@ -80,6 +80,25 @@ _PIP = """#!/bin/sh
 exec python -m pip "$@"
 """
 
+# `sudo`: a sandbox has one user and no way to gain privileges (no capabilities, NO_NEW_PRIVS),
+# so E2B-style `sudo cmd` runs cmd as that user and says so; what needs root then fails on
+# its own ("permission denied") instead of on a missing sudo.
+_SUDO = """#!/bin/sh
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -u|-g|-p|-C|-h|-U) shift 2 ;;
+        --) shift; break ;;
+        -*) shift ;;
+        *) break ;;
+    esac
+done
+[ $# -gt 0 ] || { echo "usage: sudo command [args]" >&2; exit 1; }
+if [ "$(id -u)" != 0 ] && [ -z "${AGENTRUN_SUDO_QUIET:-}" ]; then
+    echo "sudo: this sandbox cannot gain root; running as $(id -un 2>/dev/null || id -u)" >&2
+fi
+exec "$@"
+"""
+
 # Asked of the kernel's interpreter once per process (`interpreter_info`).
 _PROBE = """
 import glob, json, os, sys
@@ -280,12 +299,12 @@ def _parents(path: str, made: set[str]) -> list[str]:
 
 
 def write_tools(directory: Path) -> str:
-    """The read-only /opt/agentrun of every jail: `pip`, `pip3` and the javascript REPL."""
+    """The read-only /opt/agentrun of every jail: `pip`, `pip3`, `sudo`, the javascript REPL."""
     bin_dir = directory / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("pip", "pip3"):
+    for name, text in (("pip", _PIP), ("pip3", _PIP), ("sudo", _SUDO)):
         script = bin_dir / name
-        script.write_text(_PIP, encoding="utf-8")
+        script.write_text(text, encoding="utf-8")
         script.chmod(0o755)
     repl = Path(__file__).with_name("_node_repl.js")
     shutil.copyfile(repl, directory / "node_repl.js")
