@@ -26,6 +26,7 @@ from ._errors import (
     WaitTimeout,
 )
 from ._interpreter import AsyncCodeInterpreter, AsyncLease, InterpreterOptions, NetworkMode
+from ._jobs import Job, JobInfo
 from ._models import (
     CommandResult,
     Context,
@@ -82,6 +83,8 @@ __all__ = [
     "Interpreter",
     "InterpreterOptions",
     "InvalidArgumentError",
+    "Job",
+    "JobInfo",
     "Lease",
     "Logs",
     "NetworkMode",

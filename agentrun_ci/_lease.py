@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from . import _telemetry
@@ -26,6 +26,7 @@ from ._errors import (
     SessionLostError,
     TransportError,
 )
+from ._jobs import Job, JobInfo
 from ._models import CommandResult, Context, Execution, ExecutionError, FileContent, FileEntry
 from ._ownership import OwnerTag, Tracker
 from ._strategies import HeldSession, Strategy
@@ -133,6 +134,7 @@ class AsyncLease:
         self._lock = asyncio.Lock()
         self._pending_reset = False
         self._released = False
+        self._jobs: set[int] = set()  # background jobs this lease started: killed at release
         _telemetry.watch("lease", self)
 
     def __repr__(self) -> str:
@@ -391,6 +393,64 @@ class AsyncLease:
             lambda sid: self._rt.data.run_command(sid, command, cwd=cwd, timeout=timeout)
         )
 
+    @_telemetry.traced("start_job")
+    async def start_job(
+        self,
+        command: str,
+        *,
+        cwd: str | None = None,
+        envs: Mapping[str, str] | None = None,
+        stdin: bool = False,
+        wait: float = 0.0,
+    ) -> Job:
+        """Start a background job in the session: no 30 s cap (see `DataPlane.start_job`).
+
+        Jobs a lease started are killed when it is released. Needs a strategy that
+        keeps a session (singleton, pool, dedicated)."""
+        await self._ensure_session()
+        job = await self._on_session(
+            lambda sid: self._rt.data.start_job(
+                sid, command, cwd=cwd, envs=envs, stdin=stdin, tag=self.key, wait=wait
+            )
+        )
+        self._jobs.add(job.pid)
+        return job
+
+    @_telemetry.traced("read_job")
+    async def read_job(
+        self, pid: int, *, stdout_offset: int = 0, stderr_offset: int = 0, wait: float = 0.0
+    ) -> Job:
+        """A job's state and output past the byte offsets (see `DataPlane.read_job`)."""
+        await self._ensure_session()
+        return await self._on_session(
+            lambda sid: self._rt.data.read_job(
+                sid, pid, stdout_offset=stdout_offset, stderr_offset=stderr_offset, wait=wait
+            )
+        )
+
+    @_telemetry.traced("kill_job")
+    async def kill_job(self, pid: int) -> bool:
+        """SIGKILL a job (its process group); False if it was not running."""
+        await self._ensure_session()
+        killed = await self._on_session(lambda sid: self._rt.data.kill_job(sid, pid))
+        self._jobs.discard(pid)
+        return killed
+
+    @_telemetry.traced("list_jobs")
+    async def list_jobs(self) -> list[JobInfo]:
+        """The background jobs running in the session (this lease's and others')."""
+        await self._ensure_session()
+        return await self._on_session(lambda sid: self._rt.data.list_jobs(sid))
+
+    async def _kill_jobs(self) -> None:
+        session, jobs = self._session, sorted(self._jobs)
+        self._jobs.clear()
+        if session is None or session.dead:
+            return
+        for pid in jobs:
+            with contextlib.suppress(AgentRunError):
+                await self._rt.data.kill_job(session.id, pid)
+
     async def _drop_contexts(self) -> None:
         session = self._session
         contexts = [*self._contexts.values(), *self._extra.values()]
@@ -416,6 +476,7 @@ class AsyncLease:
             return
         self._released = True
         async with self._lock:
+            await self._kill_jobs()
             await self._drop_contexts()
             session, self._session = self._session, None
             if session is not None:

@@ -20,6 +20,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._config import Config
 from ._interpreter import AsyncCodeInterpreter, AsyncLease, Callback, NetworkMode
+from ._jobs import Job, JobInfo
 from ._models import CommandResult, Context, Execution, FileContent, FileEntry, Sandbox, Template
 from ._options import BackendName, InterpreterOptions
 from ._strategies import StrategyName
@@ -181,6 +182,41 @@ class Lease:
     ) -> CommandResult:
         """Run a shell command to completion (at most 30 s); a non-zero exit code is data."""
         return self._portal.call(self._lease.run_command(command, cwd=cwd, timeout=timeout))
+
+    def start_job(
+        self,
+        command: str,
+        *,
+        cwd: str | None = None,
+        envs: Mapping[str, str] | None = None,
+        stdin: bool = False,
+        wait: float = 0.0,
+    ) -> Job:
+        """Start a background job in the session: no 30 s cap (see `DataPlane.start_job`).
+
+        Jobs a lease started are killed when it is released. Needs a strategy that
+        keeps a session (singleton, pool, dedicated)."""
+        return self._portal.call(
+            self._lease.start_job(command, cwd=cwd, envs=envs, stdin=stdin, wait=wait)
+        )
+
+    def read_job(
+        self, pid: int, *, stdout_offset: int = 0, stderr_offset: int = 0, wait: float = 0.0
+    ) -> Job:
+        """A job's state and output past the byte offsets (see `DataPlane.read_job`)."""
+        return self._portal.call(
+            self._lease.read_job(
+                pid, stdout_offset=stdout_offset, stderr_offset=stderr_offset, wait=wait
+            )
+        )
+
+    def kill_job(self, pid: int) -> bool:
+        """SIGKILL a job (its process group); False if it was not running."""
+        return self._portal.call(self._lease.kill_job(pid))
+
+    def list_jobs(self) -> list[JobInfo]:
+        """The background jobs running in the session (this lease's and others')."""
+        return self._portal.call(self._lease.list_jobs())
 
     def reset(self) -> None:
         """Forget this lease's state: its contexts are deleted; the next execute starts fresh."""

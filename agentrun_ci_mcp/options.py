@@ -30,7 +30,7 @@ EXECUTE_CAP_SECONDS = 30.0
 TOOL_GROUPS: dict[str, tuple[str, ...]] = {
     "run_code": ("run_code", "reset_context"),
     "files": ("read_file", "write_file", "list_files"),
-    "commands": ("run_command",),
+    "commands": ("run_command", "read_job", "kill_job"),
 }
 ALL_TOOLS = tuple(t for group in TOOL_GROUPS.values() for t in group)
 #: `agentrun_ci.STRATEGY_NAMES`, spelled out so that the CLI can validate
@@ -42,8 +42,9 @@ HOME = "/home/user"  # agentrun_ci.DEFAULT_CWD, kept import-free (a test keeps t
 INSTRUCTIONS = (
     "Runs code in an isolated AgentRun sandbox (or a local emulator). Variables, imports and "
     "files persist between calls of the same client; `state_reset: true` in a result means "
-    "they were lost. One run may take at most 30 s: split longer work or start it in the "
-    "background with run_command and poll. Plots are returned as images."
+    "they were lost. One run may take at most 30 s: split longer work, or start it with "
+    "run_command(background=true) (pip install, training, servers) and poll it with read_job. "
+    "Plots are returned as images."
 )
 
 

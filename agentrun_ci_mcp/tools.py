@@ -31,12 +31,14 @@ from .render import RunCodeOutput, compact_schema, render_execution, truncate
 from .state import AppState, RunProgress
 
 if TYPE_CHECKING:
-    from agentrun_ci import AgentRunError, AsyncLease, Execution
+    from agentrun_ci import AgentRunError, AsyncLease, Execution, Job
 
 __all__ = [
     "CommandOut",
     "EntryOut",
     "FileOut",
+    "JobOut",
+    "KillJobOut",
     "ListOut",
     "ResetOut",
     "RunCodeResult",
@@ -95,6 +97,29 @@ class CommandOut(BaseModel):
     stderr: str
     duration_ms: float | None = None
     truncated: bool = False
+    job: str | None = Field(
+        default=None,
+        description="with background=true: the job's id, for read_job and kill_job",
+    )
+    status: Literal["completed", "running", "exited", "lost"] = "completed"
+    session: str | None = None
+
+
+class JobOut(BaseModel):
+    job: str
+    status: Literal["running", "exited", "lost"]
+    exit_code: int | None = None
+    stdout: str = Field(description="output since `offset`")
+    stderr: str = Field(description="error output since `stderr_offset`")
+    offset: int = Field(description="pass as `offset` next time")
+    stderr_offset: int = Field(description="pass as `stderr_offset` next time")
+    more: bool = Field(description="more output is already there: call again at once")
+    session: str | None = None
+
+
+class KillJobOut(BaseModel):
+    job: str
+    killed: bool = Field(description="false if the job was not running")
     session: str | None = None
 
 
@@ -463,18 +488,43 @@ async def run_command(
     ctx: Ctx,
     cwd: Annotated[str | None, Field(description="working directory")] = None,
     timeout: Annotated[
-        float | None, Field(gt=0, allow_inf_nan=False, description="seconds, at most 30")
+        float | None,
+        Field(gt=0, allow_inf_nan=False, description="seconds, at most 30 (not with background)"),
     ] = None,
+    background: Annotated[
+        bool,
+        Field(
+            description="start it as a job and return at once with its `job` id: no time "
+            "limit; poll with read_job, stop with kill_job"
+        ),
+    ] = False,
     session: SessionArg = None,
 ) -> CommandOut:
-    """Run a shell command in your sandbox (pip install, ls, background jobs with nohup ... &).
+    """Run a shell command in your sandbox (ls, pip install, a build, a server).
 
-    Returns exit code, stdout and stderr. At most 30 s per command; start longer
-    jobs in the background and poll their output file.
+    Returns exit code, stdout and stderr; at most 30 s. With background=true it
+    returns a `job` id at once and the command runs until it ends or is killed
+    (`pip install`, training, servers): read its output with read_job.
     """
     state = _state(ctx)
     options = state.options
     client = resolve(ctx, session)
+    if background:
+        if timeout is not None:
+            raise ToolError("timeout is for foreground commands; a background job has none")
+        async with using(state, client) as lease:
+            client.had_state = True
+            job = await _guard(lease.start_job(command, cwd=cwd))
+        out, err, job_out = _job_output(job, 0, 0, options.max_output_chars)
+        return CommandOut(
+            exit_code=job.exit_code,
+            stdout=out,
+            stderr=err,
+            truncated=job_out.more,
+            job=str(job.pid),
+            status=job_out.status,
+            session=client.handle,
+        )
     limit = options.timeout if timeout is None else timeout
     async with using(state, client) as lease:
         client.had_state = True  # a command may change files even when it fails
@@ -489,6 +539,116 @@ async def run_command(
         truncated=bool(d1 or d2),
         session=client.handle,
     )
+
+
+def _text(data: bytes, final: bool) -> tuple[str, int]:
+    """`data` as text and how many bytes of it that is: an incomplete UTF-8 character at the
+    end of a running job's output waits for the next read instead of becoming U+FFFD."""
+    used = len(data)
+    if not final:
+        for back in range(1, min(4, len(data)) + 1):
+            byte = data[-back]
+            if byte & 0xC0 != 0x80:  # the start of the last character
+                need = (
+                    2
+                    if byte >> 5 == 0b110
+                    else 3
+                    if byte >> 4 == 0b1110
+                    else 4
+                    if byte >> 3 == 0b11110
+                    else 1
+                )
+                if need > back:
+                    used = len(data) - back
+                break
+    return data[:used].decode("utf-8", "replace"), used
+
+
+def _job_output(job: "Job", offset: int, stderr_offset: int, limit: int) -> tuple[str, str, JobOut]:
+    final = not job.running
+    out, used_out = _text(job.stdout, final)
+    err, used_err = _text(job.stderr, final)
+    if len(out) > limit:
+        out = out[:limit]
+        used_out = len(out.encode("utf-8", "surrogatepass"))
+    if len(err) > limit:
+        err = err[:limit]
+        used_err = len(err.encode("utf-8", "surrogatepass"))
+    next_out, next_err = offset + used_out, stderr_offset + used_err
+    more = next_out < job.stdout_size or next_err < job.stderr_size
+    status: Literal["running", "exited", "lost"] = (
+        "running" if job.running else "lost" if job.state == "lost" else "exited"
+    )
+    return (
+        out,
+        err,
+        JobOut(
+            job=str(job.pid),
+            status=status,
+            exit_code=job.exit_code,
+            stdout=out,
+            stderr=err,
+            offset=next_out,
+            stderr_offset=next_err,
+            more=more,
+        ),
+    )
+
+
+def _job_id(job: str) -> int:
+    try:
+        pid = int(job)
+    except ValueError:
+        pid = 0
+    if pid <= 0:
+        raise ToolError(f"job {job!r} is not a job id: use the `job` that run_command returned")
+    return pid
+
+
+async def read_job(
+    job: Annotated[str, Field(description="the `job` id run_command(background=true) returned")],
+    ctx: Ctx,
+    offset: Annotated[int, Field(ge=0, description="stdout bytes already read (0 at first)")] = 0,
+    stderr_offset: Annotated[int, Field(ge=0, description="stderr bytes already read")] = 0,
+    wait: Annotated[
+        float, Field(ge=0, le=20, description="seconds to wait for new output or the end")
+    ] = 0,
+    session: SessionArg = None,
+) -> JobOut:
+    """Status, exit code and new output of a background job (output since the offsets)."""
+    from agentrun_ci import AgentRunError, NotFoundError
+
+    pid = _job_id(job)
+    state = _state(ctx)
+    client = resolve(ctx, session)
+    async with using(state, client) as lease:
+        try:
+            found = await lease.read_job(
+                pid, stdout_offset=offset, stderr_offset=stderr_offset, wait=wait
+            )
+        except NotFoundError:
+            raise ToolError(
+                f"no job {job} in your sandbox: use the `job` run_command(background=true) "
+                "returned (jobs end with their sandbox)"
+            ) from None
+        except AgentRunError as exc:
+            raise ToolError(str(exc)) from exc
+    _, _, out = _job_output(found, offset, stderr_offset, state.options.max_output_chars)
+    return out.model_copy(update={"session": client.handle})
+
+
+async def kill_job(
+    job: Annotated[str, Field(description="the `job` id run_command(background=true) returned")],
+    ctx: Ctx,
+    session: SessionArg = None,
+) -> KillJobOut:
+    """Stop a background job (SIGKILL to it and its children)."""
+    pid = _job_id(job)
+    state = _state(ctx)
+    client = resolve(ctx, session)
+    async with using(state, client) as lease:
+        killed = await _guard(lease.kill_job(pid))
+    return KillJobOut(job=job, killed=bool(killed), session=client.handle)
 
 
 # ---------------------------------------------------------------- registration
@@ -512,6 +672,8 @@ TOOL_TABLE: tuple[tuple[str, Callable[..., Any], str, ToolAnnotations], ...] = (
     ("write_file", write_file, "Write a sandbox file", _hints(False, True, True)),
     ("list_files", list_files, "List sandbox files", _hints(True, False, True)),
     ("run_command", run_command, "Run a shell command", _hints(False, True, False)),
+    ("read_job", read_job, "Read a background job", _hints(True, False, True)),
+    ("kill_job", kill_job, "Stop a background job", _hints(False, True, True)),
 )
 
 

@@ -319,3 +319,54 @@ async def test_client_states_are_bounded(emulator: Config) -> None:
         other = state.client("handle:test")
         await state.evict_over_limit(other)
         assert list(state.clients) == ["handle:test"]
+
+
+async def test_a_background_job_is_started_polled_and_killed(client: Client) -> None:
+    started = await client.call_tool(
+        "run_command",
+        {
+            "command": "for i in 1 2 3; do echo line $i; sleep 0.2; done; echo é >&2",
+            "background": True,
+        },
+    )
+    assert not started.is_error, started.content
+    job = _s(started)["job"]
+    assert job
+    out, err = _s(started)["stdout"], _s(started)["stderr"]
+    offset, stderr_offset = len(out.encode()), len(err.encode())
+    status, more = _s(started)["status"], _s(started)["truncated"]
+    while status == "running" or more:
+        polled = _s(
+            await client.call_tool(
+                "read_job",
+                {"job": job, "offset": offset, "stderr_offset": stderr_offset, "wait": 5},
+            )
+        )
+        out, err = out + polled["stdout"], err + polled["stderr"]
+        offset, stderr_offset = polled["offset"], polled["stderr_offset"]
+        status, more = polled["status"], polled["more"]
+    assert (out, err, polled["exit_code"]) == ("line 1\nline 2\nline 3\n", "é\n", 0)
+
+    sleeper = _s(
+        await client.call_tool("run_command", {"command": "sleep 300", "background": True})
+    )
+    assert sleeper["status"] == "running"
+    killed = _s(await client.call_tool("kill_job", {"job": sleeper["job"]}))
+    assert killed["killed"] is True
+    after = _s(await client.call_tool("read_job", {"job": sleeper["job"]}))
+    assert (after["status"], after["exit_code"]) == ("exited", 137)
+    assert _s(await client.call_tool("kill_job", {"job": sleeper["job"]}))["killed"] is False
+
+
+async def test_job_calls_refuse_bad_input_by_name(client: Client) -> None:
+    both = await client.call_tool(
+        "run_command", {"command": "true", "background": True, "timeout": 5}
+    )
+    assert both.is_error
+    assert "background job" in both.content[0].text  # type: ignore[union-attr]
+    bad = await client.call_tool("read_job", {"job": "abc"})
+    assert bad.is_error
+    assert "not a job id" in bad.content[0].text  # type: ignore[union-attr]
+    missing = await client.call_tool("read_job", {"job": "999999"})
+    assert missing.is_error
+    assert "no job 999999" in missing.content[0].text  # type: ignore[union-attr]
