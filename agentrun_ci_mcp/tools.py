@@ -654,26 +654,32 @@ async def kill_job(
 # ---------------------------------------------------------------- registration
 
 
-def _hints(read_only: bool, destructive: bool, idempotent: bool) -> ToolAnnotations:
-    # open world: the sandbox may reach the network (template network mode PUBLIC)
+def _hints(
+    read_only: bool, destructive: bool, idempotent: bool, open_world: bool
+) -> ToolAnnotations:
     return ToolAnnotations(
         read_only_hint=read_only,
         destructive_hint=destructive,
         idempotent_hint=idempotent,
-        open_world_hint=True,
+        open_world_hint=open_world,
     )
+
+
+# Code and commands can do anything in the sandbox (delete files, kill processes) and reach the
+# network (template network mode PUBLIC): destructive and open-world, so hosts that auto-approve
+# non-destructive tools still ask. File and job tools touch only the sandbox (closed world).
 
 
 #: name, function, title, annotations
 TOOL_TABLE: tuple[tuple[str, Callable[..., Any], str, ToolAnnotations], ...] = (
-    ("run_code", run_code, "Run code", _hints(False, False, False)),
-    ("reset_context", reset_context, "Reset the code context", _hints(False, True, True)),
-    ("read_file", read_file, "Read a sandbox file", _hints(True, False, True)),
-    ("write_file", write_file, "Write a sandbox file", _hints(False, True, True)),
-    ("list_files", list_files, "List sandbox files", _hints(True, False, True)),
-    ("run_command", run_command, "Run a shell command", _hints(False, True, False)),
-    ("read_job", read_job, "Read a background job", _hints(True, False, True)),
-    ("kill_job", kill_job, "Stop a background job", _hints(False, True, True)),
+    ("run_code", run_code, "Run code", _hints(False, True, False, True)),
+    ("reset_context", reset_context, "Reset the code context", _hints(False, True, True, False)),
+    ("read_file", read_file, "Read a sandbox file", _hints(True, False, True, False)),
+    ("write_file", write_file, "Write a sandbox file", _hints(False, True, True, False)),
+    ("list_files", list_files, "List sandbox files", _hints(True, False, True, False)),
+    ("run_command", run_command, "Run a shell command", _hints(False, True, False, True)),
+    ("read_job", read_job, "Read a background job", _hints(True, False, True, False)),
+    ("kill_job", kill_job, "Stop a background job", _hints(False, True, True, False)),
 )
 
 

@@ -84,7 +84,19 @@ async def test_tools_have_schemas_descriptions_and_annotations(emulator: Config,
     for key in ("stdout", "stderr", "results", "error", "execution_count", "duration_ms"):
         assert key in out["properties"]
     assert {"truncated", "state_reset"} <= set(out["properties"])
-    assert tools["read_file"].annotations.read_only_hint is True  # type: ignore[union-attr]
+    # truthful: code and commands can do anything a shell can, the readers only read
+    for name in ("run_code", "run_command"):
+        hints = tools[name].annotations
+        assert hints is not None
+        assert (hints.read_only_hint, hints.destructive_hint, hints.open_world_hint) == (
+            False,
+            True,
+            True,
+        )
+    for name in ("read_file", "list_files", "read_job"):
+        hints = tools[name].annotations
+        assert hints is not None
+        assert (hints.read_only_hint, hints.destructive_hint) == (True, False), name
     # the handshake created nothing: the interpreter is lazy
     assert state.interpreter is None
 
