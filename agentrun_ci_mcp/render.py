@@ -191,7 +191,7 @@ def truncate(text: str, limit: int, *, what: str = "output") -> tuple[str, int]:
 # ---------------------------------------------------------------- images
 
 
-def _fit_image(raw: bytes, mime: str, budget: int) -> tuple[bytes, str, str] | None:
+def fit_image(raw: bytes, mime: str, budget: int) -> tuple[bytes, str, str] | None:
     """Return (bytes, mime, how) no larger than `budget`, or None when it cannot fit."""
     if len(raw) <= budget:
         return raw, mime, "as is"
@@ -302,7 +302,7 @@ def _describe(result: Result, opts: RenderOptions, state: dict[str, Any]) -> Res
         except (binascii.Error, ValueError):
             summaries.append(f"{mime} could not be decoded; omitted")
             continue
-        fitted = _fit_image(raw, mime, state["budget"])
+        fitted = fit_image(raw, mime, state["budget"])
         if fitted is None:
             summaries.append(
                 f"{mime} ({_kb(len(raw))}) omitted: it does not fit the image budget of "

@@ -67,8 +67,11 @@ class FileOut(BaseModel):
     path: str
     size: int
     encoding: Literal["utf-8", "base64"]
-    content: str = Field(description="the text, or base64 for binary files")
+    content: str = Field(
+        description="the text; empty for a binary file, which comes as an image or resource block"
+    )
     truncated: bool = False
+    delivered_as: Literal["text", "image", "resource", "none"] = "text"
     session: str | None = None
 
 
@@ -262,8 +265,8 @@ async def run_code(
         return _fail(
             f"timeout={limit:g} s is above the service's cap of {EXECUTE_CAP_SECONDS:g} s "
             "for one run. Split the work into several run_code calls (state persists), "
-            "or start it in the background with run_command, e.g. "
-            "`nohup python job.py > job.log 2>&1 &`, and poll job.log."
+            "or start it as a background job: run_command(command='python job.py', "
+            "background=true), then poll it with read_job."
         )
     notes: list[str] = []
     try:
@@ -412,31 +415,106 @@ async def read_file(
     path: Annotated[str, Field(description="Path in the sandbox, e.g. /home/user/out.csv")],
     ctx: Ctx,
     session: SessionArg = None,
-) -> FileOut:
-    """Read a file from your sandbox (text as UTF-8, other files as base64)."""
+) -> Annotated[CallToolResult, FileOut]:
+    """Read a file from your sandbox: text as text, an image as an image, any other file as
+    an embedded resource."""
     state = _state(ctx)
     client = resolve(ctx, session)
     async with using(state, client) as lease:
         content = await _guard(lease.read_file(path))
     raw = content.content
-    try:
-        text, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
     limit = state.options.max_output_chars
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _binary_file(path, raw, state.options.render.image_budget_bytes, client.handle)
     truncated = len(text) > limit
-    if truncated and encoding == "utf-8":
+    if truncated:
         text, _ = truncate(text, limit, what="file")
-    elif truncated:
-        text = text[: limit - limit % 4]  # whole base64 quanta: the head still decodes
-    return FileOut(
+    out = FileOut(
         path=path,
         size=len(raw),
-        encoding=encoding,  # type: ignore[arg-type]
+        encoding="utf-8",
         content=text,
         truncated=truncated,
         session=client.handle,
     )
+    return CallToolResult(
+        content=[TextContent(type="text", text=out.model_dump_json())],
+        structured_content=out.model_dump(),
+    )
+
+
+#: the largest non-image file read_file returns (as an embedded resource)
+MAX_RESOURCE_BYTES = 8 * 1024 * 1024
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def _image_mime(raw: bytes) -> str | None:
+    for magic, mime in _IMAGE_MAGIC:
+        if raw.startswith(magic):
+            return mime
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _binary_file(path: str, raw: bytes, budget: int, handle: str | None) -> CallToolResult:
+    """A binary file as an image block (within the image budget) or an embedded resource:
+    never base64 in the text the model reads."""
+    import mimetypes
+
+    from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent
+
+    from .render import fit_image
+
+    out = FileOut(
+        path=path,
+        size=len(raw),
+        encoding="base64",
+        content="",
+        session=handle,
+        delivered_as="resource",
+    )
+    block: ImageContent | EmbeddedResource | None = None
+    note = ""
+    mime = _image_mime(raw)
+    if mime is not None:
+        fitted = fit_image(raw, mime, budget)
+        if fitted is not None:
+            data, out_mime, how = fitted
+            block = ImageContent(
+                type="image", data=base64.b64encode(data).decode("ascii"), mime_type=out_mime
+            )
+            out = out.model_copy(update={"delivered_as": "image", "truncated": how != "as is"})
+            note = f"{path}: image, {len(raw)} bytes" + ("" if how == "as is" else f", {how}")
+    if block is None and len(raw) <= MAX_RESOURCE_BYTES:
+        guessed = mimetypes.guess_type(path)[0] or mime or "application/octet-stream"
+        block = EmbeddedResource(
+            type="resource",
+            resource=BlobResourceContents(
+                uri=f"sandbox://{path}" if path.startswith("/") else f"sandbox:///{path}",
+                mime_type=guessed,
+                blob=base64.b64encode(raw).decode("ascii"),
+            ),
+        )
+        note = f"{path}: binary file ({guessed}), {len(raw)} bytes, as an embedded resource"
+    if block is None:
+        out = out.model_copy(update={"truncated": True, "delivered_as": "none"})
+        note = (
+            f"{path}: binary file of {len(raw)} bytes, over the {MAX_RESOURCE_BYTES} bytes "
+            "read_file returns: process it in the sandbox (run_code), or download it with "
+            "the agentrun-ci SDK"
+        )
+    content: list[Any] = [TextContent(type="text", text=note)]
+    if block is not None:
+        content.append(block)
+    return CallToolResult(content=content, structured_content=out.model_dump())
 
 
 async def write_file(

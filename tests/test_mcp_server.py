@@ -244,8 +244,15 @@ async def test_companion_tools_work_on_the_callers_sandbox(client: Client) -> No
     )
     assert not b.is_error
     rb = await client.call_tool("read_file", {"path": "/home/user/d/b.bin"})
-    assert _s(rb)["encoding"] == "base64"
-    assert base64.b64decode(_s(rb)["content"]) == b"\xff\x00"
+    assert (_s(rb)["encoding"], _s(rb)["delivered_as"], _s(rb)["content"]) == (
+        "base64",
+        "resource",
+        "",
+    )
+    assert str(len(b"\xff\x00")) in rb.content[0].text  # type: ignore[union-attr]
+    blob = rb.content[1].resource  # type: ignore[union-attr]
+    assert base64.b64decode(blob.blob) == b"\xff\x00"
+    assert str(blob.uri) == "sandbox:///home/user/d/b.bin"
     listing = await client.call_tool("list_files", {"path": "/home/user/d"})
     assert {e["name"] for e in _s(listing)["entries"]} == {"a.txt", "b.bin"}
     code = await client.call_tool("run_code", {"code": "print(open('d/a.txt').read())"})
@@ -382,3 +389,32 @@ async def test_job_calls_refuse_bad_input_by_name(client: Client) -> None:
     missing = await client.call_tool("read_job", {"job": "999999"})
     assert missing.is_error
     assert "no job 999999" in missing.content[0].text  # type: ignore[union-attr]
+
+
+async def test_read_file_shows_an_image_as_an_image(client: Client) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, format="PNG")
+    png = buf.getvalue()
+    wrote = await client.call_tool(
+        "write_file",
+        {
+            "path": "/home/user/plot.png",
+            "content": base64.b64encode(png).decode(),
+            "encoding": "base64",
+        },
+    )
+    assert not wrote.is_error
+    read = await client.call_tool("read_file", {"path": "/home/user/plot.png"})
+    assert not read.is_error
+    assert _s(read)["delivered_as"] == "image"
+    assert _s(read)["content"] == ""
+    note, image = read.content
+    assert note.type == "text"
+    assert len(note.text) < 200  # a line about the file, not 20 KB of base64
+    assert image.type == "image"
+    assert image.mime_type == "image/png"
+    assert base64.b64decode(image.data) == png
