@@ -288,8 +288,8 @@ def generated_token(err: TextIO) -> str:
     command line), so sandboxed code cannot learn it."""
     token = secrets.token_urlsafe(32)
     err.write(
-        "agentrun-ci-mcp: no --auth-token (AGENTRUN_MCP_AUTH_TOKEN) given, so this run "
-        "requires this generated one; send `Authorization: Bearer <token>`:\n"
+        "agentrun-ci-mcp: no --auth-token (or AGENTRUN_MCP_AUTH_TOKEN) given: HTTP requests "
+        "must send this generated token as `Authorization: Bearer <token>`:\n"
         f"AGENTRUN_MCP_AUTH_TOKEN={token}\n"
     )
     err.flush()

@@ -55,11 +55,11 @@ def _serve(tmp_path: Path, *args: str) -> Iterator[tuple[dict[str, str], Path]]:
         )
     try:
 
-        def exported() -> dict[str, str] | None:
+        def exported() -> dict[str, str]:
             assert proc.poll() is None, err.read_text()
             lines = out.read_text().splitlines()
             if not any(line.startswith("export AGENTRUN_ACCOUNT_ID=") for line in lines):
-                return None  # the last export line
+                return {}  # not yet: it is the last export line
             pairs = (line.removeprefix("export ").split("=", 1) for line in lines)
             return {p[0]: p[1] for p in pairs if len(p) == 2 and p[0].startswith("AGENTRUN_")}
 
@@ -224,24 +224,24 @@ def test_mcp_http_without_a_token_makes_one_and_requires_it(tmp_path: Path) -> N
     init = initialize_request("tests")
     try:
 
-        def token() -> str | None:
+        def token() -> str:
             assert proc.poll() is None, err.read_text()
             for line in err.read_text().splitlines():
                 if line.startswith("AGENTRUN_MCP_AUTH_TOKEN="):
                     return line.split("=", 1)[1]
-            return None
+            return ""
 
         secret = wait_until(token, lambda: f"the generated token on stderr: {err.read_text()}")
         assert len(secret) >= 32
 
-        def listening() -> httpx.Response | None:
+        def listening() -> list[httpx.Response]:
             assert proc.poll() is None, err.read_text()
             try:
-                return httpx.post(url, json=init, headers=headers, timeout=10)
+                return [httpx.post(url, json=init, headers=headers, timeout=10)]
             except httpx.TransportError:
-                return None
+                return []
 
-        refused = wait_until(listening, "the server to listen")
+        [refused] = wait_until(listening, "the server to listen")
         assert refused.status_code == 401
         assert "Authorization: Bearer" in refused.json()["error"]
         wrong = headers | {"authorization": "Bearer " + "x" * len(secret)}
