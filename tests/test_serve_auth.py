@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from support import EXIT_WAIT, SCRIPT, base_env, initialize_request, needs_script, wait_until
@@ -200,6 +201,41 @@ def test_code_in_a_sandbox_cannot_drive_the_emulator_that_runs_it(tmp_path: Path
 
 # ---------------------------------------------------------------- the MCP server over HTTP
 
+#: run by the MCP server's run_code: open an MCP session of its own, as the code could
+_MCP_ATTACK = """
+import json, urllib.error, urllib.request
+body = {{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {{
+    "protocolVersion": "2025-11-25", "capabilities": {{}},
+    "clientInfo": {{"name": "inner", "version": "0"}}}}}}
+req = urllib.request.Request({url!r}, data=json.dumps(body).encode(), method="POST", headers={{
+    "content-type": "application/json", "accept": "application/json, text/event-stream"}})
+try:
+    with urllib.request.urlopen(req, timeout=20) as r:
+        print(r.status, end="")
+except urllib.error.HTTPError as e:
+    print(e.code, end="")
+except OSError as e:
+    print(repr(e), end="")
+"""
+
+
+async def _run_code(url: str, token: str, code: str) -> str:
+    """`run_code(code)` through an official MCP client holding the token; its stdout."""
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=120) as http,
+        streamable_http_client(url, http_client=http) as (read, write, *_),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        result = await session.call_tool("run_code", {"code": code})
+        assert result.structured_content is not None, result
+        return str(result.structured_content["stdout"])
+
 
 @needs_script
 def test_mcp_http_without_a_token_makes_one_and_requires_it(tmp_path: Path) -> None:
@@ -250,6 +286,9 @@ def test_mcp_http_without_a_token_makes_one_and_requires_it(tmp_path: Path) -> N
         accepted = httpx.post(url, json=init, headers=good, timeout=30)
         assert accepted.status_code == 200, accepted.text
         assert accepted.headers.get("mcp-session-id")
+        # the code the server runs, over the same loopback, without the token: refused
+        inner = anyio.run(_run_code, url, secret, _MCP_ATTACK.format(url=url))
+        assert inner == "401", inner
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(EXIT_WAIT) == 128 + signal.SIGTERM
     finally:
