@@ -139,17 +139,13 @@ def _private(settings: Any) -> Any:
     Sandboxed code shares this machine's loopback with the in-process emulator: signed
     requests with a key only this process holds keep that code from driving it (running
     code in other contexts, deleting sandboxes)."""
-    import secrets
-
     import attrs
 
     from .local import EmulatorSettings
+    from .local._settings import random_key_pair
 
     settings = settings or EmulatorSettings()
     if settings.signed:
         return settings
-    return attrs.evolve(
-        settings,
-        access_key_id=f"local-{secrets.token_hex(8)}",
-        access_key_secret=secrets.token_urlsafe(32),
-    )
+    key_id, secret = random_key_pair()
+    return attrs.evolve(settings, access_key_id=key_id, access_key_secret=secret)

@@ -16,9 +16,10 @@ import atexit
 import contextlib
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 
@@ -31,6 +32,7 @@ __all__ = [
     "SHUTDOWN_GRACE",
     "backend_options",
     "build_parser",
+    "generated_token",
     "is_loopback",
     "main",
     "options_from_args",
@@ -91,7 +93,8 @@ def _transport_options(add: _Add, env: Mapping[str, str]) -> None:
     add(
         "--auth-token",
         default=_env(env, "AUTH_TOKEN"),
-        help="require `Authorization: Bearer <token>` on HTTP (prefer the env var) [AUTH_TOKEN]",
+        help="the token HTTP requests must send as `Authorization: Bearer <token>` (prefer "
+        "the env var); without one, a random token is made and printed on stderr [AUTH_TOKEN]",
     )
     add(
         "--allowed-hosts",
@@ -276,6 +279,23 @@ def backend_options(loop: str) -> dict[str, Any]:
     return {"use_uvloop": True}
 
 
+def generated_token(err: TextIO) -> str:
+    """A random bearer token for an HTTP server started without one, written to `err`.
+
+    Code run by this server shares the machine's loopback: without a token, it could
+    open sessions of its own, run code in other clients' state and use up
+    --max-clients. The token lives in this process only (not in its environment or
+    command line), so sandboxed code cannot learn it."""
+    token = secrets.token_urlsafe(32)
+    err.write(
+        "agentrun-ci-mcp: no --auth-token (or AGENTRUN_MCP_AUTH_TOKEN) given: HTTP requests "
+        "must send this generated token as `Authorization: Bearer <token>`:\n"
+        f"AGENTRUN_MCP_AUTH_TOKEN={token}\n"
+    )
+    err.flush()
+    return token
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -294,18 +314,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop_options = backend_options(args.loop)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.transport == "streamable-http" and not is_loopback(args.host):
-        if not args.allow_remote:
-            parser.error(
-                f"--host {args.host} is not a loopback address: anyone who can reach it could "
-                "run code. Pass --allow-remote (and set AGENTRUN_MCP_AUTH_TOKEN) to do it anyway"
-            )
-        log.warning(
-            "listening on %s:%d beyond this machine%s",
-            args.host,
-            args.port,
-            "" if args.auth_token else " WITHOUT an auth token: set AGENTRUN_MCP_AUTH_TOKEN",
-        )
+    if args.transport == "streamable-http":
+        if not is_loopback(args.host):
+            if not args.allow_remote:
+                parser.error(
+                    f"--host {args.host} is not a loopback address: anyone who can reach it "
+                    "could run code. Pass --allow-remote (and set AGENTRUN_MCP_AUTH_TOKEN) to "
+                    "do it anyway"
+                )
+            log.warning("listening on %s:%d beyond this machine", args.host, args.port)
+        if not args.auth_token:
+            args.auth_token = generated_token(sys.stderr)
 
     from .server import build_server
 

@@ -151,13 +151,16 @@ def session_limit(app: ASGIApp, limit: int) -> ASGIApp:
 
 
 def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGIApp:
-    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard.
+    """The streamable-HTTP ASGI app with DNS-rebinding protection and the bearer guard
+    (`args.auth_token` is required).
 
     At most `max_sessions` MCP sessions are open at once; a client that would open
     one more gets 503 with a reason that names the limit until one ends.
     """
     from mcp.server.transport_security import TransportSecuritySettings
 
+    if not args.auth_token:  # main() makes one: code on this machine must not drive us
+        raise ValueError("the HTTP transport needs an auth token (--auth-token)")
     hosts = _split(args.allowed_hosts)
     origins = _split(args.allowed_origins)
     if not hosts:
@@ -173,9 +176,7 @@ def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGI
         transport_security=security, host=args.host, max_sessions=max_sessions
     )
     app = session_limit(app, max_sessions)
-    if args.auth_token:
-        app = bearer_guard(app, args.auth_token)
-    return app
+    return bearer_guard(app, args.auth_token)
 
 
 # ---------------------------------------------------------------- serving

@@ -36,7 +36,6 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -87,6 +86,8 @@ def server_env(config: Config) -> dict[str, str]:
         "AGENTRUN_CONTROL_ENDPOINT": config.control_endpoint or "",
         "AGENTRUN_DATA_ENDPOINT": config.data_endpoint or "",
         "AGENTRUN_ACCOUNT_ID": config.account_id or "local",
+        "AGENTRUN_ACCESS_KEY_ID": config.access_key_id or "",
+        "AGENTRUN_ACCESS_KEY_SECRET": config.access_key_secret or "",
         "AGENTRUN_CI_OWNER": "mcpbench" + secrets.token_hex(2),
         "AGENTRUN_MCP_BACKEND": "cloud",
         "AGENTRUN_MCP_LOG_LEVEL": "WARNING",
@@ -353,27 +354,32 @@ async def servers_alone(runs: int, wait_ms: float) -> dict[tuple[str, float], li
 
 @contextlib.contextmanager
 def emulator_process() -> Iterator[Config]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """`agentrun-ci local serve` in its own process, as a Config built from its exports
+    (the key pair it makes: it refuses unsigned requests)."""
     cli = shutil.which("agentrun-ci", path=str(Path(sys.executable).parent)) or "agentrun-ci"
     proc = subprocess.Popen(
-        [cli, "local", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
+        [cli, "local", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the emulator did not start") from None
-                time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
-        yield Config(control_endpoint=url, data_endpoint=url, account_id="local")
+        assert proc.stdout is not None
+        exports: dict[str, str] = {}
+        while "AGENTRUN_ACCOUNT_ID" not in exports:  # printed last
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the emulator did not start")
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                exports[name] = value
+        yield Config(
+            access_key_id=exports["AGENTRUN_ACCESS_KEY_ID"],
+            access_key_secret=exports["AGENTRUN_ACCESS_KEY_SECRET"],
+            account_id=exports["AGENTRUN_ACCOUNT_ID"],
+            control_endpoint=exports["AGENTRUN_CONTROL_ENDPOINT"],
+            data_endpoint=exports["AGENTRUN_DATA_ENDPOINT"],
+        )
     finally:
         proc.terminate()
         try:
@@ -381,6 +387,8 @@ def emulator_process() -> Iterator[Config]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def main_async(runs: int, cold_runs: int, spawns: int) -> str:

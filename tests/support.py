@@ -185,12 +185,15 @@ needs_script = pytest.mark.skipif(not SCRIPT, reason="agentrun-ci-mcp console sc
 
 def base_env(owner: str, *, log_level: str = "WARNING") -> dict[str, str]:
     """A clean environment (no credentials from ours) with the owner tag of its resources."""
-    return {
+    env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
         "AGENTRUN_CI_OWNER": owner,
         "AGENTRUN_MCP_LOG_LEVEL": log_level,
     }
+    if os.environ.get("PYTHONPATH"):  # the code under test, where it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def cloud_env(config: Config, owner: str, **extra: str) -> dict[str, str]:

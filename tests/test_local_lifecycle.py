@@ -16,6 +16,7 @@ pytest.importorskip("jupyter_client")
 
 from support import await_until, spawned, still_alive, wait_until
 
+from agentrun_ci import Config
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 from agentrun_ci.local._limits import group_members
 from agentrun_ci.local.cli import serve_main
@@ -58,6 +59,8 @@ def test_serve_refuses_remote_host_without_flag(capsys: pytest.CaptureFixture[st
 
 
 def test_serve_prints_endpoint_and_stops_on_sigterm() -> None:
+    from agentrun_ci import ControlPlane
+
     code = (
         "import sys; from agentrun_ci.local.cli import serve_main; "
         "sys.exit(serve_main(sys.argv[1:]))"
@@ -70,7 +73,11 @@ def test_serve_prints_endpoint_and_stops_on_sigterm() -> None:
         text=True,
     ) as proc:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(5)]
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("export AGENTRUN_ACCOUNT_ID="):
+            line = proc.stdout.readline()
+            assert line, f"serve ended its output early: {lines}"
+            lines.append(line)
         exports = dict(
             line.removeprefix("export ").strip().split("=", 1)
             for line in lines
@@ -80,8 +87,17 @@ def test_serve_prints_endpoint_and_stops_on_sigterm() -> None:
         assert exports["AGENTRUN_CONTROL_ENDPOINT"] == url
         assert exports["AGENTRUN_ACCOUNT_ID"] == "local"
         assert url.startswith("http://127.0.0.1:")
-        r = httpx.get(f"{url}/2025-09-10/templates")
-        assert r.json()["code"] == "SUCCESS"
+        # no key pair given: one was made, and unsigned requests are refused
+        assert httpx.get(f"{url}/2025-09-10/templates").status_code == 403
+        config = Config(
+            access_key_id=exports["AGENTRUN_ACCESS_KEY_ID"],
+            access_key_secret=exports["AGENTRUN_ACCESS_KEY_SECRET"],
+            account_id="local",
+            control_endpoint=url,
+            data_endpoint=url,
+        )
+        with ControlPlane(config) as cp:
+            assert cp.list_templates() == []
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
 
@@ -152,6 +168,8 @@ def test_serve_takes_the_secret_from_a_file_or_the_environment_not_argv(
         assert proc.wait(timeout=30) == 0
         assert proc.stderr is not None
         assert "WARNING" not in proc.stderr.read()
+        # a secret the user gave is never echoed: the exports name it only
+        assert secret not in proc.stdout.read()
 
 
 def test_serve_warns_about_a_secret_in_argv_and_refuses_a_missing_one(

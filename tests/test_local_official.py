@@ -20,6 +20,7 @@ from agentrun_ci import ControlPlane
 from agentrun_ci._auth import AgentRunAuth
 from agentrun_ci._config import Config
 from agentrun_ci.local import LocalEmulator
+from agentrun_ci.local._signing import UNSIGNED
 
 AK, SK = "LTAIlocaltestkey", "local-test-secret"
 
@@ -119,11 +120,13 @@ def test_data_plane_signature_required(signed: Config) -> None:
         assert r.status_code == 403
         assert r.json() == {
             "code": "ERR_FORBIDDEN",
-            "message": "Signature verification failed",
+            "message": UNSIGNED,
             "requestId": r.headers["x-acs-request-id"],
         }
     with httpx.Client(base_url=url, auth=AgentRunAuth(AK, "bad", "cn-hangzhou")) as bad:
-        assert bad.get("/sandboxes/any/health").status_code == 403
+        wrong = bad.get("/sandboxes/any/health")
+        assert wrong.status_code == 403
+        assert wrong.json()["message"] == "Signature verification failed"  # as the cloud's
     with httpx.Client(base_url=url, auth=AgentRunAuth(AK, SK, "cn-hangzhou")) as good:
         # the control plane takes ACS3 only: an AGENTRUN4 signature there is refused
         refused = good.post("/2025-09-10/templates", json={"templateName": "signed"})

@@ -404,14 +404,22 @@ def _free_port() -> int:
 @needs_script
 def test_max_clients_bounds_http_sessions_with_a_clear_refusal(tmp_path: Path) -> None:
     port = _free_port()
-    env = base_env(_owner(), log_level="INFO") | {"AGENTRUN_MCP_BACKEND": "local"}
+    token = secrets.token_urlsafe(16)
+    env = base_env(_owner(), log_level="INFO") | {
+        "AGENTRUN_MCP_BACKEND": "local",
+        "AGENTRUN_MCP_AUTH_TOKEN": token,
+    }
     args = ["--transport", "streamable-http", "--port", str(port), "--max-clients", "2"]
     with open(tmp_path / "server.log", "wb") as err:
         proc = subprocess.Popen(
             [SCRIPT, *args], stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env
         )
     url = f"http://127.0.0.1:{port}/mcp"
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "authorization": f"Bearer {token}",
+    }
     initialize = initialize_request("tests")
     try:
         with httpx.Client(timeout=30) as http:

@@ -119,3 +119,23 @@ def test_import_free_constants_match_the_sdk() -> None:
 
     assert options.STRATEGY_CHOICES == agentrun_ci.STRATEGY_NAMES
     assert options.HOME == agentrun_ci.DEFAULT_CWD
+
+
+def test_http_always_has_a_token() -> None:
+    """Code the server runs shares the loopback: no HTTP app without a bearer token, and
+    a token made when none is given is printed once, on the stream given (stderr)."""
+    import io
+
+    from agentrun_ci_mcp.__main__ import generated_token
+    from agentrun_ci_mcp.serve import http_app
+
+    args = build_parser({}).parse_args(["--transport", "streamable-http"])
+    assert args.auth_token is None
+    with pytest.raises(ValueError, match="auth token"):
+        http_app(object(), args)
+    err = io.StringIO()
+    token = generated_token(err)
+    assert len(token) >= 32
+    assert f"AGENTRUN_MCP_AUTH_TOKEN={token}\n" in err.getvalue()
+    assert "Authorization: Bearer" in err.getvalue()
+    assert generated_token(io.StringIO()) != token

@@ -11,7 +11,10 @@ One starlette app serves both planes on one loopback port: the control plane und
 and the data plane under `/sandboxes/{id}/...` (also under `/2025-09-10/sandboxes/...`).
 With a key pair configured, data-plane requests must carry a valid
 AGENTRUN4-HMAC-SHA256 signature and control-plane requests a valid ACS3-HMAC-SHA256
-one (403 `ERR_FORBIDDEN` otherwise).
+one (403 `ERR_FORBIDDEN` otherwise). `agentrun-ci local serve` and the SDK's and MCP
+server's in-process emulators always configure one (random unless given), since code
+in the sandboxes shares the loopback; only `local serve --insecure` and a bare
+`LocalEmulator()` answer unsigned requests.
 
 Code runs on THIS machine: each sandbox is a private temporary directory, which its
 code sees at /home/user; each python context is an ipykernel (IPC sockets; spare kernels

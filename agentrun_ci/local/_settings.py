@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import secrets
 
 import attrs
 
 from ._faults import FaultPlan
 
-__all__ = ["EmulatorSettings"]
+__all__ = ["EmulatorSettings", "random_key_pair"]
+
+
+def random_key_pair() -> tuple[str, str]:
+    """A fresh (access key id, secret) that only this process knows.
+
+    Sandboxed code shares the machine's loopback with the emulator: requests signed
+    with a key it cannot know keep it from listing, running in or deleting sandboxes."""
+    return f"local-{secrets.token_hex(8)}", secrets.token_urlsafe(32)
 
 
 def _default_uid() -> int | None:

@@ -20,7 +20,15 @@ from ._faults import read_body
 from ._http import VERSION, error_response
 from ._settings import EmulatorSettings
 
-__all__ = ["SignatureMiddleware"]
+__all__ = ["UNSIGNED", "SignatureMiddleware"]
+
+#: the refusal of a request with no signature at all (the cloud says only the first sentence)
+UNSIGNED = (
+    "Signature verification failed: the request is not signed. This emulator answers only "
+    "requests signed with its key pair: export the AGENTRUN_ACCESS_KEY_ID and "
+    "AGENTRUN_ACCESS_KEY_SECRET that `agentrun-ci local serve` printed (an in-process "
+    "LocalEmulator's are in its config)"
+)
 
 
 class SignatureMiddleware:
@@ -40,6 +48,7 @@ class SignatureMiddleware:
         raw_query = scope.get("query_string", b"").decode("latin-1")
         ok = False
         control = raw_path == VERSION or raw_path.startswith(VERSION + "/")
+        unsigned = "agentrun-authorization" not in headers and "authorization" not in headers
         if "agentrun-authorization" in headers and not control:
             ok = verify_signature(
                 scope["method"],
@@ -56,7 +65,9 @@ class SignatureMiddleware:
             )
         if not ok:
             rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
-            response = error_response(rid, 403, "ERR_FORBIDDEN", "Signature verification failed")
+            response = error_response(
+                rid, 403, "ERR_FORBIDDEN", UNSIGNED if unsigned else "Signature verification failed"
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

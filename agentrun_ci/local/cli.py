@@ -1,19 +1,34 @@
-"""`agentrun-ci local serve`: run the emulator in the foreground (wired in agentrun_ci.cli)."""
+"""`agentrun-ci local serve`: run the emulator in the foreground (wired in agentrun_ci.cli).
+
+Every request must be signed: with no key pair given, serve makes a random one and
+prints it among the exports. Code in the emulator's own sandboxes shares this
+machine's loopback, and unsigned, it could list, run code in and delete every other
+sandbox; `--insecure` brings that back, with a warning at each start.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
 from types import FrameType
 
 from ._server import LOOPBACK, LocalEmulator
-from ._settings import EmulatorSettings
+from ._settings import EmulatorSettings, random_key_pair
 
 __all__ = ["serve_main"]
+
+log = logging.getLogger("agentrun_ci.local")
+
+INSECURE_WARNING = (
+    "--insecure: this emulator answers UNSIGNED requests. Any code on this machine, "
+    "including the code running in its own sandboxes, can list every sandbox, read their "
+    "files, run code in them and delete them. Drop --insecure and use the printed exports."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--access-key-id",
         help="require requests signed with this key pair; its secret comes from "
-        "--access-key-secret-file, else $AGENTRUN_ACCESS_KEY_SECRET",
+        "--access-key-secret-file, else $AGENTRUN_ACCESS_KEY_SECRET (without one, a random "
+        "key pair is made and printed among the exports)",
     )
     p.add_argument(
         "--access-key-secret-file",
@@ -42,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--access-key-secret",
         help="the secret itself: discouraged, any user can read it in `ps`",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="answer unsigned requests (no key pair): code in the sandboxes can then drive "
+        "the emulator itself; for trusted code only",
     )
     p.add_argument("--max-exec-timeout", type=float, default=30.0, help="seconds per execution")
     p.add_argument(
@@ -93,6 +115,35 @@ def _secret(args: argparse.Namespace) -> str | None:
     return ""
 
 
+def _warn_insecure() -> None:
+    """The --insecure warning, once on stderr: as a log record where logging shows
+    warnings, else written there directly (no log level hides it)."""
+    if log.isEnabledFor(logging.WARNING):
+        log.warning(INSECURE_WARNING)
+    else:
+        sys.stderr.write(f"WARNING: {INSECURE_WARNING}\n")
+
+
+def _exports(url: str, key_id: str | None, generated_secret: str | None) -> str:
+    """What serve prints on stdout: the endpoint, then `export` lines for a shell's
+    `eval`, AGENTRUN_ACCOUNT_ID last (scripts wait for it). A secret the user gave is
+    never echoed; one made here is, since this is the only place it can be learnt."""
+    lines = [
+        f"AgentRun emulator listening on {url}  (Ctrl-C to stop)",
+        "# export these to point agentrun-ci (or Alibaba's SDK) at it:",
+        f"export AGENTRUN_DATA_ENDPOINT={url}",
+        f"export AGENTRUN_CONTROL_ENDPOINT={url}",
+    ]
+    if key_id:
+        lines.append(f"export AGENTRUN_ACCESS_KEY_ID={shlex.quote(key_id)}")
+        if generated_secret:
+            lines.append(f"export AGENTRUN_ACCESS_KEY_SECRET={shlex.quote(generated_secret)}")
+        else:
+            lines.append("# and AGENTRUN_ACCESS_KEY_SECRET: the secret you passed")
+    lines.append("export AGENTRUN_ACCOUNT_ID=local")
+    return "".join(line + "\n" for line in lines)
+
+
 def serve_main(argv: list[str]) -> int:
     """Serve until Ctrl-C or SIGTERM; print the endpoint and the environment to export."""
     args = _parser().parse_args(argv)
@@ -107,10 +158,15 @@ def serve_main(argv: list[str]) -> int:
             "machine. Pass --allow-remote if you really mean it.\n"
         )
         return 2
+    if args.insecure and (
+        args.access_key_id or args.access_key_secret_file or args.access_key_secret
+    ):
+        sys.stderr.write("give --insecure or a key pair (--access-key-id ...), not both\n")
+        return 2
     if args.host not in LOOPBACK:
         sys.stderr.write(
             f"WARNING: serving on {args.host}: anyone who can reach it can run code here"
-            + (" (no key pair: requests are not authenticated)" if not args.access_key_id else "")
+            + (" (--insecure: requests are not authenticated)" if args.insecure else "")
             + "\n"
         )
     secret = _secret(args)
@@ -122,6 +178,12 @@ def serve_main(argv: list[str]) -> int:
             "$AGENTRUN_ACCESS_KEY_SECRET), or neither\n"
         )
         return 2
+    key_id: str | None = args.access_key_id
+    generated = not key_id and not args.insecure
+    if generated:
+        key_id, secret = random_key_pair()
+    if args.insecure:
+        _warn_insecure()
     settings = EmulatorSettings(
         max_exec_timeout=args.max_exec_timeout,
         provisioning_delay=args.provisioning_delay,
@@ -134,7 +196,7 @@ def serve_main(argv: list[str]) -> int:
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         spare_kernels=args.spare_kernels,
         no_network=args.no_network,
-        access_key_id=args.access_key_id,
+        access_key_id=key_id or None,
         access_key_secret=secret or None,
     )
     emulator = LocalEmulator(settings, host=args.host, port=args.port)
@@ -147,14 +209,7 @@ def serve_main(argv: list[str]) -> int:
     try:
         emulator.start()
         url = emulator.url
-        print(f"AgentRun emulator listening on {url}  (Ctrl-C to stop)")
-        print("# export these to point agentrun-ci (or Alibaba's SDK) at it:")
-        print(f"export AGENTRUN_DATA_ENDPOINT={url}")
-        print(f"export AGENTRUN_CONTROL_ENDPOINT={url}")
-        print("export AGENTRUN_ACCOUNT_ID=local")
-        if args.access_key_id:
-            print(f"export AGENTRUN_ACCESS_KEY_ID={args.access_key_id}")
-            print("export AGENTRUN_ACCESS_KEY_SECRET=<the secret you passed>")
+        sys.stdout.write(_exports(url, key_id, secret if generated else None))
         sys.stdout.flush()
         try:
             while not stop.wait(0.5):
