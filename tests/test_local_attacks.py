@@ -408,3 +408,27 @@ def test_bad_values_are_400s_that_name_the_field(http: httpx.Client, sid: str) -
         r = http.post(f"/sandboxes/{sid}{route}", json=body)
         assert r.status_code == 400, (route, r.text)
         assert "/tmp" not in r.text
+
+
+# ---------------------------------------------------------------- bad bodies
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "named"),
+    [
+        ("contexts/execute", b'{"code": "print(\\"\\ud800\\")", "timeout": 5}', "field 'code'"),
+        ("files", b'{"path": "/home/user/\\udc80.txt", "content": "x"}', "field 'path'"),
+        ("processes/cmd", b'{"command": "echo", "cwd": ["\\udfff"]}', "field 'cwd'"),
+        ("contexts/execute", b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
+        ("contexts/execute", b'{"code": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested deeper"),
+    ],
+)
+def test_a_bad_body_is_a_400_that_names_it_and_the_connection_stays_usable(
+    http: httpx.Client, sid: str, route: str, body: bytes, named: str
+) -> None:
+    r = http.post(
+        f"/sandboxes/{sid}/{route}", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    assert named in r.json()["message"]
+    assert http.get(f"/sandboxes/{sid}/health").status_code == 200  # same keep-alive connection

@@ -199,11 +199,44 @@ async def json_body(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise bad_request(
+            f"the request body is JSON nested deeper than this server reads (about "
+            f"{_MAX_DEPTH} levels); send a flatter body"
+        ) from None
     except ValueError:
         raise bad_request("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise bad_request("the request body must be a JSON object")
+    where = _lone_surrogate(data)
+    if where is not None:
+        raise bad_request(
+            f"the request body has a lone surrogate ({where}): JSON strings must be valid "
+            "Unicode; encode binary data as base64"
+        )
     return data
+
+
+_MAX_DEPTH = 1000  # CPython's json decoder raises RecursionError near the recursion limit
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """Where the first string (or key) holding a lone surrogate is, e.g. "field 'code'"."""
+    stack: list[tuple[str, Any]] = [("the body", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return f"{where}, character {exc.start}"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((f"a key of {where}", key))
+                stack.append((f"field {key!r}" if where == "the body" else where, item))
+        elif isinstance(value, list):
+            stack.extend((where, item) for item in value)
+    return None
 
 
 class RequestIdMiddleware:
