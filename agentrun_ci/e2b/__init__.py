@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from .._models import Context, ExecutionError, Logs
 from . import charts
-from ._async_sandbox import AsyncSandbox, AsyncSandboxPaginator, SandboxInfo, SandboxQuery
+from ._async_sandbox import (
+    AsyncSandbox,
+    AsyncSandboxPaginator,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxQuery,
+    SandboxState,
+)
 from ._errors import (
     AuthenticationException,
     InvalidArgumentException,
@@ -53,8 +60,10 @@ __all__ = [
     "SandboxException",
     "SandboxInfo",
     "SandboxKilledError",
+    "SandboxMetrics",
     "SandboxPaginator",
     "SandboxQuery",
+    "SandboxState",
     "TimeoutException",
     "aclose_shared",
     "charts",
