@@ -318,3 +318,22 @@ async def test_async_pause_connect_and_an_overdue_lifetime(emulator: Config, sha
         assert await sbx.is_running() is False
     finally:
         await sbx.kill()
+
+
+@pytest.mark.anyio
+async def test_pause_waits_through_pausing_and_refuses_other_states() -> None:
+    from types import SimpleNamespace
+
+    from agentrun_ci import Sandbox as Wire
+    from agentrun_ci.e2b._async_sandbox import _settle
+
+    seen = iter(["PAUSING", "PAUSED"])
+
+    async def get_sandbox(sandbox_id: str) -> Wire:
+        return Wire(sandbox_id=sandbox_id, status=next(seen))
+
+    ci: Any = SimpleNamespace(data_plane=SimpleNamespace(get_sandbox=get_sandbox))
+    await _settle(ci, "s1", "PAUSING", frozenset({"PAUSING"}), "PAUSED", 10)
+    assert next(seen, None) is None  # it asked until PAUSED
+    with pytest.raises(SandboxException, match="TERMINATED, not PAUSED"):
+        await _settle(ci, "s1", "TERMINATED", frozenset({"PAUSING"}), "PAUSED", 10)
