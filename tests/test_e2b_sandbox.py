@@ -201,7 +201,7 @@ def test_context_manager_kills(emulator: Config, shared: None) -> None:
         ({"allow_internet_access": False}, "allow_internet_access"),
         ({"network": {"deny_out": ["0.0.0.0/0"]}}, "deny_out"),
         ({"network": {"allow_public_traffic": True}}, "allow_public_traffic"),
-        ({"lifecycle": {"on_timeout": "pause"}}, "lifecycle"),
+        ({"lifecycle": {"on_timeout": {"action": "kill", "keep_memory": False}}}, "keep_memory"),
         ({"mcp": {"x": {}}}, "mcp"),
         ({"volume_mounts": {"/data": "vol"}}, "volume_mounts"),
         ({"domain": "e2b.app"}, "domain"),

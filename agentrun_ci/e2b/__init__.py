@@ -20,7 +20,14 @@ from __future__ import annotations
 from .._models import CommandResult, Context, ExecutionError, Logs
 from . import charts
 from ._async_commands import AsyncCommandHandle, ProcessInfo, PtySize
-from ._async_sandbox import AsyncSandbox, AsyncSandboxPaginator, SandboxInfo, SandboxQuery
+from ._async_sandbox import (
+    AsyncSandbox,
+    AsyncSandboxPaginator,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxQuery,
+    SandboxState,
+)
 from ._errors import (
     AuthenticationException,
     CommandExitException,
@@ -62,8 +69,10 @@ __all__ = [
     "SandboxException",
     "SandboxInfo",
     "SandboxKilledError",
+    "SandboxMetrics",
     "SandboxPaginator",
     "SandboxQuery",
+    "SandboxState",
     "TimeoutException",
     "aclose_shared",
     "charts",

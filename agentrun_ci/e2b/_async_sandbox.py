@@ -19,8 +19,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import enum
 import logging
+import math
+import shlex
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -29,7 +33,14 @@ from typing import Any
 import attrs
 
 from .._config import Config
-from .._errors import AgentRunError, APIError, NotFoundError, RequestTimeout, WaitTimeout
+from .._errors import (
+    AgentRunError,
+    APIError,
+    ConflictError,
+    NotFoundError,
+    RequestTimeout,
+    WaitTimeout,
+)
 from .._interpreter import AsyncCodeInterpreter, AsyncLease
 from .._lease import context_lost, kernel_died
 from .._models import Context, ExecutionError, Logs
@@ -53,7 +64,15 @@ from ._errors import (
 )
 from ._models import Execution, OutputMessage, Result
 
-__all__ = ["AsyncSandbox", "SandboxInfo", "SandboxQuery", "deliver"]
+__all__ = [
+    "AsyncSandbox",
+    "AsyncSandboxPaginator",
+    "SandboxInfo",
+    "SandboxMetrics",
+    "SandboxQuery",
+    "SandboxState",
+    "deliver",
+]
 
 log = logging.getLogger("agentrun_ci.e2b")
 
@@ -62,6 +81,16 @@ DEFAULT_LIFETIME = 300.0
 DEFAULT_RUN_TIMEOUT = 300.0
 #: how long a request may take beyond the work it asks for (E2B's request_timeout default)
 DEFAULT_REQUEST_TIMEOUT = 60.0
+
+
+class SandboxState(str, enum.Enum):
+    """E2B's sandbox states: AgentRun's READY (and CREATING) is RUNNING, PAUSED is PAUSED."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
 @attrs.frozen
@@ -74,17 +103,43 @@ class SandboxInfo:
     metadata: dict[str, str]
     started_at: datetime | None
     end_at: datetime | None
-    state: str
-    #: AgentRun's status word (READY, TERMINATED, ...)
+    #: a SandboxState, or AgentRun's status in lower case for others ("terminated")
+    state: SandboxState | str
+    #: AgentRun's status word (READY, PAUSED, TERMINATED, ...)
     status: str | None = None
+    #: E2B's `{"on_timeout": ..., "auto_resume": ...}` when this process knows it
+    lifecycle: dict[str, Any] | None = None
 
 
 @attrs.frozen
 class SandboxQuery:
-    """A filter for `list()`: metadata to match and states (`running`)."""
+    """A filter for `list()` (E2B's fields): metadata to match, states (default: running
+    and paused), started at or after a time, and a template (interpreter) name."""
 
     metadata: dict[str, str] | None = None
-    state: list[str] | None = None
+    state: builtins.list[SandboxState | str] | None = None
+    started_after: datetime | None = None
+    template: str | None = None
+
+
+@attrs.frozen
+class SandboxMetrics:
+    """One sample of a sandbox's resource use (E2B's fields; see docs/e2b.md for sources).
+
+    `cpu_used_pct` and `mem_used` add up the sandbox's processes as the service reports
+    them (`resourceUsage` of each process); `disk_used` is what `du` counts under
+    /home/user; the totals are the interpreter's (template's) cpu, memory and disk.
+    """
+
+    cpu_count: int
+    cpu_used_pct: float
+    disk_total: int
+    disk_used: int
+    mem_total: int
+    mem_used: int
+    #: page cache: AgentRun reports none (None)
+    mem_cache: int | None
+    timestamp: datetime
 
 
 @attrs.define
@@ -97,6 +152,9 @@ class _Record:
     started_at: datetime
     end_at: datetime | None
     defaults: dict[str, str] = attrs.field(factory=dict)
+    lifecycle: _options.Lifecycle | None = None
+    #: paused by this process (pause() or the on_timeout="pause" lifetime)
+    paused: bool = False
 
 
 _records: dict[str, _Record] = {}
@@ -108,10 +166,18 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _state(status: str | None) -> str:
-    return {"READY": "running", "CREATING": "running", "PAUSED": "paused"}.get(
-        (status or "").upper(), (status or "unknown").lower()
-    )
+#: AgentRun states on the way to PAUSED / READY (not documented: tolerated, agentrun-api.md §2.3)
+_PAUSING = frozenset({"PAUSED", "PAUSING"})
+_RESUMING = frozenset({"READY", "RESUMING"})
+
+
+def _state(status: str | None) -> SandboxState | str:
+    word = (status or "").upper()
+    if word in ("READY", "CREATING", "RESUMING"):
+        return SandboxState.RUNNING
+    if word in _PAUSING:
+        return SandboxState.PAUSED
+    return (status or "unknown").lower()
 
 
 async def deliver(
@@ -139,6 +205,35 @@ async def deliver(
         await maybe_await(on_error(execution.error))
 
 
+#: E2B features AgentRun has no counterpart for: what to do instead
+_NOT_ON_AGENTRUN = {
+    "create_snapshot": (
+        "AgentRun has no sandbox snapshots; keep state in files and copy them out with "
+        "files.read() (or pause() the sandbox and connect() to it later)"
+    ),
+    "list_snapshots": "AgentRun has no sandbox snapshots",
+    "delete_snapshot": "AgentRun has no sandbox snapshots",
+    "fork": (
+        "AgentRun cannot copy a running sandbox; create() a new one and replay the setup "
+        "(files.write(), run_code())"
+    ),
+    "update_network": (
+        "AgentRun sets network access per interpreter: create an interpreter with the "
+        "network_mode you need (agentrun_ci.CodeInterpreter.create_interpreter) and pass "
+        "its name as template"
+    ),
+}
+
+
+def _refuse(name: str) -> Callable[..., Any]:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise InvalidArgumentException(f"{name}() is not available: {_NOT_ON_AGENTRUN[name]}")
+
+    refuse.__name__ = refuse.__qualname__ = name
+    refuse.__doc__ = f"Refused: {_NOT_ON_AGENTRUN[name]}."
+    return refuse
+
+
 class AsyncSandbox:
     """One AgentRun sandbox with E2B's API: `sbx = await AsyncSandbox.create()`."""
 
@@ -163,6 +258,7 @@ class AsyncSandbox:
     _default_lock: asyncio.Lock
     _timer: asyncio.TimerHandle | None
     _hub_key: Any
+    _service_version: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise InvalidArgumentException(
@@ -199,6 +295,7 @@ class AsyncSandbox:
         self._default_lock = asyncio.Lock()
         self._timer = None
         self._hub_key = None
+        self._service_version = None
         self.files = AsyncFilesystem(self)
         self.commands = AsyncCommands(self)
         self.pty = AsyncPty(self)
@@ -233,7 +330,9 @@ class AsyncSandbox:
         `template`: E2B's code-interpreter names (or None) mean the default
         interpreter; any other name is an existing AgentRun interpreter.
         `timeout`: the sandbox's lifetime in seconds (default 300, at most 6 h),
-        after which the shim kills it. `metadata` is kept and returned by
+        after which the shim kills it, or pauses it with
+        `lifecycle={"on_timeout": "pause"}` (`auto_resume=True`: the next call through
+        this handle resumes it; else `connect()` does). `metadata` is kept and returned by
         `get_info()` and `list()`. `envs` are set in every context and command.
         `secure` is accepted (AgentRun always signs requests). `rich_results=False`
         skips the formatter snippet (no `Result.data` / `Result.chart`).
@@ -242,12 +341,12 @@ class AsyncSandbox:
         _options.check_create(
             allow_internet_access=allow_internet_access,
             network=network,
-            lifecycle=lifecycle,
             mcp=mcp,
             iam=iam,
             volume_mounts=volume_mounts,
         )
         lifetime = _options.check_lifetime(DEFAULT_LIFETIME if timeout is None else timeout)
+        ending = _options.check_lifecycle(lifecycle)
         meta = _options.check_metadata(metadata)
         sandbox_envs = dict(envs or {})
         _setup.bash_prefix(sandbox_envs)  # validates names and values
@@ -270,6 +369,7 @@ class AsyncSandbox:
                 envs=sandbox_envs,
                 started_at=started,
                 end_at=started + timedelta(seconds=lifetime),
+                lifecycle=ending,
             )
             with _records_lock:
                 _records[sandbox_id] = record
@@ -322,6 +422,7 @@ class AsyncSandbox:
         ci, hub_key = await _hub.acquire(config, backend, None)
         try:
             sandbox = await _get_sandbox(ci, sandbox_id)
+            resumed = await _resume_if_paused(ci, sandbox)
         except BaseException:
             await _hub.release(hub_key)
             raise
@@ -349,22 +450,35 @@ class AsyncSandbox:
             for ctx in await ci.data_plane.list_contexts(sandbox_id):
                 if ctx.language in ("python", "javascript"):
                     record.defaults.setdefault(ctx.language, ctx.id)
-        if timeout is not None:
-            await self._set_timeout(timeout, only_longer=True)
+        await self._after_connect(resumed, timeout)
         (logger or log).debug("connected to sandbox %s", sandbox_id)
         return self
 
     async def _reconnect(self, timeout: float | None = None, **opts: Any) -> AsyncSandbox:
         _options.refuse_connection_options("AsyncSandbox.connect()", opts)
-        await _get_sandbox(self._ci, self._sandbox_id)
-        if timeout is not None:
-            await self._set_timeout(timeout, only_longer=True)
+        self._check_alive()
+        sandbox = await _get_sandbox(self._ci, self._sandbox_id)
+        resumed = await _resume_if_paused(self._ci, sandbox)
+        await self._after_connect(resumed, timeout)
         return self
+
+    async def _after_connect(self, resumed: bool, timeout: float | None) -> None:
+        """A resumed sandbox starts a new lifetime (`timeout`, default 300 s), as E2B's
+        does; a running one's is only lengthened."""
+        if resumed or self._record.paused:
+            self._record.paused = False
+            lifetime = _options.check_lifetime(DEFAULT_LIFETIME if timeout is None else timeout)
+            self._record.end_at = _now() + timedelta(seconds=lifetime)
+            self._schedule(lifetime)
+        elif timeout is not None:
+            await self._set_timeout(timeout, only_longer=True)
 
     connect = _Dual(_connect.__func__, _reconnect)  # type: ignore[attr-defined]
     """`AsyncSandbox.connect(sandbox_id)` reaches an existing sandbox (also from another
     process, while the one that made it runs: sandboxes are deleted when their maker exits);
-    `sbx.connect()` checks this one still runs. `timeout` only lengthens the lifetime."""
+    `sbx.connect()` checks this one still runs. A paused sandbox is resumed (AgentRun's
+    ResumeSandbox) and gets a new lifetime of `timeout` (default 300 s); for a running one
+    `timeout` only lengthens the lifetime."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -386,12 +500,34 @@ class AsyncSandbox:
         self._timer = loop.call_later(lifetime, lambda: loop.create_task(self._expire()))
 
     async def _expire(self) -> None:
+        end = self._record.end_at
+        if self._killed or self._record.paused:
+            return
+        if end is not None and end > _now():  # another handle lengthened the lifetime
+            self._schedule((end - _now()).total_seconds())
+            return
+        self._timer = None
+        lifecycle = self._record.lifecycle
+        if lifecycle is not None and lifecycle.on_timeout == "pause":
+            log.info("sandbox %s reached its timeout: pausing it", self._sandbox_id)
+            with contextlib.suppress(AgentRunError):
+                await _pause(self._ci, self._sandbox_id, DEFAULT_REQUEST_TIMEOUT)
+            return
         log.info("sandbox %s reached its timeout: killing it", self._sandbox_id)
         with contextlib.suppress(AgentRunError):
             await self._kill()
 
+    async def _overdue(self) -> None:
+        """End the lifetime now if its time has come but its timer has not run yet (the
+        event loop was blocked, e.g. by `time.sleep` in async code)."""
+        end = self._record.end_at
+        if self._timer is not None and end is not None and end <= _now():
+            self._timer.cancel()
+            await self._expire()
+
     async def is_running(self, request_timeout: float | None = None) -> bool:
-        """Does the sandbox still run? (False once killed or gone.)"""
+        """Does the sandbox run now? (False once killed or gone, and while paused.)"""
+        await self._overdue()
         if self._killed:
             return False
         try:
@@ -400,7 +536,18 @@ class AsyncSandbox:
             )
         except NotFoundError:
             return False
+        except ConflictError:  # a sandbox that is not READY (paused) may answer so
+            return False
+        version = health.raw.get("version")
+        if isinstance(version, str):
+            self._service_version = version
         return bool(health.ok)
+
+    @property
+    def _envd_version(self) -> str | None:
+        """The version the sandbox's in-sandbox service gave in its last health check
+        (`is_running()`); None before one. E2B's is its envd daemon's version."""
+        return self._service_version
 
     @classmethod
     async def _kill_by_id(cls, sandbox_id: str, **opts: Any) -> bool:
@@ -475,7 +622,7 @@ class AsyncSandbox:
 
     async def _set_timeout(self, timeout: float, only_longer: bool = False, **opts: Any) -> None:
         _options.refuse_connection_options("AsyncSandbox.set_timeout()", opts)
-        lifetime = _options.check_lifetime(timeout)
+        lifetime = _options.check_lifetime(timeout, allow_zero=True)
         self._check_alive()
         end = _now() + timedelta(seconds=lifetime)
         record = self._record
@@ -491,7 +638,8 @@ class AsyncSandbox:
         self._schedule(lifetime)
 
     set_timeout = _Dual(_set_timeout_by_id.__func__, _set_timeout)  # type: ignore[attr-defined]
-    """Kill the sandbox `timeout` seconds from now (longer or shorter than before; ≤6 h).
+    """End the sandbox's lifetime `timeout` seconds from now (longer or shorter than before;
+    ≤6 h; 0: now): it is killed then, or paused with `lifecycle={"on_timeout": "pause"}`.
     The shim keeps the deadline: it holds while this process runs."""
 
     @classmethod
@@ -509,7 +657,68 @@ class AsyncSandbox:
         return await _info(self._ci, self._sandbox_id)
 
     get_info = _Dual(_get_info_by_id.__func__, _get_info)  # type: ignore[attr-defined]
-    """The sandbox's id, template, metadata, start and end times and state."""
+    """The sandbox's id, template, metadata, start and end times, state and lifecycle."""
+
+    @classmethod
+    async def _pause_by_id(cls, sandbox_id: str, keep_memory: bool = True, **opts: Any) -> bool:
+        _options.refuse_connection_options("AsyncSandbox.pause()", opts)
+        _check_keep_memory(keep_memory)
+        with _records_lock:
+            live = list(_live.get(sandbox_id, []))
+        if live:
+            return await live[0]._pause(keep_memory, **opts)
+        async with _hub.using(None, "auto") as ci:
+            return await _pause(ci, sandbox_id, opts.get("request_timeout"))
+
+    async def _pause(self, keep_memory: bool = True, **opts: Any) -> bool:
+        _options.refuse_connection_options("AsyncSandbox.pause()", opts)
+        _check_keep_memory(keep_memory)
+        self._check_alive()
+        return await _pause(self._ci, self._sandbox_id, opts.get("request_timeout"))
+
+    pause = _Dual(_pause_by_id.__func__, _pause)  # type: ignore[attr-defined]
+    """Pause the sandbox (AgentRun's PauseSandbox): its processes are held with their
+    memory; `connect()` resumes it. True if it got paused, False if it already was.
+    While paused its lifetime does not run, and a call through a handle raises
+    SandboxException (or resumes it, with `lifecycle={"auto_resume": True, ...}`).
+    `AsyncSandbox.pause(sandbox_id)` pauses one by id."""
+
+    beta_pause = pause
+    """E2B's former name of `pause()` (deprecated there): the same method."""
+
+    @classmethod
+    async def _get_metrics_by_id(
+        cls,
+        sandbox_id: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        **opts: Any,
+    ) -> builtins.list[SandboxMetrics]:
+        _options.refuse_connection_options("AsyncSandbox.get_metrics()", opts)
+        with _records_lock:
+            live = list(_live.get(sandbox_id, []))
+        if live:
+            return await live[0]._get_metrics(start, end, **opts)
+        async with _hub.using(None, "auto") as ci:
+            return await _metrics(ci, sandbox_id, start, end)
+
+    async def _get_metrics(
+        self, start: datetime | None = None, end: datetime | None = None, **opts: Any
+    ) -> builtins.list[SandboxMetrics]:
+        _options.refuse_connection_options("AsyncSandbox.get_metrics()", opts)
+        await self._ready()
+        result: builtins.list[SandboxMetrics] = await self._guarded(
+            self._bounded(
+                _metrics(self._ci, self._sandbox_id, start, end), opts.get("request_timeout")
+            )
+        )
+        return result
+
+    get_metrics = _Dual(_get_metrics_by_id.__func__, _get_metrics)  # type: ignore[attr-defined]
+    """The sandbox's resource use: one sample, taken now, if now is within `start`..`end`
+    (AgentRun keeps no history: an empty list for a range in the past). CPU and memory
+    add up the sandbox's processes as the service reports them; docs/e2b.md says what
+    is approximate."""
 
     @classmethod
     def list(
@@ -517,21 +726,41 @@ class AsyncSandbox:
         query: SandboxQuery | Mapping[str, Any] | None = None,
         limit: int | None = None,
         next_token: str | None = None,
-        order: Any = None,
+        order: str | None = None,
         *,
         config: Config | None = None,
         backend: str = "auto",
         **opts: Any,
     ) -> AsyncSandboxPaginator:
-        """Running sandboxes of the interpreters this process uses (`await p.next_items()`)."""
+        """Sandboxes of the interpreters this process uses, running and paused unless
+        `query.state` says otherwise, newest first (`order="asc"`: oldest first), `limit`
+        a page (`while p.has_next: await p.next_items()`). Metadata is known for
+        sandboxes made or reached by this process."""
         _options.refuse_connection_options("AsyncSandbox.list()", opts)
-        if next_token is not None or order is not None:
-            raise InvalidArgumentException(
-                "list(next_token=..., order=...): the shim returns every match in one page"
-            )
+        if order not in (None, "asc", "desc"):
+            raise InvalidArgumentException(f"Invalid order {order!r}, expected 'asc' or 'desc'")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise InvalidArgumentException(f"limit must be a positive int, got {limit!r}")
         if isinstance(query, Mapping):
             query = SandboxQuery(**query)
-        return AsyncSandboxPaginator(query, limit, config, backend)
+        return AsyncSandboxPaginator(
+            query, limit, config, backend, next_token=next_token, order=order or "desc"
+        )
+
+    # ------------------------------------------------------------ what AgentRun has not
+
+    create_snapshot = _Dual(_refuse("create_snapshot"), _refuse("create_snapshot"))
+    """Refused: AgentRun has no sandbox snapshots (see docs/e2b.md)."""
+    list_snapshots = _Dual(_refuse("list_snapshots"), _refuse("list_snapshots"))
+    """Refused: AgentRun has no sandbox snapshots (see docs/e2b.md)."""
+    delete_snapshot = classmethod(_refuse("delete_snapshot"))
+    """Refused: AgentRun has no sandbox snapshots (see docs/e2b.md)."""
+    fork = _Dual(_refuse("fork"), _refuse("fork"))
+    """Refused: AgentRun cannot copy a running sandbox (see docs/e2b.md)."""
+    update_network = _Dual(_refuse("update_network"), _refuse("update_network"))
+    """Refused: AgentRun sets network access per interpreter (see docs/e2b.md)."""
 
     async def __aenter__(self) -> AsyncSandbox:
         return self
@@ -545,6 +774,23 @@ class AsyncSandbox:
         if self._killed:
             raise SandboxKilledError(f"sandbox {self._sandbox_id} was killed; create a new one")
 
+    async def _ready(self) -> None:
+        """Before a call into the sandbox: the lifetime ended if its time came, the handle
+        not killed, the sandbox not paused by this process (or resumed, with auto_resume)."""
+        await self._overdue()
+        self._check_alive()
+        record = self._record
+        if not record.paused:
+            return
+        lifecycle = record.lifecycle
+        if lifecycle is None or not lifecycle.auto_resume:
+            raise SandboxException(
+                f"sandbox {self._sandbox_id} is paused: connect() resumes it (or create it "
+                "with lifecycle={'on_timeout': 'pause', 'auto_resume': True})"
+            )
+        await _resume(self._ci, self._sandbox_id, None)
+        await self._after_connect(True, None)
+
     async def _bounded(self, awaitable: Awaitable[Any], request_timeout: float | None) -> Any:
         limit = request_timeout or self._request_timeout or DEFAULT_REQUEST_TIMEOUT
         try:
@@ -557,7 +803,9 @@ class AsyncSandbox:
             raise TimeoutException(str(exc)) from exc
 
     async def _guarded(self, awaitable: Awaitable[Any]) -> Any:
-        """Run `awaitable` so that kill() ends it at once with SANDBOX_KILLED."""
+        """Run `awaitable` so that kill() ends it at once with SANDBOX_KILLED.
+
+        Callers `await self._ready()` before they make `awaitable`."""
         self._check_alive()
         task = asyncio.ensure_future(awaitable)
         self._inflight.add(task)
@@ -584,6 +832,7 @@ class AsyncSandbox:
         request_timeout = opts.pop("request_timeout", None)
         _options.refuse_connection_options("sandbox call", {k: v for k, v in opts.items()})
         limit = (request_timeout or self._request_timeout or DEFAULT_REQUEST_TIMEOUT) + work
+        await self._ready()
         return await self._guarded(
             self._bounded(action(self._ci.data_plane, self._sandbox_id), limit)
         )
@@ -650,6 +899,7 @@ class AsyncSandbox:
             self._bash[ctx.id] = ctx
             self._languages[ctx.id] = "bash"
             return ctx
+        await self._ready()
         ctx = await self._guarded(
             self._bounded(self._new_context(lang, directory), request_timeout)
         )
@@ -660,6 +910,7 @@ class AsyncSandbox:
         self, request_timeout: float | None = None
     ) -> builtins.list[Context]:
         """Every context of the sandbox, oldest first (bash ones last)."""
+        await self._ready()
         listed: builtins.list[Context] = await self._guarded(
             self._bounded(self._ci.data_plane.list_contexts(self._sandbox_id), request_timeout)
         )
@@ -681,6 +932,7 @@ class AsyncSandbox:
         if context_id in self._bash:
             del self._bash[context_id]
             return
+        await self._ready()
         await self._guarded(
             self._bounded(
                 self._ci.data_plane.delete_context(self._sandbox_id, context_id), request_timeout
@@ -715,6 +967,7 @@ class AsyncSandbox:
                 await data.delete_context(self._sandbox_id, context_id)
             return fresh.id
 
+        await self._ready()
         new_id = await self._guarded(self._bounded(restart(), request_timeout))
         self._aliases[old] = new_id
         for lang, cid in list(self._record.defaults.items()):
@@ -771,7 +1024,7 @@ class AsyncSandbox:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
             raise InvalidArgumentException(f"timeout must be seconds >= 0, got {timeout!r}")
         limit = EXECUTE_TIMEOUT_CAP if timeout == 0 else min(float(timeout), EXECUTE_TIMEOUT_CAP)
-        self._check_alive()
+        await self._ready()
         if context is not None:
             context_id = self._resolve(context)
             lang = self._languages.get(context_id) or (
@@ -898,11 +1151,164 @@ async def _info(ci: AsyncCodeInterpreter, sandbox_id: str) -> SandboxInfo:
         end_at=record.end_at if record else None,
         state=_state(sandbox.status),
         status=sandbox.status,
+        lifecycle=record.lifecycle.info() if record and record.lifecycle else None,
     )
 
 
+def _check_keep_memory(keep_memory: Any) -> None:
+    if keep_memory is not True:
+        raise InvalidArgumentException(
+            f"pause(keep_memory={keep_memory!r}): AgentRun's pause keeps the sandbox's memory "
+            "and processes; a filesystem-only pause is not available (drop keep_memory)"
+        )
+
+
+async def _settle(
+    ci: AsyncCodeInterpreter,
+    sandbox_id: str,
+    status: str | None,
+    passing: frozenset[str],
+    wanted: str,
+    request_timeout: float | None,
+) -> None:
+    """Poll until the sandbox is `wanted`, through the intermediate states in `passing`
+    (PAUSING, RESUMING: not documented, tolerated)."""
+    deadline = time.monotonic() + (request_timeout or DEFAULT_REQUEST_TIMEOUT)
+    delay = 0.1
+    while (status or "").upper() != wanted:
+        if (status or "").upper() not in passing:
+            raise SandboxException(
+                f"sandbox {sandbox_id} is {status}, not {wanted}: it cannot be "
+                f"{'paused' if wanted == 'PAUSED' else 'resumed'} now"
+            )
+        if time.monotonic() + delay > deadline:
+            raise TimeoutException(
+                f"sandbox {sandbox_id} was still {status} after "
+                f"{request_timeout or DEFAULT_REQUEST_TIMEOUT:g} s; raise request_timeout"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+        status = (await _get_sandbox(ci, sandbox_id)).status
+
+
+def _held(sandbox_id: str, paused: bool) -> None:
+    """Every handle of this process on the sandbox: its lifetime stops while paused."""
+    with _records_lock:
+        record = _records.get(sandbox_id)
+        handles = list(_live.get(sandbox_id, []))
+    if record is not None:
+        record.paused = paused
+    if paused:
+        for handle in handles:
+            if handle._timer is not None:
+                handle._timer.cancel()
+                handle._timer = None
+
+
+async def _pause(ci: AsyncCodeInterpreter, sandbox_id: str, request_timeout: float | None) -> bool:
+    """PauseSandbox; True if it got paused, False if it already was."""
+    before = await _get_sandbox(ci, sandbox_id)
+    if (before.status or "").upper() in _PAUSING:
+        _held(sandbox_id, True)
+        return False
+    try:
+        after = await ci.control_plane.pause_sandbox(sandbox_id)
+    except NotFoundError:
+        raise NotFoundException(f"sandbox {sandbox_id} not found", status_code=404) from None
+    except ConflictError:  # paused meanwhile (by another caller)?
+        after = await _get_sandbox(ci, sandbox_id)
+        if (after.status or "").upper() not in _PAUSING:
+            raise
+    await _settle(ci, sandbox_id, after.status, _PAUSING | {"READY"}, "PAUSED", request_timeout)
+    _held(sandbox_id, True)
+    return True
+
+
+async def _resume(ci: AsyncCodeInterpreter, sandbox_id: str, request_timeout: float | None) -> None:
+    after = await ci.control_plane.resume_sandbox(sandbox_id)
+    await _settle(ci, sandbox_id, after.status, _RESUMING | {"PAUSED"}, "READY", request_timeout)
+    _held(sandbox_id, False)
+
+
+async def _resume_if_paused(ci: AsyncCodeInterpreter, sandbox: Any) -> bool:
+    """Resume a paused (or pausing) sandbox, as E2B's connect() does; True if it was."""
+    if (sandbox.status or "").upper() not in _PAUSING:
+        return False
+    await _resume(ci, sandbox.sandbox_id, None)
+    return True
+
+
+async def _metrics(
+    ci: AsyncCodeInterpreter,
+    sandbox_id: str,
+    start: datetime | None,
+    end: datetime | None,
+) -> builtins.list[SandboxMetrics]:
+    """One sample, now: the processes' reported use, `du` of the home, the template's sizes."""
+    # Whole seconds, as E2B's metrics API takes and gives them: a sample taken at 12:00:00.7
+    # is the 12:00:00 one, within a range that ends at 12:00:00.2.
+    now = datetime.fromtimestamp(int(_now().timestamp()), timezone.utc)
+    second = now.timestamp()
+    if (start is not None and int(_aware(start).timestamp()) > second) or (
+        end is not None and int(_aware(end).timestamp()) < second
+    ):
+        return []
+    sandbox = await _get_sandbox(ci, sandbox_id)
+    data = ci.data_plane
+    template = None
+    if sandbox.template_name:
+        with contextlib.suppress(NotFoundError):
+            template = await ci.control_plane.get_template(sandbox.template_name)
+    processes = await data.list_processes(sandbox_id)
+    described = await asyncio.gather(
+        *(data.get_process(sandbox_id, p.pid) for p in processes if p.pid),
+        return_exceptions=True,
+    )
+    cpu = 0.0
+    memory_mb = 0.0
+    for one in described:
+        if isinstance(one, BaseException):
+            if isinstance(one, NotFoundError):  # ended between the listing and the look
+                continue
+            raise one
+        cpu += one.usage.cpu_percent or 0.0
+        memory_mb += one.usage.memory_mb or 0.0
+    du = await data.run_command(
+        sandbox_id, f"du -sk {shlex.quote(HOME)} 2>/dev/null | cut -f1", timeout=10
+    )
+    try:
+        disk_kb = int(du.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        disk_kb = 0
+    mib = 1024 * 1024
+    cores = template.cpu if template is not None and template.cpu else 1.0
+    return [
+        SandboxMetrics(
+            cpu_count=max(1, math.ceil(cores)),
+            # resourceUsage.cpuPercent is per process, of one core: the share of all cores
+            cpu_used_pct=round(min(100.0, cpu / max(1, math.ceil(cores))), 2),
+            disk_total=int((template.disk_size or 0) * mib) if template is not None else 0,
+            disk_used=disk_kb * 1024,
+            mem_total=int((template.memory or 0) * mib) if template is not None else 0,
+            mem_used=int(memory_mb * mib),
+            mem_cache=None,
+            timestamp=now,
+        )
+    ]
+
+
+def _aware(moment: datetime) -> datetime:
+    """E2B reads a naive datetime as local time."""
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
 class AsyncSandboxPaginator:
-    """`AsyncSandbox.list()`'s answer: `await paginator.next_items()` (one page here)."""
+    """`AsyncSandbox.list()`'s answer: `while p.has_next: await p.next_items()`.
+
+    Each page lists the service's sandboxes afresh, filters and sorts them (by start
+    time, then id) and returns those after the last one the previous page returned, so
+    sandboxes made or removed between pages neither repeat nor shift the pages.
+    """
 
     def __init__(
         self,
@@ -910,42 +1316,100 @@ class AsyncSandboxPaginator:
         limit: int | None,
         config: Config | None,
         backend: str,
+        *,
+        next_token: str | None = None,
+        order: str = "desc",
     ) -> None:
         self._query = query or SandboxQuery()
-        self._limit = limit
+        self.limit = limit
         self._config = config
         self._backend = backend
-        self.has_next = True
-        self.next_token: str | None = None
+        self._order = order
+        self._has_next = True
+        self._next_token = next_token
+
+    @property
+    def has_next(self) -> bool:
+        """Is there another page? (True until a page came back short of `limit`.)"""
+        return self._has_next
+
+    @property
+    def next_token(self) -> str | None:
+        """Where the next page starts (pass it to `list(next_token=...)` to go on later)."""
+        return self._next_token
 
     async def next_items(self) -> builtins.list[SandboxInfo]:
-        if not self.has_next:
+        """The next page of sandboxes."""
+        if not self._has_next:
             raise SandboxException("no more items: check has_next before next_items()")
-        self.has_next = False
-        states = set(self._query.state or ["running"])
         async with _hub.using(self._config, self._backend) as ci:
             found = await ci.control_plane.list_sandboxes()
-        out: list[SandboxInfo] = []
-        for sandbox in found:
-            state = _state(sandbox.status)
-            if state not in states:
-                continue
-            with _records_lock:
-                record = _records.get(sandbox.sandbox_id)
-            metadata = dict(record.metadata) if record else {}
-            wanted = self._query.metadata or {}
-            if any(metadata.get(k) != v for k, v in wanted.items()):
-                continue
-            out.append(
-                SandboxInfo(
-                    sandbox_id=sandbox.sandbox_id,
-                    template_id=sandbox.template_name,
-                    name=sandbox.template_name,
-                    metadata=metadata,
-                    started_at=record.started_at if record else sandbox.created_at,
-                    end_at=record.end_at if record else None,
-                    state=state,
-                    status=sandbox.status,
-                )
-            )
-        return out[: self._limit] if self._limit else out
+        matches = sorted(
+            (info for sandbox in found if (info := self._match(sandbox)) is not None),
+            key=_sort_key,
+            reverse=self._order == "desc",
+        )
+        if self._next_token is not None:
+            after = _decode_token(self._next_token)
+            if self._order == "desc":
+                matches = [m for m in matches if _sort_key(m) < after]
+            else:
+                matches = [m for m in matches if _sort_key(m) > after]
+        page = matches[: self.limit] if self.limit else matches
+        more = self.limit is not None and len(matches) > self.limit
+        self._has_next = more
+        self._next_token = _encode_token(_sort_key(page[-1])) if more and page else None
+        return page
+
+    def _match(self, sandbox: Any) -> SandboxInfo | None:
+        query = self._query
+        states = {str(s) for s in (query.state or (SandboxState.RUNNING, SandboxState.PAUSED))}
+        state = _state(sandbox.status)
+        if str(state) not in states:
+            return None
+        with _records_lock:
+            record = _records.get(sandbox.sandbox_id)
+        metadata = dict(record.metadata) if record else {}
+        if any(metadata.get(k) != v for k, v in (query.metadata or {}).items()):
+            return None
+        template = sandbox.template_name or (record.template if record else None)
+        if query.template is not None and query.template != template:
+            return None
+        started = record.started_at if record else sandbox.created_at
+        if query.started_after is not None and (
+            started is None or started < _aware(query.started_after)
+        ):
+            return None
+        return SandboxInfo(
+            sandbox_id=sandbox.sandbox_id,
+            template_id=template,
+            name=template,
+            metadata=metadata,
+            started_at=started,
+            end_at=record.end_at if record else None,
+            state=state,
+            status=sandbox.status,
+            lifecycle=record.lifecycle.info() if record and record.lifecycle else None,
+        )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _sort_key(info: SandboxInfo) -> tuple[float, str]:
+    started = info.started_at or _EPOCH
+    return (_aware(started).timestamp(), info.sandbox_id)
+
+
+def _encode_token(key: tuple[float, str]) -> str:
+    return f"{key[0]!r}/{key[1]}"
+
+
+def _decode_token(token: str) -> tuple[float, str]:
+    stamp, _, sandbox_id = token.partition("/")
+    try:
+        return (float(stamp), sandbox_id)
+    except ValueError:
+        raise InvalidArgumentException(
+            f"next_token {token!r} is not one a list() page gave: pass paginator.next_token"
+        ) from None

@@ -5,14 +5,18 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
+
+import attrs
 
 from .._errors import ConfigError, InvalidArgumentError
 
 __all__ = [
     "LANGUAGES",
     "MAX_LIFETIME",
+    "Lifecycle",
     "check_create",
+    "check_lifecycle",
     "check_lifetime",
     "check_metadata",
     "language",
@@ -50,10 +54,17 @@ def language(name: str | None) -> str:
     return LANGUAGES[key]
 
 
-def check_lifetime(timeout: Any, what: str = "timeout") -> float:
-    """A sandbox lifetime in seconds (E2B's `timeout`), within AgentRun's 6 h."""
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise InvalidArgumentError(f"{what} must be positive seconds, got {timeout!r}")
+def check_lifetime(timeout: Any, what: str = "timeout", *, allow_zero: bool = False) -> float:
+    """A sandbox lifetime in seconds (E2B's `timeout`), within AgentRun's 6 h.
+
+    `allow_zero`: 0 means "now" (E2B's `set_timeout(0)` ends the sandbox's time at once)."""
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (timeout > 0 or (allow_zero and timeout == 0))
+    ):
+        wanted = "seconds >= 0" if allow_zero else "positive seconds"
+        raise InvalidArgumentError(f"{what} must be {wanted}, got {timeout!r}")
     if math.isinf(timeout) or timeout > MAX_LIFETIME:
         raise InvalidArgumentError(
             f"{what}={timeout:g} s is longer than an AgentRun sandbox may live "
@@ -125,7 +136,6 @@ def check_create(
     *,
     allow_internet_access: Any,
     network: Any,
-    lifecycle: Any,
     mcp: Any,
     iam: Any,
     volume_mounts: Any,
@@ -152,19 +162,6 @@ def check_create(
                 f"network options {sorted(rest)} are not available per sandbox on AgentRun: "
                 "egress rules belong to the interpreter's network configuration"
             )
-    if lifecycle is not None:
-        if not isinstance(lifecycle, Mapping):
-            raise InvalidArgumentError(f"lifecycle must be a dict, got {lifecycle!r}")
-        rest = dict(lifecycle)
-        on_timeout = rest.pop("on_timeout", "kill")
-        action = on_timeout.get("action") if isinstance(on_timeout, Mapping) else on_timeout
-        if action != "kill" or rest.pop("auto_resume", False):
-            raise InvalidArgumentError(
-                "lifecycle: AgentRun sandboxes are killed at their timeout; pausing and "
-                "auto_resume are not available through agentrun-ci"
-            )
-        if rest:
-            raise InvalidArgumentError(f"lifecycle options {sorted(rest)} are not supported")
     for name, value, why in (
         ("mcp", mcp, "AgentRun has no MCP gateway inside sandboxes; see agentrun_ci_mcp"),
         ("iam", iam, "AgentRun sandboxes have no workload identity tokens"),
@@ -176,3 +173,79 @@ def check_create(
     ):
         if value is not None:
             raise InvalidArgumentError(f"{name} is not available on AgentRun: {why}")
+
+
+@attrs.frozen
+class Lifecycle:
+    """What happens at the end of a sandbox's `timeout` (E2B's `lifecycle=`), checked."""
+
+    #: "kill" (E2B's default) or "pause"
+    on_timeout: Literal["kill", "pause"] = "kill"
+    #: a call through a handle to a sandbox the shim paused resumes it first
+    auto_resume: bool = False
+
+    def info(self) -> dict[str, Any]:
+        """E2B's `SandboxInfo.lifecycle` shape."""
+        return {"on_timeout": self.on_timeout, "auto_resume": self.auto_resume}
+
+
+def check_lifecycle(lifecycle: Any) -> Lifecycle:
+    """E2B's `lifecycle={"on_timeout": ..., "auto_resume": ...}` with E2B's defaults and checks.
+
+    `on_timeout` is "kill", "pause", None (kill), or `{"action": ..., "keep_memory": ...}`.
+    AgentRun's pause keeps the sandbox's memory (its processes are held, not stopped), so
+    `keep_memory=False` (a filesystem-only snapshot, cold-booted at resume) is refused.
+    """
+    if lifecycle is None:
+        return Lifecycle()
+    if not isinstance(lifecycle, Mapping):
+        raise InvalidArgumentError(f"lifecycle must be a dict, got {lifecycle!r}")
+    rest = dict(lifecycle)
+    raw = rest.pop("on_timeout", None)
+    auto_resume = rest.pop("auto_resume", None)
+    if rest:
+        raise InvalidArgumentError(
+            f"lifecycle options {sorted(rest)} are not E2B options: use on_timeout and auto_resume"
+        )
+    keep_memory: Any = None
+    has_keep_memory = False
+    if isinstance(raw, Mapping):
+        extra = sorted(set(raw) - {"action", "keep_memory"})
+        if extra:
+            raise InvalidArgumentError(
+                f"lifecycle on_timeout options {extra} are unknown: use action and keep_memory"
+            )
+        action = raw.get("action", "kill")
+        has_keep_memory = "keep_memory" in raw
+        keep_memory = raw.get("keep_memory")
+    else:
+        action = "kill" if raw is None else raw
+    if action not in ("kill", "pause"):
+        raise InvalidArgumentError(
+            f"lifecycle on_timeout={action!r}: use 'kill' (the default) or 'pause'"
+        )
+    if has_keep_memory and action != "pause":
+        raise InvalidArgumentError("keep_memory is only allowed when on_timeout action is 'pause'.")
+    if auto_resume is not None and not isinstance(auto_resume, bool):
+        raise InvalidArgumentError(
+            f"lifecycle auto_resume must be True or False, got {auto_resume!r}"
+        )
+    if auto_resume and action != "pause":
+        raise InvalidArgumentError(
+            "auto_resume can only be True when on_timeout action is 'pause'."
+        )
+    if keep_memory is not None and not isinstance(keep_memory, bool):
+        raise InvalidArgumentError(f"keep_memory must be True or False, got {keep_memory!r}")
+    if keep_memory is False:
+        if auto_resume:
+            raise InvalidArgumentError(
+                "auto_resume: True is not a valid value when keep_memory: False - a "
+                "filesystem-only snapshot cannot be auto-resumed and must be resumed "
+                "explicitly using Sandbox.connect()."
+            )
+        raise InvalidArgumentError(
+            "lifecycle keep_memory=False (a filesystem-only pause, cold-booted at resume) is "
+            "not available on AgentRun: its pause keeps the sandbox's memory and processes; "
+            "drop keep_memory (or pass True)"
+        )
+    return Lifecycle(on_timeout=action, auto_resume=bool(auto_resume))

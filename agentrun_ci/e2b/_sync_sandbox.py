@@ -12,11 +12,18 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from .._config import Config
 from .._models import Context, ExecutionError
-from ._async_sandbox import AsyncSandbox, AsyncSandboxPaginator, SandboxInfo, SandboxQuery
+from ._async_sandbox import (
+    AsyncSandbox,
+    AsyncSandboxPaginator,
+    SandboxInfo,
+    SandboxMetrics,
+    SandboxQuery,
+)
 from ._common import _Dual
 from ._models import Execution, OutputMessage, Result
 from ._portal import call as _call
@@ -30,20 +37,27 @@ __all__ = ["Sandbox", "SandboxPaginator"]
 
 
 class SandboxPaginator:
-    """`Sandbox.list()`'s answer: `paginator.next_items()` (one page here)."""
+    """`Sandbox.list()`'s answer: `while p.has_next: p.next_items()`."""
 
     def __init__(self, inner: AsyncSandboxPaginator) -> None:
         self._inner = inner
 
     @property
+    def limit(self) -> int | None:
+        return self._inner.limit
+
+    @property
     def has_next(self) -> bool:
+        """Is there another page? (True until a page came back short of `limit`.)"""
         return self._inner.has_next
 
     @property
     def next_token(self) -> str | None:
+        """Where the next page starts (pass it to `list(next_token=...)` to go on later)."""
         return self._inner.next_token
 
     def next_items(self) -> list[SandboxInfo]:
+        """The next page of sandboxes."""
         return _call(self._inner.next_items())
 
 
@@ -142,7 +156,8 @@ class Sandbox:
 
     connect = _Dual(_connect.__func__, _reconnect)  # type: ignore[attr-defined]
     """`Sandbox.connect(sandbox_id)` reaches an existing sandbox; `sbx.connect()` checks
-    this one still runs. `timeout` only lengthens the lifetime."""
+    this one still runs. A paused sandbox is resumed and gets a new lifetime of `timeout`
+    (default 300 s); for a running one `timeout` only lengthens the lifetime."""
 
     @property
     def sandbox_id(self) -> str:
@@ -152,8 +167,13 @@ class Sandbox:
         return f"Sandbox(sandbox_id={self.sandbox_id!r})"
 
     def is_running(self, request_timeout: float | None = None) -> bool:
-        """Does the sandbox still run? (False once killed or gone.)"""
+        """Does the sandbox run now? (False once killed or gone, and while paused.)"""
         return _call(self._async.is_running(request_timeout))
+
+    @property
+    def _envd_version(self) -> str | None:
+        """The version the sandbox's in-sandbox service gave in its last health check."""
+        return self._async._envd_version
 
     @classmethod
     def _kill_by_id(cls, sandbox_id: str, **opts: Any) -> bool:
@@ -176,7 +196,8 @@ class Sandbox:
         _call(self._async.set_timeout(timeout, **opts))
 
     set_timeout = _Dual(_set_timeout_by_id.__func__, _set_timeout)  # type: ignore[attr-defined]
-    """Kill the sandbox `timeout` seconds from now (≤6 h), kept by this process."""
+    """End the sandbox's lifetime `timeout` seconds from now (≤6 h; 0: now): killed then,
+    or paused with `lifecycle={"on_timeout": "pause"}`; kept by this process."""
 
     @classmethod
     def _get_info_by_id(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
@@ -188,7 +209,43 @@ class Sandbox:
         return info
 
     get_info = _Dual(_get_info_by_id.__func__, _get_info)  # type: ignore[attr-defined]
-    """The sandbox's id, template, metadata, start and end times and state."""
+    """The sandbox's id, template, metadata, start and end times, state and lifecycle."""
+
+    @classmethod
+    def _pause_by_id(cls, sandbox_id: str, keep_memory: bool = True, **opts: Any) -> bool:
+        return bool(_any(AsyncSandbox.pause(sandbox_id, keep_memory, **opts)))
+
+    def _pause(self, keep_memory: bool = True, **opts: Any) -> bool:
+        return bool(_call(self._async.pause(keep_memory, **opts)))
+
+    pause = _Dual(_pause_by_id.__func__, _pause)  # type: ignore[attr-defined]
+    """Pause the sandbox (its processes are held with their memory); `connect()` resumes
+    it. True if it got paused, False if it already was. `Sandbox.pause(sandbox_id)` too."""
+
+    beta_pause = pause
+    """E2B's former name of `pause()` (deprecated there): the same method."""
+
+    @classmethod
+    def _get_metrics_by_id(
+        cls,
+        sandbox_id: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        **opts: Any,
+    ) -> builtins.list[SandboxMetrics]:
+        metrics: builtins.list[SandboxMetrics] = _any(
+            AsyncSandbox.get_metrics(sandbox_id, start, end, **opts)
+        )
+        return metrics
+
+    def _get_metrics(
+        self, start: datetime | None = None, end: datetime | None = None, **opts: Any
+    ) -> builtins.list[SandboxMetrics]:
+        metrics: builtins.list[SandboxMetrics] = _call(self._async.get_metrics(start, end, **opts))
+        return metrics
+
+    get_metrics = _Dual(_get_metrics_by_id.__func__, _get_metrics)  # type: ignore[attr-defined]
+    """The sandbox's resource use: one sample, taken now, if now is within `start`..`end`."""
 
     @classmethod
     def list(
@@ -196,11 +253,25 @@ class Sandbox:
         query: SandboxQuery | Mapping[str, Any] | None = None,
         limit: int | None = None,
         next_token: str | None = None,
-        order: Any = None,
+        order: str | None = None,
         **opts: Any,
     ) -> SandboxPaginator:
-        """Running sandboxes of the interpreters this process uses."""
+        """Sandboxes of the interpreters this process uses, running and paused unless
+        `query.state` says otherwise, newest first (`order="asc"`: oldest first)."""
         return SandboxPaginator(AsyncSandbox.list(query, limit, next_token, order, **opts))
+
+    # ------------------------------------------------------------ what AgentRun has not
+
+    create_snapshot = AsyncSandbox.__dict__["create_snapshot"]
+    """Refused: AgentRun has no sandbox snapshots (see docs/e2b.md)."""
+    list_snapshots = AsyncSandbox.__dict__["list_snapshots"]
+    """Refused: AgentRun has no sandbox snapshots (see docs/e2b.md)."""
+    delete_snapshot = AsyncSandbox.__dict__["delete_snapshot"]
+    """Refused: AgentRun has no sandbox snapshots (see docs/e2b.md)."""
+    fork = AsyncSandbox.__dict__["fork"]
+    """Refused: AgentRun cannot copy a running sandbox (see docs/e2b.md)."""
+    update_network = AsyncSandbox.__dict__["update_network"]
+    """Refused: AgentRun sets network access per interpreter (see docs/e2b.md)."""
 
     def __enter__(self) -> Sandbox:
         return self

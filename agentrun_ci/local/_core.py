@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -352,9 +353,13 @@ class Core:
             now = time.monotonic()
             for sandbox in list(self.sandboxes.values()):
                 sandbox.refresh()
-                if sandbox.status not in ("READY", "CREATING") or sandbox.stopping:
+                if sandbox.status not in ("READY", "CREATING", "PAUSED") or sandbox.stopping:
                     continue
-                idle = now - sandbox.last_active > sandbox.idle_timeout
+                # A paused sandbox is idle by design: its idle clock stops (and restarts at
+                # resume); its maximum life (TTL) still runs. (The service's rule here is
+                # not documented: this is the emulator's choice.)
+                paused = sandbox.status == "PAUSED"
+                idle = not paused and now - sandbox.last_active > sandbox.idle_timeout
                 old = now - sandbox.born > self.settings.ttl
                 if idle or old:
                     log.info("sandbox %s: %s, stopping", sandbox.id, "idle" if idle else "TTL")
@@ -445,6 +450,8 @@ class Core:
         if sandbox.status == "TERMINATED" or sandbox.stopping:
             raise ApiError(404, "ERR_NOT_FOUND", f"sandbox {sandbox_id!r} is TERMINATED")
         if sandbox.status != "READY":
+            # What the service answers a paused sandbox is not documented (agentrun-api.md
+            # §2.3): 409 ERR_CONFLICT, naming the state and the way out, is inferred.
             raise ApiError(
                 409,
                 "ERR_CONFLICT",
@@ -573,17 +580,25 @@ class Core:
         return sandbox
 
     async def _signal_all(self, sandbox: Sandbox, *, stop: bool) -> None:
+        """Freeze (stop=True) or thaw every process of the sandbox: its cgroup's freezer
+        where it has one (every member, unseen by them), else SIGSTOP / SIGCONT to the
+        process group of each kernel and command (a child that left its group runs on)."""
+        cgroup = sandbox.launch.cgroup if sandbox.launch is not None else None
+        if cgroup is not None and await blocking(cgroup.freeze, stop):
+            return
         for ctx in sandbox.contexts.values():
             await ctx.kernel.pause(stop)
         for proc in sandbox.processes.values():
             with contextlib.suppress(OSError):
-                os.killpg(proc.pid, 19 if stop else 18)
+                os.killpg(proc.pid, signal.SIGSTOP if stop else signal.SIGCONT)
 
     async def _terminate(self, sandbox: Sandbox) -> None:
         # Refuse new work at once; say TERMINATED only when everything is gone.
         if sandbox.stopping:
             return
         sandbox.stopping = True
+        if sandbox.status == "PAUSED":  # thawed, so that every process dies of its SIGKILL
+            await self._signal_all(sandbox, stop=False)
         contexts, sandbox.contexts = list(sandbox.contexts.values()), {}
         sandbox.defaults.clear()
         spare, sandbox.spare = sandbox.spare, None

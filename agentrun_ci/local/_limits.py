@@ -87,20 +87,25 @@ def _set(limit: int, value: int) -> None:
 
 class PidsCgroup:
     """A pids cgroup capping one sandbox's task count (None where not writable), and, where
-    the memory controller is writable too, a memory cgroup capping its total memory."""
+    the memory controller is writable too, a memory cgroup capping its total memory, and
+    where the freezer is, a freezer cgroup that pauses every process of the sandbox."""
 
-    def __init__(self, path: str, memory: str | None = None) -> None:
+    def __init__(self, path: str, memory: str | None = None, freezer: str | None = None) -> None:
         self.path = path
         self.procs_file = os.path.join(path, "cgroup.procs")
         #: the memory cgroup's directory (cgroup v1: its own hierarchy; v2: `path`)
         self.memory = memory
+        #: the freezer cgroup's directory (cgroup v1: its own hierarchy; v2: `path`, whose
+        #: `cgroup.freeze` does it)
+        self.freezer = freezer
 
     @property
     def procs_files(self) -> list[str]:
-        """Every `cgroup.procs` a member must join (pids, and memory on cgroup v1)."""
+        """Every `cgroup.procs` a member must join (pids, and memory and freezer on v1)."""
         files = [self.procs_file]
-        if self.memory is not None and self.memory != self.path:
-            files.append(os.path.join(self.memory, "cgroup.procs"))
+        for extra in (self.memory, self.freezer):
+            if extra is not None and extra != self.path:
+                files.append(os.path.join(extra, "cgroup.procs"))
         return files
 
     @staticmethod
@@ -112,6 +117,7 @@ class PidsCgroup:
                 group = PidsCgroup.create(base, name, None)
                 if group is not None:
                     group.memory = _memory_root(group.path, name)
+                    group.freezer = _freezer_root(group.path, name)
                     return group
         return None
 
@@ -141,7 +147,45 @@ class PidsCgroup:
                 with contextlib.suppress(OSError):
                     os.mkdir(memory)
                     group.memory = memory
+        if group is not None and self.freezer is not None:
+            if self.freezer == self.path:  # cgroup v2: `cgroup.freeze` in every non-root group
+                freezable = os.path.exists(os.path.join(group.path, "cgroup.freeze"))
+                group.freezer = group.path if freezable else None
+            else:
+                freezer = os.path.join(self.freezer, name)
+                with contextlib.suppress(OSError):
+                    os.mkdir(freezer)
+                    group.freezer = freezer
         return group
+
+    def freeze(self, frozen: bool, deadline: float = 2.0) -> bool:
+        """Freeze (or thaw) every member at once; False where there is no freezer here.
+
+        Unlike SIGSTOP, the freezer reaches every member, one that left its process group
+        too, and the members cannot tell (no SIGCHLD to a parent, no signal to catch)."""
+        if self.freezer is None:
+            return False
+        v2 = not os.path.exists(os.path.join(self.freezer, "freezer.state"))
+        target = os.path.join(self.freezer, "cgroup.freeze" if v2 else "freezer.state")
+        word = ("1" if frozen else "0") if v2 else ("FROZEN" if frozen else "THAWED")
+        try:
+            with open(target, "w") as fh:
+                fh.write(word)
+        except OSError:
+            return False
+        # v1 reads FREEZING until every task is stopped; v2 says `frozen 1` in cgroup.events
+        check = os.path.join(self.freezer, "cgroup.events" if v2 else "freezer.state")
+        want = (f"frozen {int(frozen)}") if v2 else word
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            try:
+                with open(check) as fh:
+                    if want in fh.read():
+                        return True
+            except OSError:
+                return False
+            time.sleep(0.005)
+        return True  # asked; a task stuck in the kernel freezes when it leaves it
 
     def limit_memory(self, megabytes: int) -> bool:
         """Cap the memory of every member together (the sandbox's total); False if not here."""
@@ -179,9 +223,12 @@ class PidsCgroup:
             time.sleep(0.01)
 
     def remove(self) -> None:
+        # thawed first: on cgroup v1 a frozen task does not die of SIGKILL until it thaws
+        self.freeze(False)
         self.kill_all()
-        if self.memory is not None and self.memory != self.path:
-            _rmdir_when_empty(self.memory)
+        for extra in (self.memory, self.freezer):
+            if extra is not None and extra != self.path:
+                _rmdir_when_empty(extra)
         _rmdir_when_empty(self.path)
 
 
@@ -222,6 +269,28 @@ def _memory_root(pids_root: str, name: str) -> str | None:
     except OSError:
         return None
     if _memory_file(path) is None:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        return None
+    return path
+
+
+def _freezer_root(pids_root: str, name: str) -> str | None:
+    """Where the sandboxes' freezer cgroups go: the pids root itself on cgroup v2 (its
+    children have `cgroup.freeze`), else a sibling in the v1 freezer hierarchy."""
+    if os.path.exists(os.path.join(pids_root, "cgroup.freeze")) or os.path.exists(
+        os.path.join(pids_root, "cgroup.events")
+    ):
+        return pids_root
+    base = "/sys/fs/cgroup/freezer"
+    if not (os.path.isdir(base) and os.access(base, os.W_OK)):
+        return None
+    path = os.path.join(base, name)
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    if not os.path.exists(os.path.join(path, "freezer.state")):
         with contextlib.suppress(OSError):
             os.rmdir(path)
         return None
@@ -584,7 +653,13 @@ def _sweep(tmp: str, removed: list[str]) -> None:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
-    for place in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup", "/sys/fs/cgroup/memory"):
+    for place in (
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/freezer",
+    ):
+        frozen = place.endswith("/freezer")  # thawed before the kill (see remove)
         try:
             names = [n for n in os.listdir(place) if _is_stale(n)]
         except OSError:
@@ -593,8 +668,8 @@ def _sweep(tmp: str, removed: list[str]) -> None:
             path = os.path.join(place, name)
             with contextlib.suppress(OSError):
                 for sub in [e.path for e in os.scandir(path) if e.is_dir()]:
-                    PidsCgroup(sub).remove()
-            PidsCgroup(path).remove()
+                    PidsCgroup(sub, freezer=sub if frozen else None).remove()
+            PidsCgroup(path, freezer=path if frozen else None).remove()
             if not os.path.exists(path):
                 removed.append(path)
     for base in bases:
