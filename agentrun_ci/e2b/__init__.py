@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from .._models import Context, ExecutionError, Logs
 from . import charts
+from ._async_filesystem import AsyncFileStreamReader, AsyncFilesystem, AsyncWatchHandle
 from ._async_sandbox import AsyncSandbox, AsyncSandboxPaginator, SandboxInfo, SandboxQuery
 from ._errors import (
     AuthenticationException,
+    FileNotFoundException,
     InvalidArgumentException,
     NotFoundException,
     RateLimitException,
@@ -29,20 +31,39 @@ from ._errors import (
     SandboxKilledError,
     TimeoutException,
 )
+from ._filesystem import (
+    EntryInfo,
+    FilesystemEvent,
+    FilesystemEventType,
+    FileType,
+    WriteEntry,
+    WriteInfo,
+)
 from ._hub import aclose_shared, close_shared
 from ._models import Execution, OutputMessage, Result
 from ._setup import CHART_MIME, DATA_MIME
+from ._sync_filesystem import FileStreamReader, Filesystem, WatchHandle
 from ._sync_sandbox import Sandbox, SandboxPaginator
 
 __all__ = [
     "CHART_MIME",
     "DATA_MIME",
+    "AsyncFileStreamReader",
+    "AsyncFilesystem",
     "AsyncSandbox",
     "AsyncSandboxPaginator",
+    "AsyncWatchHandle",
     "AuthenticationException",
     "Context",
+    "EntryInfo",
     "Execution",
     "ExecutionError",
+    "FileNotFoundException",
+    "FileStreamReader",
+    "FileType",
+    "Filesystem",
+    "FilesystemEvent",
+    "FilesystemEventType",
     "InvalidArgumentException",
     "Logs",
     "NotFoundException",
@@ -56,6 +77,9 @@ __all__ = [
     "SandboxPaginator",
     "SandboxQuery",
     "TimeoutException",
+    "WatchHandle",
+    "WriteEntry",
+    "WriteInfo",
     "aclose_shared",
     "charts",
     "close_shared",
