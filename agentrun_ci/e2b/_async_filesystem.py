@@ -167,17 +167,26 @@ class AsyncWatchHandle:
         self._include_entry = include_entry
         self._timeout = timeout
         self._interval = poll_interval
+        self._started = False
+        self._stopping = False
+        self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
         """Stop watching (on_exit is called with None)."""
-        self._task.cancel()
+        self._cancel()
         await asyncio.wait([self._task])
 
     def _cancel(self) -> None:
-        self._task.cancel()
+        self._stopping = True
+        self._wake.set()
+        # a task cancelled before its first step would never run its on_exit: it sees
+        # _stopping instead
+        if self._started:
+            self._task.cancel()
 
     async def _watch(self) -> None:
+        self._started = True
         error: Exception | None = None
         try:
             await self._poll()
@@ -192,7 +201,10 @@ class AsyncWatchHandle:
         loop = asyncio.get_running_loop()
         end = None if self._timeout is None else loop.time() + self._timeout
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            if self._stopping:
+                return
             if end is not None and loop.time() >= end:
                 raise TimeoutException(f"the watch reached its timeout of {self._timeout:g} s")
             snapshot, entries = await self._files._snapshot(
