@@ -44,10 +44,16 @@ RULES: list[Rule] = [
     Rule("__aexit__", r"\b__aexit__\b", "__exit__", syntax=True),
     Rule("Awaitable[X]", r"\bAwaitable\[(\w+)\]", r"\1"),
     Rule(
+        "import AsyncIterator, Awaitable",
+        r"^from collections\.abc import AsyncIterator, Awaitable, Callable, Mapping$",
+        "from collections.abc import Callable, Iterator, Mapping",
+    ),
+    Rule(
         "import Awaitable",
         r"^from collections\.abc import Awaitable, ",
         "from collections.abc import ",
     ),
+    Rule("AsyncIterator", r"\bAsyncIterator\b", "Iterator"),
     Rule("httpx.AsyncBaseTransport", r"\bAsyncBaseTransport\b", "BaseTransport"),
     Rule("httpx.AsyncClient", r"\bAsyncClient\b", "Client"),
     Rule("our Async* classes", r"\bAsync(DataPlane|ControlPlane)\b", r"\1"),

@@ -12,7 +12,7 @@ import logging
 import os
 import pathlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -367,6 +367,18 @@ class AsyncDataPlane:
         finally:
             await response.aclose()
         return target
+
+    async def iter_download(
+        self, sandbox_id: str, remote_path: str, *, chunk_size: int = CHUNK
+    ) -> AsyncIterator[bytes]:
+        """A file's bytes, streamed: the request goes out on the first step (a missing file
+        raises there); close the iterator (`aclose()`) when stopping early."""
+        response = await self._send(_wire.download(sandbox_id, remote_path), stream=True)
+        try:
+            async for chunk in response.aiter_bytes(chunk_size):
+                yield chunk
+        finally:
+            await response.aclose()
 
     # ------------------------------------------------------------ processes
 

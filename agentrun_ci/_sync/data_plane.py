@@ -13,7 +13,7 @@ import logging
 import os
 import pathlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -367,6 +367,18 @@ class DataPlane:
         finally:
             response.close()
         return target
+
+    def iter_download(
+        self, sandbox_id: str, remote_path: str, *, chunk_size: int = CHUNK
+    ) -> Iterator[bytes]:
+        """A file's bytes, streamed: the request goes out on the first step (a missing file
+        raises there); close the iterator (`close()`) when stopping early."""
+        response = self._send(_wire.download(sandbox_id, remote_path), stream=True)
+        try:
+            for chunk in response.iter_bytes(chunk_size):
+                yield chunk
+        finally:
+            response.close()
 
     # ------------------------------------------------------------ processes
 

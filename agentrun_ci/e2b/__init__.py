@@ -20,6 +20,7 @@ from __future__ import annotations
 from .._models import CommandResult, Context, ExecutionError, Logs
 from . import charts
 from ._async_commands import AsyncCommandHandle, ProcessInfo, PtySize
+from ._async_filesystem import AsyncFileStreamReader, AsyncFilesystem, AsyncWatchHandle
 from ._async_sandbox import (
     AsyncSandbox,
     AsyncSandboxPaginator,
@@ -31,6 +32,7 @@ from ._async_sandbox import (
 from ._errors import (
     AuthenticationException,
     CommandExitException,
+    FileNotFoundException,
     InvalidArgumentException,
     NotFoundException,
     RateLimitException,
@@ -38,25 +40,44 @@ from ._errors import (
     SandboxKilledError,
     TimeoutException,
 )
+from ._filesystem import (
+    EntryInfo,
+    FilesystemEvent,
+    FilesystemEventType,
+    FileType,
+    WriteEntry,
+    WriteInfo,
+)
 from ._hub import aclose_shared, close_shared
 from ._models import Execution, OutputMessage, Result
 from ._setup import CHART_MIME, DATA_MIME
 from ._sync_commands import CommandHandle
+from ._sync_filesystem import FileStreamReader, Filesystem, WatchHandle
 from ._sync_sandbox import Sandbox, SandboxPaginator
 
 __all__ = [
     "CHART_MIME",
     "DATA_MIME",
     "AsyncCommandHandle",
+    "AsyncFileStreamReader",
+    "AsyncFilesystem",
     "AsyncSandbox",
     "AsyncSandboxPaginator",
+    "AsyncWatchHandle",
     "AuthenticationException",
     "CommandExitException",
     "CommandHandle",
     "CommandResult",
     "Context",
+    "EntryInfo",
     "Execution",
     "ExecutionError",
+    "FileNotFoundException",
+    "FileStreamReader",
+    "FileType",
+    "Filesystem",
+    "FilesystemEvent",
+    "FilesystemEventType",
     "InvalidArgumentException",
     "Logs",
     "NotFoundException",
@@ -74,6 +95,9 @@ __all__ = [
     "SandboxQuery",
     "SandboxState",
     "TimeoutException",
+    "WatchHandle",
+    "WriteEntry",
+    "WriteInfo",
     "aclose_shared",
     "charts",
     "close_shared",

@@ -573,6 +573,7 @@ class AsyncSandbox:
             await _hub.release(key)
             return False
         self._killed = True
+        self.files._stop_watches()
         if self._timer is not None:
             self._timer.cancel()
         for future in list(self._inflight):
@@ -583,6 +584,7 @@ class AsyncSandbox:
         for other in handles:
             if other is not self and not other._killed:
                 other._killed = True
+                other.files._stop_watches()
                 if other._timer is not None:
                     other._timer.cancel()
                 for future in list(other._inflight):

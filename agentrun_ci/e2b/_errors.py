@@ -10,6 +10,7 @@ agentrun-ci timeouts), so `except NotFoundException` and
 | `TimeoutException`         | subclass of `RequestTimeout` and `WaitTimeout`        |
 | `InvalidArgumentException` | `InvalidArgumentError`                                |
 | `NotFoundException`        | `NotFoundError`                                       |
+| `FileNotFoundException`    | subclass of `NotFoundError`: a file call's 404         |
 | `AuthenticationException`  | `AuthenticationError`                                 |
 | `RateLimitException`       | `RateLimitError`                                      |
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationException",
     "CommandExitException",
+    "FileNotFoundException",
     "InvalidArgumentException",
     "NotFoundException",
     "RateLimitException",
@@ -50,6 +52,12 @@ InvalidArgumentException = InvalidArgumentError
 NotFoundException = NotFoundError
 AuthenticationException = AuthenticationError
 RateLimitException = RateLimitError
+
+
+class FileNotFoundException(NotFoundError):
+    """A file or directory the call names is not in the sandbox."""
+
+    hint = "check the path (relative paths start at /home/user)"
 
 
 class TimeoutException(RequestTimeout, WaitTimeout):
