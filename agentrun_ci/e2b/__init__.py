@@ -19,9 +19,13 @@ from __future__ import annotations
 
 from .._models import Context, ExecutionError, Logs
 from . import charts
+from ._async_git import AsyncGit
 from ._async_sandbox import AsyncSandbox, AsyncSandboxPaginator, SandboxInfo, SandboxQuery
 from ._errors import (
     AuthenticationException,
+    CommandExitException,
+    GitAuthException,
+    GitUpstreamException,
     InvalidArgumentException,
     NotFoundException,
     RateLimitException,
@@ -29,20 +33,31 @@ from ._errors import (
     SandboxKilledError,
     TimeoutException,
 )
+from ._git import GitBranches, GitFileStatus, GitResetMode, GitStatus
 from ._hub import aclose_shared, close_shared
 from ._models import Execution, OutputMessage, Result
 from ._setup import CHART_MIME, DATA_MIME
+from ._sync_git import Git
 from ._sync_sandbox import Sandbox, SandboxPaginator
 
 __all__ = [
     "CHART_MIME",
     "DATA_MIME",
+    "AsyncGit",
     "AsyncSandbox",
     "AsyncSandboxPaginator",
     "AuthenticationException",
+    "CommandExitException",
     "Context",
     "Execution",
     "ExecutionError",
+    "Git",
+    "GitAuthException",
+    "GitBranches",
+    "GitFileStatus",
+    "GitResetMode",
+    "GitStatus",
+    "GitUpstreamException",
     "InvalidArgumentException",
     "Logs",
     "NotFoundException",

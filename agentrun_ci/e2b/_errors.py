@@ -12,6 +12,9 @@ agentrun-ci timeouts), so `except NotFoundException` and
 | `NotFoundException`        | `NotFoundError`                                       |
 | `AuthenticationException`  | `AuthenticationError`                                 |
 | `RateLimitException`       | `RateLimitError`                                      |
+| `CommandExitException`     | ours: a command (a `sandbox.git` call's git) failed   |
+| `GitAuthException`         | subclass of `AuthenticationException`: remote refused |
+| `GitUpstreamException`     | `SandboxException` subclass: no upstream branch       |
 
 `SandboxKilledError` (ours, also a `RuntimeError`) is raised by calls on a
 handle after its `kill()`.
@@ -31,6 +34,9 @@ from .._errors import (
 
 __all__ = [
     "AuthenticationException",
+    "CommandExitException",
+    "GitAuthException",
+    "GitUpstreamException",
     "InvalidArgumentException",
     "NotFoundException",
     "RateLimitException",
@@ -52,6 +58,44 @@ class TimeoutException(RequestTimeout, WaitTimeout):
 
 class SandboxKilledError(AgentRunError, RuntimeError):
     """A call on a `Sandbox` after its `kill()` (or its timeout): make a new one."""
+
+
+class CommandExitException(AgentRunError):
+    """A command ended with a non-zero exit code; its output is on the exception.
+
+    `commands.run()` returns such results as data (`exit_code`); `sandbox.git`'s
+    methods raise this instead, as E2B's do.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None,
+        stdout: str = "",
+        stderr: str = "",
+        error: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.error = error
+
+
+class GitAuthException(AuthenticationError):
+    """A git remote refused the credentials, or asked for some and none were given."""
+
+    def __init__(self, message: str) -> None:
+        # the message names the fix itself; 401 is what the remote's answer amounts to
+        super().__init__(message, status_code=401, code="GIT_AUTH")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class GitUpstreamException(AgentRunError):
+    """A git push or pull had no upstream branch to go to or come from."""
 
 
 EXECUTION_TIMED_OUT = (
