@@ -177,10 +177,13 @@ def check_credentials(
 
 def check_http_url(action: str, url: str) -> None:
     """Credentials work over http(s) only (SSH uses keys)."""
-    if urlsplit(url).scheme not in ("http", "https"):
+    scheme = urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        # the URL itself is not quoted: it may hold a password of its own
+        kind = f"a {scheme!r} URL" if scheme else "an scp-style or local path"
         raise InvalidArgumentException(
             f"git {action}: username/password credentials work with http(s) URLs only, not "
-            f"{redact_url(url)!r}; for SSH remotes put a key in ~/.ssh instead"
+            f"with {kind}; for SSH remotes put a key in ~/.ssh instead"
         )
 
 
@@ -190,16 +193,6 @@ def url_with_credentials(url: str, username: str, password: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{quote(username, safe='')}:{quote(password, safe='')}@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def redact_url(url: str) -> str:
-    """`url` without a password in it, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    name = user.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{name}:{REDACTED}@{host}"))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
