@@ -21,6 +21,7 @@ from .._models import CommandResult, Context, ExecutionError, Logs
 from . import charts
 from ._async_commands import AsyncCommandHandle, ProcessInfo, PtySize
 from ._async_filesystem import AsyncFileStreamReader, AsyncFilesystem, AsyncWatchHandle
+from ._async_git import AsyncGit
 from ._async_sandbox import (
     AsyncSandbox,
     AsyncSandboxPaginator,
@@ -33,6 +34,8 @@ from ._errors import (
     AuthenticationException,
     CommandExitException,
     FileNotFoundException,
+    GitAuthException,
+    GitUpstreamException,
     InvalidArgumentException,
     NotFoundException,
     RateLimitException,
@@ -48,11 +51,13 @@ from ._filesystem import (
     WriteEntry,
     WriteInfo,
 )
+from ._git import GitBranches, GitFileStatus, GitResetMode, GitStatus
 from ._hub import aclose_shared, close_shared
 from ._models import Execution, OutputMessage, Result
 from ._setup import CHART_MIME, DATA_MIME
 from ._sync_commands import CommandHandle
 from ._sync_filesystem import FileStreamReader, Filesystem, WatchHandle
+from ._sync_git import Git
 from ._sync_sandbox import Sandbox, SandboxPaginator
 
 __all__ = [
@@ -61,6 +66,7 @@ __all__ = [
     "AsyncCommandHandle",
     "AsyncFileStreamReader",
     "AsyncFilesystem",
+    "AsyncGit",
     "AsyncSandbox",
     "AsyncSandboxPaginator",
     "AsyncWatchHandle",
@@ -78,6 +84,13 @@ __all__ = [
     "Filesystem",
     "FilesystemEvent",
     "FilesystemEventType",
+    "Git",
+    "GitAuthException",
+    "GitBranches",
+    "GitFileStatus",
+    "GitResetMode",
+    "GitStatus",
+    "GitUpstreamException",
     "InvalidArgumentException",
     "Logs",
     "NotFoundException",

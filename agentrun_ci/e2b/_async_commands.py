@@ -254,7 +254,7 @@ class AsyncCommandHandle:
             error=self._end.error,
         )
         if self._end.exit_code != 0:
-            raise CommandExitException(result)
+            raise CommandExitException.from_result(result)
         return result
 
     async def kill(self) -> bool:

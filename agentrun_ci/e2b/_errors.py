@@ -13,6 +13,9 @@ agentrun-ci timeouts), so `except NotFoundException` and
 | `FileNotFoundException`    | subclass of `NotFoundError`: a file call's 404         |
 | `AuthenticationException`  | `AuthenticationError`                                 |
 | `RateLimitException`       | `RateLimitError`                                      |
+| `CommandExitException`     | ours: a command (a `sandbox.git` call's git) failed   |
+| `GitAuthException`         | subclass of `AuthenticationException`: remote refused |
+| `GitUpstreamException`     | `SandboxException` subclass: no upstream branch       |
 
 `SandboxKilledError` (ours, also a `RuntimeError`) is raised by calls on a
 handle after its `kill()`.
@@ -39,6 +42,8 @@ __all__ = [
     "AuthenticationException",
     "CommandExitException",
     "FileNotFoundException",
+    "GitAuthException",
+    "GitUpstreamException",
     "InvalidArgumentException",
     "NotFoundException",
     "RateLimitException",
@@ -64,20 +69,57 @@ class TimeoutException(RequestTimeout, WaitTimeout):
     """An execution, a request, or the sandbox's lifetime ran out (E2B's one timeout name)."""
 
 
-class CommandExitException(AgentRunError):
-    """A command exited with a non-zero code (E2B's name); it carries the command's result."""
-
-    def __init__(self, result: CommandResult) -> None:
-        self.result = result
-        self.stdout = result.stdout
-        self.stderr = result.stderr
-        self.exit_code = result.exit_code
-        self.error = result.error
-        super().__init__(f"Command exited with code {result.exit_code} and error:\n{result.stderr}")
-
-
 class SandboxKilledError(AgentRunError, RuntimeError):
     """A call on a `Sandbox` after its `kill()` (or its timeout): make a new one."""
+
+
+class CommandExitException(AgentRunError):
+    """A command ended with a non-zero exit code; its output is on the exception.
+
+    `commands.run()`, a handle's `wait()` and `sandbox.git`'s methods raise it, as
+    E2B's do.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None,
+        stdout: str = "",
+        stderr: str = "",
+        error: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.error = error
+
+    @classmethod
+    def from_result(cls, result: CommandResult) -> CommandExitException:
+        """The exception for a finished command's result (E2B's message)."""
+        return cls(
+            f"Command exited with code {result.exit_code} and error:\n{result.stderr}",
+            exit_code=result.exit_code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            error=result.error,
+        )
+
+
+class GitAuthException(AuthenticationError):
+    """A git remote refused the credentials, or asked for some and none were given."""
+
+    def __init__(self, message: str) -> None:
+        # the message names the fix itself; 401 is what the remote's answer amounts to
+        super().__init__(message, status_code=401, code="GIT_AUTH")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class GitUpstreamException(AgentRunError):
+    """A git push or pull had no upstream branch to go to or come from."""
 
 
 EXECUTION_TIMED_OUT = (
