@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -354,14 +352,3 @@ async def test_async_stream_reads_partly_then_closes(emulator: Config) -> None:
             await sbx.files.read("none.txt", format="stream")
     finally:
         await sbx.kill()
-
-
-def test_read_overloads_type_check() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "tests/typing_checks/e2b_files.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr

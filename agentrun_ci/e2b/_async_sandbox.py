@@ -408,6 +408,7 @@ class AsyncSandbox:
     @classmethod
     async def _connect(
         cls,
+        /,
         sandbox_id: str,
         timeout: float | None = None,
         logger: logging.Logger | None = None,
@@ -454,7 +455,7 @@ class AsyncSandbox:
         (logger or log).debug("connected to sandbox %s", sandbox_id)
         return self
 
-    async def _reconnect(self, timeout: float | None = None, **opts: Any) -> AsyncSandbox:
+    async def _reconnect(self, /, timeout: float | None = None, **opts: Any) -> AsyncSandbox:
         _options.refuse_connection_options("AsyncSandbox.connect()", opts)
         self._check_alive()
         sandbox = await _get_sandbox(self._ci, self._sandbox_id)
@@ -473,7 +474,7 @@ class AsyncSandbox:
         elif timeout is not None:
             await self._set_timeout(timeout, only_longer=True)
 
-    connect = _Dual(_connect.__func__, _reconnect)  # type: ignore[attr-defined]
+    connect = _Dual(_connect, _reconnect)
     """`AsyncSandbox.connect(sandbox_id)` reaches an existing sandbox (also from another
     process, while the one that made it runs: sandboxes are deleted when their maker exits);
     `sbx.connect()` checks this one still runs. A paused sandbox is resumed (AgentRun's
@@ -550,7 +551,7 @@ class AsyncSandbox:
         return self._service_version
 
     @classmethod
-    async def _kill_by_id(cls, sandbox_id: str, **opts: Any) -> bool:
+    async def _kill_by_id(cls, /, sandbox_id: str, **opts: Any) -> bool:
         _options.refuse_connection_options("AsyncSandbox.kill()", opts)
         with _records_lock:
             live = list(_live.get(sandbox_id, []))
@@ -566,7 +567,7 @@ class AsyncSandbox:
             await handle._kill()
         return True
 
-    async def _kill(self, **opts: Any) -> bool:
+    async def _kill(self, /, **opts: Any) -> bool:
         _options.refuse_connection_options("AsyncSandbox.kill()", opts)
         if self._killed:
             key, self._hub_key = self._hub_key, None
@@ -606,12 +607,12 @@ class AsyncSandbox:
             key, self._hub_key = self._hub_key, None
             await _hub.release(key)
 
-    kill = _Dual(_kill_by_id.__func__, _kill)  # type: ignore[attr-defined]
+    kill = _Dual(_kill_by_id, _kill)
     """Kill the sandbox now (a run in progress raises TimeoutException at once).
     `AsyncSandbox.kill(sandbox_id)` kills one by id. True if it was running."""
 
     @classmethod
-    async def _set_timeout_by_id(cls, sandbox_id: str, timeout: float, **opts: Any) -> None:
+    async def _set_timeout_by_id(cls, /, sandbox_id: str, timeout: float, **opts: Any) -> None:
         with _records_lock:
             live = list(_live.get(sandbox_id, []))
         if not live:
@@ -622,7 +623,7 @@ class AsyncSandbox:
             )
         await live[0]._set_timeout(timeout, **opts)
 
-    async def _set_timeout(self, timeout: float, only_longer: bool = False, **opts: Any) -> None:
+    async def _set_timeout(self, /, timeout: float, only_longer: bool = False, **opts: Any) -> None:
         _options.refuse_connection_options("AsyncSandbox.set_timeout()", opts)
         lifetime = _options.check_lifetime(timeout, allow_zero=True)
         self._check_alive()
@@ -639,13 +640,13 @@ class AsyncSandbox:
         record.end_at = end
         self._schedule(lifetime)
 
-    set_timeout = _Dual(_set_timeout_by_id.__func__, _set_timeout)  # type: ignore[attr-defined]
+    set_timeout = _Dual(_set_timeout_by_id, _set_timeout)
     """End the sandbox's lifetime `timeout` seconds from now (longer or shorter than before;
     ≤6 h; 0: now): it is killed then, or paused with `lifecycle={"on_timeout": "pause"}`.
     The shim keeps the deadline: it holds while this process runs."""
 
     @classmethod
-    async def _get_info_by_id(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
+    async def _get_info_by_id(cls, /, sandbox_id: str, **opts: Any) -> SandboxInfo:
         _options.refuse_connection_options("AsyncSandbox.get_info()", opts)
         with _records_lock:
             live = list(_live.get(sandbox_id, []))
@@ -654,15 +655,15 @@ class AsyncSandbox:
         async with _hub.using(None, "auto") as ci:
             return await _info(ci, sandbox_id)
 
-    async def _get_info(self, **opts: Any) -> SandboxInfo:
+    async def _get_info(self, /, **opts: Any) -> SandboxInfo:
         _options.refuse_connection_options("AsyncSandbox.get_info()", opts)
         return await _info(self._ci, self._sandbox_id)
 
-    get_info = _Dual(_get_info_by_id.__func__, _get_info)  # type: ignore[attr-defined]
+    get_info = _Dual(_get_info_by_id, _get_info)
     """The sandbox's id, template, metadata, start and end times, state and lifecycle."""
 
     @classmethod
-    async def _pause_by_id(cls, sandbox_id: str, keep_memory: bool = True, **opts: Any) -> bool:
+    async def _pause_by_id(cls, /, sandbox_id: str, keep_memory: bool = True, **opts: Any) -> bool:
         _options.refuse_connection_options("AsyncSandbox.pause()", opts)
         _check_keep_memory(keep_memory)
         with _records_lock:
@@ -672,13 +673,13 @@ class AsyncSandbox:
         async with _hub.using(None, "auto") as ci:
             return await _pause(ci, sandbox_id, opts.get("request_timeout"))
 
-    async def _pause(self, keep_memory: bool = True, **opts: Any) -> bool:
+    async def _pause(self, /, keep_memory: bool = True, **opts: Any) -> bool:
         _options.refuse_connection_options("AsyncSandbox.pause()", opts)
         _check_keep_memory(keep_memory)
         self._check_alive()
         return await _pause(self._ci, self._sandbox_id, opts.get("request_timeout"))
 
-    pause = _Dual(_pause_by_id.__func__, _pause)  # type: ignore[attr-defined]
+    pause = _Dual(_pause_by_id, _pause)
     """Pause the sandbox (AgentRun's PauseSandbox): its processes are held with their
     memory; `connect()` resumes it. True if it got paused, False if it already was.
     While paused its lifetime does not run, and a call through a handle raises
@@ -691,6 +692,7 @@ class AsyncSandbox:
     @classmethod
     async def _get_metrics_by_id(
         cls,
+        /,
         sandbox_id: str,
         start: datetime | None = None,
         end: datetime | None = None,
@@ -705,7 +707,7 @@ class AsyncSandbox:
             return await _metrics(ci, sandbox_id, start, end)
 
     async def _get_metrics(
-        self, start: datetime | None = None, end: datetime | None = None, **opts: Any
+        self, /, start: datetime | None = None, end: datetime | None = None, **opts: Any
     ) -> builtins.list[SandboxMetrics]:
         _options.refuse_connection_options("AsyncSandbox.get_metrics()", opts)
         await self._ready()
@@ -716,7 +718,7 @@ class AsyncSandbox:
         )
         return result
 
-    get_metrics = _Dual(_get_metrics_by_id.__func__, _get_metrics)  # type: ignore[attr-defined]
+    get_metrics = _Dual(_get_metrics_by_id, _get_metrics)
     """The sandbox's resource use: one sample, taken now, if now is within `start`..`end`
     (AgentRun keeps no history: an empty list for a range in the past). CPU and memory
     add up the sandbox's processes as the service reports them; docs/e2b.md says what

@@ -5,35 +5,50 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from .._wire import DEFAULT_CWD
 
-__all__ = ["HOME", "_Dual", "dual", "maybe_await"]
+__all__ = ["HOME", "_Dual", "maybe_await"]
+
+PC = ParamSpec("PC")
+PI = ParamSpec("PI")
+RC = TypeVar("RC")
+RI = TypeVar("RI")
 
 #: the sandbox user's home, where E2B's relative paths and commands start
 HOME = DEFAULT_CWD
 
 
-class _Dual:
-    """A method usable on the class (`Sandbox.kill(sandbox_id)`) and on an instance."""
+class _Dual(Generic[PC, RC, PI, RI]):
+    """A method usable on the class (`Sandbox.kill(sandbox_id)`) and on an instance
+    (`sbx.kill()`), typed as each: mypy sees the by-id signature on the class and the
+    instance signature on an instance.
 
-    def __init__(self, on_class: Callable[..., Any], on_instance: Callable[..., Any]) -> None:
-        self._on_class = on_class
+    `on_class` takes the class first (a classmethod, or a plain function taking `cls`);
+    `on_instance` takes the instance first.
+    """
+
+    def __init__(
+        self,
+        on_class: Callable[Concatenate[Any, PC], RC],
+        on_instance: Callable[Concatenate[Any, PI], RI],
+    ) -> None:
+        func = on_class.__func__ if isinstance(on_class, classmethod) else on_class
+        self._on_class: Callable[..., RC] = func
         self._on_instance = on_instance
         functools.update_wrapper(self, on_instance)  # type: ignore[arg-type]
 
-    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+    @overload
+    def __get__(self, obj: None, owner: type) -> Callable[PC, RC]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type) -> Callable[PI, RI]: ...
+
+    def __get__(self, obj: object, owner: type) -> Callable[PC, RC] | Callable[PI, RI]:
         if obj is None:
             return functools.partial(self._on_class, owner)
         return functools.partial(self._on_instance, obj)
-
-
-def dual(on_class: Callable[..., Any]) -> Callable[[Callable[..., Any]], _Dual]:
-    def wrap(on_instance: Callable[..., Any]) -> _Dual:
-        return _Dual(on_class, on_instance)
-
-    return wrap
 
 
 async def maybe_await(value: Any) -> None:

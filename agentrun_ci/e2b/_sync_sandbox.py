@@ -147,14 +147,14 @@ class Sandbox:
         )
 
     @classmethod
-    def _connect(cls, sandbox_id: str, timeout: float | None = None, **opts: Any) -> Sandbox:
+    def _connect(cls, /, sandbox_id: str, timeout: float | None = None, **opts: Any) -> Sandbox:
         return cls._wrap(_call(AsyncSandbox.connect(sandbox_id, timeout, **opts)))
 
-    def _reconnect(self, timeout: float | None = None, **opts: Any) -> Sandbox:
+    def _reconnect(self, /, timeout: float | None = None, **opts: Any) -> Sandbox:
         _call(self._async.connect(timeout, **opts))
         return self
 
-    connect = _Dual(_connect.__func__, _reconnect)  # type: ignore[attr-defined]
+    connect = _Dual(_connect, _reconnect)
     """`Sandbox.connect(sandbox_id)` reaches an existing sandbox; `sbx.connect()` checks
     this one still runs. A paused sandbox is resumed and gets a new lifetime of `timeout`
     (default 300 s); for a running one `timeout` only lengthens the lifetime."""
@@ -176,49 +176,49 @@ class Sandbox:
         return self._async._envd_version
 
     @classmethod
-    def _kill_by_id(cls, sandbox_id: str, **opts: Any) -> bool:
+    def _kill_by_id(cls, /, sandbox_id: str, **opts: Any) -> bool:
         return bool(_any(AsyncSandbox.kill(sandbox_id, **opts)))
 
-    def _kill(self, **opts: Any) -> bool:
+    def _kill(self, /, **opts: Any) -> bool:
         return bool(_any(self._async.kill(**opts)))
 
-    kill = _Dual(_kill_by_id.__func__, _kill)  # type: ignore[attr-defined]
+    kill = _Dual(_kill_by_id, _kill)
     """Kill the sandbox now; a `run_code` in progress in another thread raises
     TimeoutException at once. `Sandbox.kill(sandbox_id)` kills one by id."""
 
     close = _kill
 
     @classmethod
-    def _set_timeout_by_id(cls, sandbox_id: str, timeout: float, **opts: Any) -> None:
+    def _set_timeout_by_id(cls, /, sandbox_id: str, timeout: float, **opts: Any) -> None:
         _call(AsyncSandbox.set_timeout(sandbox_id, timeout, **opts))
 
-    def _set_timeout(self, timeout: float, **opts: Any) -> None:
+    def _set_timeout(self, /, timeout: float, **opts: Any) -> None:
         _call(self._async.set_timeout(timeout, **opts))
 
-    set_timeout = _Dual(_set_timeout_by_id.__func__, _set_timeout)  # type: ignore[attr-defined]
+    set_timeout = _Dual(_set_timeout_by_id, _set_timeout)
     """End the sandbox's lifetime `timeout` seconds from now (≤6 h; 0: now): killed then,
     or paused with `lifecycle={"on_timeout": "pause"}`; kept by this process."""
 
     @classmethod
-    def _get_info_by_id(cls, sandbox_id: str, **opts: Any) -> SandboxInfo:
+    def _get_info_by_id(cls, /, sandbox_id: str, **opts: Any) -> SandboxInfo:
         info: SandboxInfo = _any(AsyncSandbox.get_info(sandbox_id, **opts))
         return info
 
-    def _get_info(self, **opts: Any) -> SandboxInfo:
+    def _get_info(self, /, **opts: Any) -> SandboxInfo:
         info: SandboxInfo = _any(self._async.get_info(**opts))
         return info
 
-    get_info = _Dual(_get_info_by_id.__func__, _get_info)  # type: ignore[attr-defined]
+    get_info = _Dual(_get_info_by_id, _get_info)
     """The sandbox's id, template, metadata, start and end times, state and lifecycle."""
 
     @classmethod
-    def _pause_by_id(cls, sandbox_id: str, keep_memory: bool = True, **opts: Any) -> bool:
+    def _pause_by_id(cls, /, sandbox_id: str, keep_memory: bool = True, **opts: Any) -> bool:
         return bool(_any(AsyncSandbox.pause(sandbox_id, keep_memory, **opts)))
 
-    def _pause(self, keep_memory: bool = True, **opts: Any) -> bool:
+    def _pause(self, /, keep_memory: bool = True, **opts: Any) -> bool:
         return bool(_call(self._async.pause(keep_memory, **opts)))
 
-    pause = _Dual(_pause_by_id.__func__, _pause)  # type: ignore[attr-defined]
+    pause = _Dual(_pause_by_id, _pause)
     """Pause the sandbox (its processes are held with their memory); `connect()` resumes
     it. True if it got paused, False if it already was. `Sandbox.pause(sandbox_id)` too."""
 
@@ -228,6 +228,7 @@ class Sandbox:
     @classmethod
     def _get_metrics_by_id(
         cls,
+        /,
         sandbox_id: str,
         start: datetime | None = None,
         end: datetime | None = None,
@@ -239,12 +240,12 @@ class Sandbox:
         return metrics
 
     def _get_metrics(
-        self, start: datetime | None = None, end: datetime | None = None, **opts: Any
+        self, /, start: datetime | None = None, end: datetime | None = None, **opts: Any
     ) -> builtins.list[SandboxMetrics]:
         metrics: builtins.list[SandboxMetrics] = _call(self._async.get_metrics(start, end, **opts))
         return metrics
 
-    get_metrics = _Dual(_get_metrics_by_id.__func__, _get_metrics)  # type: ignore[attr-defined]
+    get_metrics = _Dual(_get_metrics_by_id, _get_metrics)
     """The sandbox's resource use: one sample, taken now, if now is within `start`..`end`."""
 
     @classmethod
