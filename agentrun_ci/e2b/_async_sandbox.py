@@ -472,7 +472,7 @@ class AsyncSandbox:
             self._record.end_at = _now() + timedelta(seconds=lifetime)
             self._schedule(lifetime)
         elif timeout is not None:
-            await self._set_timeout(timeout, only_longer=True)
+            await self._end_in(timeout, only_longer=True)
 
     connect = _Dual(_connect, _reconnect)
     """`AsyncSandbox.connect(sandbox_id)` reaches an existing sandbox (also from another
@@ -623,8 +623,11 @@ class AsyncSandbox:
             )
         await live[0]._set_timeout(timeout, **opts)
 
-    async def _set_timeout(self, /, timeout: float, only_longer: bool = False, **opts: Any) -> None:
+    async def _set_timeout(self, /, timeout: float, **opts: Any) -> None:
         _options.refuse_connection_options("AsyncSandbox.set_timeout()", opts)
+        await self._end_in(timeout)
+
+    async def _end_in(self, timeout: float, *, only_longer: bool = False) -> None:
         lifetime = _options.check_lifetime(timeout, allow_zero=True)
         self._check_alive()
         end = _now() + timedelta(seconds=lifetime)
@@ -1325,12 +1328,17 @@ class AsyncSandboxPaginator:
         order: str = "desc",
     ) -> None:
         self._query = query or SandboxQuery()
-        self.limit = limit
+        self._limit = limit
         self._config = config
         self._backend = backend
         self._order = order
         self._has_next = True
         self._next_token = next_token
+
+    @property
+    def limit(self) -> int | None:
+        """The most items a page holds (None: all in one page)."""
+        return self._limit
 
     @property
     def has_next(self) -> bool:
@@ -1359,8 +1367,8 @@ class AsyncSandboxPaginator:
                 matches = [m for m in matches if _sort_key(m) < after]
             else:
                 matches = [m for m in matches if _sort_key(m) > after]
-        page = matches[: self.limit] if self.limit else matches
-        more = self.limit is not None and len(matches) > self.limit
+        page = matches[: self._limit] if self._limit else matches
+        more = self._limit is not None and len(matches) > self._limit
         self._has_next = more
         self._next_token = _encode_token(_sort_key(page[-1])) if more and page else None
         return page

@@ -147,8 +147,31 @@ class Sandbox:
         )
 
     @classmethod
-    def _connect(cls, /, sandbox_id: str, timeout: float | None = None, **opts: Any) -> Sandbox:
-        return cls._wrap(_call(AsyncSandbox.connect(sandbox_id, timeout, **opts)))
+    def _connect(
+        cls,
+        /,
+        sandbox_id: str,
+        timeout: float | None = None,
+        logger: logging.Logger | None = None,
+        *,
+        config: Config | None = None,
+        backend: str = "auto",
+        rich_results: bool = True,
+        **opts: Any,
+    ) -> Sandbox:
+        return cls._wrap(
+            _call(
+                AsyncSandbox.connect(
+                    sandbox_id,
+                    timeout,
+                    logger,
+                    config=config,
+                    backend=backend,
+                    rich_results=rich_results,
+                    **opts,
+                )
+            )
+        )
 
     def _reconnect(self, /, timeout: float | None = None, **opts: Any) -> Sandbox:
         _call(self._async.connect(timeout, **opts))
