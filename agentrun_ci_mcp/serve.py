@@ -75,6 +75,28 @@ def _bearer(header: bytes) -> bytes | None:
     return token.strip() if scheme.lower() == b"bearer" and token.strip() else None
 
 
+NO_OAUTH = (
+    "not found: this MCP server is not an OAuth server and has no OAuth metadata; it takes a "
+    "static bearer token (Authorization: Bearer <token>)"
+)
+
+
+async def _answer(send: Send, status: int, error: str, *headers: tuple[bytes, bytes]) -> None:
+    body = json.dumps({"error": error}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
     """Reject HTTP requests without `Authorization: Bearer <token>` (401)."""
     expected = token.encode()
@@ -83,23 +105,22 @@ def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
+        if str(scope.get("path", "")).startswith("/.well-known/"):
+            # OAuth-aware hosts probe for authorization-server metadata first; a 401 here
+            # would start an OAuth flow this server cannot finish. It takes a static token.
+            await _answer(send, 404, NO_OAUTH)
+            return
         given = _bearer(dict(scope.get("headers") or []).get(b"authorization", b""))
         if given is not None and hmac.compare_digest(given, expected):
             await app(scope, receive, send)
             return
-        body = json.dumps({"error": "unauthorized: send Authorization: Bearer <token>"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"www-authenticate", b'Bearer realm="agentrun-ci-mcp"'),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await _answer(
+            send,
+            401,
+            "unauthorized: send the server's token as `Authorization: Bearer <token>` (it is "
+            "printed on the server's stderr, or set with --auth-token / AGENTRUN_MCP_AUTH_TOKEN)",
+            (b"www-authenticate", b'Bearer realm="agentrun-ci-mcp"'),
         )
-        await send({"type": "http.response.body", "body": body})
 
     return guarded
 

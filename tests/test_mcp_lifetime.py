@@ -367,6 +367,30 @@ async def test_the_bearer_scheme_is_case_insensitive_the_token_is_not(
 
 
 @pytest.mark.anyio
+async def test_oauth_discovery_is_a_404_and_a_missing_token_a_bearer_401() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    transport = httpx.ASGITransport(app=bearer_guard(app, "s3cret"))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        for path in (
+            "/.well-known/oauth-protected-resource",
+            "/.well-known/oauth-protected-resource/mcp",
+            "/.well-known/oauth-authorization-server",
+        ):
+            found = await http.get(path)
+            assert found.status_code == 404, path
+            assert "not an OAuth server" in found.json()["error"]
+        denied = await http.post("/mcp", json={})
+        assert denied.status_code == 401
+        assert denied.headers["www-authenticate"].startswith("Bearer ")
+        assert "Authorization: Bearer" in denied.json()["error"]
+        wrong = await http.post("/mcp", json={}, headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+
+
+@pytest.mark.anyio
 async def test_a_failed_delete_is_logged_as_failed(caplog: pytest.LogCaptureFixture) -> None:
     class Lease:
         async def release(self) -> None:
