@@ -19,13 +19,19 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
 from . import __version__
 from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, STRATEGY_CHOICES, TOOL_GROUPS, ServerOptions
 from .serve import EOF_ANSWER_GRACE, SHUTDOWN_GRACE, is_loopback, serve_http, serve_stdio
+
+if TYPE_CHECKING:
+    from agentrun_ci import StrategyName
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = [
     "EOF_ANSWER_GRACE",
@@ -119,10 +125,12 @@ def _sandbox_options(add: _Add, env: Mapping[str, str]) -> None:
     add(
         "--strategy",
         choices=STRATEGY_CHOICES,
-        default=_env(env, "STRATEGY", "singleton"),
-        help="singleton: one sandbox, a context per client; pool: a sandbox per client from "
-        "a warm pool; ephemeral: a new sandbox per call, no state; dedicated: a new sandbox "
-        "per client [STRATEGY]",
+        default=_env(env, "STRATEGY"),
+        help="dedicated (default over HTTP): a new sandbox per client, files and processes "
+        "private; singleton (default over stdio, where the host is the one client): one "
+        "sandbox, a context per client, files shared, for clients that trust each other; "
+        "pool: a sandbox per client from a warm pool; ephemeral: a new sandbox per call, no "
+        "state [STRATEGY]",
     )
     add(
         "--pool-size",
@@ -250,9 +258,12 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         raise ValueError("--idle-timeout must be positive seconds")
     if args.max_clients < 1:
         raise ValueError("--max-clients must be at least 1")
+    # over HTTP several clients share the server: each gets a sandbox of its own by default
+    default: StrategyName = "dedicated" if args.transport == "streamable-http" else "singleton"
+    strategy: StrategyName = args.strategy or default
     return ServerOptions(
         backend=args.backend,
-        strategy=args.strategy,
+        strategy=strategy,
         pool_size=_pool_size(args.pool_size),
         interpreter=args.interpreter,
         cpu=args.cpu,

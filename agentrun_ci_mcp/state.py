@@ -316,6 +316,9 @@ async def make_interpreter(options: ServerOptions) -> AsyncCodeInterpreter:
         interpreter_name=options.interpreter,
         owner=options.owner,
         session_idle_timeout=sandbox_idle_timeout(options),
+        # a sandbox per client (dedicated): as many as clients, plus the interpreter's own,
+        # so that no client waits for a slot (the client limit is --max-clients)
+        max_sessions=max(8, options.max_clients + 1),
     )
     try:
         if options.interpreter is None:

@@ -30,9 +30,18 @@ def test_defaults() -> None:
     assert args.allow_remote is False
     options = options_from_args(args)
     assert options.backend == "auto"
-    assert options.strategy == "singleton"
+    assert options.strategy == "singleton"  # stdio: the host is the one client
     assert options.timeout == 30
     assert options.tools == frozenset(ALL_TOOLS)
+
+
+def test_over_http_each_client_gets_a_sandbox_of_its_own_by_default() -> None:
+    http = options_from_args(build_parser({}).parse_args(["--transport", "streamable-http"]))
+    assert http.strategy == "dedicated"
+    shared = ["--transport", "streamable-http", "--strategy", "singleton"]
+    assert options_from_args(build_parser({}).parse_args(shared)).strategy == "singleton"
+    env = {"AGENTRUN_MCP_STRATEGY": "singleton", "AGENTRUN_MCP_TRANSPORT": "streamable-http"}
+    assert options_from_args(build_parser(env).parse_args([])).strategy == "singleton"
 
 
 def test_environment_twins_and_flags_win() -> None:
