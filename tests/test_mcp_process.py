@@ -327,6 +327,15 @@ async def test_http_clients_do_not_share_state(
             stolen = await two.call_tool("run_code", {"code": "secret", "session": handle})
             assert stolen.is_error
             assert stolen.structured_content is None
+            # by default over HTTP each client has a sandbox of its own: files too
+            await one.call_tool("write_file", {"path": "/home/user/mine.txt", "content": "1"})
+            peek = await two.call_tool("read_file", {"path": "/home/user/mine.txt"})
+            assert peek.is_error
+            plant = {"path": "/home/user/colorsys.py", "content": "print('planted')"}
+            assert not (await two.call_tool("write_file", plant)).is_error
+            imported = await one.call_tool("run_code", {"code": "import colorsys"})
+            assert imported.structured_content is not None
+            assert "planted" not in imported.structured_content["stdout"]
             assert contexts() == 2
         # client two ended its session (HTTP DELETE): its context is released at once
         assert contexts() == 1
