@@ -27,6 +27,7 @@ import attrs
 
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
+from ._holder import Holder
 from ._jail import (
     JAIL_INSIDE_UID,
     JAIL_TMP,
@@ -313,12 +314,16 @@ class Core:
         cgroup = None
         if self.cgroups is not None:
             cgroup = self.cgroups.child(f"sbx-{name.lstrip('.')}", self.settings.max_processes)
+        holder = None
+        if self.jail is not None and self.jail.shares_namespaces:
+            holder = Holder(self.jail, home, no_network=self.settings.no_network)
         launch = attrs.evolve(
             self.launch,
             cgroup=cgroup,
             jail=self.jail,
             home=home,
             tmp=tmp,
+            holder=holder,
         )
         return Slot(base, launch)
 
@@ -489,6 +494,8 @@ class Core:
             if slot.kernel is not None:  # but a restart of it must find the new paths
                 slot.kernel.relocate(spare_base, slot.base)
             slot.launch = attrs.evolve(slot.launch, home=slot.base / "home", tmp=slot.base / "tmp")
+            if slot.launch.holder is not None:
+                slot.launch.holder.relocate(slot.base / "home")
         if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
             slot.launch.cgroup.limit_memory(int(number_field(template.body, "memory", 4096)))
         root = slot.home
@@ -594,6 +601,8 @@ class Core:
             if proc.status == "running":
                 proc.status = "killed"
             await _reap(proc)
+        if sandbox.launch is not None and sandbox.launch.holder is not None:
+            await sandbox.launch.holder.stop()  # and with it what still runs in the sandbox
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
             await blocking(sandbox.launch.cgroup.remove)
         await blocking(remove_tree, sandbox.base or sandbox.root)
@@ -778,6 +787,12 @@ class Core:
         cwd = self._directory(sandbox, launch, cwd_api)
         shell = shutil.which("bash") or "/bin/sh"
         started = time.monotonic()
+        try:
+            await launch.prepare()
+        except KernelError as exc:
+            raise ApiError(
+                500, "ERR_INTERNAL_SERVER_ERROR", f"sandbox {sandbox.id}: {exc}"
+            ) from exc
         # In a PID namespace the command's init outlives the shell while background jobs
         # (`nohup job &`) run, so the shell's exit code comes back through a pipe.
         status_r, status_w = os.pipe() if launch.pid_namespace else (-1, -1)

@@ -174,6 +174,15 @@ class Jail:
     #: host paths bound read-only at the same path (interpreters outside /usr)
     extra: tuple[str, ...] = ()
     tools: str = ""
+    #: util-linux `nsenter` and coreutils `sleep`: the per-sandbox namespace holder and
+    #: the jails joining it ("": none, each jail has namespaces of its own)
+    nsenter: str = ""
+    sleep: str = ""
+
+    @property
+    def shares_namespaces(self) -> bool:
+        """Do a sandbox's kernels and commands share its PID namespace (a holder)?"""
+        return bool(self.nsenter and self.sleep)
 
     @property
     def description(self) -> str:
@@ -189,14 +198,28 @@ class Jail:
         tmp: Path,
         no_network: bool,
         private: Path | None = None,
+        holder: int | None = None,
     ) -> list[str]:
         """`init + argv` in a jail whose /home/user is `home` and /tmp is `tmp` (the init
-        enters the working directory: see `_limits.init_argv`)."""
-        out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-        out += ["--unshare-cgroup-try", "--hostname", "sandbox", "--as-pid-1"]
+        enters the working directory: see `_limits.init_argv`). `holder`: the host pid of
+        the PID 1 of the sandbox's namespaces (`holder_argv`), which the jail joins; None:
+        a PID (IPC, UTS, and with `no_network` network) namespace of its own."""
+        if holder is None:
+            out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+            out += ["--unshare-cgroup-try", "--hostname", "sandbox", "--as-pid-1"]
+            if no_network:
+                out.append("--unshare-net")
+        else:
+            # Into the sandbox's namespaces (`holder_argv`): nsenter forks bwrap into its
+            # PID namespace; its mount namespace has the host's files and the sandbox's
+            # /proc, which this jail binds instead of mounting one of its own.
+            out = [self.nsenter, f"--target={holder}", "--pid", "--mount", "--ipc", "--uts"]
+            if no_network:
+                out.append("--net")
+            if not self.privileged:  # the holder's user namespace owns the others
+                out += ["--user", "--preserve-credentials"]
+            out += ["--", self.tool, "--unshare-cgroup-try"]
         out += ["--die-with-parent"]
-        if no_network:
-            out.append("--unshare-net")
         # Kept only for our init (PID 1) to empty the bounding set (and, privileged, become
         # `uid`) before it starts the program, which gets none (see _limits._INIT).
         out += ["--cap-drop", "ALL", "--cap-add", "CAP_SETPCAP"]
@@ -217,7 +240,11 @@ class Jail:
                 out += ["--tmpfs", path]
         if os.path.isdir(_CPU_INFO):
             out += ["--ro-bind", _CPU_INFO, _CPU_INFO]
-        out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run"]
+        if holder is None:
+            out += ["--proc", "/proc"]
+        else:  # the sandbox's own /proc, mounted by the holder (rw: /proc/self/...)
+            out += ["--bind", "/proc", "/proc"]
+        out += ["--dev", "/dev", "--tmpfs", "/run"]
         # bwrap makes /proc/sys read-only only when it runs privileged; in a user namespace
         # of root (sandbox_uid=None) the sandbox's uid is root outside and could write it
         out += ["--ro-bind", "/proc/sys", "/proc/sys"]
@@ -236,6 +263,26 @@ class Jail:
             out += _parents(path, made)
             out += ["--ro-bind", path, path]
         out += ["--remount-ro", "/", "--chdir", "/", "--", *init, *argv]
+        return out
+
+    def holder_argv(self, home: Path, *, info_fd: int, no_network: bool) -> list[str]:
+        """The sandbox's namespace holder: a process that only waits, as PID 2 of the
+        sandbox's PID namespace under bwrap's PID 1 (which reaps the orphans of every
+        command), in its own IPC, UTS (and, with `no_network`, network) namespaces, and,
+        unprivileged, the user namespace that owns them. Its mount namespace sees the host's
+        files (the jails that join it bind what they show from there) and the sandbox's
+        /proc. It keeps no capability; killing it ends every process of the sandbox.
+        bwrap writes PID 1's host pid to `info_fd` (JSON, "child-pid")."""
+        out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        out += ["--hostname", "sandbox", "--die-with-parent", "--info-fd", str(info_fd)]
+        if no_network:
+            out.append("--unshare-net")
+        if not self.privileged:
+            out += ["--unshare-user", "--uid", str(self.uid), "--gid", str(self.uid)]
+        out += ["--cap-drop", "ALL", "--bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        # in the sandbox's directory (the start-up sweep finds a dead emulator's there;
+        # without capabilities root may not enter the sandbox uid's home)
+        out += ["--chdir", str(home.parent), "--", self.sleep, "infinity"]
         return out
 
     def path_env(self) -> str:
@@ -341,7 +388,14 @@ def find_jail(python: str, sandbox_uid: int | None) -> tuple[Jail | None, str]:
     privileged = os.geteuid() == 0 and sandbox_uid is not None
     uid = sandbox_uid if privileged and sandbox_uid is not None else JAIL_INSIDE_UID
     try:
-        jail = Jail(tool, uid, privileged, _needed_paths(python))
+        jail = Jail(
+            tool,
+            uid,
+            privileged,
+            _needed_paths(python),
+            nsenter=shutil.which("nsenter") or "",
+            sleep=shutil.which("sleep") or "",
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"{_MISSING.format(uid=os.getuid())} (could not ask {python}: {exc})"
     return jail, ""
