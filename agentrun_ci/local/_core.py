@@ -316,7 +316,9 @@ class Core:
             cgroup = self.cgroups.child(f"sbx-{name.lstrip('.')}", self.settings.max_processes)
         holder = None
         if self.jail is not None and self.jail.shares_namespaces:
-            holder = Holder(self.jail, home, no_network=self.settings.no_network)
+            holder = Holder(
+                self.jail, home, python=self.launch.python, no_network=self.settings.no_network
+            )
         launch = attrs.evolve(
             self.launch,
             cgroup=cgroup,

@@ -3,7 +3,8 @@
 On AgentRun a sandbox is one container: all its processes share one PID space, so a
 background job one command starts (`nohup job &`) is there, by its pid, for the next
 command and for the kernels. The emulator gives each jailed sandbox the same: a holder
-(`Jail.holder_argv`: bubblewrap, whose PID 1 reaps orphans, and `sleep infinity`) owns the
+(`Jail.holder_argv`: bubblewrap running `sleep infinity` as PID 1, SIGCHLD ignored so
+that orphans are reaped) owns the
 sandbox's PID, IPC and UTS namespaces (and, with `no_network`, its network namespace), and
 every jail of the sandbox enters them (`Jail.argv(holder=...)`). A command's orphans are
 reparented to that PID 1 and outlive the command; killing the holder ends the PID
@@ -46,8 +47,9 @@ class HolderError(RuntimeError):
 class Holder:
     """The namespace holder of one sandbox (or spare slot); `pid` is its PID 1 on the host."""
 
-    def __init__(self, jail: Jail, home: Path, *, no_network: bool) -> None:
+    def __init__(self, jail: Jail, home: Path, *, python: str, no_network: bool) -> None:
         self._jail = jail
+        self._python = python
         self._home = home
         self._no_network = no_network
         self._proc: asyncio.subprocess.Process | None = None
@@ -85,7 +87,7 @@ class Holder:
         with tempfile.TemporaryFile() as err:
             try:
                 argv = self._jail.holder_argv(
-                    self._home, info_fd=info_w, no_network=self._no_network
+                    self._home, python=self._python, info_fd=info_w, no_network=self._no_network
                 )
                 proc = await asyncio.create_subprocess_exec(
                     *argv,

@@ -80,6 +80,12 @@ _PIP = """#!/bin/sh
 exec python -m pip "$@"
 """
 
+# The namespace holder's PID 1 (`Jail.holder_argv`): `sleep` with SIGCHLD ignored.
+_HOLD = (
+    "import os, signal; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+    "os.execv({sleep!r}, ['sleep', 'infinity'])"
+)
+
 # Asked of the kernel's interpreter once per process (`interpreter_info`).
 _PROBE = """
 import glob, json, os, sys
@@ -265,14 +271,14 @@ class Jail:
         out += ["--remount-ro", "/", "--chdir", "/", "--", *init, *argv]
         return out
 
-    def holder_argv(self, home: Path, *, info_fd: int, no_network: bool) -> list[str]:
-        """The sandbox's namespace holder: a process that only waits, as PID 2 of the
-        sandbox's PID namespace under bwrap's PID 1 (which reaps the orphans of every
-        command), in its own IPC, UTS (and, with `no_network`, network) namespaces, and,
-        unprivileged, the user namespace that owns them. Its mount namespace sees the host's
-        files (the jails that join it bind what they show from there) and the sandbox's
-        /proc. It keeps no capability; killing it ends every process of the sandbox.
-        bwrap writes PID 1's host pid to `info_fd` (JSON, "child-pid")."""
+    def holder_argv(self, home: Path, *, python: str, info_fd: int, no_network: bool) -> list[str]:
+        """The sandbox's namespace holder: a process that only waits, as PID 1 of the
+        sandbox's PID namespace (inheriting the orphans of every command), in its own IPC,
+        UTS (and, with `no_network`, network) namespaces, and, unprivileged, the user
+        namespace that owns them. Its mount namespace sees the host's files (the jails
+        that join it bind what they show from there) and the sandbox's /proc. It keeps no
+        capability; killing it ends every process of the sandbox. bwrap writes PID 1's
+        host pid to `info_fd` (JSON, "child-pid")."""
         out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
         out += ["--hostname", "sandbox", "--die-with-parent", "--info-fd", str(info_fd)]
         if no_network:
@@ -282,7 +288,13 @@ class Jail:
         out += ["--cap-drop", "ALL", "--bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
         # in the sandbox's directory (the start-up sweep finds a dead emulator's there;
         # without capabilities root may not enter the sandbox uid's home)
-        out += ["--chdir", str(home.parent), "--", self.sleep, "infinity"]
+        # PID 1 is `sleep` itself, with SIGCHLD ignored: the kernel reaps the orphans it
+        # inherits at once, and code in the sandbox cannot signal it (a PID namespace's
+        # init gets no signal it has no handler for from inside), while bwrap's own PID 1
+        # would leave its child, which the sandbox's uid may kill, unprotected. (`python`
+        # sets SIG_IGN, which exec keeps; dash's `trap '' CHLD` does not.)
+        wait = _HOLD.format(sleep=self.sleep)
+        out += ["--as-pid-1", "--chdir", str(home.parent), "--", python, "-I", "-S", "-c", wait]
         return out
 
     def path_env(self) -> str:
