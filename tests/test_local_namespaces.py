@@ -10,7 +10,9 @@ import secrets
 import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 
@@ -18,7 +20,7 @@ pytest.importorskip("jupyter_client")
 
 from support import still_alive, wait_until
 
-from agentrun_ci.local import EmulatorSettings, LocalEmulator
+from agentrun_ci.local import EmulatorSettings, LocalEmulator, _core, _jail
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux")
@@ -206,3 +208,14 @@ def test_a_timed_out_command_loses_its_foreground_processes(
     assert out["exitCode"] == 124, out
     assert still_alive(_host_pids(marker)) == []
     assert _cmd(http, sid, "echo still usable")["stdout"] == "still usable\n"
+
+
+def test_where_a_holder_does_not_work_each_process_keeps_its_namespaces(
+    tmp_path: Path,
+) -> None:
+    jail, why = _jail.find_jail(os.path.abspath(sys.executable), None)
+    assert jail is not None, why
+    broken = attrs.evolve(jail, nsenter=shutil.which("false") or "/bin/false")
+    assert not _core._with_holder(
+        broken, tmp_path, os.path.abspath(sys.executable)
+    ).shares_namespaces

@@ -11,19 +11,25 @@ What a sandboxed process sees (the same for every kernel and command of one sand
                     their host paths, so `python` and `pip` are the kernel's interpreter
     /opt/agentrun   read-only: the `pip` command and the javascript REPL
     /run/agentrun   kernels only: that kernel's own connection file and sockets
-    /proc /dev      a fresh /proc (own PID namespace; /proc/sys read-only), a minimal /dev
+    /proc /dev      the sandbox's /proc (its PID namespace; /proc/sys read-only), a
+                    minimal /dev
     /root /home     empty: no host home directory, no other sandbox, no server state
 
-Each process gets its own mount, PID, IPC and UTS namespaces (and cgroup namespace where
-the kernel has them; network namespace with `no_network`). Our init (`_limits._INIT`) is
-PID 1. Identity: as root, bwrap runs privileged but keeps only CAP_SETUID, CAP_SETGID and
-CAP_SETPCAP, which our init uses, before it starts anything, to empty the capability
-bounding set and become `sandbox_uid`. Not root (or root with `sandbox_uid=None`), bwrap
-makes a user namespace and the program runs as uid 1000 inside it; our init empties the
-bounding set there too (CAP_SETPCAP). Either way the program runs with no capability at
-all and NO_NEW_PRIVS set, and /proc/sys is read-only (bwrap covers it only when
-privileged: in root's user namespace the sandbox is root outside). The server keeps every
-kernel's connection file in its own runtime directory, which no jail mounts.
+A sandbox has one PID, IPC and UTS namespace (and, with `no_network`, one network
+namespace), owned by its namespace holder (`holder_argv`, `_holder.py`), as a cloud sandbox
+is one container: every kernel and command of the sandbox enters them (`nsenter`, then
+bwrap, which binds the holder's /proc), so they see each other's processes and a command's
+background jobs outlive it. Each process still gets a mount namespace of its own (and a
+cgroup namespace where the kernel has them). Without a holder (no `nsenter`) each process
+gets its own PID, IPC and UTS namespaces instead, with our init (`_limits._INIT`) as PID 1.
+Identity: as root, bwrap runs privileged but keeps only CAP_SETUID, CAP_SETGID and
+CAP_SETPCAP, which our init (the jail's first process) uses, before it starts anything, to
+empty the capability bounding set and become `sandbox_uid`. Not root (or root with
+`sandbox_uid=None`), bwrap makes a user namespace and the program runs as uid 1000 inside
+it; our init empties the bounding set there too (CAP_SETPCAP). Either way the program runs
+with no capability at all and NO_NEW_PRIVS set, and /proc/sys is read-only (bwrap covers it
+only when privileged: in root's user namespace the sandbox is root outside). The server
+keeps every kernel's connection file in its own runtime directory, which no jail mounts.
 """
 
 from __future__ import annotations
