@@ -1022,26 +1022,30 @@ def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
     home, tmp = base / "home", base / "tmp"
     holder: subprocess.Popen[bytes] | None = None
     info_r, info_w = os.pipe()
+    ready_r, ready_w = os.pipe()
     try:
         base.mkdir(mode=0o711)
         for path, mode in ((home, 0o700), (tmp, 0o711)):
             path.mkdir(mode=mode)
             if jail.privileged:
                 os.chown(path, jail.uid, jail.uid)
-        argv = jail.holder_argv(home, python=python, info_fd=info_w, no_network=False)
+        argv = jail.holder_argv(
+            home, python=python, info_fd=info_w, ready_fd=ready_w, no_network=False
+        )
         holder = subprocess.Popen(
             argv,
-            pass_fds=(info_w,),
+            pass_fds=(info_w, ready_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
             cwd="/",
         )
-        os.close(info_w)
-        info_w = -1
+        for fd in (info_w, ready_w):
+            os.close(fd)
+        info_w = ready_w = -1
         info = _read_until_closed(info_r, timeout=30)
-        if not info:
+        if not info or not _read_until_closed(ready_r, timeout=30, size=1):
             return "its holder did not start: " + _said(holder)
         pid = int(json.loads(info)["child-pid"])
         check = "import sys; sys.exit(open('/proc/1/cmdline', 'rb').read()[:5] != b'sleep')"
@@ -1061,8 +1065,8 @@ def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
     except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
         return f"could not try it: {exc}"
     finally:
-        _close(info_w)
-        _close(info_r)
+        for fd in (info_w, info_r, ready_w, ready_r):
+            _close(fd)
         if holder is not None:
             kill_group(holder.pid)
             with contextlib.suppress(subprocess.SubprocessError):
@@ -1070,8 +1074,9 @@ def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
         remove_tree(base)
 
 
-def _read_until_closed(fd: int, *, timeout: float) -> bytes:
-    """What is written to a pipe until its writers close it, or b"" after `timeout` s."""
+def _read_until_closed(fd: int, *, timeout: float, size: int = 0) -> bytes:
+    """What is written to a pipe until its writers close it (or, with `size`, its first
+    `size` bytes), or b"" after `timeout` s."""
     data = b""
     end = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
@@ -1084,6 +1089,8 @@ def _read_until_closed(fd: int, *, timeout: float) -> bytes:
             if not chunk:
                 return data
             data += chunk
+            if size and len(data) >= size:
+                return data
 
 
 def _said(proc: subprocess.Popen[bytes]) -> str:

@@ -84,10 +84,15 @@ class Holder:
 
     async def _spawn(self, env: dict[str, str], preexec: Callable[[], None]) -> int:
         info_r, info_w = os.pipe()
+        ready_r, ready_w = os.pipe()
         with tempfile.TemporaryFile() as err:
             try:
                 argv = self._jail.holder_argv(
-                    self._home, python=self._python, info_fd=info_w, no_network=self._no_network
+                    self._home,
+                    python=self._python,
+                    info_fd=info_w,
+                    ready_fd=ready_w,
+                    no_network=self._no_network,
                 )
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
@@ -97,17 +102,23 @@ class Holder:
                     cwd=str(self._home),
                     env=env,
                     start_new_session=True,
-                    pass_fds=(info_w,),
+                    pass_fds=(info_w, ready_w),
                     preexec_fn=preexec,
                 )
             except BaseException:
                 os.close(info_r)
+                os.close(ready_r)
                 raise
             finally:
                 os.close(info_w)
+                os.close(ready_w)
             self._proc = proc
             try:
-                data = await asyncio.wait_for(_read_all(info_r), _START_TIMEOUT)
+                data, ready = await asyncio.wait_for(
+                    asyncio.gather(_read_all(info_r), _read_one(ready_r, proc)), _START_TIMEOUT
+                )
+                if not ready:
+                    raise HolderError("it exited before it was ready")
                 pid = int(json.loads(data)["child-pid"])
             except BaseException as exc:
                 await self._kill()
@@ -135,6 +146,24 @@ class Holder:
         await blocking(kill_group, proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 10)
+
+
+async def _read_one(fd: int, proc: asyncio.subprocess.Process) -> bytes:
+    """The holder's ready byte, or b"" if it exits first (bwrap keeps the pipe's write end
+    open, so its end of file would come only with the holder's)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe: Any = os.fdopen(fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    byte = asyncio.ensure_future(reader.read(1))
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        await asyncio.wait({byte, exited}, return_when=asyncio.FIRST_COMPLETED)
+        return byte.result() if byte.done() else b""
+    finally:
+        byte.cancel()
+        exited.cancel()
+        transport.close()
 
 
 async def _read_all(fd: int) -> bytes:

@@ -87,9 +87,11 @@ exec python -m pip "$@"
 """
 
 # The namespace holder's PID 1 (`Jail.holder_argv`): `sleep` with SIGCHLD ignored.
+# It writes a byte to READY first: bwrap says PID 1's pid (--info-fd) before PID 1 has
+# built its mount namespace, which a jail entering it then would find half made.
 _HOLD = (
     "import os, signal; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
-    "os.execv({sleep!r}, ['sleep', 'infinity'])"
+    "os.write({ready}, b'1'); os.close({ready}); os.execv({sleep!r}, ['sleep', 'infinity'])"
 )
 
 # Asked of the kernel's interpreter once per process (`interpreter_info`).
@@ -277,14 +279,17 @@ class Jail:
         out += ["--remount-ro", "/", "--chdir", "/", "--", *init, *argv]
         return out
 
-    def holder_argv(self, home: Path, *, python: str, info_fd: int, no_network: bool) -> list[str]:
+    def holder_argv(
+        self, home: Path, *, python: str, info_fd: int, ready_fd: int, no_network: bool
+    ) -> list[str]:
         """The sandbox's namespace holder: a process that only waits, as PID 1 of the
         sandbox's PID namespace (inheriting the orphans of every command), in its own IPC,
         UTS (and, with `no_network`, network) namespaces, and, unprivileged, the user
         namespace that owns them. Its mount namespace sees the host's files (the jails
         that join it bind what they show from there) and the sandbox's /proc. It keeps no
         capability; killing it ends every process of the sandbox. bwrap writes PID 1's
-        host pid to `info_fd` (JSON, "child-pid")."""
+        host pid to `info_fd` (JSON, "child-pid"); a byte on `ready_fd` says PID 1 runs,
+        with its namespaces complete."""
         out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
         out += ["--hostname", "sandbox", "--die-with-parent", "--info-fd", str(info_fd)]
         if no_network:
@@ -299,7 +304,7 @@ class Jail:
         # init gets no signal it has no handler for from inside), while bwrap's own PID 1
         # would leave its child, which the sandbox's uid may kill, unprotected. (`python`
         # sets SIG_IGN, which exec keeps; dash's `trap '' CHLD` does not.)
-        wait = _HOLD.format(sleep=self.sleep)
+        wait = _HOLD.format(sleep=self.sleep, ready=ready_fd)
         out += ["--as-pid-1", "--chdir", str(home.parent), "--", python, "-I", "-S", "-c", wait]
         return out
 
