@@ -219,3 +219,50 @@ def test_where_a_holder_does_not_work_each_process_keeps_its_namespaces(
     assert not _core._with_holder(
         broken, tmp_path, os.path.abspath(sys.executable)
     ).shares_namespaces
+
+
+_SERVE = """
+import sys
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+HTTPServer(("127.0.0.1", int(sys.argv[1])), SimpleHTTPRequestHandler).serve_forever()
+"""
+
+_FETCH = """
+import time, urllib.request
+end = time.monotonic() + {wait}
+while True:
+    try:
+        print(urllib.request.urlopen("http://127.0.0.1:{port}/", timeout=5).status)
+        break
+    except OSError as exc:
+        if time.monotonic() > end:
+            print(type(exc).__name__)
+            break
+        time.sleep(0.1)
+"""
+
+
+def test_without_network_a_sandbox_has_one_loopback_of_its_own() -> None:
+    settings = EmulatorSettings(spare_kernels=0, no_network=True)
+    port = 20000 + secrets.randbelow(30000)
+    emulator = LocalEmulator(settings)
+    with emulator as config:
+        assert emulator.core is not None
+        assert emulator.core.jail is not None
+        assert emulator.core.jail.shares_namespaces
+        with httpx.Client(base_url=str(config.data_endpoint), timeout=60) as http:
+            http.post("/2025-09-10/templates", json={"templateName": "ns"})
+            a, b = (
+                str(
+                    http.post("/sandboxes", json={"templateName": "ns"}).json()["data"]["sandboxId"]
+                )
+                for _ in range(2)
+            )
+            serve = f"nohup setsid python3 -c '{_SERVE}' {port} >/dev/null 2>&1 &"
+            assert _cmd(http, a, serve)["exitCode"] == 0
+            # the command's server, from a kernel of the same sandbox (waits until it listens)
+            assert _run(http, a, _FETCH.format(port=port, wait=30)).strip() == "200"
+            # not from another sandbox, nor from the host's loopback
+            assert _run(http, b, _FETCH.format(port=port, wait=0)).strip() != "200"
+            with pytest.raises(httpx.TransportError):
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
