@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
 import secrets
+import selectors
 import shutil
 import signal
 import subprocess
@@ -28,6 +30,7 @@ import attrs
 
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
+from ._holder import Holder
 from ._jail import (
     JAIL_INSIDE_UID,
     JAIL_TMP,
@@ -279,7 +282,7 @@ class Core:
             jail = attrs.evolve(jail, tools=str(self.tools))
             why = _try_jail(jail, self._base, exe)
             if not why:
-                return jail
+                return _with_holder(jail, self._base, exe)
             if jail.privileged:  # e.g. the sandbox uid may not read the interpreter
                 userns = attrs.evolve(jail, privileged=False, uid=JAIL_INSIDE_UID)
                 if not _try_jail(userns, self._base, exe):
@@ -314,12 +317,18 @@ class Core:
         cgroup = None
         if self.cgroups is not None:
             cgroup = self.cgroups.child(f"sbx-{name.lstrip('.')}", self.settings.max_processes)
+        holder = None
+        if self.jail is not None and self.jail.shares_namespaces:
+            holder = Holder(
+                self.jail, home, python=self.launch.python, no_network=self.settings.no_network
+            )
         launch = attrs.evolve(
             self.launch,
             cgroup=cgroup,
             jail=self.jail,
             home=home,
             tmp=tmp,
+            holder=holder,
         )
         return Slot(base, launch)
 
@@ -496,6 +505,8 @@ class Core:
             if slot.kernel is not None:  # but a restart of it must find the new paths
                 slot.kernel.relocate(spare_base, slot.base)
             slot.launch = attrs.evolve(slot.launch, home=slot.base / "home", tmp=slot.base / "tmp")
+            if slot.launch.holder is not None:
+                slot.launch.holder.relocate(slot.base / "home")
         if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
             slot.launch.cgroup.limit_memory(int(number_field(template.body, "memory", 4096)))
         root = slot.home
@@ -609,6 +620,8 @@ class Core:
             if proc.status == "running":
                 proc.status = "killed"
             await _reap(proc)
+        if sandbox.launch is not None and sandbox.launch.holder is not None:
+            await sandbox.launch.holder.stop()  # and with it what still runs in the sandbox
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
             await blocking(sandbox.launch.cgroup.remove)
         await blocking(remove_tree, sandbox.base or sandbox.root)
@@ -793,6 +806,12 @@ class Core:
         cwd = self._directory(sandbox, launch, cwd_api)
         shell = shutil.which("bash") or "/bin/sh"
         started = time.monotonic()
+        try:
+            await launch.prepare()
+        except KernelError as exc:
+            raise ApiError(
+                500, "ERR_INTERNAL_SERVER_ERROR", f"sandbox {sandbox.id}: {exc}"
+            ) from exc
         # In a PID namespace the command's init outlives the shell while background jobs
         # (`nohup job &`) run, so the shell's exit code comes back through a pipe.
         status_r, status_w = os.pipe() if launch.pid_namespace else (-1, -1)
@@ -988,6 +1007,114 @@ def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
         "kernel.unprivileged_userns_clone=1 or user.max_user_namespaces > 0), or run the "
         "emulator as root"
     )
+
+
+_holder_works: dict[Jail, str] = {}
+
+
+def _with_holder(jail: Jail, scratch: Path, python: str) -> Jail:
+    """`jail`, whose sandboxes share namespaces if a holder works here (probed once per
+    process), else one whose kernels and commands keep namespaces of their own."""
+    if not jail.shares_namespaces:
+        return jail
+    key = attrs.evolve(jail, tools="")
+    if key not in _holder_works:
+        _holder_works[key] = _run_in_holder(key, scratch, python)
+    why = _holder_works[key]
+    if not why:
+        return jail
+    _warn_once(
+        f"local sandboxes cannot share one PID namespace ({why}): each kernel and command "
+        "gets its own, so a command's background jobs are invisible to the next command"
+    )
+    return attrs.evolve(jail, nsenter="")
+
+
+def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
+    """Start a namespace holder and run the kernel's interpreter in a jail that joins it:
+    "" if that interpreter sees the holder as PID 1, else why not."""
+    base = scratch / "probe-holder"
+    home, tmp = base / "home", base / "tmp"
+    holder: subprocess.Popen[bytes] | None = None
+    info_r, info_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    try:
+        base.mkdir(mode=0o711)
+        for path, mode in ((home, 0o700), (tmp, 0o711)):
+            path.mkdir(mode=mode)
+            if jail.privileged:
+                os.chown(path, jail.uid, jail.uid)
+        argv = jail.holder_argv(
+            home, python=python, info_fd=info_w, ready_fd=ready_w, no_network=False
+        )
+        holder = subprocess.Popen(
+            argv,
+            pass_fds=(info_w, ready_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            cwd="/",
+        )
+        for fd in (info_w, ready_w):
+            os.close(fd)
+        info_w = ready_w = -1
+        info = _read_until_closed(info_r, timeout=30)
+        if not info or not _read_until_closed(ready_r, timeout=30, size=1):
+            return "its holder did not start: " + _said(holder)
+        pid = int(json.loads(info)["child-pid"])
+        check = "import sys; sys.exit(open('/proc/1/cmdline', 'rb').read()[:5] != b'sleep')"
+        argv = jail.argv(
+            [python, "-I", "-S", "-c", check],
+            init=init_argv(python, uid=jail.uid, cwd=HOME),
+            home=home,
+            tmp=tmp,
+            no_network=False,
+            holder=pid,
+        )
+        done = subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/")
+        if done.returncode != 0:
+            said = done.stderr.decode("utf-8", "replace").strip()[-300:]
+            return said or f"a jail joining it failed (exit {done.returncode})"
+        return ""
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        return f"could not try it: {exc}"
+    finally:
+        for fd in (info_w, info_r, ready_w, ready_r):
+            _close(fd)
+        if holder is not None:
+            kill_group(holder.pid)
+            with contextlib.suppress(subprocess.SubprocessError):
+                holder.communicate(timeout=10)
+        remove_tree(base)
+
+
+def _read_until_closed(fd: int, *, timeout: float, size: int = 0) -> bytes:
+    """What is written to a pipe until its writers close it (or, with `size`, its first
+    `size` bytes), or b"" after `timeout` s."""
+    data = b""
+    end = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                return b""
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return data
+            data += chunk
+            if size and len(data) >= size:
+                return data
+
+
+def _said(proc: subprocess.Popen[bytes]) -> str:
+    """The last words of a holder that did not start (it exits at once then)."""
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.SubprocessError:
+        return "no answer"
+    return (err or b"").decode("utf-8", "replace").strip()[-300:] or f"exit {proc.returncode}"
 
 
 def _read_back(fh: Any) -> tuple[bytes, int]:

@@ -11,19 +11,25 @@ What a sandboxed process sees (the same for every kernel and command of one sand
                     their host paths, so `python` and `pip` are the kernel's interpreter
     /opt/agentrun   read-only: the `pip` command and the javascript REPL
     /run/agentrun   kernels only: that kernel's own connection file and sockets
-    /proc /dev      a fresh /proc (own PID namespace; /proc/sys read-only), a minimal /dev
+    /proc /dev      the sandbox's /proc (its PID namespace; /proc/sys read-only), a
+                    minimal /dev
     /root /home     empty: no host home directory, no other sandbox, no server state
 
-Each process gets its own mount, PID, IPC and UTS namespaces (and cgroup namespace where
-the kernel has them; network namespace with `no_network`). Our init (`_limits._INIT`) is
-PID 1. Identity: as root, bwrap runs privileged but keeps only CAP_SETUID, CAP_SETGID and
-CAP_SETPCAP, which our init uses, before it starts anything, to empty the capability
-bounding set and become `sandbox_uid`. Not root (or root with `sandbox_uid=None`), bwrap
-makes a user namespace and the program runs as uid 1000 inside it; our init empties the
-bounding set there too (CAP_SETPCAP). Either way the program runs with no capability at
-all and NO_NEW_PRIVS set, and /proc/sys is read-only (bwrap covers it only when
-privileged: in root's user namespace the sandbox is root outside). The server keeps every
-kernel's connection file in its own runtime directory, which no jail mounts.
+A sandbox has one PID, IPC and UTS namespace (and, with `no_network`, one network
+namespace), owned by its namespace holder (`holder_argv`, `_holder.py`), as a cloud sandbox
+is one container: every kernel and command of the sandbox enters them (`nsenter`, then
+bwrap, which binds the holder's /proc), so they see each other's processes and a command's
+background jobs outlive it. Each process still gets a mount namespace of its own (and a
+cgroup namespace where the kernel has them). Without a holder (no `nsenter`) each process
+gets its own PID, IPC and UTS namespaces instead, with our init (`_limits._INIT`) as PID 1.
+Identity: as root, bwrap runs privileged but keeps only CAP_SETUID, CAP_SETGID and
+CAP_SETPCAP, which our init (the jail's first process) uses, before it starts anything, to
+empty the capability bounding set and become `sandbox_uid`. Not root (or root with
+`sandbox_uid=None`), bwrap makes a user namespace and the program runs as uid 1000 inside
+it; our init empties the bounding set there too (CAP_SETPCAP). Either way the program runs
+with no capability at all and NO_NEW_PRIVS set, and /proc/sys is read-only (bwrap covers it
+only when privileged: in root's user namespace the sandbox is root outside). The server
+keeps every kernel's connection file in its own runtime directory, which no jail mounts.
 """
 
 from __future__ import annotations
@@ -98,6 +104,14 @@ if [ "$(id -u)" != 0 ] && [ -z "${AGENTRUN_SUDO_QUIET:-}" ]; then
 fi
 exec "$@"
 """
+
+# The namespace holder's PID 1 (`Jail.holder_argv`): `sleep` with SIGCHLD ignored.
+# It writes a byte to READY first: bwrap says PID 1's pid (--info-fd) before PID 1 has
+# built its mount namespace, which a jail entering it then would find half made.
+_HOLD = (
+    "import os, signal; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+    "os.write({ready}, b'1'); os.close({ready}); os.execv({sleep!r}, ['sleep', 'infinity'])"
+)
 
 # Asked of the kernel's interpreter once per process (`interpreter_info`).
 _PROBE = """
@@ -193,6 +207,15 @@ class Jail:
     #: host paths bound read-only at the same path (interpreters outside /usr)
     extra: tuple[str, ...] = ()
     tools: str = ""
+    #: util-linux `nsenter` and coreutils `sleep`: the per-sandbox namespace holder and
+    #: the jails joining it ("": none, each jail has namespaces of its own)
+    nsenter: str = ""
+    sleep: str = ""
+
+    @property
+    def shares_namespaces(self) -> bool:
+        """Do a sandbox's kernels and commands share its PID namespace (a holder)?"""
+        return bool(self.nsenter and self.sleep)
 
     @property
     def description(self) -> str:
@@ -208,14 +231,28 @@ class Jail:
         tmp: Path,
         no_network: bool,
         private: Path | None = None,
+        holder: int | None = None,
     ) -> list[str]:
         """`init + argv` in a jail whose /home/user is `home` and /tmp is `tmp` (the init
-        enters the working directory: see `_limits.init_argv`)."""
-        out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-        out += ["--unshare-cgroup-try", "--hostname", "sandbox", "--as-pid-1"]
+        enters the working directory: see `_limits.init_argv`). `holder`: the host pid of
+        the PID 1 of the sandbox's namespaces (`holder_argv`), which the jail joins; None:
+        a PID (IPC, UTS, and with `no_network` network) namespace of its own."""
+        if holder is None:
+            out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+            out += ["--unshare-cgroup-try", "--hostname", "sandbox", "--as-pid-1"]
+            if no_network:
+                out.append("--unshare-net")
+        else:
+            # Into the sandbox's namespaces (`holder_argv`): nsenter forks bwrap into its
+            # PID namespace; its mount namespace has the host's files and the sandbox's
+            # /proc, which this jail binds instead of mounting one of its own.
+            out = [self.nsenter, f"--target={holder}", "--pid", "--mount", "--ipc", "--uts"]
+            if no_network:
+                out.append("--net")
+            if not self.privileged:  # the holder's user namespace owns the others
+                out += ["--user", "--preserve-credentials"]
+            out += ["--", self.tool, "--unshare-cgroup-try"]
         out += ["--die-with-parent"]
-        if no_network:
-            out.append("--unshare-net")
         # Kept only for our init (PID 1) to empty the bounding set (and, privileged, become
         # `uid`) before it starts the program, which gets none (see _limits._INIT).
         out += ["--cap-drop", "ALL", "--cap-add", "CAP_SETPCAP"]
@@ -236,7 +273,11 @@ class Jail:
                 out += ["--tmpfs", path]
         if os.path.isdir(_CPU_INFO):
             out += ["--ro-bind", _CPU_INFO, _CPU_INFO]
-        out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run"]
+        if holder is None:
+            out += ["--proc", "/proc"]
+        else:  # the sandbox's own /proc, mounted by the holder (rw: /proc/self/...)
+            out += ["--bind", "/proc", "/proc"]
+        out += ["--dev", "/dev", "--tmpfs", "/run"]
         # bwrap makes /proc/sys read-only only when it runs privileged; in a user namespace
         # of root (sandbox_uid=None) the sandbox's uid is root outside and could write it
         out += ["--ro-bind", "/proc/sys", "/proc/sys"]
@@ -255,6 +296,35 @@ class Jail:
             out += _parents(path, made)
             out += ["--ro-bind", path, path]
         out += ["--remount-ro", "/", "--chdir", "/", "--", *init, *argv]
+        return out
+
+    def holder_argv(
+        self, home: Path, *, python: str, info_fd: int, ready_fd: int, no_network: bool
+    ) -> list[str]:
+        """The sandbox's namespace holder: a process that only waits, as PID 1 of the
+        sandbox's PID namespace (inheriting the orphans of every command), in its own IPC,
+        UTS (and, with `no_network`, network) namespaces, and, unprivileged, the user
+        namespace that owns them. Its mount namespace sees the host's files (the jails
+        that join it bind what they show from there) and the sandbox's /proc. It keeps no
+        capability; killing it ends every process of the sandbox. bwrap writes PID 1's
+        host pid to `info_fd` (JSON, "child-pid"); a byte on `ready_fd` says PID 1 runs,
+        with its namespaces complete."""
+        out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        out += ["--hostname", "sandbox", "--die-with-parent", "--info-fd", str(info_fd)]
+        if no_network:
+            out.append("--unshare-net")
+        if not self.privileged:
+            out += ["--unshare-user", "--uid", str(self.uid), "--gid", str(self.uid)]
+        out += ["--cap-drop", "ALL", "--bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        # in the sandbox's directory (the start-up sweep finds a dead emulator's there;
+        # without capabilities root may not enter the sandbox uid's home)
+        # PID 1 is `sleep` itself, with SIGCHLD ignored: the kernel reaps the orphans it
+        # inherits at once, and code in the sandbox cannot signal it (a PID namespace's
+        # init gets no signal it has no handler for from inside), while bwrap's own PID 1
+        # would leave its child, which the sandbox's uid may kill, unprotected. (`python`
+        # sets SIG_IGN, which exec keeps; dash's `trap '' CHLD` does not.)
+        wait = _HOLD.format(sleep=self.sleep, ready=ready_fd)
+        out += ["--as-pid-1", "--chdir", str(home.parent), "--", python, "-I", "-S", "-c", wait]
         return out
 
     def path_env(self) -> str:
@@ -360,7 +430,14 @@ def find_jail(python: str, sandbox_uid: int | None) -> tuple[Jail | None, str]:
     privileged = os.geteuid() == 0 and sandbox_uid is not None
     uid = sandbox_uid if privileged and sandbox_uid is not None else JAIL_INSIDE_UID
     try:
-        jail = Jail(tool, uid, privileged, _needed_paths(python))
+        jail = Jail(
+            tool,
+            uid,
+            privileged,
+            _needed_paths(python),
+            nsenter=shutil.which("nsenter") or "",
+            sleep=shutil.which("sleep") or "",
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"{_MISSING.format(uid=os.getuid())} (could not ask {python}: {exc})"
     return jail, ""

@@ -27,6 +27,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
 from .._models import strip_ansi
+from ._holder import Holder, HolderError
 from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail, interpreter_info
 from ._limits import (
     PidsCgroup,
@@ -340,6 +341,18 @@ class Launch:
     runtime: Path | None = None
     #: our `pip` command (`_jail.write_tools`), on the host: the jail's /opt/agentrun
     tools: Path | None = None
+    #: jailed: the sandbox's namespaces, which its kernels and commands join (`_holder`)
+    holder: Holder | None = None
+
+    async def prepare(self) -> None:
+        """Before launching anything: start the sandbox's namespace holder if it has one."""
+        if self.holder is not None and self.jailed:
+            try:
+                await self.holder.start(
+                    self.env(self.inside_home), self.preexec(None, memory=False)
+                )
+            except HolderError as exc:
+                raise KernelError(str(exc)) from exc
 
     @property
     def python(self) -> str:
@@ -371,6 +384,11 @@ class Launch:
             init = init_argv(
                 self.python, status_fd=status_fd, linger=linger, uid=uid, cwd=cwd or JAIL_HOME
             )
+            holder = None
+            if self.holder is not None:
+                holder = self.holder.pid
+                if holder is None:
+                    raise KernelError("the sandbox's namespace holder is not running")
             return self.jail.argv(
                 argv,
                 init=init,
@@ -378,6 +396,7 @@ class Launch:
                 tmp=self.tmp,
                 no_network=self.settings.no_network,
                 private=private,
+                holder=holder,
             )
         return sandbox_argv(
             self.settings,
@@ -525,6 +544,7 @@ class PythonKernel:
     async def _start_jailed(cls, launch: Launch, runtime_dir: Path, home: str) -> PythonKernel:
         """A kernel in the sandbox's jail: its sockets and its copy of the connection file
         sit in a private directory (its /run/agentrun) that no other jail mounts."""
+        await launch.prepare()
         parent = launch.sockets or runtime_dir
         private = Path(tempfile.mkdtemp(prefix="k-", dir=parent))
         if launch.jail is not None and launch.jail.privileged:
@@ -802,6 +822,7 @@ class NodeKernel:
         # from starting: javascript kernels get a V8 heap cap instead.
         heap = max(64, (self._settings.memory_mb or 4096) // 2)
         launch = self._launch
+        await launch.prepare()
         repl = f"{JAIL_TOOLS}/node_repl.js" if launch.jailed else str(_NODE_REPL)
         self._proc = await asyncio.create_subprocess_exec(
             *launch.argv([node, f"--max-old-space-size={heap}", repl], cwd=self._home),
@@ -975,6 +996,8 @@ async def discard(slot: Slot) -> None:
     if slot.kernel is not None:
         await slot.kernel.shutdown()
         slot.kernel = None
+    if slot.launch.holder is not None:
+        await slot.launch.holder.stop()
     if slot.launch.cgroup is not None:
         await blocking(slot.launch.cgroup.remove)
     await blocking(remove_tree, slot.base)

@@ -403,7 +403,9 @@ def _probe_uid(uid: int, executable: str) -> int | None:
 # UID CWD ARGV...`. It starts ARGV, reaps every orphan (a PID 1 must), and writes ARGV's
 # exit code to STATUS_FD (-1: none). Without LINGER it exits with ARGV, which kills the
 # namespace; with it (commands) it stays while background jobs (`nohup job &`) run, as in
-# a sandbox. Sandboxed code sees this text as PID 1's command line, hence no comments
+# a sandbox. In a jail that joined its sandbox's namespaces (`_holder.py`) it is not PID 1:
+# a command's orphans go to the holder, PID 1 there, and outlive the command, so the init
+# ends with the shell. Sandboxed code sees this text in its command line, hence no comments
 # inside. With UID >= 0 (the bubblewrap jail, `_jail.py`) it empties the capability
 # bounding set (PR_CAPBSET_DROP, 24, for every capability), becomes UID unless it is that
 # uid already (a user namespace), clears the ambient set (PR_CAP_AMBIENT, 47, CLEAR_ALL,
@@ -413,8 +415,8 @@ def _probe_uid(uid: int, executable: str) -> int | None:
 # unmount this /proc (the host's is under it) nor mount another. Then it sets
 # PR_SET_PDEATHSIG (1) again (`unshare --setuid` and setuid clear it), enters CWD ("-":
 # stay) as UID, since a jail's workspace is not root's to enter (no CAP_DAC_OVERRIDE), and
-# sets SIGINT to SIG_DFL, which a PID 1 ignores, so jupyter_client's interrupt reaches
-# only the kernel.
+# ignores SIGINT itself (not PID 1 in a sandbox's shared PID namespace, it would die of
+# it) while ARGV gets SIG_DFL, so jupyter_client's interrupt reaches only the kernel.
 _INIT = """\
 import ctypes, os, signal, sys
 libc = ctypes.CDLL(None)
@@ -436,7 +438,7 @@ else:
 libc.prctl(1, signal.SIGKILL, 0, 0, 0)
 if cwd != "-":
     os.chdir(cwd)
-signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 if fd >= 0:
     os.set_inheritable(fd, False)
 reset = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)

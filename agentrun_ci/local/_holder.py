@@ -1,0 +1,178 @@
+"""One sandbox's namespaces: a long-lived process that every kernel and command joins.
+
+On AgentRun a sandbox is one container: all its processes share one PID space, so a
+background job one command starts (`nohup job &`) is there, by its pid, for the next
+command and for the kernels. The emulator gives each jailed sandbox the same: a holder
+(`Jail.holder_argv`: bubblewrap running `sleep infinity` as PID 1, SIGCHLD ignored so
+that orphans are reaped) owns the
+sandbox's PID, IPC and UTS namespaces (and, with `no_network`, its network namespace), and
+every jail of the sandbox enters them (`Jail.argv(holder=...)`). A command's orphans are
+reparented to that PID 1 and outlive the command; killing the holder ends the PID
+namespace, which the kernel empties at once (SIGKILL to every member).
+
+Started lazily, on the event loop's thread (its parent-death signal fires when the thread
+that forked it exits), before the sandbox's first kernel or command (a spare kernel's
+holder is its slot's, which the sandbox taking the slot keeps); stopped last when the
+sandbox stops. It joins the sandbox's pids cgroup and dies with the emulator (parent-death
+signal, bwrap's --die-with-parent), and it starts in the sandbox's directory, where the
+next emulator's start-up sweep looks for what a dead one left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._jail import Jail
+from ._limits import kill_group
+from ._threads import blocking
+
+__all__ = ["Holder", "HolderError"]
+
+#: seconds a holder may take to say its PID 1 (bwrap starts in milliseconds; a loaded
+#: machine is given ample room)
+_START_TIMEOUT = 30.0
+
+
+class HolderError(RuntimeError):
+    """The sandbox's namespaces could not be made."""
+
+
+class Holder:
+    """The namespace holder of one sandbox (or spare slot); `pid` is its PID 1 on the host."""
+
+    def __init__(self, jail: Jail, home: Path, *, python: str, no_network: bool) -> None:
+        self._jail = jail
+        self._python = python
+        self._home = home
+        self._no_network = no_network
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._stopped = False
+        #: the host pid of PID 1 of the sandbox's PID namespace (None until started)
+        self.pid: int | None = None
+
+    @property
+    def launcher_pid(self) -> int | None:
+        """The host pid of the holder's bwrap (its process group's leader)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def relocate(self, home: Path) -> None:
+        """The slot's directory was renamed (a spare taken by a sandbox); a holder already
+        running is unaffected (its working directory moved with it)."""
+        self._home = home
+
+    async def start(self, env: dict[str, str], preexec: Callable[[], None]) -> int:
+        """Start the holder unless it runs; its PID 1's host pid."""
+        async with self._lock:
+            if self._stopped:
+                raise HolderError("the sandbox is stopping: its namespaces are gone")
+            if self._proc is not None and self.pid is not None:
+                if self._proc.returncode is None:
+                    return self.pid
+                raise HolderError(
+                    f"the sandbox's namespace holder died (exit {self._proc.returncode}); "
+                    "its background processes are gone: create a new sandbox"
+                )
+            return await self._spawn(env, preexec)
+
+    async def _spawn(self, env: dict[str, str], preexec: Callable[[], None]) -> int:
+        info_r, info_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        with tempfile.TemporaryFile() as err:
+            try:
+                argv = self._jail.holder_argv(
+                    self._home,
+                    python=self._python,
+                    info_fd=info_w,
+                    ready_fd=ready_w,
+                    no_network=self._no_network,
+                )
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=err,
+                    cwd=str(self._home),
+                    env=env,
+                    start_new_session=True,
+                    pass_fds=(info_w, ready_w),
+                    preexec_fn=preexec,
+                )
+            except BaseException:
+                os.close(info_r)
+                os.close(ready_r)
+                raise
+            finally:
+                os.close(info_w)
+                os.close(ready_w)
+            self._proc = proc
+            try:
+                data, ready = await asyncio.wait_for(
+                    asyncio.gather(_read_all(info_r), _read_one(ready_r, proc)), _START_TIMEOUT
+                )
+                if not ready:
+                    raise HolderError("it exited before it was ready")
+                pid = int(json.loads(data)["child-pid"])
+            except BaseException as exc:
+                await self._kill()
+                if not isinstance(exc, Exception):
+                    raise
+                err.seek(0)
+                said = err.read().decode("utf-8", "replace").strip()[-300:]
+                raise HolderError(
+                    f"the sandbox's namespaces could not be made: {said or exc!r}"
+                ) from exc
+        self.pid = pid
+        return pid
+
+    async def stop(self) -> None:
+        """Kill the holder, and so every process left in the sandbox; no restart after."""
+        async with self._lock:
+            self._stopped = True
+            await self._kill()
+
+    async def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        self.pid = None
+        if proc is None:
+            return
+        await blocking(kill_group, proc.pid)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 10)
+
+
+async def _read_one(fd: int, proc: asyncio.subprocess.Process) -> bytes:
+    """The holder's ready byte, or b"" if it exits first (bwrap keeps the pipe's write end
+    open, so its end of file would come only with the holder's)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe: Any = os.fdopen(fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    byte = asyncio.ensure_future(reader.read(1))
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        await asyncio.wait({byte, exited}, return_when=asyncio.FIRST_COMPLETED)
+        return byte.result() if byte.done() else b""
+    finally:
+        byte.cancel()
+        exited.cancel()
+        transport.close()
+
+
+async def _read_all(fd: int) -> bytes:
+    """Everything written to a pipe until its writers close it (bwrap's --info-fd)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe: Any = os.fdopen(fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        return await reader.read()
+    finally:
+        transport.close()
