@@ -99,6 +99,7 @@ class AsyncTty:
             ) from None
         tty = cls(ws, None, [])
         try:
+            await ws.__aenter__()  # (websockets >= 17.1 wants its connections entered)
             # The first frame says the shell's pid (inferred: `connectionEstablished`).
             first = _tty.parse_frame(await ws.recv())
             if isinstance(first, TtyStarted):

@@ -100,6 +100,7 @@ class Tty:
             ) from None
         tty = cls(ws, None, [])
         try:
+            ws.__enter__()  # (websockets >= 17.1 wants its connections entered)
             # The first frame says the shell's pid (inferred: `connectionEstablished`).
             first = _tty.parse_frame(ws.recv())
             if isinstance(first, TtyStarted):

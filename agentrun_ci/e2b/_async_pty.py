@@ -19,6 +19,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .._async.tty import AsyncTty
 from .._errors import AgentRunError, NotFoundError
 from .._tty import TtyClosing, TtyEvent, TtyExit, TtyOutput
@@ -203,12 +205,13 @@ class AsyncPty:
     ) -> AsyncIterator[CommandEvent]:
         try:
             while True:
-                left = None if deadline is None else deadline - time.monotonic()
-                try:
-                    if left is not None and left <= 0:
-                        raise asyncio.TimeoutError
-                    item = await asyncio.wait_for(queue.get(), left)
-                except asyncio.TimeoutError:
+                # a cancel scope, not wait_for: a cancelled handle (disconnect) must not
+                # look like a timeout, which kills the shell
+                with anyio.move_on_after(
+                    None if deadline is None else deadline - time.monotonic()
+                ) as scope:
+                    item = await queue.get()
+                if scope.cancelled_caught:
                     if kill_on_timeout:
                         with contextlib.suppress(AgentRunError):
                             await self.kill(terminal.pid)

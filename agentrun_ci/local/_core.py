@@ -910,8 +910,9 @@ class Core:
         sandbox.processes[proc.pid] = record
 
         def ended(task: asyncio.Task[None]) -> None:
-            if record.status == "running":
-                record.status = "completed"
+            if record.status == "running":  # a signal's end counts as killed
+                code = session.exit_code
+                record.status = "killed" if code is not None and code < 0 else "completed"
             record.exit_code = session.exit_code
             record.proc = None
 
