@@ -185,6 +185,14 @@ def test_the_upgrade_must_be_signed_when_the_emulator_has_keys() -> None:
 # ------------------------------------------------------------------ E2B's sandbox.pty
 
 
+@pytest.fixture
+def _shared_interpreter_closed() -> Iterator[None]:
+    """The E2B shim's shared interpreter is removed while the session's emulator runs."""
+    yield
+    e2b.close_shared()
+
+
+@pytest.mark.usefixtures("_shared_interpreter_closed")
 def test_e2b_pty_create_input_resize_and_exit(emulator: Config) -> None:
     with e2b.Sandbox(config=emulator) as sbx:
         terminal = sbx.pty.create(e2b.PtySize(rows=24, cols=80), envs={"ABC": "123"}, cwd="/")
@@ -198,6 +206,7 @@ def test_e2b_pty_create_input_resize_and_exit(emulator: Config) -> None:
         assert "111" in text
 
 
+@pytest.mark.usefixtures("_shared_interpreter_closed")
 def test_e2b_pty_kill_and_kill_of_nothing(emulator: Config) -> None:
     with e2b.Sandbox(config=emulator) as sbx:
         terminal = sbx.pty.create(e2b.PtySize(rows=24, cols=80))
@@ -208,6 +217,7 @@ def test_e2b_pty_kill_and_kill_of_nothing(emulator: Config) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.usefixtures("_shared_interpreter_closed")
 async def test_e2b_async_pty_connect_takes_over_the_output(emulator: Config) -> None:
     sbx = await e2b.AsyncSandbox.create(config=emulator)
     try:
