@@ -4,6 +4,7 @@ from types import FunctionType as _FunctionType
 
 from ._async.control_plane import AsyncControlPlane
 from ._async.data_plane import AsyncDataPlane
+from ._async.tty import AsyncTty
 from ._config import Config
 from ._errors import (
     AgentRunError,
@@ -50,7 +51,9 @@ from ._retry import RetryPolicy
 from ._strategies import STRATEGY_NAMES, StrategyName
 from ._sync.control_plane import ControlPlane
 from ._sync.data_plane import DataPlane
+from ._sync.tty import Tty
 from ._sync_interpreter import CodeInterpreter, Lease
+from ._tty import TtyClosing, TtyEvent, TtyExit, TtyOutput, TtyStarted, TtyWarning
 from ._version import __version__
 from ._wire import DEFAULT_CWD
 
@@ -63,6 +66,7 @@ __all__ = [
     "AsyncControlPlane",
     "AsyncDataPlane",
     "AsyncLease",
+    "AsyncTty",
     "AuthenticationError",
     "BadRequestError",
     "CodeInterpreter",
@@ -103,6 +107,13 @@ __all__ = [
     "StrategyName",
     "Template",
     "TransportError",
+    "Tty",
+    "TtyClosing",
+    "TtyEvent",
+    "TtyExit",
+    "TtyOutput",
+    "TtyStarted",
+    "TtyWarning",
     "Usage",
     "WaitTimeout",
     "__version__",

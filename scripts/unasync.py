@@ -19,7 +19,7 @@ SRC = ROOT / "agentrun_ci" / "_async"
 DST = ROOT / "agentrun_ci" / "_sync"
 
 #: modules translated, relative to agentrun_ci/_async
-FILES = ["data_plane.py", "control_plane.py", "retrying.py"]
+FILES = ["data_plane.py", "control_plane.py", "retrying.py", "tty.py"]
 
 
 class Rule(NamedTuple):
@@ -56,7 +56,11 @@ RULES: list[Rule] = [
     Rule("AsyncIterator", r"\bAsyncIterator\b", "Iterator"),
     Rule("httpx.AsyncBaseTransport", r"\bAsyncBaseTransport\b", "BaseTransport"),
     Rule("httpx.AsyncClient", r"\bAsyncClient\b", "Client"),
-    Rule("our Async* classes", r"\bAsync(DataPlane|ControlPlane)\b", r"\1"),
+    Rule("our Async* classes", r"\bAsync(DataPlane|ControlPlane|Tty)\b", r"\1"),
+    Rule("AsyncIterator", r"\bAsyncIterator\b", "Iterator"),
+    Rule(
+        "websockets' asyncio client", r"\bwebsockets\.asyncio\.client\b", "websockets.sync.client"
+    ),
     Rule("Response.aiter_bytes", r"\baiter_bytes\b", "iter_bytes"),
     Rule("Response.aread", r"\baread\b", "read"),
     Rule("aclose", r"\baclose\b", "close"),

@@ -16,8 +16,9 @@ tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"agentrun_ci", "agentrun_ci_mcp"}
-#: modules imported only when installed (the code checks first), and the extra declaring them
-OPTIONAL = {"opentelemetry": "otel"}
+#: modules imported only when installed (the code checks first, or says which extra to
+#: install), and the extra declaring them
+OPTIONAL = {"opentelemetry": "otel", "websockets": "tty"}
 
 
 def _imported(files: list[Path]) -> set[str]:

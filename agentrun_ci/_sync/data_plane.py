@@ -46,6 +46,7 @@ from .._models import (
 from .._retry import Failure, RetryPolicy, parse_retry_after
 from .._version import __version__
 from .retrying import Retryable, with_retries
+from .tty import Tty
 
 __all__ = ["DataPlane"]
 
@@ -486,6 +487,35 @@ class DataPlane:
             )
         if said == "ended":
             raise InvalidArgumentError(f"job {pid} has ended: its stdin is closed")
+
+    def open_tty(
+        self,
+        sandbox_id: str,
+        *,
+        rows: int = 24,
+        cols: int = 80,
+        cwd: str | None = None,
+        envs: dict[str, str] | None = None,
+        pid: int | None = None,
+    ) -> Tty:
+        """Open a terminal: an interactive shell on a pseudo-terminal of `rows` x `cols`,
+        over the `/processes/tty` WebSocket (needs the `tty` extra).
+
+        `cwd`, `envs` and `pid` (re-attach to a running shell instead of starting one)
+        are understood by the local emulator; AgentRun documents none of them (the size
+        is also sent as a `resize` frame, which it documents). Not retried: a second
+        attempt could start a second shell.
+        """
+        return Tty.open(
+            self.config,
+            sandbox_id,
+            rows=rows,
+            cols=cols,
+            cwd=cwd,
+            envs=envs,
+            pid=pid,
+            user_agent=USER_AGENT,
+        )
 
     def list_processes(self, sandbox_id: str) -> list[ProcessInfo]:
         """List the processes running in the sandbox."""

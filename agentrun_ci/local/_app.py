@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from . import _routes_control as control
 from . import _routes_files as files
@@ -24,6 +24,7 @@ from . import _routes_sandbox as inside
 from ._core import Core
 from ._faults import FaultMiddleware
 from ._http import VERSION, BodyLimitMiddleware, RequestIdMiddleware, exception_handlers
+from ._routes_tty import tty
 from ._signing import SignatureMiddleware
 
 __all__ = ["build_app"]
@@ -74,12 +75,14 @@ _INSIDE: list[tuple[str, Handler, str]] = [
 """Inside one sandbox, under /sandboxes/{sid} on both planes."""
 
 
-def routes() -> list[Route]:
-    table = [Route(f"{VERSION}{p}", h, methods=[m]) for p, h, m in _CONTROL]
+def routes() -> list[BaseRoute]:
+    table: list[BaseRoute] = [Route(f"{VERSION}{p}", h, methods=[m]) for p, h, m in _CONTROL]
     for prefix in ("", VERSION):
         base = f"{prefix}/sandboxes"
         table += [Route(f"{base}{p}", h, methods=[m]) for p, h, m in _LIFECYCLE]
         table += [Route(f"{base}/{{sid}}{p}", h, methods=[m]) for p, h, m in _INSIDE]
+        # the terminal: a WebSocket (GET upgrade), signed like any data-plane request
+        table.append(WebSocketRoute(f"{base}/{{sid}}/processes/tty", tty))
     return table
 
 

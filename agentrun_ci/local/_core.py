@@ -66,6 +66,7 @@ from ._records import CommandRequest, ExecuteAnswer, ExecuteRequest, int_query, 
 from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
+from ._tty import TtySession, controlling_tty, set_size, shell_argv
 from ._usage import Meter, process_usage
 
 __all__ = ["Core"]
@@ -151,6 +152,8 @@ class Process:
     status: str = "running"
     exit_code: int | None = None
     proc: asyncio.subprocess.Process | None = None
+    #: the shell's terminal, for a process started by a `/processes/tty` connection
+    tty: TtySession | None = None
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -370,6 +373,7 @@ class Core:
                 paused = sandbox.status == "PAUSED"
                 idle = not paused and now - sandbox.last_active > sandbox.idle_timeout
                 old = now - sandbox.born > self.settings.ttl
+                self._end_forgotten_ttys(sandbox, now)
                 if idle or old:
                     log.info("sandbox %s: %s, stopping", sandbox.id, "idle" if idle else "TTL")
                     try:
@@ -620,6 +624,8 @@ class Core:
             if proc.status == "running":
                 proc.status = "killed"
             await _reap(proc)
+        ttys = [p.tty.waiter for p in sandbox.processes.values() if p.tty is not None]
+        await asyncio.gather(*ttys, return_exceptions=True)  # their terminals closed
         if sandbox.launch is not None and sandbox.launch.holder is not None:
             await sandbox.launch.holder.stop()  # and with it what still runs in the sandbox
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
@@ -883,6 +889,93 @@ class Core:
             },
             "executionTimeMs": elapsed,
         }
+
+    async def open_tty(
+        self,
+        sandbox: Sandbox,
+        *,
+        cwd: str | None,
+        rows: int,
+        cols: int,
+        envs: dict[str, str],
+    ) -> TtySession:
+        """Start an interactive shell on a new pseudo-terminal of `rows` x `cols`, in the
+        sandbox's jail and registered as one of its processes (tag "tty")."""
+        launch = self._launch(sandbox)
+        inside = self._directory(sandbox, launch, cwd)
+        env = launch.env(launch.inside_home, sandbox.env)
+        env.update(TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8")
+        env.update(envs)
+        master, slave = os.openpty()
+        status_r, status_w = os.pipe() if launch.pid_namespace else (-1, -1)
+        try:
+            set_size(slave, rows, cols)
+            # The shell's CPU time adds up over its whole life, like a kernel's.
+            preexec = launch.preexec(self.settings.kernel_cpu_seconds)
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv(shell_argv(), cwd=inside, status_fd=status_w),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                cwd=launch.host_cwd(inside),
+                env=env,
+                start_new_session=True,
+                pass_fds=(status_w,) if status_w >= 0 else (),
+                preexec_fn=controlling_tty(preexec),
+            )
+        except BaseException:
+            _close(master)
+            _close(status_r)
+            raise
+        finally:
+            _close(slave)  # else the master never reads EOF when the shell ends
+            _close(status_w)
+        pipe = os.fdopen(status_r, "rb", buffering=0) if status_r >= 0 else None
+        session = TtySession(proc, master, pipe)
+        record = Process(
+            pid=proc.pid,
+            command=" ".join(shell_argv()),
+            cwd=cwd or HOME,
+            tag="tty",
+            created_at=now_iso(),
+            proc=proc,
+            tty=session,
+        )
+        sandbox.processes[proc.pid] = record
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if record.status == "running":  # a signal's end counts as killed
+                code = session.exit_code
+                record.status = "killed" if code is not None and code < 0 else "completed"
+            record.exit_code = session.exit_code
+            record.proc = None
+
+        session.waiter.add_done_callback(ended)
+        if sandbox.stopping:  # stopped meanwhile: nothing may outlive it
+            await blocking(kill_group, proc.pid)
+        sandbox.last_active = time.monotonic()
+        return session
+
+    def tty(self, sandbox: Sandbox, pid: int) -> TtySession:
+        """The running shell of a `/processes/tty` connection, by its pid (404 if none)."""
+        record = sandbox.processes.get(pid)
+        if record is None or record.tty is None or record.tty.ended.is_set():
+            raise not_found(f"terminal {pid}")
+        return record.tty
+
+    def _end_forgotten_ttys(self, sandbox: Sandbox, now: float) -> None:
+        """End shells no connection has been attached to for the tty idle time."""
+        for record in sandbox.processes.values():
+            session = record.tty
+            if session is None or session.ended.is_set() or session.last_detached is None:
+                continue
+            if now - session.last_detached > self.settings.tty_idle_timeout:
+                log.info(
+                    "sandbox %s: terminal %s left unattached, ending it", sandbox.id, record.pid
+                )
+                session.last_detached = None
+                with contextlib.suppress(OSError):
+                    os.killpg(record.pid, 9)
 
     def processes(self, sandbox: Sandbox) -> list[dict[str, Any]]:
         items = [p.wire() for p in sandbox.processes.values()]

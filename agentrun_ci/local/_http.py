@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from ._core import Core
 from ._errors import ApiError, bad_request
@@ -27,6 +28,7 @@ __all__ = [
     "BodyLimitMiddleware",
     "RequestIdMiddleware",
     "core_of",
+    "deny",
     "envelope",
     "error_response",
     "exception_handlers",
@@ -190,6 +192,19 @@ def error_response(request_id: str, status: int, code: str, message: str) -> JSO
         status_code=status,
         headers={"x-acs-request-id": request_id},
     )
+
+
+async def deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    """Refuse a WebSocket upgrade with the usual JSON error answer (where the server has
+    the denial-response extension; else a bare 403)."""
+    rid = websocket.scope.get("agentrun_request_id")
+    response = error_response(
+        rid if isinstance(rid, str) else str(uuid.uuid4()), status, code, message
+    )
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:
+        await websocket.close(code=1008, reason=message[:120])
 
 
 async def json_body(request: Request) -> dict[str, Any]:

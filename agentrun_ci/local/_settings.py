@@ -65,6 +65,12 @@ class EmulatorSettings:
     other sandbox visible (see docs/local-backend.md). Needs `pid_namespace`; False, or no
     bwrap, = process limits only, with one warning saying what is lost."""
     reaper_interval: float = 1.0
+    tty_idle_timeout: float = 120.0
+    """Close a `/processes/tty` connection after this many seconds without input or
+    output (AgentRun closes idle ones after 2 minutes), and end a shell that has had no
+    connection for as long."""
+    tty_ping_interval: float = 30.0
+    """Send a `ping` frame on each `/processes/tty` connection this often (AgentRun: 30 s)."""
     python_executable: str | None = None
     """The interpreter for python kernels (must have ipykernel); None = sys.executable."""
     faults: FaultPlan | None = None

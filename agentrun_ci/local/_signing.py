@@ -14,10 +14,11 @@ import uuid
 from urllib.parse import parse_qsl, quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from .._auth import date_is_fresh, query_is_signable, verify_signature
 from ._faults import read_body
-from ._http import VERSION, error_response
+from ._http import VERSION, deny, error_response
 from ._settings import EmulatorSettings
 
 __all__ = ["UNSIGNED", "SignatureMiddleware"]
@@ -30,6 +31,8 @@ UNSIGNED = (
     "LocalEmulator's are in its config)"
 )
 
+_REFUSED = "Signature verification failed"
+
 
 class SignatureMiddleware:
     """With keys configured, every request must be signed (data or control scheme)."""
@@ -40,7 +43,7 @@ class SignatureMiddleware:
         self.secret = settings.access_key_secret or ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not (self.key_id and self.secret):
+        if scope["type"] not in ("http", "websocket") or not (self.key_id and self.secret):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -49,25 +52,33 @@ class SignatureMiddleware:
         ok = False
         control = raw_path == VERSION or raw_path.startswith(VERSION + "/")
         unsigned = "agentrun-authorization" not in headers and "authorization" not in headers
+        # a WebSocket's upgrade request is a GET, signed like any data-plane request
+        websocket = scope["type"] == "websocket"
         if "agentrun-authorization" in headers and not control:
             ok = verify_signature(
-                scope["method"],
+                "GET" if websocket else scope["method"],
                 raw_path,
                 raw_query,
                 headers,
                 access_key_id=self.key_id,
                 access_key_secret=self.secret,
             )
-        elif control and headers.get("authorization", "").startswith("ACS3-HMAC-SHA256 "):
+        elif (
+            control
+            and not websocket
+            and headers.get("authorization", "").startswith("ACS3-HMAC-SHA256 ")
+        ):
             body, receive = await read_body(receive)
             ok = _verify_acs3(
                 scope["method"], raw_path, raw_query, headers, body, self.key_id, self.secret
             )
+        if not ok and websocket:
+            refused = UNSIGNED if unsigned else _REFUSED
+            await deny(WebSocket(scope, receive, send), 403, "ERR_FORBIDDEN", refused)
+            return
         if not ok:
             rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
-            response = error_response(
-                rid, 403, "ERR_FORBIDDEN", UNSIGNED if unsigned else "Signature verification failed"
-            )
+            response = error_response(rid, 403, "ERR_FORBIDDEN", UNSIGNED if unsigned else _REFUSED)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
