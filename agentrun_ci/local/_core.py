@@ -902,6 +902,12 @@ class Core:
         """Start an interactive shell on a new pseudo-terminal of `rows` x `cols`, in the
         sandbox's jail and registered as one of its processes (tag "tty")."""
         launch = self._launch(sandbox)
+        try:
+            await launch.prepare()  # the sandbox's namespace holder, which the shell joins
+        except KernelError as exc:
+            raise ApiError(
+                500, "ERR_INTERNAL_SERVER_ERROR", f"sandbox {sandbox.id}: {exc}"
+            ) from exc
         inside = self._directory(sandbox, launch, cwd)
         env = launch.env(launch.inside_home, sandbox.env)
         env.update(TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8")
