@@ -257,7 +257,12 @@ def test_path_traversal_and_symlink_escapes_are_refused(
         dp.upload(sid, local, "link/evil2")
     assert not os.path.exists("/etc/evil2")
     with pytest.raises(BadRequestError):
-        dp.move(sid, "pw", "/tmp/stolen")
+        dp.move(sid, "pw", "/var/stolen")
+    # the sandbox's own /tmp takes the link itself, never what it points at
+    stolen = f"stolen-{os.getpid()}-{id(tmp_path)}"
+    assert dp.move(sid, "pw", f"/tmp/{stolen}").type == "symlink"
+    assert not os.path.lexists(f"/tmp/{stolen}")
+    assert os.path.getsize("/etc/passwd") > 0
     with pytest.raises(BadRequestError):
         dp.mkdir(sid, "link/newdir")
     assert not os.path.exists("/etc/newdir")

@@ -521,7 +521,7 @@ class Core:
             id=sandbox_id,
             template=template,
             root=root,
-            fs=SandboxFS(root),
+            fs=SandboxFS(root, slot.base / "tmp"),
             idle_timeout=idle_s,
             status="CREATING",
             created_at=stamp,
@@ -670,7 +670,7 @@ class Core:
     @staticmethod
     def _directory(sandbox: Sandbox, launch: Launch, cwd: str | None) -> str:
         """A context's or command's working directory as its code sees it (400 unless it
-        is an existing directory: in a jail any, else one under /home/user)."""
+        is an existing directory: in a jail any, else one under /home/user or /tmp)."""
         if launch.jail is not None and launch.home is not None and launch.tmp is not None:
             path = cwd or HOME
             if not path.startswith("/"):
@@ -693,7 +693,8 @@ class Core:
         spare, sandbox.spare = sandbox.spare, None
         if spare is not None:
             try:
-                await spare.adopt(cwd, sandbox.env, launch.inside_home)
+                # started in a spare's directory: its TMPDIR (no jail) named the old path
+                await spare.adopt(cwd, {**launch.moved_env, **sandbox.env}, launch.inside_home)
                 kernel = spare
             except KernelError:
                 await spare.shutdown()

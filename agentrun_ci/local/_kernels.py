@@ -369,6 +369,14 @@ class Launch:
             return JAIL_HOME
         return str(self.home)
 
+    @property
+    def moved_env(self) -> dict[str, str]:
+        """The variables naming the sandbox's directories on the host (no jail only): a
+        kernel started before its directory was renamed (a spare) gets them anew."""
+        if self.jailed or self.tmp is None:
+            return {}
+        return {"TMPDIR": str(self.tmp)}
+
     def argv(
         self,
         argv: list[str],
@@ -434,6 +442,9 @@ class Launch:
             env["PYTHONPATH"] = info.pythonpath(prefix)
             env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
             env["PIP_ROOT_USER_ACTION"] = "ignore"
+        # Without a jail the sandbox's own /tmp is $TMPDIR (the host's /tmp is shared): what
+        # code puts in tempfile.gettempdir() is what the file API shows under /tmp.
+        env.update(self.moved_env)
         env.update(extra or {})
         return env
 
@@ -645,6 +656,8 @@ class PythonKernel:
             f"_o.chdir({cwd!r}); _o.environ['PWD'] = {cwd!r}\n"
             f"_o.environ['HOME'] = {self._user_home!r}\n"
             f"_o.environ.update({self._env!r})\n"
+            # tempfile keeps the directory it found first: a spare's TMPDIR may have moved
+            "import tempfile as _t; _t.tempdir = None; del _t\n"
             "del _o\n"
         )
         try:

@@ -1,9 +1,9 @@
 """Data-plane file routes: read/write, list, stat, mkdir, move, remove, upload, download.
 
-Every route reaches its file through `SandboxFS.parent`/`open_dir` (a descriptor walk
-that never follows a link) and acts on descriptors, so sandboxed code swapping a file
-for a symlink meanwhile cannot point the server at a file outside the sandbox. Disk
-work runs off the event loop.
+Paths are under /home/user or /tmp (`SandboxFS`). Every route reaches its file through
+`SandboxFS.parent`/`open_dir` (a descriptor walk that never follows a link) and acts on
+descriptors, so sandboxed code swapping a file for a symlink meanwhile cannot point the
+server at a file outside the sandbox. Disk work runs off the event loop.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ._errors import ApiError, bad_request
-from ._fs import HOME, MAX_DEPTH, SandboxFS, os_error
+from ._fs import HOME, MAX_DEPTH, TMP, SandboxFS, os_error
 from ._http import core_of, json_body, json_response, request_id
 from ._records import MkdirRequest, MoveRequest, WriteFileRequest
 from ._routes_sandbox import live
@@ -91,7 +91,7 @@ def _read_small(fs: SandboxFS, api_path: str) -> tuple[bytes, dict[str, Any]]:
                 f"{api_path!r} is over the {MAX_READ_BYTES} bytes that read_file answers: "
                 "fetch it from /filesystem/download instead",
             )
-        return b"".join(chunks), fs.entry_of(os.fstat(fd), fs.parts(api_path))
+        return b"".join(chunks), fs.entry_of(os.fstat(fd), fs.locate(api_path))
     finally:
         os.close(fd)
 
@@ -100,7 +100,7 @@ async def read_file(request: Request) -> Response:
     sandbox = live(request)
     path = request.query_params.get("path") or ""
     if not path:
-        raise bad_request("path is required (a file below /home/user)")
+        raise bad_request(f"path is required (a file below {HOME} or {TMP})")
     data, entry = await blocking(_read_small, sandbox.fs, path)
     try:
         text = data.decode("utf-8")
@@ -135,7 +135,7 @@ def _write(fs: SandboxFS, order: WriteFileRequest, data: bytes, uid: int | None)
         os.fchmod(fd, order.mode)
         if uid is not None:
             os.fchown(fd, uid, uid)
-        return fs.entry_of(os.fstat(fd), fs.parts(order.path))
+        return fs.entry_of(os.fstat(fd), fs.locate(order.path))
     except OSError as exc:
         raise os_error(exc, order.path) from None
     finally:
@@ -160,7 +160,7 @@ async def write_file(request: Request) -> Response:
             "ERR_PAYLOAD_TOO_LARGE",
             f"file too large: {len(data)} bytes, over the limit of {limit} bytes",
         )
-    sandbox.fs.parts(order.path)  # a bad path is a 400 before any disk work
+    sandbox.fs.locate(order.path)  # a bad path is a 400 before any disk work
     entry = await blocking(_write, sandbox.fs, order, data, core.uid)
     return json_response(request, entry)
 
@@ -178,7 +178,7 @@ async def list_dir(request: Request) -> Response:
     if (await blocking(fs.stat_entry, path))["type"] != "directory":
         raise bad_request(f"path {path!r} is not a directory (a symbolic link is not followed)")
     entries = await blocking(fs.list_entries, path, depth)
-    return json_response(request, {"path": fs.api_of(fs.parts(path)), "entries": entries})
+    return json_response(request, {"path": fs.locate(path).api, "entries": entries})
 
 
 async def stat(request: Request) -> Response:
@@ -188,8 +188,8 @@ async def stat(request: Request) -> Response:
 
 
 def _mkdir(fs: SandboxFS, path: str, order: MkdirRequest, uid: int | None) -> dict[str, Any]:
-    parts = fs.parts(path)
-    if not parts:
+    where = fs.locate(path)
+    if where.is_root:
         return fs.stat_entry(path)
     with fs.parent(path, create=order.parents, uid=uid) as (dir_fd, name):
         try:
@@ -203,7 +203,7 @@ def _mkdir(fs: SandboxFS, path: str, order: MkdirRequest, uid: int | None) -> di
         st = fs.lstat_at(dir_fd, name, path)
     if not stat_mod.S_ISDIR(st.st_mode):
         raise ApiError(409, "ERR_CONFLICT", f"{path!r} exists and is not a directory")
-    return fs.entry_of(st, parts)
+    return fs.entry_of(st, where)
 
 
 async def mkdir(request: Request) -> Response:
@@ -225,31 +225,34 @@ def _lstat_or_none(dir_fd: int, name: str) -> os.stat_result | None:
 
 
 def _move(fs: SandboxFS, order: MoveRequest, uid: int | None) -> dict[str, Any]:
-    src_parts, dst_parts = fs.parts(order.source), fs.parts(order.destination)
-    if not src_parts:
-        raise bad_request(f"cannot move {HOME} itself")
-    if not dst_parts:
-        raise bad_request(f"cannot move onto {HOME} itself")
+    """A rename, also between /home/user and /tmp: the two are sibling directories on the
+    server's disk, so a rename between descriptors works (and stays race-free) there too."""
+    src, dst = fs.locate(order.source), fs.locate(order.destination)
+    if src.is_root:
+        raise bad_request(f"cannot move {src.root.api} itself")
+    if dst.is_root:  # into it, as `mv` does
+        dst = dst.child(src.name)
+    destination = dst.api
     with contextlib.ExitStack() as stack:
         src_dir, src_name = stack.enter_context(fs.parent(order.source))
         if _lstat_or_none(src_dir, src_name) is None:
-            dst_dir, dst_name = stack.enter_context(fs.parent(order.destination))
+            dst_dir, dst_name = stack.enter_context(fs.parent(destination))
             st = _lstat_or_none(dst_dir, dst_name)
             if st is not None:  # already moved: idempotent
-                return fs.entry_of(st, dst_parts)
+                return fs.entry_of(st, dst)
             raise ApiError(404, "ERR_NOT_FOUND", f"no such file or directory: {order.source}")
-        dst_dir, dst_name = stack.enter_context(fs.parent(order.destination, create=True, uid=uid))
+        dst_dir, dst_name = stack.enter_context(fs.parent(destination, create=True, uid=uid))
         st = _lstat_or_none(dst_dir, dst_name)
         if st is not None and stat_mod.S_ISDIR(st.st_mode):
             # onto an existing directory: into it, under the source's name (as `mv` does)
-            dst_parts = (*dst_parts, src_name)
-            dst_dir = stack.enter_context(fs.open_dir(dst_parts[:-1], order.destination))
+            dst = dst.child(src_name)
+            dst_dir = stack.enter_context(fs.open_dir(dst.up, destination))
             dst_name = src_name
         try:
             os.rename(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
         except OSError as exc:
-            raise os_error(exc, order.destination) from None
-        return fs.entry_of(fs.lstat_at(dst_dir, dst_name, order.destination), dst_parts)
+            raise os_error(exc, destination) from None
+        return fs.entry_of(fs.lstat_at(dst_dir, dst_name, destination), dst)
 
 
 async def move(request: Request) -> Response:
@@ -260,14 +263,14 @@ async def move(request: Request) -> Response:
 
 
 def _remove(fs: SandboxFS, path: str) -> dict[str, Any] | None:
-    parts = fs.parts(path)
-    if not parts:
-        raise bad_request(f"cannot remove {HOME} itself")
+    where = fs.locate(path)
+    if where.is_root:
+        raise bad_request(f"cannot remove {where.root.api} itself")
     with fs.parent(path) as (dir_fd, name):
         st = _lstat_or_none(dir_fd, name)
         if st is None:
             return None
-        entry = fs.entry_of(st, parts)
+        entry = fs.entry_of(st, where)
         if not remove_tree(name, dir_fd=dir_fd):
             raise ApiError(
                 500,
@@ -304,23 +307,23 @@ async def upload(request: Request) -> Response:
         if not isinstance(target, str) or not target:
             target = f"{HOME}/{upload.filename or 'upload'}"
         fs = sandbox.fs
-        parts = fs.parts(target)
+        where = fs.locate(target)
         with contextlib.ExitStack() as stack:
-            if parts:
+            if not where.is_root:
                 dir_fd, name = stack.enter_context(fs.parent(target, create=True, uid=core.uid))
                 st = _lstat_or_none(dir_fd, name)
             else:
-                dir_fd, name, st = -1, "", os.stat(fs.root)
+                dir_fd, name, st = -1, "", os.stat(where.root.real)
             if st is not None and stat_mod.S_ISDIR(st.st_mode):
                 # into an existing directory, under the upload's own file name
                 name = os.path.basename(upload.filename or "") or "upload"
                 if name in (".", ".."):
                     name = "upload"
-                parts = (*parts, name)
-                target = fs.api_of(parts)
-                dir_fd = stack.enter_context(fs.open_dir(parts[:-1], target))
+                where = where.child(name)
+                target = where.api
+                dir_fd = stack.enter_context(fs.open_dir(where.up, target))
             size = await _copy_upload(upload, dir_fd, name, target, limit, core.uid)
-            entry = fs.entry_of(fs.lstat_at(dir_fd, name, target), parts)
+            entry = fs.entry_of(fs.lstat_at(dir_fd, name, target), where)
     entry["size"] = size
     return json_response(request, entry)
 
@@ -329,9 +332,9 @@ async def download(request: Request) -> Response:
     sandbox = live(request)
     path = request.query_params.get("path") or ""
     if not path:
-        raise bad_request("path is required (a file below /home/user)")
+        raise bad_request(f"path is required (a file below {HOME} or {TMP})")
     fd, st = await blocking(_open_file, sandbox.fs, path)
-    name = sandbox.fs.parts(path)[-1]
+    name = sandbox.fs.locate(path).name
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
     quoted = quote(name)
     disposition = (
