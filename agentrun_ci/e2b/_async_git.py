@@ -29,7 +29,6 @@ from ._errors import (
     GitAuthException,
     GitUpstreamException,
     InvalidArgumentException,
-    TimeoutException,
 )
 from ._git import GitBranches, GitResetMode, GitStatus
 
@@ -69,21 +68,24 @@ class AsyncGit:
     ) -> CommandResult:
         """Run `cmd`; returns its result whatever the exit code, with `secrets` masked."""
         merged = {**_git.GIT_ENV, **(envs or {}), **(secret_envs or {})}
-        result = await self._sbx.commands.run(
-            cmd,
-            envs=merged,
-            user=user,
-            cwd=cwd,
-            timeout=timeout,
-            request_timeout=request_timeout,
-        )
+        try:
+            result = await self._sbx.commands.run(
+                cmd,
+                envs=merged,
+                user=user,
+                cwd=cwd,
+                timeout=timeout,
+                request_timeout=request_timeout,
+            )
+        except CommandExitException as failed:  # git's exit code is read below, per action
+            result = CommandResult(
+                exit_code=failed.exit_code,
+                stdout=failed.stdout,
+                stderr=failed.stderr,
+                error=failed.error,
+            )
         if secrets:
             result = _masked(result, secrets)
-        if result.status == "timeout":
-            raise TimeoutException(
-                f"git {action} did not finish in time: pass a larger timeout= (AgentRun "
-                "stops a command after 30 s; clone a large repository with depth=1)"
-            )
         if _git.is_git_missing(result.exit_code, result.stderr):
             raise CommandExitException(
                 GIT_MISSING.format(stderr=result.stderr.strip()),
