@@ -31,6 +31,9 @@ DIFFERENT: dict[tuple[str, str], str] = {
     ("CommandHandle", "wait"): "callbacks",
     # E2B's sync watch has no callback: events are pulled with get_new_events()
     ("Filesystem", "watch_dir"): "no on_event",
+    # E2B's sync terminals take no on_data: output is read from the handle
+    ("Pty", "create"): "no on_data",
+    ("Pty", "connect"): "no on_data",
     # `Sandbox(...)` connects or creates; `AsyncSandbox(...)` refuses (use create/connect)
     ("Sandbox", "__init__"): "constructor",
 }

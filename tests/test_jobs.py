@@ -183,8 +183,8 @@ def test_a_five_minute_job_polled_on_both_paths(emulator: Config) -> None:
 
     script = "for i in $(seq 1 30); do echo tick $i; sleep 10; done; echo done"
     seen: dict[str, list[str]] = {"local": [], "config": []}
-    local = e2b.Sandbox.create(backend="local")
-    remote = e2b.Sandbox.create(config=emulator)
+    local = e2b.Sandbox.create(backend="local", timeout=900)  # E2B's default life is 300 s
+    remote = e2b.Sandbox.create(config=emulator, timeout=900)
     try:
         handles = {
             "local": local.commands.run(script, background=True, timeout=0),

@@ -112,7 +112,7 @@ def test_path_traversal_and_symlink_escape_refused(
     assert up.status_code == 400
     assert (
         http.post(
-            f"/sandboxes/{sid}/filesystem/move", json={"source": "pw", "destination": "/tmp/x"}
+            f"/sandboxes/{sid}/filesystem/move", json={"source": "pw", "destination": "/var/x"}
         ).status_code
         == 400
     )

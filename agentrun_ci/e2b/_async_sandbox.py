@@ -20,6 +20,7 @@ import asyncio
 import builtins
 import contextlib
 import enum
+import inspect
 import logging
 import math
 import shlex
@@ -813,6 +814,8 @@ class AsyncSandbox:
         """Run `awaitable` so that kill() ends it at once with SANDBOX_KILLED.
 
         Callers `await self._ready()` before they make `awaitable`."""
+        if self._killed and inspect.iscoroutine(awaitable):
+            awaitable.close()  # never started: nothing to await
         self._check_alive()
         task = asyncio.ensure_future(awaitable)
         self._inflight.add(task)
@@ -1032,6 +1035,23 @@ class AsyncSandbox:
             raise InvalidArgumentException(f"timeout must be seconds >= 0, got {timeout!r}")
         limit = EXECUTE_TIMEOUT_CAP if timeout == 0 else min(float(timeout), EXECUTE_TIMEOUT_CAP)
         await self._ready()
+        try:
+            return await self._execute_steps(
+                code, language, context, run_envs, limit, request_timeout
+            )
+        except SandboxKilledError:
+            # killed between two of this run's requests: as if during one of them
+            raise TimeoutException(SANDBOX_KILLED) from None
+
+    async def _execute_steps(
+        self,
+        code: str,
+        language: str | None,
+        context: Context | str | None,
+        run_envs: dict[str, str],
+        limit: float,
+        request_timeout: float | None,
+    ) -> Execution:
         if context is not None:
             context_id = self._resolve(context)
             lang = self._languages.get(context_id) or (
