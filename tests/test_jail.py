@@ -311,6 +311,31 @@ print(written)
     assert all(line.endswith("0000000000000000") for line in str(caps).splitlines()), caps
 
 
+def test_code_cannot_make_a_user_namespace_of_its_own(
+    emu: tuple[LocalEmulator, httpx.Client], pair: tuple[str, str]
+) -> None:
+    """`unshare -Urm` made sandboxed code root in a namespace of its own, with mounts."""
+    _, http = emu
+    sid, _ = pair
+    for command in ("unshare -U true", "unshare -Urm true", "unshare -Urm mount -t tmpfs t /mnt"):
+        result = _cmd(http, sid, command)
+        assert result["exitCode"] != 0, (command, result)
+        assert "Operation not permitted" in str(result["stderr"]), result
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "said = []\n"
+        "for flags in (0x10000000, 0x10000000 | 0x00020000):\n"
+        "    said.append((libc.unshare(flags), ctypes.get_errno()))\n"
+        "print(said, os.getuid() != 0)"
+    )
+    eperm = 1
+    assert _run(http, sid, code) == f"[(-1, {eperm}), (-1, {eperm})] True\n"
+    # ordinary process creation is unaffected (clone3 falls back to clone)
+    spawn = "python -c 'import os; os.wait() if os.fork() else os._exit(0)'"
+    assert _cmd(http, sid, f"sh -c 'true & wait' && {spawn} && echo ok")["stdout"] == "ok\n"
+
+
 def test_missing_bubblewrap_is_said_once_with_its_fix(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
