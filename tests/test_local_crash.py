@@ -117,6 +117,8 @@ def test_a_sigkilled_emulator_leaves_no_process_directory_or_cgroup(namespace: b
     assert [_running(m) for m in marks] == [[], [], []]
     assert _under(bases[0]) == []
     assert not os.path.exists(bases[0])
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:  # its sandboxes' disks too
+        assert bases[0] not in fh.read()
     assert [c for c in cgroups if os.path.exists(c)] == []
 
 

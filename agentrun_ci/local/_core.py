@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from ._disk import DEFAULT_DISK_MB, disk_of, home_of, mount_disk, resize_disk, tmp_of
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
 from ._holder import Holder
@@ -118,7 +119,7 @@ class Template:
             statusReason="",
             cpu=b.get("cpu", 2.0),
             memory=b.get("memory", 4096),
-            diskSize=b.get("diskSize", 512),
+            diskSize=b.get("diskSize", DEFAULT_DISK_MB),
             networkConfiguration=b.get("networkConfiguration", {"networkMode": "PUBLIC"}),
             # typed as strings in the official response model (agentrun-api.md §2.3)
             sandboxIdleTimeoutInSeconds=str(b.get("sandboxIdleTimeoutInSeconds", 1800)),
@@ -267,6 +268,7 @@ class Core:
         )
         self._sandbox_dir = self._base / "sandboxes"
         self._sandbox_dir.mkdir(mode=0o711)
+        self._disks = self._disks_work()
         self.pool = SparePool(settings, self._make_slot)
         self._refills: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
@@ -299,11 +301,37 @@ class Core:
         _warn_once(f"no jail for local sandboxes: {why}")
         return None
 
+    def _disks_work(self) -> bool:
+        """Can each sandbox get a disk capped at its template's diskSize (`_disk.py`)?
+        Tried once per emulator; where not, one warning says so and how to fix it."""
+        probe = self._base / "probe-disk"
+        probe.mkdir(mode=0o700)
+        try:
+            why = mount_disk(probe, 1)
+        finally:
+            remove_tree(probe)  # unmounts it first
+        if why:
+            log.warning(
+                "local sandboxes' disks are not capped (%s): a sandbox can fill this "
+                "machine's %s, whatever its template's diskSize. Fix: run the emulator as "
+                "root (docs/local-backend.md)",
+                why,
+                tempfile.gettempdir(),
+            )
+        return not why
+
     def _make_slot(self, name: str) -> Slot:
-        """A sandbox's directory (`home`: /home/user, `tmp`: /tmp), cgroup and launch."""
+        """A sandbox's directory: its disk (`_disk.py`) holding `home` (/home/user) and
+        `tmp` (/tmp); its cgroup and launch."""
         base = self._sandbox_dir / name
         base.mkdir(mode=0o711)
-        home, tmp = base / "home", base / "tmp"
+        disk_of(base).mkdir(mode=0o711)
+        if self._disks:  # the template's size is set when a sandbox takes the slot
+            why = mount_disk(disk_of(base), DEFAULT_DISK_MB)
+            if why:
+                remove_tree(base)
+                raise OSError(f"could not mount the sandbox's disk: {why}")
+        home, tmp = home_of(base), tmp_of(base)
         home.mkdir(mode=0o700)
         chown_tree(str(home), self.uid)
         # its /tmp in a jail; everywhere, where `pip install` puts packages (PIP_PREFIX):
@@ -399,7 +427,7 @@ class Core:
             )
         if name in self.templates:
             raise ApiError(409, "ERR_CONFLICT", f"template {name!r} already exists")
-        for key in ("cpu", "memory"):
+        for key in ("cpu", "memory", "diskSize"):
             if key in body and number_field(body, key, 0) <= 0:
                 raise ApiError(400, "ERR_VALIDATION_FAILED", f"{key} must be positive")
         for key in ("sandboxIdleTimeoutInSeconds", "sandboxTTLInSeconds"):
@@ -508,9 +536,13 @@ class Core:
             spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
             if slot.kernel is not None:  # but a restart of it must find the new paths
                 slot.kernel.relocate(spare_base, slot.base)
-            slot.launch = attrs.evolve(slot.launch, home=slot.base / "home", tmp=slot.base / "tmp")
+            home, tmp = home_of(slot.base), tmp_of(slot.base)
+            slot.launch = attrs.evolve(slot.launch, home=home, tmp=tmp)
             if slot.launch.holder is not None:
-                slot.launch.holder.relocate(slot.base / "home")
+                slot.launch.holder.relocate(home)
+        disk_mb = int(number_field(template.body, "diskSize", DEFAULT_DISK_MB))
+        if self._disks and not resize_disk(disk_of(slot.base), disk_mb):
+            log.warning("sandbox %s: could not set its disk to %s MB", sandbox_id, disk_mb)
         if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
             slot.launch.cgroup.limit_memory(int(number_field(template.body, "memory", 4096)))
         root = slot.home
@@ -521,7 +553,7 @@ class Core:
             id=sandbox_id,
             template=template,
             root=root,
-            fs=SandboxFS(root, slot.base / "tmp"),
+            fs=SandboxFS(root, tmp_of(slot.base)),
             idle_timeout=idle_s,
             status="CREATING",
             created_at=stamp,

@@ -1,0 +1,126 @@
+"""Attacker tests for what one local sandbox may take from the machine and from the other
+sandboxes: its disk is capped at its template's diskSize, and (as root) it runs as a uid
+of its own, so nothing per-uid (files, keyrings, process counts, signals) is shared."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+pytest.importorskip("jupyter_client")
+
+from agentrun_ci.local import EmulatorSettings, LocalEmulator
+
+pytestmark = [
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux") or shutil.which("bwrap") is None,
+        reason="the jail needs Linux and bubblewrap (apt-get install bubblewrap)",
+    ),
+    pytest.mark.skipif(
+        hasattr(os, "geteuid") and os.geteuid() != 0,
+        reason="capped disks and a uid per sandbox need the emulator to run as root",
+    ),
+]
+
+DISK_MB = 64
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[tuple[LocalEmulator, httpx.Client]]:
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1))
+    with emulator as config, httpx.Client(base_url=str(config.data_endpoint), timeout=60) as http:
+        assert emulator.core is not None
+        assert emulator.core.jail is not None
+        http.post("/2025-09-10/templates", json={"templateName": "small", "diskSize": DISK_MB})
+        yield emulator, http
+
+
+@pytest.fixture(scope="module")
+def http(emu: tuple[LocalEmulator, httpx.Client]) -> httpx.Client:
+    return emu[1]
+
+
+@pytest.fixture
+def pair(http: httpx.Client) -> Iterator[tuple[str, str]]:
+    made = [_sandbox(http), _sandbox(http)]
+    yield made[0], made[1]
+    for sid in made:
+        http.delete(f"/sandboxes/{sid}")
+
+
+def _sandbox(http: httpx.Client) -> str:
+    r = http.post("/sandboxes", json={"templateName": "small"})
+    assert r.status_code == 200, r.text
+    return str(r.json()["data"]["sandboxId"])
+
+
+def _cmd(http: httpx.Client, sid: str, command: str) -> dict[str, object]:
+    r = http.post(f"/sandboxes/{sid}/processes/cmd", json={"command": command, "timeout": 30})
+    assert r.status_code == 200, r.text
+    result: dict[str, object] = r.json()["result"]
+    return result
+
+
+def _out(http: httpx.Client, sid: str, command: str) -> str:
+    result = _cmd(http, sid, command)
+    assert result["exitCode"] == 0, result
+    return str(result["stdout"])
+
+
+def _run(http: httpx.Client, sid: str, code: str) -> str:
+    r = http.post(f"/sandboxes/{sid}/contexts/execute", json={"code": code})
+    assert r.status_code == 200, r.text
+    events = r.json()["results"]
+    assert not [e for e in events if e["type"] == "error"], events
+    return "".join(e.get("text") or "" for e in events if e["type"] == "stdout")
+
+
+def test_writing_twice_the_disk_size_stops_with_no_space_left(
+    http: httpx.Client, pair: tuple[str, str]
+) -> None:
+    a, b = pair
+    # half in /home/user, then /tmp: one cap for both
+    _out(http, a, f"dd if=/dev/zero of=/home/user/half bs=1M count={DISK_MB // 2} 2>&1")
+    full = _cmd(http, a, f"dd if=/dev/zero of=/tmp/big bs=1M count={2 * DISK_MB}")
+    assert full["exitCode"] != 0, full
+    assert "No space left on device" in str(full["stderr"]), full
+    # the file API past the cap: 507, as the service answers a full disk
+    w = http.post(f"/sandboxes/{a}/files", json={"path": "/tmp/more", "content": "x" * 2**20})
+    assert (w.status_code, w.json().get("code")) == (507, "ERR_INSUFFICIENT_STORAGE"), w.text
+    # the other sandbox is unaffected meanwhile
+    _out(http, b, f"dd if=/dev/zero of=/tmp/mine bs=1M count={DISK_MB // 2} 2>&1")
+    # and the full one works again once its file is gone
+    _out(http, a, "rm /tmp/big /home/user/half && echo back > /tmp/f && cat /tmp/f")
+    assert _run(http, a, "print(open('/tmp/f').read(), end='')") == "back\n"
+    w = http.post(f"/sandboxes/{a}/files", json={"path": "/tmp/more", "content": "x"})
+    assert w.status_code == 200, w.text
+
+
+def test_a_sandboxs_disk_is_unmounted_when_it_goes(
+    emu: tuple[LocalEmulator, httpx.Client],
+) -> None:
+    emulator, http = emu
+    assert emulator.core is not None
+    sid = _sandbox(http)
+    _out(http, sid, "echo x > /tmp/f")
+    base = emulator.core.sandboxes[sid].base
+    assert base is not None
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        assert str(base) in fh.read()
+    http.delete(f"/sandboxes/{sid}")
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        assert str(base) not in fh.read()
+    assert not base.exists()
+
+
+def test_a_template_with_no_disk_is_refused(http: httpx.Client) -> None:
+    name = f"nodisk-{uuid.uuid4().hex[:6]}"
+    r = http.post("/2025-09-10/templates", json={"templateName": name, "diskSize": 0})
+    assert r.status_code == 400, r.text
+    assert "diskSize" in r.text
