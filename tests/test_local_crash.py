@@ -82,9 +82,10 @@ def test_a_sigkilled_emulator_leaves_no_process_directory_or_cgroup(namespace: b
         assert url.startswith("http://"), url
         with httpx.Client(base_url=url, timeout=60) as http:
             http.post("/2025-09-10/templates", json={"templateName": "crash"})
-            sid = http.post("/sandboxes", json={"templateName": "crash"}).json()["data"][
-                "sandboxId"
-            ]
+            made = http.post("/sandboxes", json={"templateName": "crash"})
+            if made.status_code == 500 and "would run as root" in made.text:
+                pytest.skip(made.json()["message"])  # no jail, and no uid to run as here
+            sid = made.json()["data"]["sandboxId"]
             code = f"import subprocess; subprocess.Popen(['sleep', '{marks[0]}'])"
             run = http.post(f"/sandboxes/{sid}/contexts/execute", json={"code": code})
             assert run.json()["results"][-1]["status"] == "ok", run.text

@@ -4,6 +4,7 @@ of its own, so nothing per-uid (files, keyrings, process counts, signals) is sha
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -15,24 +16,21 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
-from agentrun_ci.local import EmulatorSettings, LocalEmulator
+from agentrun_ci.local import EmulatorSettings, LocalEmulator, _jail, _limits
 
-pytestmark = [
-    pytest.mark.skipif(
-        not sys.platform.startswith("linux") or shutil.which("bwrap") is None,
-        reason="the jail needs Linux and bubblewrap (apt-get install bubblewrap)",
-    ),
-    pytest.mark.skipif(
-        hasattr(os, "geteuid") and os.geteuid() != 0,
-        reason="capped disks and a uid per sandbox need the emulator to run as root",
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or (hasattr(os, "geteuid") and os.geteuid() != 0),
+    reason="capped disks and a uid per sandbox need Linux and the emulator to run as root",
+)
+_NO_BWRAP = shutil.which("bwrap") is None
 
 DISK_MB = 64
 
 
 @pytest.fixture(scope="module")
 def emu() -> Iterator[tuple[LocalEmulator, httpx.Client]]:
+    if _NO_BWRAP:
+        pytest.skip("the jail needs bubblewrap (apt-get install bubblewrap)")
     emulator = LocalEmulator(EmulatorSettings(spare_kernels=1))
     with emulator as config, httpx.Client(base_url=str(config.data_endpoint), timeout=60) as http:
         assert emulator.core is not None
@@ -124,3 +122,61 @@ def test_a_template_with_no_disk_is_refused(http: httpx.Client) -> None:
     r = http.post("/2025-09-10/templates", json={"templateName": name, "diskSize": 0})
     assert r.status_code == 400, r.text
     assert "diskSize" in r.text
+
+
+@pytest.fixture
+def no_bwrap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This machine as one without bubblewrap."""
+    real = shutil.which
+    monkeypatch.setattr(
+        "agentrun_ci.local._jail.shutil.which", lambda n: None if n == "bwrap" else real(n)
+    )
+    _jail.find_jail.cache_clear()
+    yield
+    _jail.find_jail.cache_clear()
+
+
+def test_without_bubblewrap_code_never_runs_as_root_and_each_start_warns(
+    no_bwrap: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="agentrun_ci.local"):
+            emulator = LocalEmulator(EmulatorSettings(spare_kernels=0))
+            with (
+                emulator as config,
+                httpx.Client(base_url=str(config.data_endpoint), timeout=60) as http,
+            ):
+                assert emulator.core is not None
+                assert emulator.core.jail is None
+                http.post("/2025-09-10/templates", json={"templateName": "t"})
+                made = http.post("/sandboxes", json={"templateName": "t"})
+                if emulator.core.refusal:  # the sandbox uid cannot run this interpreter
+                    assert made.status_code == 500, made.text
+                    assert "Fix: install bubblewrap" in made.json()["message"]
+                    continue
+                assert made.status_code == 200, made.text
+                sid = str(made.json()["data"]["sandboxId"])
+                uid = _out(http, sid, "id -u").strip()
+                assert uid != "0"
+                assert _run(http, sid, "import os; print(os.getuid())").strip() == uid
+        lost = [r for r in caplog.records if "no jail for local sandboxes" in r.getMessage()]
+        assert [r.levelno for r in lost] == [logging.WARNING], caplog.records
+
+
+def test_without_bubblewrap_a_uid_that_cannot_run_the_interpreter_is_refused_with_the_fix(
+    no_bwrap: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as with a virtualenv under /root, which the sandbox uid cannot read
+    monkeypatch.setattr(_limits, "_probe_uid", lambda uid, executable: None)
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1))
+    with emulator as config, httpx.Client(base_url=str(config.data_endpoint), timeout=60) as http:
+        http.post("/2025-09-10/templates", json={"templateName": "t"})
+        made = http.post("/sandboxes", json={"templateName": "t"})
+        assert made.status_code == 500, made.text
+        said = made.json()["message"]
+        assert "would run as root" in said
+        assert "python_executable" in said
+        assert "apt-get install bubblewrap" in said
+        assert emulator.core is not None
+        assert emulator.core.pool.ready == 0  # no spare kernel started as root either

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -241,6 +240,8 @@ class Core:
         else:
             self.uid = usable_uid(settings, exe)
             self.pid_namespace = settings.pid_namespace and pid_namespace_works(exe)
+        #: why sandboxes are refused here (sandbox code would run as root), else ""
+        self.refusal = self._root_refusal(exe)
         self.cgroups = PidsCgroup.create_root(f"{name}-{secrets.token_hex(4)}")
         for sub in ("ipython", "matplotlib"):
             (self.runtime / sub).mkdir(mode=0o700)
@@ -291,14 +292,14 @@ class Core:
             if jail.privileged:  # e.g. the sandbox uid may not read the interpreter
                 userns = attrs.evolve(jail, privileged=False, uid=JAIL_INSIDE_UID)
                 if not _try_jail(userns, self._base, exe):
-                    _warn_once(
+                    _warn_lost(
                         f"uid {jail.uid} cannot run {exe} in the jail ({why}); sandboxes "
                         "run in a user namespace instead, with no capabilities but as root "
                         f"outside it. Fix: make {exe} readable by uid {jail.uid}, or set "
                         "sandbox_uid to a uid that can run it"
                     )
                     return userns
-        _warn_once(f"no jail for local sandboxes: {why}")
+        _warn_lost(f"no jail for local sandboxes: {why}")
         return None
 
     def _disks_work(self) -> bool:
@@ -319,6 +320,30 @@ class Core:
                 tempfile.gettempdir(),
             )
         return not why
+
+    def _root_refusal(self, exe: str) -> str:
+        """Without a jail, sandboxed code runs as `self.uid`: as root that must be an
+        unprivileged uid, else every sandbox is refused, with the fix (said at start)."""
+        if self.jail is not None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+            return ""
+        if self.uid is not None and self.uid != 0:
+            return ""
+        uid = self.settings.sandbox_uid
+        who = (
+            f"uid {uid} cannot run {exe}"
+            if uid
+            else "sandbox_uid is None, so sandboxed code would keep the emulator's uid"
+        )
+        why = (
+            f"local sandboxes are refused: there is no jail and {who}, so sandboxed code "
+            f"would run as root. Fix: install bubblewrap (`apt-get install bubblewrap`); or "
+            f"make the interpreter readable by the sandbox uid: a virtualenv under /root is "
+            f"not, so create one elsewhere (`uv venv /opt/agentrun-venv`, install "
+            f"agentrun-ci[local] there) and pass it as python_executable; or set sandbox_uid "
+            f"to an unprivileged uid that can run {exe}"
+        )
+        log.warning("%s", why)
+        return why
 
     def _make_slot(self, name: str) -> Slot:
         """A sandbox's directory: its disk (`_disk.py`) holding `home` (/home/user) and
@@ -366,7 +391,8 @@ class Core:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.pool.fill()
+        if not self.refusal:  # no spare kernel as root
+            self.pool.fill()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
     async def close(self) -> None:
@@ -503,6 +529,8 @@ class Core:
         return sandbox
 
     def create_sandbox(self, body: dict[str, Any]) -> Sandbox:
+        if self.refusal:
+            raise ApiError(500, "ERR_INTERNAL_SERVER_ERROR", self.refusal)
         name = body.get("templateName")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "ERR_VALIDATION_FAILED", "templateName is required")
@@ -1065,35 +1093,12 @@ class Core:
 
 
 _MAX_OUTPUT = 16 * 1024 * 1024
-_warned: set[str] = set()
 
 
-_REMIND_AFTER = 7 * 24 * 3600.0  # seconds before a warning already shown is shown again
-
-
-def _warn_once(message: str) -> None:
-    """Say what isolation is lost: once per process, and as a warning (stderr by default)
-    only once a week per user and message; in between, at INFO level.
-
-    The mark is a small file in the user's cache directory (XDG_CACHE_HOME)."""
-    if message in _warned:
-        return
-    _warned.add(message)
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = hashlib.sha256(message.encode()).hexdigest()[:16]
-    mark = os.path.join(cache, "agentrun-ci", f"warned-{digest}")
-    try:
-        recent = time.time() - os.stat(mark).st_mtime < _REMIND_AFTER
-    except OSError:
-        recent = False
-    if recent:
-        log.info("%s (said before; docs/local-backend.md)", message)
-        return
-    log.warning("%s", message)
-    with contextlib.suppress(OSError):
-        os.makedirs(os.path.dirname(mark), exist_ok=True)
-        with open(mark, "w", encoding="utf-8") as fh:
-            fh.write(message + "\n")
+def _warn_lost(message: str) -> None:
+    """Say what isolation is lost, as a warning, at every emulator start: a lost guarantee
+    is never demoted to INFO, however often it has been said."""
+    log.warning("%s (docs/local-backend.md)", message)
 
 
 _jail_works: dict[Jail, str] = {}
@@ -1155,7 +1160,7 @@ def _with_holder(jail: Jail, scratch: Path, python: str) -> Jail:
     why = _holder_works[key]
     if not why:
         return jail
-    _warn_once(
+    _warn_lost(
         f"local sandboxes cannot share one PID namespace ({why}): each kernel and command "
         "gets its own, so a command's background jobs are invisible to the next command"
     )

@@ -391,12 +391,7 @@ def _probe_uid(uid: int, executable: str) -> int | None:
     except (OSError, subprocess.SubprocessError):
         ok = False
     if not ok:
-        log.warning(
-            "uid %s cannot run %s, so sandboxed code runs as root: contained by a pids "
-            "cgroup where /sys/fs/cgroup is writable, by process groups and rlimits otherwise",
-            uid,
-            executable,
-        )
+        log.warning("uid %s cannot run %s (it must read the interpreter)", uid, executable)
     return uid if ok else None
 
 
