@@ -180,3 +180,61 @@ def test_without_bubblewrap_a_uid_that_cannot_run_the_interpreter_is_refused_wit
         assert "apt-get install bubblewrap" in said
         assert emulator.core is not None
         assert emulator.core.pool.ready == 0  # no spare kernel started as root either
+
+
+# A key put in the user keyring (add_key), then searched for there (keyctl
+# KEYCTL_SEARCH, 10, in KEY_SPEC_USER_KEYRING, -4): the syscalls by number, as sandboxed
+# code without `keyctl` would.
+_KEYS = {"x86_64": (248, 250), "aarch64": (217, 219)}
+_ADD_KEY = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+print(libc.syscall({add}, b"user", b"arci-key", b"secret", 6, ctypes.c_int(-4)) > 0)
+"""
+_FIND_KEY = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+print(libc.syscall({keyctl}, 10, ctypes.c_int(-4), b"user", b"arci-key", 0) > 0)
+"""
+
+
+def test_each_sandbox_runs_as_a_uid_of_its_own(http: httpx.Client, pair: tuple[str, str]) -> None:
+    a, b = pair
+    uid_a, uid_b = (int(_out(http, s, "id -u")) for s in pair)
+    assert uid_a != uid_b
+    assert 0 not in (uid_a, uid_b)
+    assert _run(http, a, "print(open('/proc/self/status').read())").count(f"\t{uid_a}\t") >= 1
+    # what its code makes and what the file API makes are the sandbox's own
+    assert http.post(f"/sandboxes/{a}/files", json={"path": "api", "content": "x"}).is_success
+    owners = _out(http, a, "touch mine && stat -c %u mine api /home/user /tmp").split()
+    assert owners == [str(uid_a)] * 4
+    # a 0600 file B makes is B's alone
+    _out(http, b, "echo b-secret > /tmp/b && chmod 600 /tmp/b")
+    assert _out(http, b, "cat /tmp/b") == "b-secret\n"
+
+
+@pytest.mark.skipif(os.uname().machine not in _KEYS, reason="syscall numbers for x86-64/arm64")
+def test_a_key_one_sandbox_puts_in_its_user_keyring_is_not_anothers(
+    http: httpx.Client, pair: tuple[str, str]
+) -> None:
+    a, b = pair
+    add, keyctl = _KEYS[os.uname().machine]
+    assert _run(http, a, _ADD_KEY.format(add=add)) == "True\n"
+    assert _run(http, a, _FIND_KEY.format(keyctl=keyctl)) == "True\n"  # A's own: found
+    assert _run(http, b, _FIND_KEY.format(keyctl=keyctl)) == "False\n"
+
+
+def test_two_emulators_give_their_sandboxes_disjoint_uids(http: httpx.Client) -> None:
+    ours = [_sandbox(http) for _ in range(2)]
+    other = LocalEmulator(EmulatorSettings(spare_kernels=0))
+    try:
+        with other as config, httpx.Client(base_url=str(config.data_endpoint), timeout=60) as h2:
+            h2.post("/2025-09-10/templates", json={"templateName": "small"})
+            theirs = [_sandbox(h2) for _ in range(2)]
+            mine = {int(_out(http, s, "id -u")) for s in ours}
+            their = {int(_out(h2, s, "id -u")) for s in theirs}
+            assert len(mine) == len(their) == 2
+            assert not mine & their
+    finally:
+        for sid in ours:
+            http.delete(f"/sandboxes/{sid}")

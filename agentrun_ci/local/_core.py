@@ -67,6 +67,7 @@ from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
 from ._tty import TtySession, controlling_tty, set_size, shell_argv
+from ._uids import UidLease, lease_uid
 from ._usage import Meter, process_usage
 
 __all__ = ["Core"]
@@ -270,6 +271,8 @@ class Core:
         self._sandbox_dir = self._base / "sandboxes"
         self._sandbox_dir.mkdir(mode=0o711)
         self._disks = self._disks_work()
+        #: each sandbox's (and spare slot's) own uid, by its directory (privileged jail)
+        self._uids: dict[Path, UidLease] = {}
         self.pool = SparePool(settings, self._make_slot)
         self._refills: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
@@ -350,15 +353,31 @@ class Core:
         `tmp` (/tmp); its cgroup and launch."""
         base = self._sandbox_dir / name
         base.mkdir(mode=0o711)
+        try:
+            return self._fill_slot(base)
+        except BaseException:
+            remove_tree(base)
+            self._release_uid(base)
+            raise
+
+    def _release_uid(self, base: Path) -> None:
+        lease = self._uids.pop(base, None)
+        if lease is not None:
+            lease.release()
+
+    def _fill_slot(self, base: Path) -> Slot:
         disk_of(base).mkdir(mode=0o711)
         if self._disks:  # the template's size is set when a sandbox takes the slot
             why = mount_disk(disk_of(base), DEFAULT_DISK_MB)
             if why:
-                remove_tree(base)
                 raise OSError(f"could not mount the sandbox's disk: {why}")
+        jail, uid = self.jail, self.uid
+        if jail is not None and jail.privileged:  # a uid of its own (`_uids.py`)
+            lease = self._uids[base] = lease_uid(jail.uid)
+            jail, uid = attrs.evolve(jail, uid=lease.uid), lease.uid
         home, tmp = home_of(base), tmp_of(base)
         home.mkdir(mode=0o700)
-        chown_tree(str(home), self.uid)
+        chown_tree(str(home), uid)
         # its /tmp in a jail; everywhere, where `pip install` puts packages (PIP_PREFIX):
         # the site-packages directory must exist before a kernel starts to be on its path
         # 0711: an interpreter bound below /tmp (a venv in a clone there) is exec'd by the
@@ -369,19 +388,20 @@ class Core:
         site = prefix / "lib" / version / "site-packages"
         site.mkdir(parents=True)
         for path in (tmp, prefix, prefix / "lib", site.parent, site):
-            chown_tree(str(path), self.uid)
+            chown_tree(str(path), uid)
         cgroup = None
         if self.cgroups is not None:
-            cgroup = self.cgroups.child(f"sbx-{name.lstrip('.')}", self.settings.max_processes)
+            cgroup = self.cgroups.child(f"sbx-{base.name.lstrip('.')}", self.settings.max_processes)
         holder = None
-        if self.jail is not None and self.jail.shares_namespaces:
+        if jail is not None and jail.shares_namespaces:
             holder = Holder(
-                self.jail, home, python=self.launch.python, no_network=self.settings.no_network
+                jail, home, python=self.launch.python, no_network=self.settings.no_network
             )
         launch = attrs.evolve(
             self.launch,
+            uid=uid,
             cgroup=cgroup,
-            jail=self.jail,
+            jail=jail,
             home=home,
             tmp=tmp,
             holder=holder,
@@ -410,6 +430,9 @@ class Core:
         if self.cgroups is not None:
             await blocking(self.cgroups.remove)
         await blocking(remove_tree, self._base)
+        for lease in self._uids.values():
+            lease.release()
+        self._uids.clear()
         if self._sockets is not None:
             await blocking(remove_tree, self._sockets)
 
@@ -562,6 +585,8 @@ class Core:
             slot = self._make_slot(sandbox_id)
         else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
             spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
+            if spare_base in self._uids:
+                self._uids[slot.base] = self._uids.pop(spare_base)
             if slot.kernel is not None:  # but a restart of it must find the new paths
                 slot.kernel.relocate(spare_base, slot.base)
             home, tmp = home_of(slot.base), tmp_of(slot.base)
@@ -691,6 +716,8 @@ class Core:
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
             await blocking(sandbox.launch.cgroup.remove)
         await blocking(remove_tree, sandbox.base or sandbox.root)
+        if sandbox.base is not None:  # its files and processes are gone: the uid is free
+            self._release_uid(sandbox.base)
         sandbox.status = "TERMINATED"
         sandbox.ended_at = sandbox.updated_at = now_iso()
 
@@ -797,6 +824,10 @@ class Core:
 
     def _launch(self, sandbox: Sandbox) -> Launch:
         return sandbox.launch or self.launch
+
+    def uid_of(self, sandbox: Sandbox) -> int | None:
+        """The uid the file API gives what it makes in `sandbox` (its code's uid)."""
+        return self._launch(sandbox).uid
 
     def context(self, sandbox: Sandbox, context_id: str) -> Context:
         ctx = sandbox.contexts.get(context_id)
