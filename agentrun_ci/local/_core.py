@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from ._disk import DEFAULT_DISK_MB, disk_of, home_of, mount_disk, resize_disk, tmp_of
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
 from ._holder import Holder
@@ -67,6 +67,7 @@ from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
 from ._tty import TtySession, controlling_tty, set_size, shell_argv
+from ._uids import UidLease, lease_uid
 from ._usage import Meter, process_usage
 
 __all__ = ["Core"]
@@ -118,7 +119,7 @@ class Template:
             statusReason="",
             cpu=b.get("cpu", 2.0),
             memory=b.get("memory", 4096),
-            diskSize=b.get("diskSize", 512),
+            diskSize=b.get("diskSize", DEFAULT_DISK_MB),
             networkConfiguration=b.get("networkConfiguration", {"networkMode": "PUBLIC"}),
             # typed as strings in the official response model (agentrun-api.md §2.3)
             sandboxIdleTimeoutInSeconds=str(b.get("sandboxIdleTimeoutInSeconds", 1800)),
@@ -240,6 +241,8 @@ class Core:
         else:
             self.uid = usable_uid(settings, exe)
             self.pid_namespace = settings.pid_namespace and pid_namespace_works(exe)
+        #: why sandboxes are refused here (sandbox code would run as root), else ""
+        self.refusal = self._root_refusal(exe)
         self.cgroups = PidsCgroup.create_root(f"{name}-{secrets.token_hex(4)}")
         for sub in ("ipython", "matplotlib"):
             (self.runtime / sub).mkdir(mode=0o700)
@@ -267,6 +270,9 @@ class Core:
         )
         self._sandbox_dir = self._base / "sandboxes"
         self._sandbox_dir.mkdir(mode=0o711)
+        self._disks = self._disks_work()
+        #: each sandbox's (and spare slot's) own uid, by its directory (privileged jail)
+        self._uids: dict[Path, UidLease] = {}
         self.pool = SparePool(settings, self._make_slot)
         self._refills: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
@@ -289,23 +295,89 @@ class Core:
             if jail.privileged:  # e.g. the sandbox uid may not read the interpreter
                 userns = attrs.evolve(jail, privileged=False, uid=JAIL_INSIDE_UID)
                 if not _try_jail(userns, self._base, exe):
-                    _warn_once(
+                    _warn_lost(
                         f"uid {jail.uid} cannot run {exe} in the jail ({why}); sandboxes "
                         "run in a user namespace instead, with no capabilities but as root "
                         f"outside it. Fix: make {exe} readable by uid {jail.uid}, or set "
                         "sandbox_uid to a uid that can run it"
                     )
                     return userns
-        _warn_once(f"no jail for local sandboxes: {why}")
+        _warn_lost(f"no jail for local sandboxes: {why}")
         return None
 
+    def _disks_work(self) -> bool:
+        """Can each sandbox get a disk capped at its template's diskSize (`_disk.py`)?
+        Tried once per emulator; where not, one warning says so and how to fix it."""
+        probe = self._base / "probe-disk"
+        probe.mkdir(mode=0o700)
+        try:
+            why = mount_disk(probe, 1)
+        finally:
+            remove_tree(probe)  # unmounts it first
+        if why:
+            log.warning(
+                "local sandboxes' disks are not capped (%s): a sandbox can fill this "
+                "machine's %s, whatever its template's diskSize. Fix: run the emulator as "
+                "root (docs/local-backend.md)",
+                why,
+                tempfile.gettempdir(),
+            )
+        return not why
+
+    def _root_refusal(self, exe: str) -> str:
+        """Without a jail, sandboxed code runs as `self.uid`: as root that must be an
+        unprivileged uid, else every sandbox is refused, with the fix (said at start)."""
+        if self.jail is not None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+            return ""
+        if self.uid is not None and self.uid != 0:
+            return ""
+        uid = self.settings.sandbox_uid
+        who = (
+            f"uid {uid} cannot run {exe}"
+            if uid
+            else "sandbox_uid is None, so sandboxed code would keep the emulator's uid"
+        )
+        why = (
+            f"local sandboxes are refused: there is no jail and {who}, so sandboxed code "
+            f"would run as root. Fix: install bubblewrap (`apt-get install bubblewrap`); or "
+            f"make the interpreter readable by the sandbox uid: a virtualenv under /root is "
+            f"not, so create one elsewhere (`uv venv /opt/agentrun-venv`, install "
+            f"agentrun-ci[local] there) and pass it as python_executable; or set sandbox_uid "
+            f"to an unprivileged uid that can run {exe}"
+        )
+        log.warning("%s", why)
+        return why
+
     def _make_slot(self, name: str) -> Slot:
-        """A sandbox's directory (`home`: /home/user, `tmp`: /tmp), cgroup and launch."""
+        """A sandbox's directory: its disk (`_disk.py`) holding `home` (/home/user) and
+        `tmp` (/tmp); its cgroup and launch."""
         base = self._sandbox_dir / name
         base.mkdir(mode=0o711)
-        home, tmp = base / "home", base / "tmp"
+        try:
+            return self._fill_slot(base)
+        except BaseException:
+            remove_tree(base)
+            self._release_uid(base)
+            raise
+
+    def _release_uid(self, base: Path) -> None:
+        lease = self._uids.pop(base, None)
+        if lease is not None:
+            lease.release()
+
+    def _fill_slot(self, base: Path) -> Slot:
+        disk_of(base).mkdir(mode=0o711)
+        if self._disks:  # the template's size is set when a sandbox takes the slot
+            why = mount_disk(disk_of(base), DEFAULT_DISK_MB)
+            if why:
+                raise OSError(f"could not mount the sandbox's disk: {why}")
+        jail, uid = self.jail, self.uid
+        if jail is not None and jail.privileged:  # a uid of its own (`_uids.py`)
+            lease = self._uids[base] = lease_uid(jail.uid)
+            jail, uid = attrs.evolve(jail, uid=lease.uid), lease.uid
+        home, tmp = home_of(base), tmp_of(base)
         home.mkdir(mode=0o700)
-        chown_tree(str(home), self.uid)
+        chown_tree(str(home), uid)
         # its /tmp in a jail; everywhere, where `pip install` puts packages (PIP_PREFIX):
         # the site-packages directory must exist before a kernel starts to be on its path
         # 0711: an interpreter bound below /tmp (a venv in a clone there) is exec'd by the
@@ -316,19 +388,20 @@ class Core:
         site = prefix / "lib" / version / "site-packages"
         site.mkdir(parents=True)
         for path in (tmp, prefix, prefix / "lib", site.parent, site):
-            chown_tree(str(path), self.uid)
+            chown_tree(str(path), uid)
         cgroup = None
         if self.cgroups is not None:
-            cgroup = self.cgroups.child(f"sbx-{name.lstrip('.')}", self.settings.max_processes)
+            cgroup = self.cgroups.child(f"sbx-{base.name.lstrip('.')}", self.settings.max_processes)
         holder = None
-        if self.jail is not None and self.jail.shares_namespaces:
+        if jail is not None and jail.shares_namespaces:
             holder = Holder(
-                self.jail, home, python=self.launch.python, no_network=self.settings.no_network
+                jail, home, python=self.launch.python, no_network=self.settings.no_network
             )
         launch = attrs.evolve(
             self.launch,
+            uid=uid,
             cgroup=cgroup,
-            jail=self.jail,
+            jail=jail,
             home=home,
             tmp=tmp,
             holder=holder,
@@ -338,7 +411,8 @@ class Core:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.pool.fill()
+        if not self.refusal:  # no spare kernel as root
+            self.pool.fill()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
     async def close(self) -> None:
@@ -356,6 +430,9 @@ class Core:
         if self.cgroups is not None:
             await blocking(self.cgroups.remove)
         await blocking(remove_tree, self._base)
+        for lease in self._uids.values():
+            lease.release()
+        self._uids.clear()
         if self._sockets is not None:
             await blocking(remove_tree, self._sockets)
 
@@ -399,7 +476,7 @@ class Core:
             )
         if name in self.templates:
             raise ApiError(409, "ERR_CONFLICT", f"template {name!r} already exists")
-        for key in ("cpu", "memory"):
+        for key in ("cpu", "memory", "diskSize"):
             if key in body and number_field(body, key, 0) <= 0:
                 raise ApiError(400, "ERR_VALIDATION_FAILED", f"{key} must be positive")
         for key in ("sandboxIdleTimeoutInSeconds", "sandboxTTLInSeconds"):
@@ -475,6 +552,8 @@ class Core:
         return sandbox
 
     def create_sandbox(self, body: dict[str, Any]) -> Sandbox:
+        if self.refusal:
+            raise ApiError(500, "ERR_INTERNAL_SERVER_ERROR", self.refusal)
         name = body.get("templateName")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "ERR_VALIDATION_FAILED", "templateName is required")
@@ -506,11 +585,17 @@ class Core:
             slot = self._make_slot(sandbox_id)
         else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
             spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
+            if spare_base in self._uids:
+                self._uids[slot.base] = self._uids.pop(spare_base)
             if slot.kernel is not None:  # but a restart of it must find the new paths
                 slot.kernel.relocate(spare_base, slot.base)
-            slot.launch = attrs.evolve(slot.launch, home=slot.base / "home", tmp=slot.base / "tmp")
+            home, tmp = home_of(slot.base), tmp_of(slot.base)
+            slot.launch = attrs.evolve(slot.launch, home=home, tmp=tmp)
             if slot.launch.holder is not None:
-                slot.launch.holder.relocate(slot.base / "home")
+                slot.launch.holder.relocate(home)
+        disk_mb = int(number_field(template.body, "diskSize", DEFAULT_DISK_MB))
+        if self._disks and not resize_disk(disk_of(slot.base), disk_mb):
+            log.warning("sandbox %s: could not set its disk to %s MB", sandbox_id, disk_mb)
         if slot.launch.cgroup is not None:  # the template's memory, for the whole sandbox
             slot.launch.cgroup.limit_memory(int(number_field(template.body, "memory", 4096)))
         root = slot.home
@@ -521,7 +606,7 @@ class Core:
             id=sandbox_id,
             template=template,
             root=root,
-            fs=SandboxFS(root, slot.base / "tmp"),
+            fs=SandboxFS(root, tmp_of(slot.base)),
             idle_timeout=idle_s,
             status="CREATING",
             created_at=stamp,
@@ -631,6 +716,8 @@ class Core:
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
             await blocking(sandbox.launch.cgroup.remove)
         await blocking(remove_tree, sandbox.base or sandbox.root)
+        if sandbox.base is not None:  # its files and processes are gone: the uid is free
+            self._release_uid(sandbox.base)
         sandbox.status = "TERMINATED"
         sandbox.ended_at = sandbox.updated_at = now_iso()
 
@@ -737,6 +824,10 @@ class Core:
 
     def _launch(self, sandbox: Sandbox) -> Launch:
         return sandbox.launch or self.launch
+
+    def uid_of(self, sandbox: Sandbox) -> int | None:
+        """The uid the file API gives what it makes in `sandbox` (its code's uid)."""
+        return self._launch(sandbox).uid
 
     def context(self, sandbox: Sandbox, context_id: str) -> Context:
         ctx = sandbox.contexts.get(context_id)
@@ -1033,35 +1124,12 @@ class Core:
 
 
 _MAX_OUTPUT = 16 * 1024 * 1024
-_warned: set[str] = set()
 
 
-_REMIND_AFTER = 7 * 24 * 3600.0  # seconds before a warning already shown is shown again
-
-
-def _warn_once(message: str) -> None:
-    """Say what isolation is lost: once per process, and as a warning (stderr by default)
-    only once a week per user and message; in between, at INFO level.
-
-    The mark is a small file in the user's cache directory (XDG_CACHE_HOME)."""
-    if message in _warned:
-        return
-    _warned.add(message)
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = hashlib.sha256(message.encode()).hexdigest()[:16]
-    mark = os.path.join(cache, "agentrun-ci", f"warned-{digest}")
-    try:
-        recent = time.time() - os.stat(mark).st_mtime < _REMIND_AFTER
-    except OSError:
-        recent = False
-    if recent:
-        log.info("%s (said before; docs/local-backend.md)", message)
-        return
-    log.warning("%s", message)
-    with contextlib.suppress(OSError):
-        os.makedirs(os.path.dirname(mark), exist_ok=True)
-        with open(mark, "w", encoding="utf-8") as fh:
-            fh.write(message + "\n")
+def _warn_lost(message: str) -> None:
+    """Say what isolation is lost, as a warning, at every emulator start: a lost guarantee
+    is never demoted to INFO, however often it has been said."""
+    log.warning("%s (docs/local-backend.md)", message)
 
 
 _jail_works: dict[Jail, str] = {}
@@ -1123,7 +1191,7 @@ def _with_holder(jail: Jail, scratch: Path, python: str) -> Jail:
     why = _holder_works[key]
     if not why:
         return jail
-    _warn_once(
+    _warn_lost(
         f"local sandboxes cannot share one PID namespace ({why}): each kernel and command "
         "gets its own, so a command's background jobs are invisible to the next command"
     )

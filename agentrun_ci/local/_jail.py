@@ -28,7 +28,9 @@ empty the capability bounding set and become `sandbox_uid`. Not root (or root wi
 `sandbox_uid=None`), bwrap makes a user namespace and the program runs as uid 1000 inside
 it; our init empties the bounding set there too (CAP_SETPCAP). Either way the program runs
 with no capability at all and NO_NEW_PRIVS set, and /proc/sys is read-only (bwrap covers it
-only when privileged: in root's user namespace the sandbox is root outside). The server
+only when privileged: in root's user namespace the sandbox is root outside). Nor can it
+make a user namespace of its own (`unshare -Ur`, root there): our init loads a seccomp
+filter that refuses them (`_seccomp.py`), in both jails. The server
 keeps every kernel's connection file in its own runtime directory, which no jail mounts.
 """
 

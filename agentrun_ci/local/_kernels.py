@@ -27,6 +27,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
 from .._models import strip_ansi
+from ._disk import home_of
 from ._holder import Holder, HolderError
 from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail, interpreter_info
 from ._limits import (
@@ -915,7 +916,7 @@ class Slot:
 
     @property
     def home(self) -> Path:
-        return self.base / "home"
+        return home_of(self.base)
 
 
 class SparePool:

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from .._procfs import is_running, start_time, stat_fields
+from ._seccomp import userns_filter
 from ._settings import EmulatorSettings
 from ._tree import remove_tree
 
@@ -390,17 +391,12 @@ def _probe_uid(uid: int, executable: str) -> int | None:
     except (OSError, subprocess.SubprocessError):
         ok = False
     if not ok:
-        log.warning(
-            "uid %s cannot run %s, so sandboxed code runs as root: contained by a pids "
-            "cgroup where /sys/fs/cgroup is writable, by process groups and rlimits otherwise",
-            uid,
-            executable,
-        )
+        log.warning("uid %s cannot run %s (it must read the interpreter)", uid, executable)
     return uid if ok else None
 
 
 # PID 1 of a sandboxed child's own PID namespace: `python -I -S -c _INIT STATUS_FD LINGER
-# UID CWD ARGV...`. It starts ARGV, reaps every orphan (a PID 1 must), and writes ARGV's
+# UID CWD FILTER ARGV...`. It starts ARGV, reaps every orphan (a PID 1 must), and writes ARGV's
 # exit code to STATUS_FD (-1: none). Without LINGER it exits with ARGV, which kills the
 # namespace; with it (commands) it stays while background jobs (`nohup job &`) run, as in
 # a sandbox. In a jail that joined its sandbox's namespaces (`_holder.py`) it is not PID 1:
@@ -417,11 +413,14 @@ def _probe_uid(uid: int, executable: str) -> int | None:
 # stay) as UID, since a jail's workspace is not root's to enter (no CAP_DAC_OVERRIDE), and
 # ignores SIGINT itself (not PID 1 in a sandbox's shared PID namespace, it would die of
 # it) while ARGV gets SIG_DFL, so jupyter_client's interrupt reaches only the kernel.
+# Last, with NO_NEW_PRIVS (PR_SET_NO_NEW_PRIVS, 38), it loads FILTER ("-": none), the
+# seccomp program refusing nested user namespaces (`_seccomp.py`; PR_SET_SECCOMP, 22,
+# SECCOMP_MODE_FILTER, 2), which ARGV and all it starts inherit.
 _INIT = """\
 import ctypes, os, signal, sys
 libc = ctypes.CDLL(None)
 fd, linger, uid, cwd = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4]
-argv = sys.argv[5:]
+argv = sys.argv[6:]
 if uid >= 0:
     for cap in range(64):
         libc.prctl(24, cap, 0, 0, 0)
@@ -441,6 +440,13 @@ if cwd != "-":
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 if fd >= 0:
     os.set_inheritable(fd, False)
+if sys.argv[5] != "-":
+    prog = bytes.fromhex(sys.argv[5])
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+    libc.prctl(38, 1, 0, 0, 0)
+    if libc.prctl(22, 2, ctypes.byref(Prog(len(prog) // 8, prog)), 0, 0) != 0:
+        sys.exit("init: could not load the seccomp filter")
 reset = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)
 main = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=reset)
 code = 1
@@ -466,7 +472,8 @@ def init_argv(
 ) -> list[str]:
     """The command line of our init (`_INIT`), to which the program's argv is appended."""
     flag = "1" if linger else "0"
-    return [python, "-I", "-S", "-c", _INIT, str(status_fd), flag, str(uid), cwd]
+    seccomp = userns_filter() or "-"
+    return [python, "-I", "-S", "-c", _INIT, str(status_fd), flag, str(uid), cwd, seccomp]
 
 
 def _unshare(no_network: bool, uid: int | None) -> list[str]:

@@ -161,7 +161,7 @@ async def write_file(request: Request) -> Response:
             f"file too large: {len(data)} bytes, over the limit of {limit} bytes",
         )
     sandbox.fs.locate(order.path)  # a bad path is a 400 before any disk work
-    entry = await blocking(_write, sandbox.fs, order, data, core.uid)
+    entry = await blocking(_write, sandbox.fs, order, data, core.uid_of(sandbox))
     return json_response(request, entry)
 
 
@@ -213,7 +213,7 @@ async def mkdir(request: Request) -> Response:
     if not isinstance(path, str) or not path:
         raise bad_request("path is required")
     order = MkdirRequest.parse(body)
-    entry = await blocking(_mkdir, sandbox.fs, path, order, core_of(request).uid)
+    entry = await blocking(_mkdir, sandbox.fs, path, order, core_of(request).uid_of(sandbox))
     return json_response(request, {"entry": entry})
 
 
@@ -258,7 +258,7 @@ def _move(fs: SandboxFS, order: MoveRequest, uid: int | None) -> dict[str, Any]:
 async def move(request: Request) -> Response:
     sandbox = live(request)
     order = MoveRequest.parse(await json_body(request))
-    entry = await blocking(_move, sandbox.fs, order, core_of(request).uid)
+    entry = await blocking(_move, sandbox.fs, order, core_of(request).uid_of(sandbox))
     return json_response(request, {"entry": entry})
 
 
@@ -310,7 +310,9 @@ async def upload(request: Request) -> Response:
         where = fs.locate(target)
         with contextlib.ExitStack() as stack:
             if not where.is_root:
-                dir_fd, name = stack.enter_context(fs.parent(target, create=True, uid=core.uid))
+                dir_fd, name = stack.enter_context(
+                    fs.parent(target, create=True, uid=core.uid_of(sandbox))
+                )
                 st = _lstat_or_none(dir_fd, name)
             else:
                 dir_fd, name, st = -1, "", os.stat(where.root.real)
@@ -322,7 +324,7 @@ async def upload(request: Request) -> Response:
                 where = where.child(name)
                 target = where.api
                 dir_fd = stack.enter_context(fs.open_dir(where.up, target))
-            size = await _copy_upload(upload, dir_fd, name, target, limit, core.uid)
+            size = await _copy_upload(upload, dir_fd, name, target, limit, core.uid_of(sandbox))
             entry = fs.entry_of(fs.lstat_at(dir_fd, name, target), where)
     entry["size"] = size
     return json_response(request, entry)

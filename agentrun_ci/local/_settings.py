@@ -53,7 +53,10 @@ class EmulatorSettings:
     access_key_id: str | None = attrs.field(default=None, repr=False)
     access_key_secret: str | None = attrs.field(default=None, repr=False)
     sandbox_uid: int | None = attrs.field(factory=_default_uid)
-    """Run kernels and commands as this uid (only possible as root); None = our own uid."""
+    """As root: the first uid of the range sandboxes run as (with bubblewrap, one uid per
+    sandbox, leased from here upwards; without it, this one uid, which must be able to run
+    the interpreter, or sandboxes are refused). None = our own uid (root only in a user
+    namespace, and never without bubblewrap)."""
     no_network: bool = False
     """Run kernels and commands in a fresh network namespace (needs `unshare -n`)."""
     pid_namespace: bool = True

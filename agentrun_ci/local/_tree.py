@@ -17,6 +17,8 @@ import os
 import stat
 from itertools import count
 
+from ._disk import unmount_below
+
 __all__ = ["remove_tree"]
 
 log = logging.getLogger("agentrun_ci.local")
@@ -31,8 +33,12 @@ def remove_tree(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> b
     With `dir_fd`, `path` is a name in that open directory (no link on the way to it is
     followed). What cannot be removed (another owner's files, an immutable file) is
     left in place and reported by the return value, so a caller can log it and go on.
+    A sandbox's disk mounted below `path` (`_disk.py`) is unmounted first (not with
+    `dir_fd`: a name relative to a descriptor is not ours to find in the mount table).
     """
     try:
+        if dir_fd is None:
+            unmount_below(path)
         return _remove(os.fspath(path), dir_fd)
     except Exception:  # a cleanup must never take its caller down
         log.warning("could not remove %s", path, exc_info=True)
