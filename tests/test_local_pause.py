@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
-from support import proc_stat, still_alive, wait_until
+from support import alive, proc_stat, still_alive, wait_until
 
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 from agentrun_ci.local._limits import group_members
@@ -61,7 +61,11 @@ def test_pause_holds_every_process_and_resume_lets_them_run_with_state_kept(
 
     paused = http.put(f"/2025-09-10/sandboxes/{sid}/pause").json()["data"]
     assert paused["status"] == "PAUSED"
-    assert [p for p in pids if not _held(p)] == []
+    # (the shell that put `sleep` in the background may have exited after the listing)
+    wait_until(
+        lambda: not [p for p in pids if alive(p) and not _held(p)],
+        lambda: f"every process held; running: {[p for p in pids if alive(p) and not _held(p)]}",
+    )
     assert local.core is not None
     cgroup = local.core.sandboxes[sid].launch.cgroup  # type: ignore[union-attr]
     if cgroup is not None and cgroup.freezer is not None:  # the freezer, not signals, held them

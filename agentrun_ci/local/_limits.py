@@ -159,7 +159,7 @@ class PidsCgroup:
                     group.freezer = freezer
         return group
 
-    def freeze(self, frozen: bool, deadline: float = 2.0) -> bool:
+    def freeze(self, frozen: bool, deadline: float = 10.0) -> bool:
         """Freeze (or thaw) every member at once; False where there is no freezer here.
 
         Unlike SIGSTOP, the freezer reaches every member, one that left its process group
