@@ -28,7 +28,8 @@ def test_a_context_start_outwaits_the_emulators_start_deadline() -> None:
     local = pytest.importorskip("agentrun_ci.local")  # the emulator's extra
     deadline = local.EmulatorSettings().kernel_start_timeout
     call = _wire.create_context("sbx", language="python", cwd="/home/user")
-    assert call.read_timeout is not None and call.read_timeout > deadline
+    assert call.read_timeout is not None
+    assert call.read_timeout > deadline
     # an execute without a context makes the language's default one first
     bare = _wire.execute("sbx", "x", context_id=None, language=None, timeout=5)
     assert bare.read_timeout == 5 + _wire.READ_MARGIN + call.read_timeout
