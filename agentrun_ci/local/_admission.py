@@ -25,9 +25,10 @@ class StartQueueFull(RuntimeError):
 
     def __init__(self, waiting: int) -> None:
         super().__init__(
-            f"{waiting} context creations are already waiting for a kernel start "
-            f"(EmulatorSettings.kernel_start_queue={waiting}); retry later, or raise "
-            "kernel_start_queue / kernel_starts"
+            f"the emulator is busy: {waiting} context creations already wait for a kernel "
+            f"start (EmulatorSettings.kernel_start_queue={waiting}, `local serve "
+            "--kernel-start-queue`); retry after the Retry-After seconds, or raise "
+            "kernel_start_queue (or kernel_starts, on a machine with CPU to spare)"
         )
         self.waiting = waiting
 

@@ -230,7 +230,8 @@ async def wait_until_ready(km: Any, kc: Any, timeout: float) -> None:
         if loop.time() > deadline:
             raise RuntimeError(
                 f"the kernel did not answer in {timeout:g} s "
-                "(EmulatorSettings.kernel_start_timeout; raise it on a very loaded machine)"
+                "(EmulatorSettings.kernel_start_timeout, `local serve --kernel-start-timeout`: "
+                "raise it on a very loaded machine)"
             )
 
 

@@ -62,9 +62,9 @@ class EmulatorSettings:
     kernel_start_timeout: float = 120.0
     """Seconds a kernel (and its sandbox's namespace holder) may take to answer once its
     start has begun (time spent queued not counted). A quiet 2-core machine starts one in
-    about a second; at load 15 on 2 cores one gets an eighth of a CPU and took 10-20 s, so
-    120 s leaves room for worse. Only a kernel that lives but never answers waits this long:
-    one that dies fails at once, with its exit status and last words."""
+    about a second; at load 15 on 2 cores a process gets about an eighth of a CPU, so ten
+    times that, and 120 s leaves room for worse. Only a kernel that lives but never answers
+    waits this long: one that dies fails at once, with its exit status and last words."""
     access_key_id: str | None = attrs.field(default=None, repr=False)
     access_key_secret: str | None = attrs.field(default=None, repr=False)
     sandbox_uid: int | None = attrs.field(factory=_default_uid)
