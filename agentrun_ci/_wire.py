@@ -41,6 +41,12 @@ T = TypeVar("T")
 EXECUTE_TIMEOUT_CAP = 30.0
 #: extra read time on top of an execute's own timeout, for the round trip
 READ_MARGIN = 15.0
+#: how long creating a context may take to answer: it starts a kernel. The local
+#: emulator gives a start up to 120 s once its turn comes (kernel_start_timeout) and
+#: queues starts on a loaded machine; the service's own bound is not documented
+#: (inferred: seconds). A read timeout below this would turn a slow start that succeeds
+#: into a RequestTimeout, and leave its context running unknown to the caller.
+CONTEXT_START_WAIT = 180.0
 LANGUAGES = ("python", "javascript")
 DEFAULT_CWD = "/home/user"
 
@@ -225,6 +231,7 @@ def create_context(sandbox_id: str, *, language: str, cwd: str) -> Call[Context]
         _model(Context.from_wire),
         json=body,
         idempotent=False,
+        read_timeout=CONTEXT_START_WAIT,
     )
 
 
@@ -264,7 +271,8 @@ def execute(
         _model(Execution.from_wire),
         json=body,
         idempotent=False,
-        read_timeout=timeout + READ_MARGIN,
+        # without a context the service makes the language's default one first
+        read_timeout=timeout + READ_MARGIN + (CONTEXT_START_WAIT if context_id is None else 0),
     )
 
 

@@ -302,10 +302,8 @@ async def test_http_clients_do_not_share_state(
             ]
             total = 0
             for sid in sandboxes:
-                try:
+                with contextlib.suppress(NotFoundError):  # deleted since the listing
                     total += len(data.list_contexts(sid))
-                except NotFoundError:  # deleted between the listing and this call
-                    pass
             return total
 
     async with (

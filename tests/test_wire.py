@@ -22,6 +22,19 @@ def test_execute_without_context_defaults_to_python() -> None:
     assert "contextId" not in call.json
 
 
+def test_a_context_start_outwaits_the_emulators_start_deadline() -> None:
+    """Creating a context starts a kernel: a slow start that succeeds must not become a
+    client RequestTimeout (Config.read_timeout is 60 s; a loaded emulator may take 120 s)."""
+    local = pytest.importorskip("agentrun_ci.local")  # the emulator's extra
+    deadline = local.EmulatorSettings().kernel_start_timeout
+    call = _wire.create_context("sbx", language="python", cwd="/home/user")
+    assert call.read_timeout is not None
+    assert call.read_timeout > deadline
+    # an execute without a context makes the language's default one first
+    bare = _wire.execute("sbx", "x", context_id=None, language=None, timeout=5)
+    assert bare.read_timeout == 5 + _wire.READ_MARGIN + call.read_timeout
+
+
 def test_execute_timeout_above_the_cap_names_the_cap_and_the_way_out() -> None:
     with pytest.raises(InvalidArgumentError, match=r"30 s") as info:
         _wire.execute("sbx", "x", context_id=None, language=None, timeout=31)

@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from ._admission import StartGate, StartQueueFull
 from ._disk import DEFAULT_DISK_MB, disk_of, home_of, mount_disk, resize_disk, tmp_of
 from ._errors import ApiError, bad_request, not_found
 from ._fs import HOME, SandboxFS
@@ -273,7 +274,9 @@ class Core:
         self._disks = self._disks_work()
         #: each sandbox's (and spare slot's) own uid, by its directory (privileged jail)
         self._uids: dict[Path, UidLease] = {}
-        self.pool = SparePool(settings, self._make_slot)
+        #: kernel starts, a few at a time (`_admission`): shared by requests and spares
+        self.starts = StartGate(settings.start_slots, settings.kernel_start_queue)
+        self.pool = SparePool(settings, self._make_slot, self.starts)
         self._refills: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -395,7 +398,11 @@ class Core:
         holder = None
         if jail is not None and jail.shares_namespaces:
             holder = Holder(
-                jail, home, python=self.launch.python, no_network=self.settings.no_network
+                jail,
+                home,
+                python=self.launch.python,
+                no_network=self.settings.no_network,
+                start_timeout=self.settings.kernel_start_timeout,
             )
         launch = attrs.evolve(
             self.launch,
@@ -786,12 +793,18 @@ class Core:
             except KernelError:
                 await spare.shutdown()
         if kernel is None:
-            kernel = await start_python(launch, cwd)
             try:
-                await kernel.adopt(cwd, sandbox.env, launch.inside_home)
-            except BaseException:
-                await kernel.shutdown()  # not left running when it died or we were cancelled
-                raise
+                async with self.starts.turn():
+                    kernel = await start_python(launch, cwd)
+                    try:
+                        await kernel.adopt(cwd, sandbox.env, launch.inside_home)
+                    except BaseException:
+                        await kernel.shutdown()  # not left running (it died, or we were cancelled)
+                        raise
+            except StartQueueFull as exc:
+                raise ApiError(
+                    503, "ERR_SERVICE_UNAVAILABLE", str(exc), retry_after=_QUEUE_RETRY_AFTER
+                ) from exc
         sandbox.python_contexts += 1
         if sandbox.python_contexts >= 2 and self.settings.spare_kernels > 0:
             self._refill(sandbox, launch)
@@ -806,7 +819,10 @@ class Core:
 
         async def refill() -> None:
             try:
-                kernel = await start_python(launch)
+                async with self.starts.turn(background=True):
+                    if sandbox.stopping:  # stopped while this waited its turn
+                        return
+                    kernel = await start_python(launch)
             except Exception:
                 if not sandbox.stopping:
                     log.exception("could not pre-start a spare kernel for %s", sandbox.id)
@@ -1124,6 +1140,9 @@ class Core:
 
 
 _MAX_OUTPUT = 16 * 1024 * 1024
+#: what a 503 for a full kernel-start queue tells clients to wait (s): about the time a
+#: loaded machine takes to work through a few starts
+_QUEUE_RETRY_AFTER = 5
 
 
 def _warn_lost(message: str) -> None:

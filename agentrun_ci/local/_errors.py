@@ -6,11 +6,15 @@ __all__ = ["ApiError"]
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        #: seconds, sent as Retry-After (503: come back later)
+        self.retry_after = retry_after
 
 
 def not_found(what: str) -> ApiError:

@@ -35,9 +35,9 @@ from ._threads import blocking
 
 __all__ = ["Holder", "HolderError"]
 
-#: seconds a holder may take to say its PID 1 (bwrap starts in milliseconds; a loaded
-#: machine is given ample room)
-_START_TIMEOUT = 30.0
+#: seconds a holder may take to say its PID 1 unless told (bwrap starts in milliseconds;
+#: the emulator gives it its kernel_start_timeout, room for a loaded machine)
+_START_TIMEOUT = 120.0
 
 
 class HolderError(RuntimeError):
@@ -47,8 +47,17 @@ class HolderError(RuntimeError):
 class Holder:
     """The namespace holder of one sandbox (or spare slot); `pid` is its PID 1 on the host."""
 
-    def __init__(self, jail: Jail, home: Path, *, python: str, no_network: bool) -> None:
+    def __init__(
+        self,
+        jail: Jail,
+        home: Path,
+        *,
+        python: str,
+        no_network: bool,
+        start_timeout: float = _START_TIMEOUT,
+    ) -> None:
         self._jail = jail
+        self._start_timeout = start_timeout
         self._python = python
         self._home = home
         self._no_network = no_network
@@ -115,7 +124,8 @@ class Holder:
             self._proc = proc
             try:
                 data, ready = await asyncio.wait_for(
-                    asyncio.gather(_read_all(info_r), _read_one(ready_r, proc)), _START_TIMEOUT
+                    asyncio.gather(_read_all(info_r), _read_one(ready_r, proc)),
+                    self._start_timeout,
                 )
                 if not ready:
                     raise HolderError("it exited before it was ready")
@@ -126,6 +136,11 @@ class Holder:
                     raise
                 err.seek(0)
                 said = err.read().decode("utf-8", "replace").strip()[-300:]
+                if not said and isinstance(exc, asyncio.TimeoutError):
+                    said = (
+                        f"no answer in {self._start_timeout:g} s "
+                        "(EmulatorSettings.kernel_start_timeout)"
+                    )
                 raise HolderError(
                     f"the sandbox's namespaces could not be made: {said or exc!r}"
                 ) from exc

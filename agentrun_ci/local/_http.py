@@ -186,11 +186,16 @@ def envelope(request: Request, data: Any) -> JSONResponse:
     return json_response(request, {"code": "SUCCESS", "requestId": rid, "data": data})
 
 
-def error_response(request_id: str, status: int, code: str, message: str) -> JSONResponse:
+def error_response(
+    request_id: str, status: int, code: str, message: str, *, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"x-acs-request-id": request_id}
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
     return JSONResponse(
         {"code": code, "message": message, "requestId": request_id},
         status_code=status,
-        headers={"x-acs-request-id": request_id},
+        headers=headers,
     )
 
 
@@ -280,7 +285,9 @@ class RequestIdMiddleware:
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(request_id(request), exc.status, exc.code, exc.message)
+    return error_response(
+        request_id(request), exc.status, exc.code, exc.message, retry_after=exc.retry_after
+    )
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:

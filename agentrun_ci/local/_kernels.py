@@ -27,6 +27,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
 from .._models import strip_ansi
+from ._admission import StartGate
 from ._disk import home_of
 from ._holder import Holder, HolderError
 from ._jail import JAIL_HOME, JAIL_PRIVATE, JAIL_TOOLS, PIP_PREFIX, Jail, interpreter_info
@@ -228,7 +229,11 @@ async def wait_until_ready(km: Any, kc: Any, timeout: float) -> None:
         if not await km.is_alive():
             raise RuntimeError("the kernel died before it answered")
         if loop.time() > deadline:
-            raise RuntimeError(f"the kernel did not answer in {timeout:g} s")
+            raise RuntimeError(
+                f"the kernel did not answer in {timeout:g} s "
+                "(EmulatorSettings.kernel_start_timeout, `local serve --kernel-start-timeout`: "
+                "raise it on a very loaded machine)"
+            )
 
 
 async def _reply_to(get: Any, msg_id: str, timeout: float) -> dict[str, Any]:
@@ -490,8 +495,14 @@ class PythonKernel:
 
     language = "python"
 
-    def __init__(self, km: Any, kc: Any, home: str, cgroup: PidsCgroup | None) -> None:
+    def __init__(
+        self, km: Any, kc: Any, home: str, cgroup: PidsCgroup | None, start_timeout: float
+    ) -> None:
         self._cgroup = cgroup
+        #: how long a (re)start and the adoption's first run may take to answer
+        self._start_timeout = start_timeout
+        #: the kernel process's own stderr (not its code's: ipykernel sends that to iopub)
+        self._stderr: Any = None
         self._km = km
         self._kc = kc
         self._home = home
@@ -605,28 +616,36 @@ class PythonKernel:
     ) -> PythonKernel:
         km._kernel_spec = KernelSpec(argv=argv, language="python", display_name="python")
         kc: Any = None
+        timeout = launch.settings.kernel_start_timeout
+        # Its own stderr goes to a file, so that a kernel that dies while starting (a bad
+        # interpreter, no ipykernel, a jail that cannot be built) says why in the error.
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- the kernel's, closed at shutdown
         try:
             await km.start_kernel(
                 env=env,
                 cwd=cwd,
+                stderr=stderr,
                 preexec_fn=launch.preexec(launch.settings.kernel_cpu_seconds),
             )
             kc = km.client()
             kc.start_channels()
-            await wait_until_ready(km, kc, timeout=60)
+            await wait_until_ready(km, kc, timeout=timeout)
         except BaseException as exc:  # cancelled too: nothing may be left running
+            said = _last_words(km, stderr)
             if kc is not None:
                 with contextlib.suppress(Exception):
                     kc.stop_channels()
             with contextlib.suppress(Exception):
                 await km.shutdown_kernel(now=True)
+            stderr.close()
             if private is not None:
                 remove_tree(private)
             if not isinstance(exc, Exception):
                 raise
-            raise KernelError(f"the python kernel did not start: {exc}") from exc
-        kernel = cls(km, kc, home, launch.cgroup)
+            raise KernelError(f"the python kernel did not start: {exc}{said}") from exc
+        kernel = cls(km, kc, home, launch.cgroup, timeout)
         kernel._private = private
+        kernel._stderr = stderr
         return kernel
 
     def relocate(self, old: Path, new: Path) -> None:
@@ -662,7 +681,8 @@ class PythonKernel:
             "del _o\n"
         )
         try:
-            _, status, _ = await self._run(code, 30.0, silent=True)
+            # the kernel's first run: imports, on a loaded machine as slow as its start
+            _, status, _ = await self._run(code, self._start_timeout, silent=True)
         except KernelError:
             raise KernelError("the kernel died as it was moved into the sandbox") from None
         if status != "ok":
@@ -696,7 +716,7 @@ class PythonKernel:
             if remaining <= 0:
                 if timed_out:  # SIGINT did not help (stuck in C code): restart, state is lost
                     await self._km.restart_kernel(now=True)
-                    await wait_until_ready(self._km, self._kc, timeout=60)
+                    await wait_until_ready(self._km, self._kc, timeout=self._start_timeout)
                     await self.adopt(self._home, self._env)
                     self.restarts += 1
                     events.append({"type": "stderr", "text": "kernel restarted: state lost\n"})
@@ -798,6 +818,26 @@ class PythonKernel:
             await self._km.shutdown_kernel(now=True)  # also removes the connection files
         if self._private is not None:
             await blocking(remove_tree, self._private)
+        if self._stderr is not None:
+            self._stderr.close()
+
+
+def _last_words(km: Any, stderr: Any) -> str:
+    """How a kernel that did not start ended: its exit status and the end of its stderr
+    ("" while it still runs: it was too slow, or the start was cancelled)."""
+    process = getattr(km.provisioner, "process", None)
+    code = process.poll() if process is not None else None
+    if code is None:
+        return ""
+    how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+    try:
+        stderr.seek(0, os.SEEK_END)
+        stderr.seek(max(0, stderr.tell() - 4096))
+        lines = stderr.read().decode("utf-8", "replace").strip().splitlines()
+    except (OSError, ValueError):
+        lines = []
+    tail = " | ".join(line.strip() for line in lines[-4:] if line.strip())
+    return f"; {how}" + (f": {tail[-600:]}" if tail else " and no message")
 
 
 class NodeKernel:
@@ -923,9 +963,10 @@ class SparePool:
     """Slots with a warm python kernel, so that a new sandbox's first context skips the
     cold start. `make_slot(name)` makes the directories, cgroup and launch of one slot."""
 
-    def __init__(self, settings: EmulatorSettings, make_slot: Any) -> None:
+    def __init__(self, settings: EmulatorSettings, make_slot: Any, gate: StartGate) -> None:
         self._settings = settings
         self._make_slot = make_slot
+        self._gate = gate
         self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
         #: the kernel starts inside `_starting`: what close() cancels
@@ -953,7 +994,7 @@ class SparePool:
         if self._closed:
             await discard(slot)
             return
-        start = asyncio.ensure_future(start_python(slot.launch))
+        start = asyncio.ensure_future(self._start_in_turn(slot.launch))
         self._kernel_starts.add(start)
         try:
             slot.kernel = await start
@@ -972,6 +1013,10 @@ class SparePool:
             await discard(slot)
         else:
             self._ready.append(slot)
+
+    async def _start_in_turn(self, launch: Launch) -> PythonKernel:
+        async with self._gate.turn(background=True):  # after the requests waiting
+            return await start_python(launch)
 
     def take(self) -> Slot | None:
         """A slot whose kernel is ready, or None; the pool starts a replacement."""

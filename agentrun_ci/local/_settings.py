@@ -50,6 +50,21 @@ class EmulatorSettings:
     """Maximum sandbox life in seconds (the cloud's is 6 h)."""
     max_upload_bytes: int = 100 * 1024 * 1024
     spare_kernels: int = 1
+    kernel_starts: int | None = None
+    """How many python kernels may start at once (each costs about a CPU-second of imports);
+    more wait their turn in order. None = the CPUs this process may run on: on a loaded
+    machine, concurrent cold starts competing for the cores all finished late, or not at
+    all, where queued ones finish one after another."""
+    kernel_start_queue: int = 32
+    """How many context creations may wait for a kernel start; past that the emulator
+    answers 503 (ERR_SERVICE_UNAVAILABLE, with Retry-After) at once instead of queueing
+    work it cannot start for minutes."""
+    kernel_start_timeout: float = 120.0
+    """Seconds a kernel (and its sandbox's namespace holder) may take to answer once its
+    start has begun (time spent queued not counted). A quiet 2-core machine starts one in
+    about a second; at load 15 on 2 cores a process gets about an eighth of a CPU, so ten
+    times that, and 120 s leaves room for worse. Only a kernel that lives but never answers
+    waits this long: one that dies fails at once, with its exit status and last words."""
     access_key_id: str | None = attrs.field(default=None, repr=False)
     access_key_secret: str | None = attrs.field(default=None, repr=False)
     sandbox_uid: int | None = attrs.field(factory=_default_uid)
@@ -85,6 +100,20 @@ class EmulatorSettings:
             raise ValueError("give both access_key_id and access_key_secret, or neither")
         if self.max_exec_timeout <= 0:
             raise ValueError("max_exec_timeout must be positive seconds")
+        if self.kernel_starts is not None and self.kernel_starts < 1:
+            raise ValueError("kernel_starts must be at least 1 (None = one per CPU)")
+        if self.kernel_start_queue < 0:
+            raise ValueError("kernel_start_queue must be >= 0 (0 = never wait for a start)")
+        if self.kernel_start_timeout <= 0:
+            raise ValueError("kernel_start_timeout must be positive seconds")
+
+    @property
+    def start_slots(self) -> int:
+        """`kernel_starts`, or the CPUs this process may run on."""
+        if self.kernel_starts is not None:
+            return self.kernel_starts
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux: the CPUs we may use
+        return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
 
     @property
     def signed(self) -> bool:

@@ -80,6 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=float, default=6 * 3600.0, help="max sandbox life (s)")
     p.add_argument("--max-upload-mb", type=int, default=100)
     p.add_argument("--spare-kernels", type=int, default=1)
+    p.add_argument(
+        "--kernel-starts",
+        type=int,
+        default=None,
+        help="kernels that may start at once (default: one per CPU); more wait their turn",
+    )
+    p.add_argument(
+        "--kernel-start-queue",
+        type=int,
+        default=32,
+        help="context creations that may wait for a kernel start before a 503",
+    )
+    p.add_argument(
+        "--kernel-start-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a kernel may take to answer once its start began",
+    )
     p.add_argument("--no-network", action="store_true", help="run code with `unshare -n`")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -195,6 +213,9 @@ def serve_main(argv: list[str]) -> int:
         ttl=args.ttl,
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         spare_kernels=args.spare_kernels,
+        kernel_starts=args.kernel_starts,
+        kernel_start_queue=args.kernel_start_queue,
+        kernel_start_timeout=args.kernel_start_timeout,
         no_network=args.no_network,
         access_key_id=key_id or None,
         access_key_secret=secret or None,
