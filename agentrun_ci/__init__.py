@@ -23,6 +23,7 @@ from ._errors import (
     RequestTimeout,
     ServerError,
     SessionLostError,
+    SessionPausedError,
     TransportError,
     WaitTimeout,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "ServerError",
     "Session",
     "SessionLostError",
+    "SessionPausedError",
     "StrategyName",
     "Template",
     "TransportError",

@@ -16,6 +16,7 @@ AgentRunError
 │   └── RequestTimeout
 ├── WaitTimeout                                          READY / health polling gave up
 ├── SessionLostError                                     a session or context died; state is gone
+├── SessionPausedError                                   a call on a paused session (resume it)
 ├── ExecutionFailed                                      raise_for_error() on an Execution
 ├── ConfigError(ValueError)                              missing account id, half a key pair, …
 └── InvalidArgumentError(ValueError)                     e.g. execute timeout above the 30 s cap
@@ -50,6 +51,7 @@ __all__ = [
     "RequestTimeout",
     "ServerError",
     "SessionLostError",
+    "SessionPausedError",
     "TransportError",
     "WaitTimeout",
     "error_for_status",
@@ -172,6 +174,10 @@ class WaitTimeout(AgentRunError):
 
 class SessionLostError(AgentRunError):
     """A session or context died; the variables and files in it are gone."""
+
+
+class SessionPausedError(AgentRunError):
+    """A call on a session paused by `pause_session()`: `resume_session()` first."""
 
 
 class ExecutionFailed(AgentRunError):

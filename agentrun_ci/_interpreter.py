@@ -343,6 +343,7 @@ class AsyncCodeInterpreter:
             max_requests=self.options.max_concurrent_requests,
             session_idle_timeout=self.options.session_idle_timeout,
             health_timeout=self.options.health_timeout,
+            control=backend.control,
         )
         strategy = STRATEGIES[self.options.strategy].from_options(rt, self.options)
         self._runtime, self._strategy = rt, strategy
@@ -454,6 +455,25 @@ class AsyncCodeInterpreter:
     ) -> CommandResult:
         """Run a shell command to completion (at most 30 s); a non-zero exit code is data."""
         return await (await self._default_lease()).run_command(command, cwd=cwd, timeout=timeout)
+
+    async def pause_session(self, *, timeout: float = 60.0) -> Sandbox:
+        """Pause this object's session (AgentRun's PauseSandbox) and wait until it is
+        PAUSED: its processes stop where they are, memory and files kept. Calls on it raise
+        `SessionPausedError` until `resume_session()`. With the singleton strategy this is
+        the session every lease shares: they are all paused. Pausing twice is no error.
+
+        Not for the ephemeral strategy (it keeps no session)."""
+        lease = await self._default_lease()
+        return await lease._pause(shared=self._strategy_shares(), timeout=timeout)
+
+    async def resume_session(self, *, timeout: float = 60.0) -> Sandbox:
+        """Resume the paused session (AgentRun's ResumeSandbox) and wait until it is READY:
+        variables, files and running jobs go on where they stopped."""
+        lease = await self._default_lease()
+        return await lease.resume_session(timeout=timeout)
+
+    def _strategy_shares(self) -> bool:
+        return self._strategy is not None and self._strategy.shares_session
 
     async def stop_session(self) -> None:
         """End the facade's own session (a pool returns it; a singleton deletes it)."""

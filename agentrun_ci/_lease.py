@@ -13,9 +13,9 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _telemetry
+from . import _pausing, _telemetry
 from ._async.data_plane import AsyncDataPlane
 from ._config import Config
 from ._errors import (
@@ -24,6 +24,7 @@ from ._errors import (
     InvalidArgumentError,
     NotFoundError,
     SessionLostError,
+    SessionPausedError,
     TransportError,
 )
 from ._jobs import Job, JobInfo
@@ -31,6 +32,10 @@ from ._models import CommandResult, Context, Execution, ExecutionError, FileCont
 from ._ownership import OwnerTag, Tracker
 from ._strategies import HeldSession, Strategy
 from ._wire import DEFAULT_CWD
+
+if TYPE_CHECKING:
+    from ._async.control_plane import AsyncControlPlane
+    from ._models import Sandbox
 
 __all__ = ["AsyncLease", "Callback", "Leases", "Runtime"]
 
@@ -56,9 +61,12 @@ class Runtime:
         max_requests: int,
         session_idle_timeout: float | None,
         health_timeout: float,
+        control: AsyncControlPlane | None = None,
     ) -> None:
         self.config = config
         self.data = data
+        #: for PauseSandbox / ResumeSandbox (None: this runtime cannot pause)
+        self.control = control
         self.tracker = tracker
         self.tag = tag
         self.template = template
@@ -180,6 +188,11 @@ class AsyncLease:
             )
         if self._session is None:
             self._session = await self._strategy.take(self.key)
+        if self._session.paused:
+            raise SessionPausedError(
+                f"session {self._session.id} is paused: call resume_session() first "
+                "(its variables, files and processes are kept)"
+            )
         return self._session
 
     async def start(self) -> str:
@@ -462,10 +475,66 @@ class AsyncLease:
             with contextlib.suppress(AgentRunError):
                 await self._rt.data.delete_context(session.id, ctx.id)
 
+    @_telemetry.traced("pause_session")
+    async def pause_session(self, *, timeout: float = 60.0) -> Sandbox:
+        """Pause this lease's session (AgentRun's PauseSandbox): its processes stop where
+        they are and keep their memory; files stay. Calls on it raise SessionPausedError
+        until `resume_session()`. Pausing a paused session is no error.
+
+        Needs a session of the lease's own (strategy pool or dedicated); the singleton's
+        shared session is paused by the interpreter's own `pause_session()`."""
+        if self._strategy.shares_session:
+            raise InvalidArgumentError(
+                f"the {self._strategy.name} strategy shares one session among all leases: a "
+                "lease may not pause it for the others. Pause it with the interpreter's own "
+                "pause_session(), or use strategy='dedicated' or 'pool' for a session per lease"
+            )
+        return await self._pause(shared=False, timeout=timeout)
+
+    async def _pause(self, *, shared: bool, timeout: float = 60.0) -> Sandbox:
+        session = await self._held_session("pause")
+        control = self._control()
+        async with self._lock:
+            sandbox, _ = await _pausing.pause(control, self._rt.data, session.id, timeout=timeout)
+            session.paused = True
+        log.info("session %s paused%s", session.id, " (shared)" if shared else "")
+        return sandbox
+
+    @_telemetry.traced("resume_session")
+    async def resume_session(self, *, timeout: float = 60.0) -> Sandbox:
+        """Resume this lease's paused session (AgentRun's ResumeSandbox): everything goes
+        on where it stopped, variables and running jobs included. Resuming a running
+        session is no error."""
+        session = await self._held_session("resume")
+        control = self._control()
+        async with self._lock:
+            sandbox, _ = await _pausing.resume(control, self._rt.data, session.id, timeout=timeout)
+            session.paused = False
+        return sandbox
+
+    async def _held_session(self, verb: str) -> HeldSession:
+        """The session to pause or resume: the lease's own, started if need be."""
+        self._check()
+        if not self._strategy.keeps_session:
+            raise InvalidArgumentError(
+                f"the {self._strategy.name} strategy keeps no session between calls: there "
+                f"is nothing to {verb}; use strategy='dedicated', 'pool' or 'singleton'"
+            )
+        if self._session is None:
+            self._session = await self._strategy.take(self.key)
+        return self._session
+
+    def _control(self) -> AsyncControlPlane:
+        if self._rt.control is None:
+            raise AgentRunError("this interpreter has no control plane to pause sessions with")
+        return self._rt.control
+
     @_telemetry.traced("reset")
     async def reset(self) -> None:
         """Forget this lease's state: its contexts are deleted; the next execute starts fresh."""
         self._check()
+        if self._session is not None and self._session.paused:
+            await self._ensure_session()  # SessionPausedError: its kernels cannot be stopped
         async with self._lock:
             await self._drop_contexts()
 
@@ -475,6 +544,19 @@ class AsyncLease:
         if self._released:
             return
         self._released = True
+        session = self._session
+        if session is not None and session.paused and self._rt.control is not None:
+            # thawed so that its jobs and contexts can be dropped (and a pool can reuse it);
+            # one that will not resume is not given back as it is
+            try:
+                await _pausing.resume(
+                    self._rt.control, self._rt.data, session.id, timeout=self._rt.health_timeout
+                )
+                session.paused = False
+            except AgentRunError:
+                with contextlib.suppress(AgentRunError):
+                    await self._rt.delete_sandbox(session.id)
+                session.dead = True
         async with self._lock:
             await self._kill_jobs()
             await self._drop_contexts()

@@ -13,6 +13,9 @@ dedicated   a fresh one per lease, deleted at release    yes           yes
 ephemeral   a fresh one per *call*, deleted right after  no            no
 ==========  ===========================================  ============  ==============
 
+A third, `shares_session`, is true only for singleton: its leases may not pause the
+session they all use (the facade's `pause_session()` may).
+
 A strategy talks to the service only through `Sandboxes` (start, delete, probe,
 and the session limit), so it can be tested against a fake (tests/test_strategies.py).
 """
@@ -62,6 +65,8 @@ class HeldSession:
     generation: int = 0
     last_used: float = attrs.field(factory=time.monotonic)
     dead: bool = False
+    #: paused by `pause_session()`: calls on it are refused until it is resumed
+    paused: bool = False
 
 
 class Sandboxes(Protocol):
@@ -91,6 +96,8 @@ class Strategy:
     keeps_session: ClassVar[bool] = True
     #: the facade's own caller holds a session of its own (`start_session` returns it)
     serves_default: ClassVar[bool] = True
+    #: every lease uses the same session (a lease may not pause it for the others)
+    shares_session: ClassVar[bool] = False
 
     def __init__(self, rt: Sandboxes) -> None:
         self.rt = rt
@@ -134,6 +141,7 @@ class Singleton(Strategy):
     """One shared session; each lease gets its own contexts in it."""
 
     name: ClassVar[StrategyName] = "singleton"
+    shares_session = True
 
     def __init__(self, rt: Sandboxes) -> None:
         super().__init__(rt)

@@ -218,6 +218,14 @@ class Lease:
         """The background jobs running in the session (this lease's and others')."""
         return self._portal.call(self._lease.list_jobs())
 
+    def pause_session(self, *, timeout: float = 60.0) -> Sandbox:
+        """Pause this lease's own session (pool, dedicated): see `AsyncLease.pause_session`."""
+        return self._portal.call(self._lease.pause_session(timeout=timeout))
+
+    def resume_session(self, *, timeout: float = 60.0) -> Sandbox:
+        """Resume this lease's paused session; everything goes on where it stopped."""
+        return self._portal.call(self._lease.resume_session(timeout=timeout))
+
     def reset(self) -> None:
         """Forget this lease's state: its contexts are deleted; the next execute starts fresh."""
         self._portal.call(self._lease.reset())
@@ -476,6 +484,15 @@ class CodeInterpreter:
         only; a session we do not own is never deleted).
         """
         return self._call(self._async.start_session(session_id))
+
+    def pause_session(self, *, timeout: float = 60.0) -> Sandbox:
+        """Pause this object's session and wait until it is PAUSED; calls on it raise
+        `SessionPausedError` until `resume_session()` (see `AsyncCodeInterpreter`)."""
+        return self._call(self._async.pause_session(timeout=timeout))
+
+    def resume_session(self, *, timeout: float = 60.0) -> Sandbox:
+        """Resume the paused session: variables, files and jobs go on where they stopped."""
+        return self._call(self._async.resume_session(timeout=timeout))
 
     def stop_session(self) -> None:
         """End the facade's own session (a pool returns it; a singleton deletes it)."""

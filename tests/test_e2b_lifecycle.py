@@ -325,15 +325,27 @@ async def test_pause_waits_through_pausing_and_refuses_other_states() -> None:
     from types import SimpleNamespace
 
     from agentrun_ci import Sandbox as Wire
-    from agentrun_ci.e2b._async_sandbox import _settle
+    from agentrun_ci.e2b._async_sandbox import _pause
 
-    seen = iter(["PAUSING", "PAUSED"])
+    def fake(before: list[str], answer: str) -> Any:
+        seen = iter(before)
 
-    async def get_sandbox(sandbox_id: str) -> Wire:
-        return Wire(sandbox_id=sandbox_id, status=next(seen))
+        async def get_sandbox(sandbox_id: str) -> Wire:
+            return Wire(sandbox_id=sandbox_id, status=next(seen))
 
-    ci: Any = SimpleNamespace(data_plane=SimpleNamespace(get_sandbox=get_sandbox))
-    await _settle(ci, "s1", "PAUSING", frozenset({"PAUSING"}), "PAUSED", 10)
+        async def pause_sandbox(sandbox_id: str) -> Wire:
+            return Wire(sandbox_id=sandbox_id, status=answer)
+
+        return seen, SimpleNamespace(
+            data_plane=SimpleNamespace(get_sandbox=get_sandbox),
+            control_plane=SimpleNamespace(pause_sandbox=pause_sandbox),
+        )
+
+    seen, ci = fake(["READY", "PAUSING", "PAUSED"], "PAUSING")
+    assert await _pause(ci, "s1", 10) is True
     assert next(seen, None) is None  # it asked until PAUSED
-    with pytest.raises(SandboxException, match="TERMINATED, not PAUSED"):
-        await _settle(ci, "s1", "TERMINATED", frozenset({"PAUSING"}), "PAUSED", 10)
+    _, ci = fake(["READY"], "FAILED")
+    with pytest.raises(SandboxException, match="FAILED, not PAUSED"):
+        await _pause(ci, "s1", 10)
+    _, ci = fake(["PAUSED"], "unused")
+    assert await _pause(ci, "s1", 10) is False  # already paused

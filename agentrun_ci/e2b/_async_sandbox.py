@@ -25,14 +25,14 @@ import logging
 import math
 import shlex
 import threading
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import attrs
 
+from .. import _pausing as pausing
 from .._config import Config
 from .._errors import (
     AgentRunError,
@@ -168,8 +168,7 @@ def _now() -> datetime:
 
 
 #: AgentRun states on the way to PAUSED / READY (not documented: tolerated, agentrun-api.md §2.3)
-_PAUSING = frozenset({"PAUSED", "PAUSING"})
-_RESUMING = frozenset({"READY", "RESUMING"})
+_PAUSING = pausing.PAUSING
 
 
 def _state(status: str | None) -> SandboxState | str:
@@ -1190,34 +1189,6 @@ def _check_keep_memory(keep_memory: Any) -> None:
         )
 
 
-async def _settle(
-    ci: AsyncCodeInterpreter,
-    sandbox_id: str,
-    status: str | None,
-    passing: frozenset[str],
-    wanted: str,
-    request_timeout: float | None,
-) -> None:
-    """Poll until the sandbox is `wanted`, through the intermediate states in `passing`
-    (PAUSING, RESUMING: not documented, tolerated)."""
-    deadline = time.monotonic() + (request_timeout or DEFAULT_REQUEST_TIMEOUT)
-    delay = 0.1
-    while (status or "").upper() != wanted:
-        if (status or "").upper() not in passing:
-            raise SandboxException(
-                f"sandbox {sandbox_id} is {status}, not {wanted}: it cannot be "
-                f"{'paused' if wanted == 'PAUSED' else 'resumed'} now"
-            )
-        if time.monotonic() + delay > deadline:
-            raise TimeoutException(
-                f"sandbox {sandbox_id} was still {status} after "
-                f"{request_timeout or DEFAULT_REQUEST_TIMEOUT:g} s; raise request_timeout"
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
-        status = (await _get_sandbox(ci, sandbox_id)).status
-
-
 def _held(sandbox_id: str, paused: bool) -> None:
     """Every handle of this process on the sandbox: its lifetime stops while paused."""
     with _records_lock:
@@ -1233,28 +1204,43 @@ def _held(sandbox_id: str, paused: bool) -> None:
 
 
 async def _pause(ci: AsyncCodeInterpreter, sandbox_id: str, request_timeout: float | None) -> bool:
-    """PauseSandbox; True if it got paused, False if it already was."""
-    before = await _get_sandbox(ci, sandbox_id)
-    if (before.status or "").upper() in _PAUSING:
-        _held(sandbox_id, True)
-        return False
-    try:
-        after = await ci.control_plane.pause_sandbox(sandbox_id)
-    except NotFoundError:
-        raise NotFoundException(f"sandbox {sandbox_id} not found", status_code=404) from None
-    except ConflictError:  # paused meanwhile (by another caller)?
-        after = await _get_sandbox(ci, sandbox_id)
-        if (after.status or "").upper() not in _PAUSING:
-            raise
-    await _settle(ci, sandbox_id, after.status, _PAUSING | {"READY"}, "PAUSED", request_timeout)
+    """PauseSandbox, waited on; True if it got paused, False if it already was."""
+    with _pausing_errors(sandbox_id, request_timeout):
+        _, paused = await pausing.pause(
+            ci.control_plane,
+            ci.data_plane,
+            sandbox_id,
+            timeout=request_timeout or DEFAULT_REQUEST_TIMEOUT,
+        )
     _held(sandbox_id, True)
-    return True
+    return paused
 
 
 async def _resume(ci: AsyncCodeInterpreter, sandbox_id: str, request_timeout: float | None) -> None:
-    after = await ci.control_plane.resume_sandbox(sandbox_id)
-    await _settle(ci, sandbox_id, after.status, _RESUMING | {"PAUSED"}, "READY", request_timeout)
+    with _pausing_errors(sandbox_id, request_timeout):
+        await pausing.resume(
+            ci.control_plane,
+            ci.data_plane,
+            sandbox_id,
+            timeout=request_timeout or DEFAULT_REQUEST_TIMEOUT,
+        )
     _held(sandbox_id, False)
+
+
+@contextlib.contextmanager
+def _pausing_errors(sandbox_id: str, request_timeout: float | None) -> Iterator[None]:
+    """The SDK's pause/resume errors as E2B's."""
+    try:
+        yield
+    except NotFoundError:
+        raise NotFoundException(
+            f"sandbox {sandbox_id} not found (killed, timed out, or never made here)",
+            status_code=404,
+        ) from None
+    except pausing.SandboxStateError as exc:
+        raise SandboxException(str(exc)) from None
+    except WaitTimeout as exc:
+        raise TimeoutException(f"{exc}: raise request_timeout") from None
 
 
 async def _resume_if_paused(ci: AsyncCodeInterpreter, sandbox: Any) -> bool:

@@ -16,6 +16,7 @@ from agentrun_ci import (
     Job,
     JobInfo,
     Lease,
+    Sandbox,
     e2b,
 )
 
@@ -67,6 +68,8 @@ def facade(ci: CodeInterpreter, lease: Lease, plane: DataPlane) -> None:
     assert_type(lease.kill_job(1), bool)
     assert_type(lease.list_jobs(), list[JobInfo])
     assert_type(plane.start_job("sandbox-id", "sleep 9"), Job)
+    assert_type(ci.pause_session(), Sandbox)
+    assert_type(lease.resume_session(timeout=5), Sandbox)
 
 
 async def facade_async(ci: AsyncCodeInterpreter, lease: AsyncLease) -> None:
@@ -74,3 +77,5 @@ async def facade_async(ci: AsyncCodeInterpreter, lease: AsyncLease) -> None:
     assert_type(await lease.execute_code("1"), Execution)
     assert_type(await lease.start_job("sleep 9"), Job)
     assert_type(await lease.list_jobs(), list[JobInfo])
+    assert_type(await ci.pause_session(), Sandbox)
+    assert_type(await lease.resume_session(), Sandbox)
