@@ -19,7 +19,7 @@ from typing import Any
 from ._async.control_plane import AsyncControlPlane
 from ._async.data_plane import AsyncDataPlane
 from ._config import Config
-from ._errors import AgentRunError
+from ._errors import AgentRunError, ConfigError
 from ._options import InterpreterOptions
 from ._ownership import OwnerTag, Tracker, reap
 
@@ -68,6 +68,14 @@ class Backend:
                 config.control_endpoint and config.data_endpoint
             )
             backend = self._options.backend
+            if backend != "local" and config.api_key and not config.has_credentials:
+                raise ConfigError(
+                    "AGENTRUN_API_KEY is set, but an API key only opens the data plane: the "
+                    "interpreter also makes its template on the control plane, which needs "
+                    "AGENTRUN_ACCESS_KEY_ID and AGENTRUN_ACCESS_KEY_SECRET. Set them too, use "
+                    "DataPlane(Config.from_env()) on a template you already have, or unset "
+                    "AGENTRUN_API_KEY (with backend='local' it is ignored)"
+                )
             if backend == "local" or (backend == "auto" and not remote):
                 config = await self._start_emulator()
             self.config = config

@@ -23,6 +23,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "access_key_secret": ("AGENTRUN_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
     "security_token": ("AGENTRUN_SECURITY_TOKEN", "ALIBABA_CLOUD_SECURITY_TOKEN"),
     "account_id": ("AGENTRUN_ACCOUNT_ID", "FC_ACCOUNT_ID"),
+    "api_key": ("AGENTRUN_API_KEY",),
     "region": ("AGENTRUN_REGION", "FC_REGION"),
     "control_endpoint": ("AGENTRUN_CONTROL_ENDPOINT",),
     "data_endpoint": ("AGENTRUN_DATA_ENDPOINT",),
@@ -66,6 +67,10 @@ def _endpoint_problem(value: str) -> str | None:
     return None
 
 
+# an HTTP header value we can send as it is
+_HEADER_VALUE = re.compile(r"^[\x21-\x7e]{1,512}$")
+
+
 def _masked(value: str | None) -> str:
     return "None" if value is None else "'***'"
 
@@ -83,6 +88,10 @@ class Config:
     access_key_secret: str | None = attrs.field(default=None, repr=False)
     security_token: str | None = attrs.field(default=None, repr=False)
     account_id: str | None = None
+    #: a data-plane API key (AgentRun console → API keys): sent as `X-API-Key`, with the
+    #: account id as `X-Acs-Parent-Id`, to the account's non-RAM data host. The control plane
+    #: (templates) still needs the key pair.
+    api_key: str | None = attrs.field(default=None, repr=False)
     region: str = DEFAULT_REGION
     control_endpoint: str | None = None
     data_endpoint: str | None = None
@@ -97,6 +106,11 @@ class Config:
             )
             raise ConfigError(
                 f"half a key pair: set {missing} too (or unset both to use the local emulator)"
+            )
+        if self.api_key is not None and not _HEADER_VALUE.match(self.api_key):
+            raise ConfigError(
+                "AGENTRUN_API_KEY (api_key) is not an API key: it must be the key the AgentRun "
+                "console showed, printable ASCII without spaces; copy it again, or unset it"
             )
         if self.security_token and not self.access_key_id:
             raise ConfigError(
@@ -127,7 +141,8 @@ class Config:
         shown = "None" if key_id is None else repr(key_id[:4] + "…")
         return (
             f"Config(access_key_id={shown}, access_key_secret={_masked(self.access_key_secret)}, "
-            f"security_token={_masked(self.security_token)}, account_id={self.account_id!r}, "
+            f"security_token={_masked(self.security_token)}, api_key={_masked(self.api_key)}, "
+            f"account_id={self.account_id!r}, "
             f"region={self.region!r}, control_endpoint={self.control_endpoint!r}, "
             f"data_endpoint={self.data_endpoint!r})"
         )
@@ -167,6 +182,17 @@ class Config:
         return bool(self.access_key_id and self.access_key_secret)
 
     @property
+    def data_headers(self) -> dict[str, str]:
+        """Headers every data-plane request carries: the API key and the account it
+        belongs to (`X-API-Key`, `X-Acs-Parent-Id`), when an API key is configured."""
+        if not self.api_key:
+            return {}
+        headers = {"X-API-Key": self.api_key}
+        if self.account_id:
+            headers["X-Acs-Parent-Id"] = self.account_id
+        return headers
+
+    @property
     def control_url(self) -> str:
         """The control-plane base URL (scheme included)."""
         if self.control_endpoint:
@@ -176,7 +202,8 @@ class Config:
 
     @property
     def data_url(self) -> str:
-        """The data-plane base URL: the `-ram` host when requests are signed."""
+        """The data-plane base URL: the `-ram` host when requests are signed (with a key
+        pair and no API key), else the account's own host."""
         if self.data_endpoint:
             endpoint = self.data_endpoint.rstrip("/")
             return endpoint if "://" in endpoint else "https://" + endpoint
@@ -185,5 +212,6 @@ class Config:
                 "no data endpoint: set AGENTRUN_ACCOUNT_ID to your Alibaba Cloud main account id "
                 "(or AGENTRUN_DATA_ENDPOINT to a full URL)"
             )
-        label = f"{self.account_id}-ram" if self.has_credentials else self.account_id
+        signed = self.has_credentials and not self.api_key
+        label = f"{self.account_id}-ram" if signed else self.account_id
         return f"https://{label}.agentrun-data.{self.region}.aliyuncs.com"

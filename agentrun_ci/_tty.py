@@ -116,10 +116,11 @@ def tty_url(
 
 
 def tty_headers(config: Config, url: str, user_agent: str) -> dict[str, str]:
-    """The upgrade request's headers: signed as a data-plane GET when keys are set."""
-    headers = {"User-Agent": user_agent}
+    """The upgrade request's headers: the API key, or signed as a data-plane GET when a key
+    pair is set."""
+    headers = {"User-Agent": user_agent, **config.data_headers}
     key_id, secret = config.access_key_id, config.access_key_secret
-    if key_id and secret:
+    if key_id and secret and not config.api_key:
         # signed over the http(s) form of the URL: the same host, path and query
         http_url = "http" + url[2:] if url.startswith("ws") else url
         headers.update(

@@ -297,3 +297,36 @@ def test_mcp_http_without_a_token_makes_one_and_requires_it(tmp_path: Path) -> N
             proc.wait()
     # printed once, deliberately; never in a log line
     assert err.read_text().count(secret) == 1
+
+
+def test_serve_with_an_api_key_accepts_it_on_the_data_plane(tmp_path: Path) -> None:
+    key = "serve-key-0123456789"
+    with _serve(tmp_path, "--api-key", key) as (exports, err):
+        keyed = Config(
+            api_key=key,
+            account_id=exports["AGENTRUN_ACCOUNT_ID"],
+            control_endpoint=exports["AGENTRUN_CONTROL_ENDPOINT"],
+            data_endpoint=exports["AGENTRUN_DATA_ENDPOINT"],
+        )
+        with DataPlane(keyed) as dp, pytest.raises(NotFoundError):  # past the key check
+            dp.get_sandbox("nope")
+        r = httpx.get(
+            exports["AGENTRUN_DATA_ENDPOINT"] + "/sandboxes/nope",
+            headers={"X-API-Key": "wrong"},
+            timeout=30,
+        )
+        assert r.status_code == 401
+        assert "API key" in r.json()["message"]
+        assert key not in err.read_text()  # never logged
+
+
+def test_serve_refuses_an_api_key_no_header_can_carry(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*_CLI, "--port", "0", "--api-key", "two words"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(tmp_path),
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "--api-key" in proc.stderr

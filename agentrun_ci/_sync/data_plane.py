@@ -85,12 +85,16 @@ class DataPlane:
         self._sleep = sleep if sleep is not None else time.sleep
         auth = None
         key_id, secret = self.config.access_key_id, self.config.access_key_secret
-        if key_id and secret:
+        if key_id and secret and not self.config.api_key:  # an API key stands in for a signature
             auth = AgentRunAuth(key_id, secret, self.config.region, self.config.security_token)
         self._client = httpx.Client(
             base_url=self.config.data_url,
             auth=auth,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers={
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                **self.config.data_headers,
+            },
             timeout=_timeout(self.config),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections

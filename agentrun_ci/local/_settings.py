@@ -67,6 +67,10 @@ class EmulatorSettings:
     waits this long: one that dies fails at once, with its exit status and last words."""
     access_key_id: str | None = attrs.field(default=None, repr=False)
     access_key_secret: str | None = attrs.field(default=None, repr=False)
+    api_key: str | None = attrs.field(default=None, repr=False)
+    """Also accept data-plane requests that carry this key as `X-API-Key` (AgentRun's
+    API-key mode; the control plane still takes only signatures). A request with another
+    key gets 401 naming the API key."""
     sandbox_uid: int | None = attrs.field(factory=_default_uid)
     """As root: the first uid of the range sandboxes run as (with bubblewrap, one uid per
     sandbox, leased from here upwards; without it, this one uid, which must be able to run

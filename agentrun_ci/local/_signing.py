@@ -21,7 +21,7 @@ from ._faults import read_body
 from ._http import VERSION, deny, error_response
 from ._settings import EmulatorSettings
 
-__all__ = ["UNSIGNED", "SignatureMiddleware"]
+__all__ = ["UNSIGNED", "WRONG_API_KEY", "SignatureMiddleware"]
 
 #: the refusal of a request with no signature at all (the cloud says only the first sentence)
 UNSIGNED = (
@@ -33,17 +33,33 @@ UNSIGNED = (
 
 _REFUSED = "Signature verification failed"
 
+#: a data-plane request with neither a signature nor an API key, where either would do
+NO_CREDENTIAL = (
+    "the request carries neither a signature nor an API key: send the API key as X-API-Key "
+    "(export AGENTRUN_API_KEY), or sign it with the key pair `agentrun-ci local serve` printed"
+)
+
+#: the refusal of a data-plane request whose X-API-Key is not the emulator's (inferred: the
+#: cloud's wording for a wrong key is not documented)
+WRONG_API_KEY = (
+    "the API key (X-API-Key) is not valid here: check AGENTRUN_API_KEY; it must be the key "
+    "this emulator was given (`agentrun-ci local serve --api-key`)"
+)
+
 
 class SignatureMiddleware:
-    """With keys configured, every request must be signed (data or control scheme)."""
+    """With keys configured, every request must be signed (data or control scheme); with
+    an API key, a data-plane request may carry that key (`X-API-Key`) instead."""
 
     def __init__(self, app: ASGIApp, settings: EmulatorSettings) -> None:
         self.app = app
         self.key_id = settings.access_key_id or ""
         self.secret = settings.access_key_secret or ""
+        self.api_key = (settings.api_key or "").encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not (self.key_id and self.secret):
+        signed = bool(self.key_id and self.secret)
+        if scope["type"] not in ("http", "websocket") or not (signed or self.api_key):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -54,7 +70,21 @@ class SignatureMiddleware:
         unsigned = "agentrun-authorization" not in headers and "authorization" not in headers
         # a WebSocket's upgrade request is a GET, signed like any data-plane request
         websocket = scope["type"] == "websocket"
-        if "agentrun-authorization" in headers and not control:
+        if not signed and control:  # an API key alone guards the data plane only
+            await self.app(scope, receive, send)
+            return
+        if self.api_key and "x-api-key" in headers and not control:
+            if hmac.compare_digest(headers["x-api-key"].encode("latin-1"), self.api_key):
+                await self.app(scope, receive, send)
+                return
+            if websocket:
+                await deny(WebSocket(scope, receive, send), 401, "ERR_UNAUTHORIZED", WRONG_API_KEY)
+                return
+            rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
+            response = error_response(rid, 401, "ERR_UNAUTHORIZED", WRONG_API_KEY)
+            await response(scope, receive, send)
+            return
+        if "agentrun-authorization" in headers and not control and signed:
             ok = verify_signature(
                 "GET" if websocket else scope["method"],
                 raw_path,
@@ -78,7 +108,10 @@ class SignatureMiddleware:
             return
         if not ok:
             rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
-            response = error_response(rid, 403, "ERR_FORBIDDEN", UNSIGNED if unsigned else _REFUSED)
+            said = UNSIGNED if unsigned else _REFUSED
+            if unsigned and self.api_key and not control:
+                said = NO_CREDENTIAL
+            response = error_response(rid, 403, "ERR_FORBIDDEN", said)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -60,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the secret itself: discouraged, any user can read it in `ps`",
     )
     p.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="also accept data-plane requests carrying this API key as X-API-Key (AgentRun's "
+        "API-key mode; clients set AGENTRUN_API_KEY); the control plane still takes only "
+        "signatures",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         help="answer unsigned requests (no key pair): code in the sandboxes can then drive "
@@ -101,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-network", action="store_true", help="run code with `unshare -n`")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+_API_KEY = re.compile(r"^[\x21-\x7e]{1,512}$")
 
 
 def _secret(args: argparse.Namespace) -> str | None:
@@ -187,6 +198,12 @@ def serve_main(argv: list[str]) -> int:
             + (" (--insecure: requests are not authenticated)" if args.insecure else "")
             + "\n"
         )
+    if args.api_key is not None and not _API_KEY.match(args.api_key):
+        sys.stderr.write(
+            "--api-key must be printable ASCII without spaces (1 to 512 characters), as an "
+            "X-API-Key header carries it\n"
+        )
+        return 2
     secret = _secret(args)
     if secret is None:
         return 2
@@ -219,6 +236,7 @@ def serve_main(argv: list[str]) -> int:
         no_network=args.no_network,
         access_key_id=key_id or None,
         access_key_secret=secret or None,
+        api_key=args.api_key or None,
     )
     emulator = LocalEmulator(settings, host=args.host, port=args.port)
     stop = threading.Event()
