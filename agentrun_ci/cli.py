@@ -8,6 +8,7 @@ happen inside the subcommands that need them, so `agentrun-ci --help` is instant
 from __future__ import annotations
 
 import argparse
+import difflib
 import io
 import json
 import logging
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 from urllib.parse import urlsplit
 
 from ._version import __version__
@@ -249,7 +250,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 2
     # Refused here, before a backend (and maybe an emulator) is started for nothing.
     check_timeout(args.timeout)
-    with _interpreter(args) as interpreter:
+    interpreter = _interpreter(args)
+    try:
         with _progress("starting a session", err):
             interpreter.start_session()
         execution = interpreter.execute_code(code, language=args.language, timeout=args.timeout)
@@ -264,6 +266,13 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _print_execution(execution, out, err, saved)
         out.flush()
         err.flush()
+    except KeyboardInterrupt:
+        # What the teardown of an interrupted run meets (a request cut off, an emulator
+        # already stopping) is not the user's news: main() says "interrupted", nothing else.
+        logging.disable(logging.CRITICAL)
+        raise
+    finally:
+        interpreter.close()
     return 0 if execution.error is None and execution.status == "ok" else 1
 
 
@@ -600,8 +609,43 @@ def _cmd_reap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # ---------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an unknown option is reported by the (sub)command it was given to,
+    with the closest option it has, and nothing runs."""
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        parsed, extras = self.parse_known_args(argv, namespace)
+        if extras:
+            self._refuse(argv, extras)
+        return parsed
+
+    def _refuse(self, argv: list[str], extras: list[str]) -> NoReturn:
+        parser: argparse.ArgumentParser = self
+        for token in argv:  # the deepest (sub)command named on the line
+            sub = _subcommands(parser).get(token)
+            if sub is not None:
+                parser = sub
+        flag = next((e for e in extras if e.startswith("-") and e != "-"), None)
+        if flag is None:
+            parser.error(f"unexpected argument {extras[0]!r}")
+        name = flag.split("=", 1)[0]
+        known = [o for action in parser._actions for o in action.option_strings]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        parser.error(f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="agentrun-ci",
         description="Run code on Alibaba Cloud AgentRun, or here with the local emulator.",
     )
@@ -753,8 +797,10 @@ def main(
         status.write(f"agentrun-ci: {exc}\n")
         return 1
     except KeyboardInterrupt:
+        status.write(f"agentrun-ci {args.command}: interrupted\n")
         return 130
     finally:
+        logging.disable(logging.NOTSET)
         root.removeHandler(handler)
         root.setLevel(saved_level)
 

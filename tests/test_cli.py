@@ -12,6 +12,7 @@ import io
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -624,3 +625,73 @@ def test_unknown_log_format_from_the_environment_is_a_usage_error(
     assert status == 2
     assert "AGENTRUN_LOG_FORMAT" in err
     assert "'xml'" in err
+
+
+# ---------------------------------------------------------------- a CLI that behaves (issue 25)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["run", "--timout", "5", "print(1)"], "unknown option --timout (did you mean --timeout?)"),
+        (["run", "--jsno", "print(1)"], "unknown option --jsno (did you mean --json?)"),
+        (["sessions", "list", "--interpeter", "x"], "(did you mean --interpreter?)"),
+        (["doctor", "--no-netwrok"], "(did you mean --no-network?)"),
+        (["run", "print(1)", "extra"], "unexpected argument 'extra'"),
+    ],
+)
+def test_a_mistyped_option_is_named_with_the_closest_and_nothing_runs(
+    argv: list[str], said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentrun_ci.cli as cli_module
+
+    def no_backend(args: object) -> None:
+        raise AssertionError("a command ran despite a mistyped option")
+
+    monkeypatch.setattr(cli_module, "_interpreter", no_backend)
+    status, out, err = cli(*argv)
+    assert status == 2
+    assert out == ""
+    assert said in err
+    # the usage shown is the subcommand's, not the top level's
+    assert f"usage: agentrun-ci {argv[0]}" in err
+
+
+def test_ctrl_c_says_interrupted_and_nothing_about_the_network(tmp_path: Path) -> None:
+    import signal
+
+    from support import base_env, wait_until
+
+    marker = f"started-{uuid.uuid4().hex}"
+    code = (
+        f"open('/home/user/{marker}', 'w').close()\n"
+        "import time\nprint('before', flush=True)\ntime.sleep(60)\n"
+    )
+    env = base_env(f"ctrlc{uuid.uuid4().hex[:6]}")
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from agentrun_ci.cli import run; run()", "run", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # interrupted once its code runs (the file it makes appears in its sandbox's home)
+        wait_until(
+            lambda: any(tmp_path.rglob(marker)) or proc.poll() is not None,
+            "the code to start",
+            timeout=300,
+        )
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.rstrip().splitlines()[-1] == "agentrun-ci run: interrupted"
+    for noise in ("network", "could not", "Traceback", "ENDPOINT"):
+        assert noise not in err, err
+    assert not any(tmp_path.rglob(marker))  # its sandbox is gone with it
