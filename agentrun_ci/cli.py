@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -377,6 +378,10 @@ def _doctor_config(config: Config, report: _Report, check_network: bool) -> None
     report.ok(f"access key secret  {_mask(config.access_key_secret)}")
     if config.security_token:
         report.ok(f"security token     {_mask(config.security_token)}")
+    if config.api_key:
+        report.ok(f"api key            {_mask(config.api_key)}")
+    for problem, fix in _shape_problems(config):
+        report.problem(problem, fix)
     if config.region in REGIONS:
         report.ok(f"region             {config.region}")
     else:
@@ -422,6 +427,57 @@ def _doctor_config(config: Config, report: _Report, check_network: bool) -> None
                 f"{label} {url} is not reachable ({reason})",
                 "check the region, the endpoint variable, proxies and the network",
             )
+
+
+# What Alibaba Cloud's credentials look like: a RAM user's AccessKey id starts with LTAI, a
+# temporary (STS) one with "STS."; secrets are about 30 characters; a main account id is
+# a number. Only checked where the cloud is the target: an emulator makes its own.
+_KEY_ID_SHAPE = re.compile(r"^(LTAI[A-Za-z0-9]{8,40}|STS\.[A-Za-z0-9]{8,80})$")
+_ACCOUNT_SHAPE = re.compile(r"^[0-9]{6,20}$")
+
+
+def _shape_problems(config: Config) -> list[tuple[str, str]]:
+    """Credentials that cannot be right by their shape, for the cloud's endpoints."""
+    cloud = not (config.control_endpoint or config.data_endpoint) or any(
+        (urlsplit(e if "://" in e else "https://" + e).hostname or "").endswith(".aliyuncs.com")
+        for e in (config.control_endpoint, config.data_endpoint)
+        if e
+    )
+    if not cloud:
+        return []
+    found: list[tuple[str, str]] = []
+    key_id, secret = config.access_key_id, config.access_key_secret
+    if key_id and not _KEY_ID_SHAPE.match(key_id):
+        found.append(
+            (
+                f"access key id {_mask_id(key_id)} does not look like an Alibaba Cloud "
+                "AccessKey id (LTAI... for a RAM user's key, STS.... for a temporary one)",
+                "copy the AccessKey id again from the RAM console into AGENTRUN_ACCESS_KEY_ID",
+            )
+        )
+    if key_id and key_id.startswith("STS.") and not config.security_token:
+        found.append(
+            (
+                "a temporary (STS.) access key id needs its security token",
+                "export AGENTRUN_SECURITY_TOKEN with the token issued with that key",
+            )
+        )
+    if secret and len(secret) < 16:
+        found.append(
+            (
+                f"the access key secret has {len(secret)} characters; Alibaba Cloud's have 30",
+                "copy the AccessKey secret again into AGENTRUN_ACCESS_KEY_SECRET",
+            )
+        )
+    if config.account_id and not _ACCOUNT_SHAPE.match(config.account_id):
+        found.append(
+            (
+                f"account id {config.account_id!r} is not a number; an Alibaba Cloud main "
+                "account id is (the console shows it under your avatar)",
+                "set AGENTRUN_ACCOUNT_ID to your main account's numeric id",
+            )
+        )
+    return found
 
 
 def _doctor_local(report: _Report, check_kernel: bool) -> None:

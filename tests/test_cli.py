@@ -695,3 +695,41 @@ def test_ctrl_c_says_interrupted_and_nothing_about_the_network(tmp_path: Path) -
     for noise in ("network", "could not", "Traceback", "ENDPOINT"):
         assert noise not in err, err
     assert not any(tmp_path.rglob(marker))  # its sandbox is gone with it
+
+
+@pytest.mark.parametrize(
+    ("environ", "said"),
+    [
+        ({"AGENTRUN_ACCESS_KEY_ID": "garbage"}, "does not look like an Alibaba Cloud AccessKey"),
+        ({"AGENTRUN_ACCESS_KEY_SECRET": "short"}, "has 5 characters"),
+        ({"AGENTRUN_ACCOUNT_ID": "my-account"}, "is not a number"),
+        ({"AGENTRUN_ACCESS_KEY_ID": "STS.NUxyzEXAMPLE123"}, "needs its security token"),
+    ],
+)
+def test_doctor_flags_a_credential_that_cannot_be_right_by_its_shape(
+    environ: dict[str, str], said: str
+) -> None:
+    full = {
+        "AGENTRUN_ACCESS_KEY_ID": KEY_ID,
+        "AGENTRUN_ACCESS_KEY_SECRET": SECRET,
+        "AGENTRUN_ACCOUNT_ID": "1234567890",
+        **environ,
+    }
+    status, out, _ = cli("doctor", "--no-kernel", "--no-network", environ=full)
+    assert status == 1
+    assert said in out
+    assert "FIX" in out
+    assert "garbage" not in out  # the id is shown masked, as everywhere
+
+
+def test_doctor_does_not_judge_an_emulators_own_key_pair(emulator: Config) -> None:
+    assert emulator.control_endpoint
+    environ = {
+        "AGENTRUN_ACCESS_KEY_ID": "local-3f9c0a1b2c3d4e5f",
+        "AGENTRUN_ACCESS_KEY_SECRET": "x" * 43,
+        "AGENTRUN_ACCOUNT_ID": "local",
+        "AGENTRUN_CONTROL_ENDPOINT": emulator.control_endpoint,
+        "AGENTRUN_DATA_ENDPOINT": emulator.control_endpoint,
+    }
+    status, out, _ = cli("doctor", "--no-kernel", "--no-network", environ=environ)
+    assert status == 0, out
