@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import socket
 import sys
@@ -665,6 +666,79 @@ def _cmd_reap(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # ---------------------------------------------------------------- parser
 
 
+MCP_CLIENTS = ("claude-desktop", "claude-code", "cursor")
+
+#: where each client keeps its MCP servers (told on stderr, after the config)
+_CONFIG_FILES = {
+    "claude-desktop": "claude_desktop_config.json (macOS: ~/Library/Application Support/Claude/, "
+    "Windows: %APPDATA%\\Claude\\, Linux: ~/.config/Claude/)",
+    "cursor": ".cursor/mcp.json in your project, or ~/.cursor/mcp.json for every project",
+}
+
+#: the variables the cloud backend needs, with what to put there (the key pair as
+#: placeholders: a config file is no place for this shell's credentials)
+_CLOUD_ENV = (
+    ("AGENTRUN_ACCESS_KEY_ID", None, "<your AccessKey id>"),
+    ("AGENTRUN_ACCESS_KEY_SECRET", None, "<your AccessKey secret>"),
+    ("AGENTRUN_ACCOUNT_ID", "account_id", "<your main account id>"),
+    ("AGENTRUN_REGION", "region", None),
+)
+
+
+def _mcp_launch() -> list[str]:
+    """This installation's MCP server, by absolute path: its console script next to the
+    interpreter, else the interpreter running the module."""
+    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "agentrun-ci-mcp")
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return [script]
+    return [os.path.abspath(sys.executable), "-m", "agentrun_ci_mcp"]
+
+
+def _cmd_mcp_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ._config import Config
+
+    missing = [
+        m
+        for m in ("mcp",) + (("jupyter_client",) if args.backend != "cloud" else ())
+        if not _has(m)
+    ]
+    if missing:
+        extras = "mcp" if args.backend == "cloud" else "mcp,local"
+        err.write(
+            f"agentrun-ci mcp-config: this installation lacks {', '.join(missing)}: install "
+            f"the extras first (pip install -e '.[{extras}]' in your clone), then run this "
+            "again so that the config points at a server that can start\n"
+        )
+        return 1
+    config = Config.from_env()
+    backend = args.backend
+    if backend == "auto":
+        backend = "cloud" if config.has_credentials else "local"
+    command, *rest = _mcp_launch()
+    server_args = [*rest, "--backend", backend]
+    env: dict[str, str] = {}
+    if backend == "cloud":
+        for variable, field, placeholder in _CLOUD_ENV:
+            value = getattr(config, field) if field else None
+            if value or placeholder:
+                env[variable] = str(value or placeholder)
+    if args.client == "claude-code":
+        line = ["claude", "mcp", "add", args.name]
+        for key, value in env.items():
+            line += ["-e", f"{key}={value}"]
+        line += ["--", command, *server_args]
+        out.write(" ".join(shlex.quote(part) for part in line) + "\n")
+    else:
+        entry: dict[str, Any] = {"command": command, "args": server_args}
+        if env:
+            entry["env"] = env
+        out.write(json.dumps({"mcpServers": {args.name: entry}}, indent=2) + "\n")
+        err.write(f"put it in {_CONFIG_FILES[args.client]}, then restart the client\n")
+    if any(v.startswith("<") for v in env.values()):
+        err.write("replace the <...> values with your credentials (docs: credentials.md)\n")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but an unknown option is reported by the (sub)command it was given to,
     with the closest option it has, and nothing runs."""
@@ -762,6 +836,18 @@ def _parser() -> argparse.ArgumentParser:
         "--no-kernel", action="store_true", help="do not start a local kernel to test the backend"
     )
 
+    mc = sub.add_parser(
+        "mcp-config", help="print an MCP client's config for this installation's MCP server"
+    )
+    mc.add_argument("--client", required=True, choices=MCP_CLIENTS)
+    mc.add_argument(
+        "--backend",
+        default=os.environ.get("AGENTRUN_BACKEND", "auto"),
+        choices=BACKENDS,
+        help="auto: cloud when AccessKey variables are set here, else local",
+    )
+    mc.add_argument("--name", default="agentrun", help="the server's name in the client")
+
     loc = sub.add_parser("local", help="the local AgentRun emulator")
     lsub = loc.add_subparsers(dest="action", required=True)
     lsub.add_parser(
@@ -843,6 +929,7 @@ def main(
         "interpreters": _cmd_interpreters,
         "sessions": _cmd_sessions,
         "reap": _cmd_reap,
+        "mcp-config": _cmd_mcp_config,
         "doctor": lambda a, o, e: doctor(
             env, o, check_network=not a.no_network, check_kernel=not a.no_kernel
         ),

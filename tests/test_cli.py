@@ -733,3 +733,59 @@ def test_doctor_does_not_judge_an_emulators_own_key_pair(emulator: Config) -> No
     }
     status, out, _ = cli("doctor", "--no-kernel", "--no-network", environ=environ)
     assert status == 0, out
+
+
+# ---------------------------------------------------------------- mcp-config
+
+
+@pytest.mark.anyio
+async def test_mcp_config_for_a_desktop_client_launches_a_server_that_runs_code(
+    no_env: None, tmp_path: Path
+) -> None:
+    pytest.importorskip("mcp")
+    pytest.importorskip("jupyter_client")
+    from mcp import Client, StdioServerParameters
+    from support import base_env
+
+    status, out, err = cli("mcp-config", "--client", "claude-desktop")
+    assert status == 0, err
+    entry = json.loads(out)["mcpServers"]["agentrun"]
+    assert Path(entry["command"]).is_absolute()
+    assert entry["args"][-2:] == ["--backend", "local"]
+    assert "claude_desktop_config.json" in err
+    # launched as a host launches it: the command, its args, a clean environment
+    env = {**base_env(f"mcpcfg{uuid.uuid4().hex[:6]}"), "TMPDIR": str(tmp_path)}
+    params = StdioServerParameters(command=entry["command"], args=entry["args"], env=env)
+    async with Client(params) as client:
+        result = await client.call_tool("run_code", {"code": "6 * 7"})
+    assert result.structured_content is not None
+    assert [r["text"] for r in result.structured_content["results"]] == ["42"]
+
+
+def test_mcp_config_for_claude_code_is_one_command_line(no_env: None) -> None:
+    import shlex
+
+    status, out, _ = cli("mcp-config", "--client", "claude-code", "--name", "ci")
+    assert status == 0
+    words = shlex.split(out)
+    assert words[:4] == ["claude", "mcp", "add", "ci"]
+    command = words[words.index("--") + 1 :]
+    assert Path(command[0]).is_absolute()
+    assert command[-2:] == ["--backend", "local"]
+
+
+def test_mcp_config_for_the_cloud_names_the_variables_without_the_key_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENTRUN_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AGENTRUN_ACCESS_KEY_SECRET", SECRET)
+    monkeypatch.setenv("AGENTRUN_ACCOUNT_ID", "1234567890")
+    status, out, err = cli("mcp-config", "--client", "cursor")
+    assert status == 0
+    entry = json.loads(out)["mcpServers"]["agentrun"]
+    assert entry["args"][-2:] == ["--backend", "cloud"]
+    assert entry["env"]["AGENTRUN_ACCOUNT_ID"] == "1234567890"
+    assert entry["env"]["AGENTRUN_ACCESS_KEY_SECRET"] == "<your AccessKey secret>"
+    assert SECRET not in out + err
+    assert KEY_ID not in out + err
+    assert ".cursor/mcp.json" in err
