@@ -1,6 +1,7 @@
 """Files and shell commands in the session, next to code execution.
 
-    python examples/files_and_commands.py
+    python -m venv .venv && .venv/bin/pip install -e '.[local]'   # in a clone, once
+    .venv/bin/python examples/files_and_commands.py
 
 Cloud with AGENTRUN_* credentials, else the local emulator.
 """

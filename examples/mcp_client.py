@@ -1,6 +1,7 @@
 """Drive the agentrun-ci MCP server over stdio with the official `mcp` client.
 
-    python examples/mcp_client.py
+    python -m venv .venv && .venv/bin/pip install -e '.[local,mcp]'   # in a clone, once
+    .venv/bin/python examples/mcp_client.py
 
 This is what an MCP host (Claude Desktop, an agent framework) does: start
 `python -m agentrun_ci_mcp` as a subprocess, list its tools, call `run_code`. The

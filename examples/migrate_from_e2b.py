@@ -1,6 +1,7 @@
 """Moving E2B code to AgentRun: change one import.
 
-    python examples/migrate_from_e2b.py
+    python -m venv .venv && .venv/bin/pip install -e '.[local]'   # in a clone, once
+    .venv/bin/python examples/migrate_from_e2b.py
 
 The E2B original (needs E2B_API_KEY and e2b-code-interpreter):
 

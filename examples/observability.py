@@ -1,7 +1,7 @@
 """Observability: OpenTelemetry spans and metrics, resource usage, log lines.
 
-    pip install 'agentrun-ci[otel]' opentelemetry-sdk
-    python examples/observability.py
+    python -m venv .venv && .venv/bin/pip install -e '.[local,otel]' opentelemetry-sdk
+    .venv/bin/python examples/observability.py
 
 The library only uses the OpenTelemetry API; the application (this script) brings
 the SDK and an exporter -- here the console exporters, which print each span and

@@ -1,6 +1,7 @@
 """Quickstart: run code, keep state between calls, get errors back as data.
 
-    python examples/quickstart.py
+    python -m venv .venv && .venv/bin/pip install -e '.[local]'   # in a clone, once
+    .venv/bin/python examples/quickstart.py
 
 With AGENTRUN_ACCESS_KEY_ID, AGENTRUN_ACCESS_KEY_SECRET and AGENTRUN_ACCOUNT_ID set this
 runs on Alibaba Cloud AgentRun; without them it runs on this machine with the local

@@ -1,6 +1,7 @@
 """The session strategies side by side, with timings.
 
-    python examples/strategies.py
+    python -m venv .venv && .venv/bin/pip install -e '.[local]'   # in a clone, once
+    .venv/bin/python examples/strategies.py
 
 * singleton -- one session, one context per caller: fast, state kept per caller;
 * pool      -- warm sessions leased to callers: isolated sessions, state kept per lease;
