@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from support import EXIT_WAIT, SCRIPT, base_env, needs_script, spawned, wait_until
@@ -249,6 +250,10 @@ def test_two_replicas_behind_haproxy_serve_one_client(tmp_path: Path) -> None:
                 # round robin: every call went to the other replica than the one before
                 assert set(calls) == {"one", "two"}, calls
                 assert all(a != b for a, b in itertools.pairwise(calls)), calls
+                # the official client, through the balancer, picks the state up from its handle
+                seen_by_sdk = anyio.run(_sdk_call, client.url, token, handle)
+                assert seen_by_sdk["results"][0]["text"] == "20", seen_by_sdk
+                handle = seen_by_sdk["session"]
                 # one replica dies between calls (SIGKILL: no cleanup of any kind)
                 one.kill()
                 one.wait(EXIT_WAIT)
@@ -268,6 +273,26 @@ def test_two_replicas_behind_haproxy_serve_one_client(tmp_path: Path) -> None:
         if sandbox is not None:  # it outlives the replicas by design: delete it now
             with ControlPlane(_config(exports)) as control:
                 control.delete_sandbox(sandbox)
+
+
+async def _sdk_call(url: str, token: str, handle: str) -> dict[str, Any]:
+    """`run_code("counter")` with the handle, through the `mcp` SDK's own HTTP client
+    (the 2025-11-25 handshake, then the call: several requests, any replica each)."""
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=CALL_WAIT) as http,
+        streamable_http_client(url, http_client=http) as (read, write, *_),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        result = await session.call_tool("run_code", {"code": "counter", "session": handle})
+        assert not result.is_error, result
+        assert result.structured_content is not None
+        return dict(result.structured_content)
 
 
 def _sandbox_of(handle: str) -> str:
