@@ -216,6 +216,16 @@ def test_the_key_is_required_checked_and_never_shown(
         pickle.dumps(key)
 
 
+def test_stateless_has_an_environment_twin() -> None:
+    from agentrun_ci_mcp.__main__ import build_parser, options_from_args
+
+    env = {"AGENTRUN_MCP_STATELESS": "1", "AGENTRUN_MCP_TRANSPORT": "streamable-http"}
+    options = options_from_args(build_parser(env).parse_args([]))
+    assert options.stateless
+    assert options.strategy == "dedicated"
+    assert not options_from_args(build_parser({}).parse_args([])).stateless
+
+
 def test_keys_rotate_the_first_signs_any_verifies() -> None:
     old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     handle = Handle(sandbox="s", contexts=(("python", "c"),))
