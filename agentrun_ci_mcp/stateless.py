@@ -225,6 +225,8 @@ class StatelessLease:
         self.handle = handle
         #: a sandbox this call started: deleted if the call fails (nobody gets its handle)
         self.created: str | None = None
+        #: the call's run was cancelled
+        self._cancelled = False
 
     def __repr__(self) -> str:
         return f"StatelessLease(session_id={self.session_id!r})"
@@ -310,11 +312,17 @@ class StatelessLease:
                 raise
             self._with_context(language, None)  # the next run starts a fresh one
             return kernel_died(exc)
+        except anyio.get_cancelled_exc_class():
+            # the tools stop the code with reset(); no result will carry a handle, so
+            # the context that reset() would make for it would serve nobody
+            self._cancelled = True
+            raise
         execution.state_reset = reset
         return execution
 
     async def reset(self) -> None:
-        """Delete the client's contexts and make a fresh Python one."""
+        """Delete the client's contexts and make a fresh Python one (none when the reset
+        stops a cancelled run: its call returns no handle)."""
         from agentrun_ci import AgentRunError
 
         data = await self._data()
@@ -324,7 +332,8 @@ class StatelessLease:
             with contextlib.suppress(AgentRunError):
                 await data.delete_context(sandbox, context)
         self.handle = Handle(sandbox=sandbox)
-        await self._new_context("python")
+        if not self._cancelled:
+            await self._new_context("python")
 
     async def _on_sandbox(self, action: Any) -> Any:
         from agentrun_ci import NotFoundError, SessionLostError

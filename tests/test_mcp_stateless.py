@@ -18,9 +18,9 @@ import pytest
 pytest.importorskip("mcp")
 pytest.importorskip("jupyter_client")
 
-from mcp import Client
+from mcp import Client, MCPError
 
-from agentrun_ci import AsyncControlPlane, Config
+from agentrun_ci import AsyncControlPlane, AsyncDataPlane, Config
 from agentrun_ci_mcp.__main__ import main
 from agentrun_ci_mcp.server import ServerOptions, build_server
 from agentrun_ci_mcp.stateless import HANDLE_KEY_ENV, Handle, HandleKey
@@ -174,6 +174,29 @@ async def test_a_gone_sandbox_is_replaced_and_said(shared: tuple[Config, str, st
         assert _s(r)["state_reset"] is True
         assert "sandbox was gone" in _text(r)
         assert _sandbox(_s(r)["session"]) != _sandbox(handle)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_cancelled_run_is_stopped_and_the_next_call_says_so(
+    shared: tuple[Config, str, str], mode: str
+) -> None:
+    async with Client(_replica(shared), mode=mode) as one:
+        handle = _s(await one.call_tool("run_code", {"code": "before = 1"}))["session"]
+        with pytest.raises(MCPError):
+            await one.call_tool(
+                "run_code",
+                {"code": "import time\ntime.sleep(25)", "session": handle},
+                read_timeout_seconds=0.5,
+            )
+        after = await one.call_tool("run_code", {"code": "before", "session": handle})
+        assert _s(after)["state_reset"] is True
+        assert _s(after)["error"]["name"] == "NameError"
+        # the stopped run's context was deleted, and no spare one was made for nobody
+        async with AsyncDataPlane(shared[0]) as data:
+            contexts = await data.list_contexts(_sandbox(handle))
+        assert [c.id for c in contexts] == [
+            Handle.from_payload(_payload(_s(after)["session"])).context("python")
+        ]
 
 
 async def test_sandboxes_outlive_the_replica_that_made_them(
