@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
+import attrs
 
 from . import __version__
 from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, STRATEGY_CHOICES, TOOL_GROUPS, ServerOptions
@@ -103,6 +104,15 @@ def _transport_options(add: _Add, env: Mapping[str, str]) -> None:
         "the env var); without one, a random token is made and printed on stderr [AUTH_TOKEN]",
     )
     add(
+        "--stateless",
+        action="store_true",
+        default=_bool(_env(env, "STATELESS")),
+        help="streamable HTTP with no per-client state in the process, so that replicas "
+        "behind a load balancer can serve any call: each client's state (its sandbox and "
+        "contexts) travels in the `session` handle, signed with AGENTRUN_MCP_HANDLE_KEY, "
+        "which every replica shares [STATELESS=1]",
+    )
+    add(
         "--allowed-hosts",
         default=_env(env, "ALLOWED_HOSTS"),
         help="comma-separated Host header values accepted over HTTP (DNS-rebinding "
@@ -178,7 +188,8 @@ def _sandbox_options(add: _Add, env: Mapping[str, str]) -> None:
         "--idle-timeout",
         type=float,
         default=float(_env(env, "IDLE_TIMEOUT", "1800") or 1800),
-        help="release a client's sandbox state after this many idle seconds [IDLE_TIMEOUT]",
+        help="release a client's sandbox state after this many idle seconds (with --stateless: "
+        "the service deletes a client's sandbox after that long without a call) [IDLE_TIMEOUT]",
     )
     add(
         "--max-clients",
@@ -261,6 +272,17 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     # over HTTP several clients share the server: each gets a sandbox of its own by default
     default: StrategyName = "dedicated" if args.transport == "streamable-http" else "singleton"
     strategy: StrategyName = args.strategy or default
+    stateless = bool(getattr(args, "stateless", False))
+    if stateless and args.transport != "streamable-http":
+        raise ValueError(
+            "--stateless is for --transport streamable-http (replicas behind a load "
+            "balancer); over stdio the process belongs to its one client"
+        )
+    if stateless and strategy != "dedicated":
+        raise ValueError(
+            f"--stateless keeps a sandbox per client (as --strategy dedicated); --strategy "
+            f"{strategy} keeps state in one process. Drop --strategy"
+        )
     return ServerOptions(
         backend=args.backend,
         strategy=strategy,
@@ -274,6 +296,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         tools=_tools(args.tools),
         idle_timeout=args.idle_timeout,
         max_clients=args.max_clients,
+        stateless=stateless,
     )
 
 
@@ -323,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = options_from_args(args)
         loop_options = backend_options(args.loop)
+        if options.stateless:
+            from .stateless import HandleKey
+
+            options = attrs.evolve(options, handle_key=HandleKey.from_env(os.environ))
     except ValueError as exc:
         parser.error(str(exc))
     if args.transport == "streamable-http":

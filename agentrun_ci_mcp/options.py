@@ -14,12 +14,14 @@ if TYPE_CHECKING:
     from agentrun_ci import Config, StrategyName
 
     from .render import RenderOptions
+    from .stateless import HandleKey
 
 __all__ = [
     "ALL_TOOLS",
     "EXECUTE_CAP_SECONDS",
     "HOME",
     "INSTRUCTIONS",
+    "STATELESS_INSTRUCTIONS",
     "STRATEGY_CHOICES",
     "TOOL_GROUPS",
     "ServerOptions",
@@ -48,6 +50,12 @@ INSTRUCTIONS = (
 )
 
 
+STATELESS_INSTRUCTIONS = (
+    " This server keeps no state between calls: pass the `session` value of each result "
+    "with your next call, or your state is not found."
+)
+
+
 @attrs.frozen
 class ServerOptions:
     """Everything the server needs, already validated (see __main__ for the CLI/env)."""
@@ -70,6 +78,9 @@ class ServerOptions:
     progress_interval: float = 1.0
     config: Config | None = None
     owner: str | None = None
+    #: --stateless: no client state in the process; handles signed with `handle_key`
+    stateless: bool = False
+    handle_key: HandleKey | None = attrs.field(default=None, repr=False)
 
     @property
     def render(self) -> RenderOptions:

@@ -194,7 +194,11 @@ def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGI
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
     app: ASGIApp = mcp.streamable_http_app(
-        transport_security=security, host=args.host, max_sessions=max_sessions
+        transport_security=security,
+        host=args.host,
+        max_sessions=max_sessions,
+        # --stateless: no MCP session either; every request stands alone (any replica)
+        stateless_http=bool(getattr(args, "stateless", False)),
     )
     app = session_limit(app, max_sessions)
     return bearer_guard(app, args.auth_token)

@@ -19,6 +19,7 @@ from .options import (
     EXECUTE_CAP_SECONDS,
     HOME,
     INSTRUCTIONS,
+    STATELESS_INSTRUCTIONS,
     TOOL_GROUPS,
     ServerOptions,
 )
@@ -67,7 +68,7 @@ def build_server(
     mcp: MCPServer[AppState] = MCPServer(
         "agentrun-ci",
         version=__version__,
-        instructions=INSTRUCTIONS,
+        instructions=INSTRUCTIONS + (STATELESS_INSTRUCTIONS if options.stateless else ""),
         lifespan=lifespan(app_state),
         log_level="WARNING",
         tools=make_tools(options),

@@ -24,6 +24,7 @@ import attrs
 
 from .clients import ClientRegistry, ClientState
 from .options import ServerOptions
+from .stateless import Stateless
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
@@ -87,6 +88,12 @@ class AppState:
         #: set once the first answer went out (stdio): the SDK is loaded only after it,
         #: so that nothing delays the handshake. None: load at once (HTTP, in memory)
         self.first_answer: anyio.Event | None = None
+        #: --stateless: client state travels in signed handles, not in this process
+        self.stateless: Stateless | None = None
+        if options.stateless:
+            if options.handle_key is None:
+                raise ValueError("stateless mode needs a handle key (AGENTRUN_MCP_HANDLE_KEY)")
+            self.stateless = Stateless(options, options.handle_key)
 
     @property
     def clients(self) -> dict[str, ClientState]:
@@ -220,6 +227,8 @@ class AppState:
         """Serve again after a close (an in-memory client's lifespan is entered per client)."""
         self.closing = False
         self._closed = None
+        if self.stateless is not None:
+            self.stateless.closing = False
 
     async def close(self) -> None:
         """Release every lease and delete what the interpreter created.
@@ -244,9 +253,18 @@ class AppState:
 
     async def _cleanup(self) -> None:
         self.registry.cancel_calls()
+        if self.stateless is not None:
+            self.stateless.cancel_calls()
         with anyio.move_on_after(5):
-            while self.registry.busy():  # noqa: ASYNC110 -- brief poll at shutdown
+            while self.registry.busy() or (  # noqa: ASYNC110 -- brief poll at shutdown
+                self.stateless is not None and self.stateless.scopes
+            ):
                 await anyio.sleep(0.01)
+        if self.stateless is not None:
+            # stateless clients' sandboxes outlive this process: they end by their idle timeout
+            await self.stateless.close()
+            log.info("stateless: closed; client sandboxes end by their idle timeout")
+            return
         for key in list(self.clients):
             await self.release(key)
         ci, self.interpreter = self.interpreter, None

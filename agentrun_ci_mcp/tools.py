@@ -29,6 +29,7 @@ from .observe import observed
 from .options import EXECUTE_CAP_SECONDS, HOME, ServerOptions
 from .render import RunCodeOutput, compact_schema, render_execution, truncate
 from .state import AppState, RunProgress
+from .stateless import BadHandle
 
 if TYPE_CHECKING:
     from agentrun_ci import AgentRunError, AsyncLease, Execution, Job
@@ -58,6 +59,12 @@ SessionArg = Annotated[
     ),
 ]
 Ctx = Context[AppState, Any]
+#: the `session` argument's description under --stateless, where every client needs it
+STATELESS_SESSION = (
+    "The `session` value of your latest result: this server keeps no state between calls, "
+    "so pass it with every call to keep your variables and files. Omit it only on your "
+    "first call (a new sandbox)."
+)
 
 
 # ---------------------------------------------------------------- outputs
@@ -149,6 +156,11 @@ def _state(ctx: Ctx) -> AppState:
 def resolve(ctx: Ctx, session: str | None) -> ClientState:
     """The caller's own state; a `session` handle is accepted only if it is theirs."""
     state = _state(ctx)
+    if state.stateless is not None:
+        try:
+            return state.stateless.client(session)
+        except BadHandle as exc:
+            raise ToolError(str(exc)) from None
     headers = ctx.headers
     if headers is None:
         key: str | None = "stdio"
@@ -191,6 +203,10 @@ async def using(state: AppState, client: ClientState) -> AsyncIterator["AsyncLea
     """The client's lease, for one call: busy-counted, locked, cancellable at shutdown."""
     from agentrun_ci import AgentRunError
 
+    if state.stateless is not None:  # no state here: the lease comes from the handle
+        async with state.stateless.call(client) as lease:
+            yield lease
+        return
     if state.closing:
         raise ToolError("the server is shutting down")
     client.busy += 1
@@ -774,6 +790,8 @@ def make_tools(options: ServerOptions) -> list[Tool]:
             tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
         _refuse_unknown_arguments(tool)
         tool.fn = observed(tool.name, tool.fn)  # one INFO line and span attributes per call
+        if options.stateless and "session" in tool.parameters["properties"]:
+            tool.parameters["properties"]["session"]["description"] = STATELESS_SESSION
         if tool.name == "run_code":
             described = tool.parameters["properties"]["timeout"]
             described["description"] = TIMEOUT_DESCRIPTION.format(
