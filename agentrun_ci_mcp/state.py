@@ -84,9 +84,31 @@ class AppState:
         self.closing = False
         #: set when the one cleanup has finished; every later close() joins it
         self._closed: anyio.Event | None = None
+        #: shielded context restarts after a cancelled run (cancelled when the server stops)
+        self.interrupts: set[anyio.CancelScope] = set()
         #: set once the first answer went out (stdio): the SDK is loaded only after it,
         #: so that nothing delays the handshake. None: load at once (HTTP, in memory)
         self.first_answer: anyio.Event | None = None
+
+    def begin_shutdown(self) -> None:
+        """The server is stopping (stdin ended): refuse new calls, stop the ones in flight
+        and any context restart after a cancelled run (the sandbox is deleted anyway)."""
+        self.closing = True
+        self.registry.cancel_calls()
+        for scope in list(self.interrupts):
+            scope.cancel()
+
+    def kill_now(self) -> bool:
+        """Kill the embedded emulator's kernels and processes at once and remove its
+        directories (no graceful deletion); False when there is none (the cloud)."""
+        ci = self.interpreter
+        if ci is None:
+            return False
+        try:
+            return ci._kill_local_now()
+        except Exception as exc:
+            log.warning("could not kill the local sandboxes at once: %s", _text(exc))
+            return False
 
     @property
     def clients(self) -> dict[str, ClientState]:
@@ -215,6 +237,12 @@ class AppState:
     def closed(self) -> bool:
         """The cleanup has finished."""
         return self._closed is not None and self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        """Until the one cleanup has finished (it may not have started yet)."""
+        while self._closed is None:  # noqa: ASYNC110 -- brief poll until close() starts
+            await anyio.sleep(0.01)
+        await self._closed.wait()
 
     def reopen(self) -> None:
         """Serve again after a close (an in-memory client's lifespan is entered per client)."""

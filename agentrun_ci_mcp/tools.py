@@ -387,11 +387,16 @@ async def _interrupt(
     if state.closing:
         return  # the whole sandbox is about to be deleted
     log.info("run_code cancelled after %.1fs; restarting the client's context", elapsed)
-    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+    # Shielded from the call's own cancellation, not from the server stopping: on stdin
+    # EOF the sandbox is deleted anyway, and the restart must not delay the exit.
+    with anyio.CancelScope(shield=True) as scope, anyio.move_on_after(10):
+        state.interrupts.add(scope)
         try:
             await lease.reset()
         except AgentRunError as exc:
             log.warning("could not restart the context after cancellation: %s", exc)
+        finally:
+            state.interrupts.discard(scope)
     client.reset_pending = True
 
 
