@@ -357,6 +357,7 @@ async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
         def capture_signals(self) -> Iterator[None]:  # signals are serve_http's
             yield
 
+    state.logs.redactor.add(args.auth_token)  # never in a log notification
     app = http_app(mcp, args, max_sessions=state.options.max_clients)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), lifespan="on"

@@ -23,6 +23,7 @@ import anyio.to_thread
 import attrs
 
 from .clients import ClientRegistry, ClientState
+from .mcplog import ClientLogs, Redactor
 from .options import ServerOptions
 
 if TYPE_CHECKING:
@@ -86,9 +87,19 @@ class AppState:
         self._closed: anyio.Event | None = None
         #: shielded context restarts after a cancelled run (cancelled when the server stops)
         self.interrupts: set[anyio.CancelScope] = set()
+        #: log notifications for clients that sent logging/setLevel (see `mcplog`)
+        self.logs = ClientLogs(Redactor(_env_secrets(options), self._client_secrets))
         #: set once the first answer went out (stdio): the SDK is loaded only after it,
         #: so that nothing delays the handshake. None: load at once (HTTP, in memory)
         self.first_answer: anyio.Event | None = None
+
+    def _client_secrets(self) -> list[str]:
+        """What lets someone reach a client's state: `session` handles, HTTP session ids."""
+        registry = self.registry
+        found = list(registry.handles)
+        for key in [*registry.clients, *registry.tombstones]:
+            found.append(key.partition(":")[2] if key.startswith("http:") else key)
+        return found
 
     def begin_shutdown(self) -> None:
         """The server is stopping (stdin ended): refuse new calls, stop the ones in flight
@@ -297,6 +308,26 @@ def _text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _env_secrets(options: ServerOptions) -> list[str | None]:
+    """The credentials this server may hold: masked in log notifications wherever they show."""
+    import os
+
+    found: list[str | None] = []
+    config = options.config
+    if config is not None:
+        found += [config.access_key_secret, config.security_token]
+    for name in (
+        "AGENTRUN_ACCESS_KEY_SECRET",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "AGENTRUN_SECURITY_TOKEN",
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+        "AGENTRUN_MCP_AUTH_TOKEN",
+        "E2B_API_KEY",
+    ):
+        found.append(os.environ.get(name))
+    return found
+
+
 def lifespan(state: AppState) -> Callable[[Any], contextlib.AbstractAsyncContextManager[AppState]]:
     """The MCPServer lifespan: background tasks while serving, `state.close()` after."""
 
@@ -307,9 +338,12 @@ def lifespan(state: AppState) -> Callable[[Any], contextlib.AbstractAsyncContext
             tg.start_soon(state.reap_forever)
             tg.start_soon(state.progress_forever)
             tg.start_soon(state.warm_up)
+            state.logs.install()
+            tg.start_soon(state.logs.forward)
             try:
                 yield state
             finally:
+                state.logs.uninstall()
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(20):
                     await state.close()

@@ -25,6 +25,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from .clients import ClientState, UnknownHandle
+from .mcplog import current_client
 from .observe import observed
 from .options import EXECUTE_CAP_SECONDS, HOME, ServerOptions
 from .render import RunCodeOutput, compact_schema, render_execution, truncate
@@ -159,6 +160,9 @@ def resolve(ctx: Ctx, session: str | None) -> ClientState:
         client = state.registry.resolve(key, session)
     except UnknownHandle as exc:
         raise ToolError(str(exc)) from None
+    # what this call logs goes to this client's log notifications only (a client known
+    # by a handle alone has no connection to receive them: to nobody)
+    current_client.set(key or "anonymous")
     if key is not None and headers is not None:
         _end_with_connection(ctx, state, client)
     return client

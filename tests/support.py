@@ -305,6 +305,8 @@ class Server:
         )
         self.pid = self.proc.pid
         self.replies: dict[int, dict[str, Any]] = {}
+        #: notifications the server sent, in order (e.g. notifications/message)
+        self.notifications: list[dict[str, Any]] = []
         self._arrived: queue.Queue[int] = queue.Queue()
         self._id = 0
         self._reader = threading.Thread(target=self._read, name="mcp-stdout", daemon=True)
@@ -317,6 +319,8 @@ class Server:
             if "id" in message and ("result" in message or "error" in message):
                 self.replies[message["id"]] = message
                 self._arrived.put(message["id"])
+            elif "method" in message and "id" not in message:
+                self.notifications.append(message)
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
