@@ -43,7 +43,7 @@ SHUTDOWN_GRACE = 10.0
 #: after stdin ends (and what was read is answered), how long the graceful cleanup may
 #: take before the local emulator's kernels and processes are killed at once instead:
 #: hosts send SIGTERM 2 s after closing stdin, and the exit must come well before
-EOF_CLEANUP_BUDGET = 0.6
+EOF_CLEANUP_BUDGET = 0.25
 #: after stdin ends, how long requests already read may take to be answered before
 #: the rest are cancelled and cleanup starts (a client that writes requests and then
 #: closes stdin still gets its answers; a host that closes stdin to stop us sends

@@ -77,6 +77,8 @@ class AppState:
         self.options = options
         self._factory = factory or make_interpreter
         self.interpreter: AsyncCodeInterpreter | None = None
+        #: the interpreter close() is deleting (for kill_now)
+        self._deleting: AsyncCodeInterpreter | None = None
         self._open_lock = anyio.Lock()
         self.registry = ClientRegistry()
         #: run_code calls in flight, for progress_forever
@@ -112,7 +114,7 @@ class AppState:
     def kill_now(self) -> bool:
         """Kill the embedded emulator's kernels and processes at once and remove its
         directories (no graceful deletion); False when there is none (the cloud)."""
-        ci = self.interpreter
+        ci = self.interpreter or self._deleting
         if ci is None:
             return False
         try:
@@ -292,6 +294,7 @@ class AppState:
         if ci is None:
             log.info("nothing to delete: no sandbox was created")
             return
+        self._deleting = ci  # kill_now() may still cut this cleanup short
         try:
             await ci.close()
         except Exception as exc:
