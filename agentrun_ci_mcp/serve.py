@@ -198,9 +198,20 @@ def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGI
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
+    from .events import SSE_RETRY_MS, MemoryEventStore, SessionEvents, per_session
+
+    # SSE resumability: event ids, priming events with `retry:`, replay on Last-Event-ID
+    events = MemoryEventStore()
     app: ASGIApp = mcp.streamable_http_app(
-        transport_security=security, host=args.host, max_sessions=max_sessions
+        transport_security=security,
+        host=args.host,
+        max_sessions=max_sessions,
+        event_store=SessionEvents(events, ""),  # replaced by a view per session
+        retry_interval=SSE_RETRY_MS,
     )
+    if not per_session(mcp.session_manager, events):
+        mcp.session_manager.event_store = None  # never one store shared by every session
+        log.warning("this mcp version has no per-session event stores: SSE streams cannot resume")
     app = session_limit(app, max_sessions)
     return bearer_guard(app, args.auth_token)
 

@@ -18,8 +18,10 @@ import contextlib
 import json
 import os
 import queue
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -421,6 +423,52 @@ class Server:
                 with contextlib.suppress(BrokenPipeError):
                     stream.close()
         self._log_file.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def http_server_process(owner: str, log: Path, *args: str) -> Iterator[tuple[str, str, Path]]:
+    """The console script over streamable HTTP on the local backend, logging at INFO to
+    `log`: yields (url, bearer token, log); SIGTERM at exit (status 143 expected)."""
+    port = free_port()
+    token = secrets.token_urlsafe(16)
+    env = base_env(owner, log_level="INFO") | {
+        "AGENTRUN_MCP_BACKEND": "local",
+        "AGENTRUN_MCP_AUTH_TOKEN": token,
+    }
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [SCRIPT, "--transport", "streamable-http", "--port", str(port), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            env=env,
+        )
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(listening, f"the server to listen on port {port}")
+        yield f"http://127.0.0.1:{port}/mcp", token, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(EXIT_WAIT) == 128 + signal.SIGTERM, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def in_core(emulator: LocalEmulator, owner: str) -> list[str]:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import signal
-import socket
-import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ pytest.importorskip("mcp")
 
 from mcp import Client
 from mcp.types import LoggingMessageNotificationParams
-from support import EXIT_WAIT, SCRIPT, Server, base_env, needs_script, wait_until
+from support import Server, base_env, http_server_process, needs_script, wait_until
 
 from agentrun_ci_mcp.mcplog import MCP_LEVELS, Redactor, mcp_level
 from agentrun_ci_mcp.server import ServerOptions, build_server
@@ -209,50 +206,10 @@ def test_stdio_log_notifications_and_stderr(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- HTTP, per client
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def local_http(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """The console script over streamable HTTP on the local backend: (url, token, log)."""
-    port = _free_port()
-    token = secrets.token_urlsafe(16)
-    env = base_env(_owner(), log_level="INFO") | {
-        "AGENTRUN_MCP_BACKEND": "local",
-        "AGENTRUN_MCP_AUTH_TOKEN": token,
-    }
-    log_file = tmp_path / "server.log"
-    with open(log_file, "wb") as err:
-        proc = subprocess.Popen(
-            [SCRIPT, "--transport", "streamable-http", "--port", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=err,
-            env=env,
-        )
-
-    def listening() -> bool:
-        assert proc.poll() is None, log_file.read_text()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(listening, f"the server to listen on port {port}")
-        yield f"http://127.0.0.1:{port}/mcp", token, log_file
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(EXIT_WAIT) == 128 + signal.SIGTERM
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with http_server_process(_owner(), tmp_path / "server.log") as running:
+        yield running
 
 
 @needs_script
