@@ -1,4 +1,4 @@
-"""stdin EOF -> exit of the stdio MCP server, in several states side by side.
+"""stdin EOF → exit of the stdio MCP server, in several states side by side.
 
 Run: python benchmarks/mcp_exit.py [--rounds 8]
 Prints a markdown table and writes it to benchmarks/results/mcp_exit.md.
@@ -183,7 +183,7 @@ def measure(rounds: int) -> dict[str, list[tuple[float, int, bool]]]:
 def table(results: dict[str, list[tuple[float, int, bool]]], rounds: int) -> str:
     load = os.getloadavg()[0]
     lines = [
-        "# stdin EOF -> exit of `agentrun-ci-mcp` (stdio), by state",
+        "# stdin EOF → exit of `agentrun-ci-mcp` (stdio), by state",
         "",
         f"{rounds} closes per state, states in rotation, local backend (embedded emulator); "
         f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
