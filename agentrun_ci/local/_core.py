@@ -457,7 +457,9 @@ class Core:
                 break
             except RuntimeError:
                 continue
-        targets = _descendants(me)
+        # below this process, what belongs to this emulator (another one may share it)
+        places = [str(self._base)] + ([str(self._sockets)] if self._sockets is not None else [])
+        targets = [pid for pid in _descendants(me) if _mentions(pid, places)]
         for pgid in groups - {me, os.getpgid(0)}:
             with contextlib.suppress(OSError):
                 os.killpg(pgid, signal.SIGKILL)
@@ -1424,6 +1426,25 @@ def _descendants(root: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def _mentions(pid: int, places: list[str]) -> bool:
+    """Does the process's command line, environment or working directory name one of
+    `places`?"""
+    needles = [os.fsencode(p) for p in places]
+    for name in ("cmdline", "environ"):
+        try:
+            with open(f"/proc/{pid}/{name}", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        if any(n in data for n in needles):
+            return True
+    try:
+        cwd = os.fsencode(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    return any(n in cwd for n in needles)
 
 
 def _cgroup_members(path: str) -> list[int]:
