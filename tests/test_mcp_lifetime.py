@@ -44,6 +44,7 @@ from support import (
     needs_script,
     remaining,
     running_emulator,
+    sandbox_on,
     wait_until,
 )
 
@@ -244,10 +245,21 @@ def test_closed_as_hosts_close_it_right_after_a_cancelled_run(
 
 @pytest.mark.anyio
 async def test_killing_the_local_sandboxes_at_once_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: Config
 ) -> None:
     """The stop used when the graceful cleanup after EOF is too slow: every kernel and
-    command (a background one too) is killed, the emulator's directories are removed."""
+    command (a background one too) is killed, the emulator's directories are removed.
+    Another emulator in the same process (the session's) keeps its kernels."""
+    with sandbox_on(emulator) as (plane, other):
+        before = await anyio.to_thread.run_sync(lambda: plane.execute(other, "k = 41"))
+        assert before.error is None
+        await _kill_now_leaves_nothing(tmp_path, monkeypatch)
+        after = await anyio.to_thread.run_sync(lambda: plane.execute(other, "print(k + 1)"))
+        assert after.error is None
+        assert after.stdout == "42\n"
+
+
+async def _kill_now_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the emulator puts its own
     mcp, state = build_server(ServerOptions(backend="local", owner=_owner()))
     async with Client(mcp) as c:
