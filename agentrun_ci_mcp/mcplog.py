@@ -47,6 +47,7 @@ __all__ = [
     "Redactor",
     "connection_key",
     "current_client",
+    "current_request",
     "install_set_level",
 ]
 
@@ -74,6 +75,11 @@ MASK = "***"
 #: the client a record belongs to: set while a tool serves that client's call
 current_client: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "agentrun_ci_mcp_log_client", default=None
+)
+#: the call being served, as (its ServerSession, its request id): a record logged while
+#: serving it goes on that request's own stream (over HTTP, the POST's SSE response)
+current_request: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar(
+    "agentrun_ci_mcp_log_request", default=None
 )
 #: set in the forwarding task: what it logs itself is not forwarded (no feedback loop)
 _forwarding: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -164,6 +170,7 @@ class _Entry:
     logger: str
     text: str
     client: str | None
+    request: tuple[Any, Any] | None = None
 
 
 class ClientLogs:
@@ -245,7 +252,11 @@ class ClientLogs:
             text = text[:MAX_MESSAGE_CHARS] + " [cut]"
         # masked here, in the thread that logged: the secrets known now are the ones that apply
         entry = _Entry(
-            record.levelno, record.name, self.redactor.redact(text), current_client.get()
+            record.levelno,
+            record.name,
+            self.redactor.redact(text),
+            current_client.get(),
+            current_request.get(),
         )
         self._queue.append(entry)
         loop, wake = self._loop, self._wake
@@ -274,6 +285,15 @@ class ClientLogs:
             while self._queue:
                 await self._send(self._queue.popleft())
 
+    async def flush(self, timeout: float = 1.0) -> None:
+        """Send what is queued now (a tool calls it before answering, so that its call's
+        records arrive before its result, on the call's own stream)."""
+        if not self._queue:
+            return
+        with anyio.move_on_after(timeout):
+            while self._queue:
+                await self._send(self._queue.popleft())
+
     async def _send(self, entry: _Entry) -> None:
         for subscriber in list(self.subscribers.values()):
             if entry.levelno < subscriber.levelno:
@@ -287,7 +307,11 @@ class ClientLogs:
             )
             try:
                 with anyio.move_on_after(5):
-                    await subscriber.session.send_notification(notification)
+                    if entry.request is not None and entry.client == subscriber.key:
+                        session, request_id = entry.request
+                        await session.send_notification(notification, related_request_id=request_id)
+                    else:
+                        await subscriber.session.send_notification(notification)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self.unsubscribe(subscriber.key)  # its connection is gone
             except Exception:

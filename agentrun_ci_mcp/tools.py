@@ -25,7 +25,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from .clients import ClientState, UnknownHandle
-from .mcplog import current_client
+from .mcplog import current_client, current_request
 from .observe import observed
 from .options import EXECUTE_CAP_SECONDS, HOME, ServerOptions
 from .render import RunCodeOutput, compact_schema, render_execution, truncate
@@ -163,6 +163,8 @@ def resolve(ctx: Ctx, session: str | None) -> ClientState:
     # what this call logs goes to this client's log notifications only (a client known
     # by a handle alone has no connection to receive them: to nobody)
     current_client.set(key or "anonymous")
+    with contextlib.suppress(AttributeError, LookupError, ValueError):
+        current_request.set((ctx.session, ctx.request_id))
     if key is not None and headers is not None:
         _end_with_connection(ctx, state, client)
     return client

@@ -459,7 +459,8 @@ def http_server_process(owner: str, log: Path, *args: str) -> Iterator[tuple[str
             return False
 
     try:
-        wait_until(listening, f"the server to listen on port {port}")
+        # a hang guard: a loaded 2-CPU machine took over 20 s to start it
+        wait_until(listening, f"the server to listen on port {port}", timeout=REPLY_WAIT)
         yield f"http://127.0.0.1:{port}/mcp", token, log
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -46,7 +46,7 @@ class Received:
         return [str(p.data) for p in self.items]
 
     async def wait_for(self, needle: str) -> None:
-        with anyio.fail_after(20):  # a hang guard, not a timing assert
+        with anyio.fail_after(60):  # a hang guard, not a timing assert
             while not any(needle in t for t in self.texts()):  # noqa: ASYNC110
                 await anyio.sleep(0.02)
 
