@@ -497,6 +497,19 @@ class AsyncCodeInterpreter:
         if strategy is not None:
             await strategy.close()
 
+    def _kill_local_now(self) -> bool:
+        """Kill the embedded local emulator's kernels and processes at once and remove its
+        directories, waiting for nothing (no HTTP, no graceful deletion); False when this
+        object runs no emulator of its own (the cloud, or an emulator it was given).
+
+        For a process that exits right after and cannot wait for `close()`: the MCP
+        server on stdin EOF, whose host sends SIGTERM 2 s later."""
+        emulator = self._backend._emulator
+        if emulator is None:
+            return False
+        emulator.kill_now()
+        return True
+
     async def close(self) -> None:
         """Delete what this object created and close the planes. Idempotent."""
         if self._closed:

@@ -338,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        # stderr keeps --log-level when a client's logging/setLevel asks for more detail
+        # (the records it wants are let through our loggers: see mcplog)
+        handler.setLevel(getattr(logging, args.log_level))
     if args.log_format == "json":
         # imported only then: the SDK loads after the handshake (see tools.py)
         from agentrun_ci._logs import use_log_format

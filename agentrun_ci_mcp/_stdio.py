@@ -277,11 +277,19 @@ class AnswerBeforeEOF(_Wrapped):
     SDK drops with a debug log, are answered with a JSON-RPC parse or request error.
     """
 
-    def __init__(self, inner: Any, unanswered: Unanswered, grace: float, reply: Any) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        unanswered: Unanswered,
+        grace: float,
+        reply: Any,
+        on_eof: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(inner)
         self._unanswered = unanswered
         self._grace = grace
         self._reply = reply
+        self._on_eof = on_eof
 
     async def receive(self) -> Any:
         while True:
@@ -289,6 +297,8 @@ class AnswerBeforeEOF(_Wrapped):
                 item = await self._inner.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 await self._unanswered.wait_answered(self._grace)
+                if self._on_eof is not None:
+                    self._on_eof()
                 raise
             if isinstance(item, Exception):
                 log.debug("refused a line that is not a JSON-RPC message: %s", item)
@@ -326,13 +336,17 @@ class CountAnswers(_Wrapped):
 
 
 def answer_before_eof(
-    read: Any, write: Any, grace: float, on_answer: Callable[[], None] | None = None
+    read: Any,
+    write: Any,
+    grace: float,
+    on_answer: Callable[[], None] | None = None,
+    on_eof: Callable[[], None] | None = None,
 ) -> tuple[Any, Any]:
     """Wrap the SDK's stdio streams: EOF waits (up to `grace`) for pending answers, and
     a line that is not a message gets a JSON-RPC error instead of silence. `on_answer`
-    is called after each message sent."""
+    is called after each message sent; `on_eof` when the end of input is passed on."""
     unanswered = Unanswered()
     return (
-        AnswerBeforeEOF(read, unanswered, grace, write),
+        AnswerBeforeEOF(read, unanswered, grace, write, on_eof),
         CountAnswers(write, unanswered, on_answer),
     )

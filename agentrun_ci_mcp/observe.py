@@ -37,9 +37,19 @@ def observed(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
             raise
         outcome, handle = _outcome(result)
         _finish(name, outcome, started, request_id, handle, None)
+        await _flush_logs(kwargs.get("ctx"))
         return result
 
     return call
+
+
+async def _flush_logs(ctx: Any) -> None:
+    """The call's log notifications before its result (for clients that asked for them)."""
+    try:
+        logs = ctx.request_context.lifespan_context.logs
+    except (AttributeError, LookupError, ValueError):  # outside a request (tests)
+        return
+    await logs.flush()
 
 
 def _request_id(ctx: Any) -> str | None:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from types import FrameType
 from typing import Any
@@ -39,6 +40,10 @@ LOOPBACK_NAMES = {"localhost"}
 #: how long shutdown may spend deleting sandboxes before exiting anyway; stdio hosts
 #: send SIGKILL 2 s after SIGTERM, so the cleanup must be quick
 SHUTDOWN_GRACE = 10.0
+#: after stdin ends (and what was read is answered), how long the graceful cleanup may
+#: take before the local emulator's kernels and processes are killed at once instead:
+#: hosts send SIGTERM 2 s after closing stdin, and the exit must come well before
+EOF_CLEANUP_BUDGET = 0.25
 #: after stdin ends, how long requests already read may take to be answered before
 #: the rest are cancelled and cleanup starts (a client that writes requests and then
 #: closes stdin still gets its answers; a host that closes stdin to stop us sends
@@ -193,13 +198,25 @@ def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGI
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
+    from .events import SSE_RETRY_MS, MemoryEventStore, SessionEvents, per_session
+
+    # --stateless: no MCP session either; every request stands alone (any replica), and
+    # there is no stream to resume on another replica: no event store
+    stateless = bool(getattr(args, "stateless", False))
+    # SSE resumability: event ids, priming events with `retry:`, replay on Last-Event-ID
+    events = MemoryEventStore()
     app: ASGIApp = mcp.streamable_http_app(
         transport_security=security,
         host=args.host,
         max_sessions=max_sessions,
-        # --stateless: no MCP session either; every request stands alone (any replica)
-        stateless_http=bool(getattr(args, "stateless", False)),
+        stateless_http=stateless,
+        # replaced by a view per session
+        event_store=None if stateless else SessionEvents(events, ""),
+        retry_interval=SSE_RETRY_MS,
     )
+    if not stateless and not per_session(mcp.session_manager, events):
+        mcp.session_manager.event_store = None  # never one store shared by every session
+        log.warning("this mcp version has no per-session event stores: SSE streams cannot resume")
     app = session_limit(app, max_sessions)
     return bearer_guard(app, args.auth_token)
 
@@ -207,10 +224,15 @@ def http_app(mcp: Any, args: argparse.Namespace, max_sessions: int = 64) -> ASGI
 # ---------------------------------------------------------------- serving
 
 
-async def run_stdio(mcp: Any, on_answer: Callable[[], None] | None = None) -> None:
+async def run_stdio(
+    mcp: Any,
+    on_answer: Callable[[], None] | None = None,
+    on_eof: Callable[[], None] | None = None,
+) -> None:
     """`mcp.run_stdio_async()`, on thread-free pipes where stdin/stdout allow it.
 
-    `on_answer` is called after each message written to the client.
+    `on_answer` is called after each message written to the client; `on_eof` when
+    stdin has ended (and what was read before is answered, or the grace is over).
     """
     from mcp.server.stdio import stdio_server
 
@@ -224,7 +246,7 @@ async def run_stdio(mcp: Any, on_answer: Callable[[], None] | None = None) -> No
         # a regular file redirected in is not a pipe: the SDK's threaded reader serves it
         server = stdio_server() if streams is None else stdio_server(*streams)  # type: ignore[arg-type]
         async with server as (read, write):
-            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE, on_answer)
+            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE, on_answer, on_eof)
             await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
@@ -288,6 +310,7 @@ async def serve_stdio(mcp: Any, state: Any) -> int:
     """
     signals = Signals.install()
     first_answer = state.first_answer = anyio.Event()
+    eof = anyio.Event()
     async with anyio.create_task_group() as tg:
 
         async def on_signal() -> None:
@@ -296,11 +319,42 @@ async def serve_stdio(mcp: Any, state: Any) -> int:
             logging.shutdown()
             os._exit(signals.status(0))
 
+        async def on_eof() -> None:
+            await eof.wait()
+            state.begin_shutdown()
+            await _exit_in_time(state, signals)
+
         tg.start_soon(on_signal)
-        await run_stdio(mcp, first_answer.set)
+        tg.start_soon(on_eof)
+        await run_stdio(mcp, first_answer.set, eof.set)
         await _close(state, "stdin closed")
         tg.cancel_scope.cancel()
     return signals.status(0)
+
+
+async def _exit_in_time(state: Any, signals: Signals) -> None:
+    """After EOF: if the graceful cleanup is not over within EOF_CLEANUP_BUDGET, kill the
+    local emulator's kernels and processes at once, remove its directories and exit.
+
+    Deleting sandbox after sandbox waits for each one's processes to be gone; on a
+    loaded machine a killed kernel can take a second or more to die, and the host's
+    SIGTERM comes 2 s after EOF. Killing everything at once waits for nothing. With the
+    cloud backend there is nothing to kill here: the graceful cleanup is waited for.
+    """
+    with anyio.move_on_after(EOF_CLEANUP_BUDGET):
+        await state.wait_closed()
+    if state.closed or not state.kill_now():
+        return
+    log.info(
+        "stdin closed: cleanup still running after %g s; killed the local sandboxes' "
+        "processes at once and removed their directories",
+        EOF_CLEANUP_BUDGET,
+    )
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(signals.status(0))
 
 
 async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
@@ -319,6 +373,7 @@ async def serve_http(mcp: Any, state: Any, args: argparse.Namespace) -> int:
         def capture_signals(self) -> Iterator[None]:  # signals are serve_http's
             yield
 
+    state.logs.redactor.add(args.auth_token)  # never in a log notification
     app = http_app(mcp, args, max_sessions=state.options.max_clients)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), lifespan="on"

@@ -14,6 +14,7 @@ The parts, each in its own module:
 from mcp.server import MCPServer
 
 from .clients import ClientRegistry, ClientState
+from .mcplog import install_set_level
 from .options import (
     ALL_TOOLS,
     EXECUTE_CAP_SECONDS,
@@ -75,6 +76,7 @@ def build_server(
         subscriptions=False,  # the tool list never changes: nothing to listen for
     )
     _serve_only_tools(mcp)
+    install_set_level(mcp, app_state.logs)
     return mcp, app_state
 
 

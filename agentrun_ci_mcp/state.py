@@ -23,6 +23,7 @@ import anyio.to_thread
 import attrs
 
 from .clients import ClientRegistry, ClientState
+from .mcplog import ClientLogs, Redactor
 from .options import ServerOptions
 from .stateless import Stateless
 
@@ -77,6 +78,8 @@ class AppState:
         self.options = options
         self._factory = factory or make_interpreter
         self.interpreter: AsyncCodeInterpreter | None = None
+        #: the interpreter close() is deleting (for kill_now)
+        self._deleting: AsyncCodeInterpreter | None = None
         self._open_lock = anyio.Lock()
         self.registry = ClientRegistry()
         #: run_code calls in flight, for progress_forever
@@ -85,6 +88,10 @@ class AppState:
         self.closing = False
         #: set when the one cleanup has finished; every later close() joins it
         self._closed: anyio.Event | None = None
+        #: shielded context restarts after a cancelled run (cancelled when the server stops)
+        self.interrupts: set[anyio.CancelScope] = set()
+        #: log notifications for clients that sent logging/setLevel (see `mcplog`)
+        self.logs = ClientLogs(Redactor(_env_secrets(options), self._client_secrets))
         #: set once the first answer went out (stdio): the SDK is loaded only after it,
         #: so that nothing delays the handshake. None: load at once (HTTP, in memory)
         self.first_answer: anyio.Event | None = None
@@ -94,6 +101,34 @@ class AppState:
             if options.handle_key is None:
                 raise ValueError("stateless mode needs a handle key (AGENTRUN_MCP_HANDLE_KEY)")
             self.stateless = Stateless(options, options.handle_key)
+
+    def _client_secrets(self) -> list[str]:
+        """What lets someone reach a client's state: `session` handles, HTTP session ids."""
+        registry = self.registry
+        found = list(registry.handles)
+        for key in [*registry.clients, *registry.tombstones]:
+            found.append(key.partition(":")[2] if key.startswith("http:") else key)
+        return found
+
+    def begin_shutdown(self) -> None:
+        """The server is stopping (stdin ended): refuse new calls, stop the ones in flight
+        and any context restart after a cancelled run (the sandbox is deleted anyway)."""
+        self.closing = True
+        self.registry.cancel_calls()
+        for scope in list(self.interrupts):
+            scope.cancel()
+
+    def kill_now(self) -> bool:
+        """Kill the embedded emulator's kernels and processes at once and remove its
+        directories (no graceful deletion); False when there is none (the cloud)."""
+        ci = self.interpreter or self._deleting
+        if ci is None:
+            return False
+        try:
+            return ci._kill_local_now()
+        except Exception as exc:
+            log.warning("could not kill the local sandboxes at once: %s", _text(exc))
+            return False
 
     @property
     def clients(self) -> dict[str, ClientState]:
@@ -223,6 +258,12 @@ class AppState:
         """The cleanup has finished."""
         return self._closed is not None and self._closed.is_set()
 
+    async def wait_closed(self) -> None:
+        """Until the one cleanup has finished (it may not have started yet)."""
+        while self._closed is None:  # noqa: ASYNC110 -- brief poll until close() starts
+            await anyio.sleep(0.01)
+        await self._closed.wait()
+
     def reopen(self) -> None:
         """Serve again after a close (an in-memory client's lifespan is entered per client)."""
         self.closing = False
@@ -271,6 +312,7 @@ class AppState:
         if ci is None:
             log.info("nothing to delete: no sandbox was created")
             return
+        self._deleting = ci  # kill_now() may still cut this cleanup short
         try:
             await ci.close()
         except Exception as exc:
@@ -287,6 +329,26 @@ def _text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _env_secrets(options: ServerOptions) -> list[str | None]:
+    """The credentials this server may hold: masked in log notifications wherever they show."""
+    import os
+
+    found: list[str | None] = []
+    config = options.config
+    if config is not None:
+        found += [config.access_key_secret, config.security_token]
+    for name in (
+        "AGENTRUN_ACCESS_KEY_SECRET",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "AGENTRUN_SECURITY_TOKEN",
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+        "AGENTRUN_MCP_AUTH_TOKEN",
+        "E2B_API_KEY",
+    ):
+        found.append(os.environ.get(name))
+    return found
+
+
 def lifespan(state: AppState) -> Callable[[Any], contextlib.AbstractAsyncContextManager[AppState]]:
     """The MCPServer lifespan: background tasks while serving, `state.close()` after."""
 
@@ -297,9 +359,12 @@ def lifespan(state: AppState) -> Callable[[Any], contextlib.AbstractAsyncContext
             tg.start_soon(state.reap_forever)
             tg.start_soon(state.progress_forever)
             tg.start_soon(state.warm_up)
+            state.logs.install()
+            tg.start_soon(state.logs.forward)
             try:
                 yield state
             finally:
+                state.logs.uninstall()
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(20):
                     await state.close()

@@ -25,6 +25,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from .clients import ClientState, UnknownHandle
+from .mcplog import current_client, current_request
 from .observe import observed
 from .options import EXECUTE_CAP_SECONDS, HOME, ServerOptions
 from .render import RunCodeOutput, compact_schema, render_execution, truncate
@@ -171,6 +172,11 @@ def resolve(ctx: Ctx, session: str | None) -> ClientState:
         client = state.registry.resolve(key, session)
     except UnknownHandle as exc:
         raise ToolError(str(exc)) from None
+    # what this call logs goes to this client's log notifications only (a client known
+    # by a handle alone has no connection to receive them: to nobody)
+    current_client.set(key or "anonymous")
+    with contextlib.suppress(AttributeError, LookupError, ValueError):
+        current_request.set((ctx.session, ctx.request_id))
     if key is not None and headers is not None:
         _end_with_connection(ctx, state, client)
     return client
@@ -403,11 +409,16 @@ async def _interrupt(
     if state.closing:
         return  # the whole sandbox is about to be deleted
     log.info("run_code cancelled after %.1fs; restarting the client's context", elapsed)
-    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+    # Shielded from the call's own cancellation, not from the server stopping: on stdin
+    # EOF the sandbox is deleted anyway, and the restart must not delay the exit.
+    with anyio.CancelScope(shield=True) as scope, anyio.move_on_after(10):
+        state.interrupts.add(scope)
         try:
             await lease.reset()
         except AgentRunError as exc:
             log.warning("could not restart the context after cancellation: %s", exc)
+        finally:
+            state.interrupts.discard(scope)
     client.reset_pending = True
 
 

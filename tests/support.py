@@ -18,8 +18,10 @@ import contextlib
 import json
 import os
 import queue
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -305,6 +307,8 @@ class Server:
         )
         self.pid = self.proc.pid
         self.replies: dict[int, dict[str, Any]] = {}
+        #: notifications the server sent, in order (e.g. notifications/message)
+        self.notifications: list[dict[str, Any]] = []
         self._arrived: queue.Queue[int] = queue.Queue()
         self._id = 0
         self._reader = threading.Thread(target=self._read, name="mcp-stdout", daemon=True)
@@ -317,6 +321,8 @@ class Server:
             if "id" in message and ("result" in message or "error" in message):
                 self.replies[message["id"]] = message
                 self._arrived.put(message["id"])
+            elif "method" in message and "id" not in message:
+                self.notifications.append(message)
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -417,6 +423,53 @@ class Server:
                 with contextlib.suppress(BrokenPipeError):
                     stream.close()
         self._log_file.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def http_server_process(owner: str, log: Path, *args: str) -> Iterator[tuple[str, str, Path]]:
+    """The console script over streamable HTTP on the local backend, logging at INFO to
+    `log`: yields (url, bearer token, log); SIGTERM at exit (status 143 expected)."""
+    port = free_port()
+    token = secrets.token_urlsafe(16)
+    env = base_env(owner, log_level="INFO") | {
+        "AGENTRUN_MCP_BACKEND": "local",
+        "AGENTRUN_MCP_AUTH_TOKEN": token,
+    }
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [SCRIPT, "--transport", "streamable-http", "--port", str(port), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            env=env,
+        )
+
+    def listening() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        # a hang guard: a loaded 2-CPU machine took over 20 s to start it
+        wait_until(listening, f"the server to listen on port {port}", timeout=REPLY_WAIT)
+        yield f"http://127.0.0.1:{port}/mcp", token, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(EXIT_WAIT) == 128 + signal.SIGTERM, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def in_core(emulator: LocalEmulator, owner: str) -> list[str]:

@@ -15,12 +15,14 @@ import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 pytest.importorskip("mcp")
@@ -38,9 +40,12 @@ from support import (
     cloud_leaks,
     initialize_request,
     live_in_session,
+    live_mentioning,
     needs_script,
     remaining,
     running_emulator,
+    sandbox_on,
+    wait_until,
 )
 
 from agentrun_ci import AsyncControlPlane, Config
@@ -171,6 +176,103 @@ def test_a_signal_at_random_points_during_cleanup_joins_it(
         assert "could not" not in log, f"{context}\n{log}"
         assert _left(emulator, config, owner, server, tmp) == [], f"{context}\n{log}"
     print(f"window {window:.3f} s, statuses {statuses}")
+
+
+#: host-style closes right after a cancelled run (the issue saw 6 SIGTERMs in 15)
+CANCELLED_ROUNDS = 8
+STARTED = "run-started"
+
+
+def _cancel_a_long_run(server: Server, tmp: Path, settled: bool) -> None:
+    """Start a 20 s run, wait until its code runs in the kernel, cancel it. `settled`:
+    also wait until the server has begun restarting the context to stop it."""
+    code = f"import pathlib, time; pathlib.Path({STARTED!r}).touch(); time.sleep(20)"
+    request = server.tool("run_code", code=code)
+    wait_until(lambda: list(tmp.rglob(STARTED)), lambda: f"the run to start:\n{server.log_tail()}")
+    server.send(
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request, "reason": "the user pressed stop"},
+        }
+    )
+    if settled:
+        wait_until(
+            lambda: "restarting the client's context" in server.log.read_text(),
+            lambda: f"the restart after the cancel:\n{server.log_tail()}",
+        )
+
+
+def _left_locally(pid: int, tmp: Path) -> list[str]:
+    """What a stopped server on the local backend left: processes of its session or
+    mentioning its temp dir (kernels, commands), files in that dir."""
+    left = [f"in its session: {p}" for p in remaining(lambda: live_in_session(pid))]
+    left += [f"process: {p}" for p in remaining(lambda: live_mentioning(str(tmp)))]
+    return left + [f"temp: {f}" for f in tmp.iterdir()]
+
+
+@needs_script
+def test_closed_as_hosts_close_it_right_after_a_cancelled_run(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """Local backend (the embedded emulator), as a host with no credentials runs it: after
+    a cancelled run, stdin EOF alone stops the server, before the host's SIGTERM (exit 0,
+    never 143), and nothing is left: no process of its session or mentioning its temp dir,
+    no file in its temp dir."""
+    statuses = []
+    for n in range(CANCELLED_ROUNDS):
+        where = tmp_path / f"round{n}"
+        tmp = where / "tmp"
+        tmp.mkdir(parents=True)
+        env = base_env(_owner(), log_level="INFO") | {
+            "AGENTRUN_MCP_BACKEND": "local",
+            "TMPDIR": str(tmp),
+        }
+        server = Server(env, where / "server.log")
+        servers.append(server)
+        server.initialize()
+        server.tool_ok("run_code", code="x = 1")
+        _cancel_a_long_run(server, tmp, settled=n % 2 == 1)
+        status, _, signalled = server.close_like_a_host()
+        statuses.append(status)
+        context = f"round {n}: status {status}, SIGTERM sent: {signalled}\n{server.log_tail()}"
+        # the host's grace is the condition: past it the host sends SIGTERM (exit 143)
+        assert not signalled, context
+        assert status == 0, context
+        assert _left_locally(server.pid, tmp) == [], context
+    assert statuses == [0] * CANCELLED_ROUNDS
+
+
+@pytest.mark.anyio
+async def test_killing_the_local_sandboxes_at_once_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: Config
+) -> None:
+    """The stop used when the graceful cleanup after EOF is too slow: every kernel and
+    command (a background one too) is killed, the emulator's directories are removed.
+    Another emulator in the same process (the session's) keeps its kernels."""
+    with sandbox_on(emulator) as (plane, other):
+        before = await anyio.to_thread.run_sync(lambda: plane.execute(other, "k = 41"))
+        assert before.error is None
+        await _kill_now_leaves_nothing(tmp_path, monkeypatch)
+        after = await anyio.to_thread.run_sync(lambda: plane.execute(other, "print(k + 1)"))
+        assert after.error is None
+        assert after.stdout == "42\n"
+
+
+async def _kill_now_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the emulator puts its own
+    mcp, state = build_server(ServerOptions(backend="local", owner=_owner()))
+    async with Client(mcp) as c:
+        first = await c.call_tool("run_code", {"code": "import os; os.getpid()"})
+        assert not first.is_error, first.content
+        ran = await c.call_tool("run_command", {"command": "nohup sleep 300 > /dev/null 2>&1 &"})
+        assert not ran.is_error, ran.content
+        assert await anyio.to_thread.run_sync(live_mentioning, str(tmp_path))
+        assert state.kill_now()
+        left = await anyio.to_thread.run_sync(remaining, lambda: live_mentioning(str(tmp_path)))
+        assert left == []
+        assert await anyio.to_thread.run_sync(lambda: list(tmp_path.iterdir())) == []
+    # the graceful cleanup that follows finds nothing left, and finishes
 
 
 # ---------------------------------------------------------------- one lifetime model

@@ -1025,6 +1025,10 @@ class SparePool:
             self.fill()
         return slot
 
+    def slots(self) -> list[Slot]:
+        """The spare slots ready now (a copy: for `Core.kill_now`, from any thread)."""
+        return list(self._ready)
+
     async def close(self) -> None:
         self._closed = True
         # A kernel still starting serves no one: cancel the start rather than wait

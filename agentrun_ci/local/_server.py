@@ -149,6 +149,15 @@ class LocalEmulator:
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
+    def kill_now(self) -> None:
+        """Kill every kernel and process of every sandbox at once and remove the temporary
+        directories, waiting for nothing: for a process that exits right after, when the
+        graceful `stop()` would take too long (see `Core.kill_now`). The serving thread is
+        left to die with the process."""
+        core = self.core
+        if core is not None and self._thread is not None:
+            core.kill_now()
+
     def __enter__(self) -> Config:
         return self.start()
 
