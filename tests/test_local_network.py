@@ -494,3 +494,43 @@ def test_pasta_uplink(monkeypatch: pytest.MonkeyPatch) -> None:
         http.delete(f"/sandboxes/{pub}")
         assert not os.path.exists(f"/proc/{uplink}")
     assert _uplink_children() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unprivileged, every jail is in a user namespace")
+def test_a_jail_in_a_user_namespace_gets_its_uplink_too() -> None:
+    """sandbox_uid=None: bwrap makes the user namespaces (two, nested), and the uplink
+    joins the one owning the sandbox's network namespace."""
+    if _NO_BWRAP:
+        pytest.skip("the jail needs bubblewrap (apt-get install bubblewrap)")
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=0, sandbox_uid=None))
+    with (
+        _listener("127.0.0.1") as port,
+        emulator as config,
+        httpx.Client(base_url=str(config.data_endpoint), timeout=120) as http,
+    ):
+        assert emulator.core is not None
+        assert emulator.core.jail is not None
+        assert not emulator.core.jail.privileged
+        if emulator.core.uplink is None:
+            pytest.skip(f"no uplink for PUBLIC sandboxes: {_network.INSTALL_FIX}")
+        http.post("/2025-09-10/templates", json={"templateName": "pub"})
+        made: list[str] = []
+        pub = _sandbox(http, made, "pub")
+        assert len(_interfaces(http, pub)) == 2
+        targets: list[tuple[str, str, object]] = [
+            ("listener", "AF_INET", ("127.0.0.1", port)),
+            ("listener via 10.0.2.2", "AF_INET", ("10.0.2.2", port)),
+        ]
+        said = _reach(http, pub, targets)
+        assert [n for n, s in said.items() if s == "reached"] == [], said
+        address = _host_address()
+        if address is not None:
+            with _listener(address) as out:
+                code = (
+                    "import socket\n"
+                    f"with socket.create_connection(({address!r}, {out}), timeout=10) as s:\n"
+                    "    print(s.makefile().readline().strip())\n"
+                )
+                assert _run(http, pub, code).strip() == "hello"
+        http.delete(f"/sandboxes/{pub}")
+    assert _uplink_children() == []

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -68,6 +69,7 @@ INSTALL_FIX = (
 #: seconds an uplink may take to say it is ready unless told
 _START_TIMEOUT = 60.0
 _PR_SET_PDEATHSIG = 1
+_NS_GET_USERNS = 0xB701  # _IO(0xb7, 0x1), linux/nsfs.h
 
 
 class UplinkError(RuntimeError):
@@ -90,21 +92,23 @@ class UplinkTool:
     path: str
     kind: str  # "slirp4netns" or "pasta"
 
-    def argv(self, pid: int, *, userns: bool, ready_fd: int) -> list[str]:
-        """The command giving the network namespace of host pid `pid` an uplink; `userns`:
-        that namespace belongs to the user namespace of `pid` (an unprivileged jail)."""
+    def argv(self, pid: int, *, userns_fd: int, ready_fd: int) -> list[str]:
+        """The command giving the network namespace of host pid `pid` an uplink;
+        `userns_fd` (>= 0, passed to it): the user namespace owning that network namespace,
+        which it joins first (an unprivileged jail's: `owner_userns`)."""
+        userns = f"/proc/self/fd/{userns_fd}" if userns_fd >= 0 else ""
         if self.kind == "slirp4netns":
             out = [self.path, "--configure", "--mtu=65520", "--disable-host-loopback"]
             out += [f"--ready-fd={ready_fd}", "--enable-sandbox", "--enable-seccomp"]
             if userns:
-                out.append(f"--userns-path=/proc/{pid}/ns/user")
+                out.append(f"--userns-path={userns}")
             return [*out, str(pid), "tap0"]
         out = [self.path, "--foreground", "--quiet", "--config-net", "--no-map-gw"]
         out += ["--dns-forward", DNS_ADDRESS, "-t", "none", "-u", "none", "-T", "none"]
         out += ["-U", "none", "--netns", f"/proc/{pid}/ns/net"]
         if userns:
-            out += ["--userns", f"/proc/{pid}/ns/user"]
-        elif os.geteuid() == 0:  # else it drops to nobody, who may not open the namespace
+            out += ["--userns", userns]
+        if os.geteuid() == 0:  # else it drops to nobody, who may not open the namespace
             out += ["--runas", "0:0"]
         return out
 
@@ -120,15 +124,28 @@ def find_uplink() -> tuple[UplinkTool | None, str]:
     return None, f"neither slirp4netns nor pasta is installed; fix: {INSTALL_FIX}"
 
 
+def owner_userns(pid: int) -> int:
+    """An fd of the user namespace that owns the network namespace of host pid `pid`
+    (ioctl NS_GET_USERNS): bwrap, making a user namespace, nests a second one for the
+    sandbox's uid, so the holder's own (/proc/<pid>/ns/user) is not the owner."""
+    net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(net, _NS_GET_USERNS)
+    finally:
+        os.close(net)
+
+
 def probe_uplink(tool: UplinkTool, pid: int, *, userns: bool, timeout: float = 30.0) -> str:
     """Connect the network namespace of host pid `pid` (a scratch holder's) with `tool`
     and take it down again: "" if that works, else why not and the fix."""
     ready_r, ready_w = os.pipe()
     proc: subprocess.Popen[bytes] | None = None
+    userns_fd = -1
     try:
+        userns_fd = owner_userns(pid) if userns else -1
         proc = subprocess.Popen(
-            tool.argv(pid, userns=userns, ready_fd=ready_w),
-            pass_fds=(ready_w,),
+            tool.argv(pid, userns_fd=userns_fd, ready_fd=ready_w),
+            pass_fds=(ready_w,) if userns_fd < 0 else (ready_w, userns_fd),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -152,7 +169,7 @@ def probe_uplink(tool: UplinkTool, pid: int, *, userns: bool, timeout: float = 3
             "give the emulator /dev/net/tun (containers: --device /dev/net/tun)"
         )
     finally:
-        for fd in (ready_r, ready_w):
+        for fd in (ready_r, ready_w, userns_fd):
             if fd >= 0:
                 os.close(fd)
         if proc is not None and proc.poll() is None:
@@ -189,10 +206,12 @@ class Uplink:
         namespace has its interface, address and default route."""
         ready_r, ready_w = os.pipe()
         started = time.monotonic()
+        userns_fd = -1
         with tempfile.TemporaryFile() as err:
             try:
+                userns_fd = owner_userns(pid) if userns else -1
                 proc = await asyncio.create_subprocess_exec(
-                    *self.tool.argv(pid, userns=userns, ready_fd=ready_w),
+                    *self.tool.argv(pid, userns_fd=userns_fd, ready_fd=ready_w),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=err,
@@ -201,7 +220,7 @@ class Uplink:
                     # --enable-sandbox leaves the sandbox's directory)
                     env={"HOME": str(cwd), "PATH": os.environ.get("PATH", os.defpath)},
                     start_new_session=True,
-                    pass_fds=(ready_w,),
+                    pass_fds=(ready_w,) if userns_fd < 0 else (ready_w, userns_fd),
                     preexec_fn=_die_with_parent(),
                 )
             except OSError as exc:
@@ -209,6 +228,8 @@ class Uplink:
                 raise UplinkError(f"could not run {self.tool.path}: {exc}") from exc
             finally:
                 os.close(ready_w)
+                if userns_fd >= 0:
+                    os.close(userns_fd)
             self._proc = proc
             try:
                 if self.tool.kind == "slirp4netns":
