@@ -16,15 +16,17 @@ server's in-process emulators always configure one (random unless given), since 
 in the sandboxes shares the loopback; only `local serve --insecure` and a bare
 `LocalEmulator()` answer unsigned requests.
 
-Code runs on THIS machine: each sandbox is a private temporary directory, which its
-code sees at /home/user; each python context is an ipykernel (IPC sockets; spare kernels
-pre-started per sandbox-to-be), each javascript context a small persistent node process;
+Code runs on THIS machine: each sandbox is a private temporary directory, which its code
+sees at /home/user; each python context is an ipykernel (IPC sockets; spare kernels pre-
+started per sandbox-to-be), each javascript context a small persistent node process;
 commands run under bash. On Linux with bubblewrap every kernel and command runs in its
-sandbox's jail (`_jail.py`: own mount, PID and IPC namespaces, read-only system, no other
-sandbox, no server state, no capabilities); everywhere they get a scrubbed environment and
-the limits of `EmulatorSettings` (`_limits.py`: process groups, rlimits, pids and memory
-cgroups per sandbox where /sys/fs/cgroup is writable). docs/local-backend.md says which
-guarantee holds on which platform. It is a development and CI tool, not a VM.
+sandbox's jail (`_jail.py`: own mount, PID, IPC and network namespaces, read-only system,
+no other sandbox, no server state, no capabilities; a PUBLIC template's sandbox gets out
+through slirp4netns or pasta, never to the host's loopback: `_network.py`); everywhere
+they get a scrubbed environment and the limits of `EmulatorSettings` (`_limits.py`:
+process groups, rlimits, pids and memory cgroups per sandbox where /sys/fs/cgroup is
+writable). docs/local-backend.md says which guarantee holds on which platform. It is a
+development and CI tool, not a VM.
 """
 
 from ._faults import FAULT_KINDS, TRANSIENT_KINDS, FaultPlan
