@@ -328,11 +328,15 @@ class Core:
         if jail is None:
             why = "no jail" if os.geteuid() == 0 else "no jail, and `unshare -n` needs root"
             private = "get loopback only" if os.geteuid() == 0 else "too"
-            _warn_lost(
+            said = (
                 f"local sandboxes share this machine's network ({why}): their code reaches "
                 f"its loopback services (this emulator's API, local daemons); PRIVATE ones "
-                f"{private}. Fix: install bubblewrap and slirp4netns"
+                f"{private}"
             )
+            if settings.jail and settings.pid_namespace:
+                _warn_lost(f"{said}. Fix: install bubblewrap and slirp4netns")
+            else:  # the jail is off on purpose: said, not warned
+                log.info("%s", said)
             return None
         if not jail.shares_namespaces:
             _warn_lost(f"{lost} (a sandbox's uplink needs its namespace holder: see above)")
