@@ -1289,14 +1289,16 @@ def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
     """Start a namespace holder and run the kernel's interpreter in a jail that joins it:
     "" if that interpreter sees the holder as PID 1, else why not."""
     try:
-        with _probe_holder(jail, scratch, python, own_net=False) as (pid, home, tmp):
+        # with a network namespace of its own, as every sandbox's but a PUBLIC one's
+        # where there is no uplink
+        with _probe_holder(jail, scratch, python, own_net=True) as (pid, home, tmp):
             check = "import sys; sys.exit(open('/proc/1/cmdline', 'rb').read()[:5] != b'sleep')"
             argv = jail.argv(
                 [python, "-I", "-S", "-c", check],
                 init=init_argv(python, uid=jail.uid, cwd=HOME),
                 home=home,
                 tmp=tmp,
-                own_net=False,
+                own_net=True,
                 holder=pid,
             )
             done = subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/")
