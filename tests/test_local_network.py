@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -26,7 +27,7 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
-from agentrun_ci.local import EmulatorSettings, LocalEmulator, _network
+from agentrun_ci.local import EmulatorSettings, LocalEmulator, _jail, _network
 from tests.support import alive, wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -211,6 +212,36 @@ def _uplink_children() -> list[int]:
         if mine and fields[0] not in ("Z", "X"):
             found.append(int(name))
     return found
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_the_template_mode_decides() -> None:
+    def mode(value: object) -> bool:
+        return _network.is_public({"networkConfiguration": {"networkMode": value}})
+
+    assert _network.is_public({})  # the service's default: PUBLIC
+    assert mode("PUBLIC")
+    assert mode("PUBLIC_AND_PRIVATE")  # no VPC here: the public part
+    assert not mode("PRIVATE")
+    assert not mode("private")
+
+
+def test_resolv_conf_is_bound_where_the_hosts_leads(tmp_path: Path) -> None:
+    """systemd-resolved's /etc/resolv.conf is a link into /run (the jail's own tmpfs): the
+    file is bound at the link's target, its directories made; a plain file in place."""
+    link = tmp_path / "resolv.conf"
+    target = "/run/systemd/resolve/stub-resolv.conf"
+    link.symlink_to(target)
+    assert _jail._resolv_bind("/x/resolv.conf", {"/run"}, str(link)) == [
+        *("--perms", "0755", "--dir", "/run/systemd"),
+        *("--perms", "0755", "--dir", "/run/systemd/resolve"),
+        *("--ro-bind", "/x/resolv.conf", target),
+    ]
+    host = "/etc/resolv.conf"
+    if os.path.isfile(host) and not os.path.islink(host):
+        assert _jail._resolv_bind("/x/resolv.conf", set()) == ["--ro-bind", "/x/resolv.conf", host]
 
 
 # ---------------------------------------------------------------- the host's loopback

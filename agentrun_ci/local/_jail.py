@@ -376,10 +376,10 @@ def _parents(path: str, made: set[str]) -> list[str]:
     return out
 
 
-def _resolv_bind(source: str, made: set[str]) -> list[str]:
-    """Bind `source` where the jail's /etc/resolv.conf leads: the file itself, or the
-    target of its symlink (systemd-resolved's lives under /run, the jail's own tmpfs)."""
-    target = os.path.realpath("/etc/resolv.conf")
+def _resolv_bind(source: str, made: set[str], host: str = "/etc/resolv.conf") -> list[str]:
+    """Bind `source` where the jail's /etc/resolv.conf (`host`) leads: the file itself, or
+    the target of its symlink (systemd-resolved's lives under /run, the jail's own tmpfs)."""
+    target = os.path.realpath(host)
     if not _outside_system(target) and not os.path.isfile(target):
         return []  # no resolv.conf in the host's /etc (read-only in the jail): none to cover
     return [*_parents(target, made), "--ro-bind", source, target]
