@@ -9,11 +9,11 @@ or from a shell: `agentrun-ci local serve [--port 8080] ...`.
 One starlette app serves both planes on one loopback port: the control plane under
 `/2025-09-10/` (templates, sandboxes; `{code: "SUCCESS", requestId, data}` envelope)
 and the data plane under `/sandboxes/{id}/...` (also under `/2025-09-10/sandboxes/...`).
-With a key pair configured, data-plane requests must carry a valid
-AGENTRUN4-HMAC-SHA256 signature and control-plane requests a valid ACS3-HMAC-SHA256
-one (403 `ERR_FORBIDDEN` otherwise). `agentrun-ci local serve` and the SDK's and MCP
-server's in-process emulators always configure one (random unless given), since code
-in the sandboxes shares the loopback; only `local serve --insecure` and a bare
+With a key pair configured, data-plane requests must carry a valid AGENTRUN4-HMAC-SHA256
+signature and control-plane requests a valid ACS3-HMAC-SHA256 one (403 `ERR_FORBIDDEN`
+otherwise). `agentrun-ci local serve` and the SDK's and MCP server's in-process emulators
+always configure one (random unless given), since code in the sandboxes may share the
+loopback (no jail, or no uplink tool); only `local serve --insecure` and a bare
 `LocalEmulator()` answer unsigned requests.
 
 Code runs on THIS machine: each sandbox is a private temporary directory, which its code
