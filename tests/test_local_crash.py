@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,14 @@ def _running(marker: str) -> list[int]:
         if marker.encode() in argv and alive(int(name)):
             found.append(int(name))
     return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
 
 
 def _under(base: str) -> list[int]:
@@ -100,6 +109,10 @@ def test_a_sigkilled_emulator_leaves_no_process_directory_or_cgroup(namespace: b
         )
         assert len(bases) == 1, bases
         assert _under(bases[0])  # the kernels (spare and adopted) and commands
+        # and, jailed with an uplink tool, the PUBLIC sandbox's uplink (`_network.py`)
+        uplinks = [p for p in _under(bases[0]) if _comm(p) in ("slirp4netns", "pasta")]
+        if namespace and shutil.which("bwrap") and shutil.which("slirp4netns"):
+            assert uplinks
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()

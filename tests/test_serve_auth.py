@@ -185,11 +185,16 @@ def test_code_in_a_sandbox_cannot_drive_the_emulator_that_runs_it(tmp_path: Path
             run = dp.execute(attacker, _ATTACK.format(url=url, victim=victim))
             assert run.error is None, run.error
             tried = json.loads(run.stdout)
-            # refused, not unreachable: every call got the emulator's answer
-            assert {name: status for name, (status, _) in tried.items()} == dict.fromkeys(
-                tried, 403
-            ), tried
-            assert all(json.loads(body)["message"] == UNSIGNED for _, body in tried.values())
+            statuses = {name: status for name, (status, _) in tried.items()}
+            if set(statuses.values()) == {0}:
+                # unreachable: the sandbox's network namespace has a loopback of its own,
+                # and its uplink refuses the host's (test_local_network.py)
+                assert all("Connection refused" in body for _, body in tried.values()), tried
+            else:
+                # where sandboxes share the host's network (no slirp4netns or pasta):
+                # refused, every call got the emulator's answer
+                assert statuses == dict.fromkeys(tried, 403), tried
+                assert all(json.loads(body)["message"] == UNSIGNED for _, body in tried.values())
             # sandbox B is untouched
             assert dp.get_sandbox(victim).status == "READY"
             assert dp.read_file(victim, "/home/user/secret.txt").text == "victim's data"
@@ -286,9 +291,10 @@ def test_mcp_http_without_a_token_makes_one_and_requires_it(tmp_path: Path) -> N
         accepted = httpx.post(url, json=init, headers=good, timeout=30)
         assert accepted.status_code == 200, accepted.text
         assert accepted.headers.get("mcp-session-id")
-        # the code the server runs, over the same loopback, without the token: refused
+        # the code the server runs, without the token: refused where its sandbox shares
+        # the host's loopback (no uplink tool), else unreachable (test_local_network.py)
         inner = anyio.run(_run_code, url, secret, _MCP_ATTACK.format(url=url))
-        assert inner == "401", inner
+        assert inner in ("401", "URLError(ConnectionRefusedError(111, 'Connection refused'))")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(EXIT_WAIT) == 128 + signal.SIGTERM
     finally:

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from ._limits import (
     sweep_stale,
     usable_uid,
 )
+from ._network import UplinkError, UplinkTool, find_uplink, is_public, probe_uplink, resolv_conf
 from ._records import CommandRequest, ExecuteAnswer, ExecuteRequest, int_query, number_field
 from ._settings import EmulatorSettings
 from ._threads import blocking
@@ -237,6 +239,10 @@ class Core:
         self.runtime.mkdir(mode=0o700)
         self.tools = Path(write_tools(self.runtime / "tools"))  # `pip`; the node REPL
         self.jail = self._find_jail(exe)
+        #: what gives PUBLIC sandboxes their outbound network (`_network.py`), if anything
+        self.uplink = self._find_uplink(exe)
+        if self.uplink is not None and self.jail is not None:
+            self.jail = attrs.evolve(self.jail, resolv=resolv_conf(self.runtime))
         if self.jail is not None:
             self.uid = self.jail.uid if self.jail.privileged else None
             self.pid_namespace = True
@@ -309,6 +315,41 @@ class Core:
         _warn_lost(f"no jail for local sandboxes: {why}")
         return None
 
+    def _find_uplink(self, exe: str) -> UplinkTool | None:
+        """The uplink tool for PUBLIC sandboxes, tried once on a scratch holder; None (and
+        one warning saying what is lost, and the fix) where there is none."""
+        settings, jail = self.settings, self.jail
+        if settings.no_network:  # no sandbox gets out: nothing to connect
+            return None
+        lost = (
+            "PUBLIC sandboxes share this machine's network: their code reaches its "
+            "loopback services (this emulator's API, local daemons, other sandboxes' "
+            "servers); PRIVATE ones get loopback only"
+        )
+        if jail is None:
+            why = "no jail" if os.geteuid() == 0 else "no jail, and `unshare -n` needs root"
+            private = "get loopback only" if os.geteuid() == 0 else "too"
+            said = (
+                f"local sandboxes share this machine's network ({why}): their code reaches "
+                f"its loopback services (this emulator's API, local daemons); PRIVATE ones "
+                f"{private}"
+            )
+            if settings.jail and settings.pid_namespace:
+                _warn_lost(f"{said}. Fix: install bubblewrap and slirp4netns")
+            else:  # the jail is off on purpose: said, not warned
+                log.info("%s", said)
+            return None
+        if not jail.shares_namespaces:
+            _warn_lost(f"{lost} (a sandbox's uplink needs its namespace holder: see above)")
+            return None
+        tool, why = find_uplink()
+        if tool is not None:
+            why = _try_uplink(jail, tool, self._base, exe)
+        if tool is None or why:
+            _warn_lost(f"{lost} ({why})")
+            return None
+        return tool
+
     def _disks_work(self) -> bool:
         """Can each sandbox get a disk capped at its template's diskSize (`_disk.py`)?
         Tried once per emulator; where not, one warning says so and how to fix it."""
@@ -352,13 +393,14 @@ class Core:
         log.warning("%s", why)
         return why
 
-    def _make_slot(self, name: str) -> Slot:
+    def _make_slot(self, name: str, public: bool | None = None) -> Slot:
         """A sandbox's directory: its disk (`_disk.py`) holding `home` (/home/user) and
-        `tmp` (/tmp); its cgroup and launch."""
+        `tmp` (/tmp); its cgroup and launch. `public`: may its code reach out (None: a
+        spare, whose sandbox is not known yet)."""
         base = self._sandbox_dir / name
         base.mkdir(mode=0o711)
         try:
-            return self._fill_slot(base)
+            return self._fill_slot(base, public)
         except BaseException:
             remove_tree(base)
             self._release_uid(base)
@@ -369,7 +411,21 @@ class Core:
         if lease is not None:
             lease.release()
 
-    def _fill_slot(self, base: Path) -> Slot:
+    def _public(self, public: bool) -> bool:
+        """Will a sandbox of a PUBLIC (True) or PRIVATE template reach out, where it has
+        no holder? (PRIVATE without the jail needs root: else it shares the host's.)"""
+        if self.settings.no_network:
+            return False
+        return public or (self.jail is None and os.geteuid() != 0)
+
+    def _fits(self, slot: Slot, public: bool) -> bool:
+        """Can a sandbox whose code may reach out (`public`) take this spare slot?"""
+        holder = slot.launch.holder
+        if holder is not None and holder.own_net:  # loopback only until it connects
+            return not public or holder.can_connect
+        return slot.launch.public == self._public(public)
+
+    def _fill_slot(self, base: Path, public: bool | None) -> Slot:
         disk_of(base).mkdir(mode=0o711)
         if self._disks:  # the template's size is set when a sandbox takes the slot
             why = mount_disk(disk_of(base), DEFAULT_DISK_MB)
@@ -397,14 +453,21 @@ class Core:
         if self.cgroups is not None:
             cgroup = self.cgroups.child(f"sbx-{base.name.lstrip('.')}", self.settings.max_processes)
         holder = None
+        no_network = self.settings.no_network
         if jail is not None and jail.shares_namespaces:
+            # a network namespace of its own: loopback, and an uplink once PUBLIC
+            own_net = no_network or self.uplink is not None or public is False
             holder = Holder(
                 jail,
                 home,
                 python=self.launch.python,
-                no_network=self.settings.no_network,
+                own_net=own_net,
+                uplink=self.uplink,
                 start_timeout=self.settings.kernel_start_timeout,
             )
+            reach = not no_network and (not own_net if public is None else public)
+        else:
+            reach = self._public(True if public is None else public)
         launch = attrs.evolve(
             self.launch,
             uid=uid,
@@ -413,6 +476,7 @@ class Core:
             home=home,
             tmp=tmp,
             holder=holder,
+            public=reach,
         )
         return Slot(base, launch)
 
@@ -640,9 +704,10 @@ class Core:
             idle_s = self.settings.idle_timeout
         elif idle_s is None:
             idle_s = number_field(template.body, "sandboxIdleTimeoutInSeconds", 600) or 600.0
-        slot = self.pool.take()
+        public = is_public(template.body) and not self.settings.no_network
+        slot = self.pool.take(lambda spare: self._fits(spare, public))
         if slot is None:
-            slot = self._make_slot(sandbox_id)
+            slot = self._make_slot(sandbox_id, public)
         else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
             spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
             if spare_base in self._uids:
@@ -653,6 +718,8 @@ class Core:
             slot.launch = attrs.evolve(slot.launch, home=home, tmp=tmp)
             if slot.launch.holder is not None:
                 slot.launch.holder.relocate(home)
+            if slot.launch.holder is not None and slot.launch.holder.own_net:
+                slot.launch = attrs.evolve(slot.launch, public=public)  # connected at first use
         disk_mb = int(number_field(template.body, "diskSize", DEFAULT_DISK_MB))
         if self._disks and not resize_disk(disk_of(slot.base), disk_mb):
             log.warning("sandbox %s: could not set its disk to %s MB", sandbox_id, disk_mb)
@@ -840,6 +907,7 @@ class Core:
         spare, sandbox.spare = sandbox.spare, None
         if spare is not None:
             try:
+                await launch.prepare()  # a PUBLIC sandbox's uplink, before its code runs
                 # started in a spare's directory: its TMPDIR (no jail) named the old path
                 await spare.adopt(cwd, {**launch.moved_env, **sandbox.env}, launch.inside_home)
                 kernel = spare
@@ -1230,7 +1298,7 @@ def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
             init=init_argv(python, uid=uid, cwd=HOME),
             home=home,
             tmp=tmp,
-            no_network=False,
+            own_net=False,
         )
         done = subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/")
     except (OSError, subprocess.SubprocessError) as exc:
@@ -1273,7 +1341,59 @@ def _with_holder(jail: Jail, scratch: Path, python: str) -> Jail:
 def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
     """Start a namespace holder and run the kernel's interpreter in a jail that joins it:
     "" if that interpreter sees the holder as PID 1, else why not."""
-    base = scratch / "probe-holder"
+    try:
+        # with a network namespace of its own, as every sandbox's but a PUBLIC one's
+        # where there is no uplink
+        with _probe_holder(jail, scratch, python, own_net=True) as (pid, home, tmp):
+            check = "import sys; sys.exit(open('/proc/1/cmdline', 'rb').read()[:5] != b'sleep')"
+            argv = jail.argv(
+                [python, "-I", "-S", "-c", check],
+                init=init_argv(python, uid=jail.uid, cwd=HOME),
+                home=home,
+                tmp=tmp,
+                own_net=True,
+                holder=pid,
+            )
+            done = subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/")
+            if done.returncode != 0:
+                said = done.stderr.decode("utf-8", "replace").strip()[-300:]
+                return said or f"a jail joining it failed (exit {done.returncode})"
+            return ""
+    except _NoHolder as exc:
+        return str(exc)
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        return f"could not try it: {exc}"
+
+
+_uplink_works: dict[tuple[Jail, UplinkTool], str] = {}
+
+
+def _try_uplink(jail: Jail, tool: UplinkTool, scratch: Path, python: str) -> str:
+    """Connect a scratch holder's network namespace with `tool`, once per process: "" if
+    that works, else why not (e.g. no /dev/net/tun in a container)."""
+    key = (attrs.evolve(jail, tools="", resolv=""), tool)
+    if key not in _uplink_works:
+        try:
+            with _probe_holder(key[0], scratch, python, own_net=True) as (pid, _, _):
+                _uplink_works[key] = probe_uplink(tool, pid, userns=not jail.privileged)
+        except _NoHolder as exc:
+            _uplink_works[key] = str(exc)
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError, UplinkError) as exc:
+            _uplink_works[key] = f"could not try {tool.kind}: {exc}"
+    return _uplink_works[key]
+
+
+class _NoHolder(Exception):
+    """A probe's holder did not start."""
+
+
+@contextlib.contextmanager
+def _probe_holder(
+    jail: Jail, scratch: Path, python: str, *, own_net: bool
+) -> Iterator[tuple[int, Path, Path]]:
+    """A scratch namespace holder: (its PID 1's host pid, its home, its tmp); killed and
+    removed after."""
+    base = scratch / f"probe-holder-{secrets.token_hex(4)}"
     home, tmp = base / "home", base / "tmp"
     holder: subprocess.Popen[bytes] | None = None
     info_r, info_w = os.pipe()
@@ -1285,7 +1405,7 @@ def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
             if jail.privileged:
                 os.chown(path, jail.uid, jail.uid)
         argv = jail.holder_argv(
-            home, python=python, info_fd=info_w, ready_fd=ready_w, no_network=False
+            home, python=python, info_fd=info_w, ready_fd=ready_w, own_net=own_net
         )
         holder = subprocess.Popen(
             argv,
@@ -1301,24 +1421,8 @@ def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
         info_w = ready_w = -1
         info = _read_until_closed(info_r, timeout=30)
         if not info or not _read_until_closed(ready_r, timeout=30, size=1):
-            return "its holder did not start: " + _said(holder)
-        pid = int(json.loads(info)["child-pid"])
-        check = "import sys; sys.exit(open('/proc/1/cmdline', 'rb').read()[:5] != b'sleep')"
-        argv = jail.argv(
-            [python, "-I", "-S", "-c", check],
-            init=init_argv(python, uid=jail.uid, cwd=HOME),
-            home=home,
-            tmp=tmp,
-            no_network=False,
-            holder=pid,
-        )
-        done = subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/")
-        if done.returncode != 0:
-            said = done.stderr.decode("utf-8", "replace").strip()[-300:]
-            return said or f"a jail joining it failed (exit {done.returncode})"
-        return ""
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
-        return f"could not try it: {exc}"
+            raise _NoHolder("its holder did not start: " + _said(holder))
+        yield int(json.loads(info)["child-pid"]), home, tmp
     finally:
         for fd in (info_w, info_r, ready_w, ready_r):
             _close(fd)

@@ -5,7 +5,8 @@ background job one command starts (`nohup job &`) is there, by its pid, for the 
 command and for the kernels. The emulator gives each jailed sandbox the same: a holder
 (`Jail.holder_argv`: bubblewrap running `sleep infinity` as PID 1, SIGCHLD ignored so
 that orphans are reaped) owns the
-sandbox's PID, IPC and UTS namespaces (and, with `no_network`, its network namespace), and
+sandbox's PID, IPC, UTS and network namespaces (`_network.py`: only `lo`, plus, for a PUBLIC
+sandbox, the uplink `connect` starts), and
 every jail of the sandbox enters them (`Jail.argv(holder=...)`). A command's orphans are
 reparented to that PID 1 and outlive the command; killing the holder ends the PID
 namespace, which the kernel empties at once (SIGKILL to every member).
@@ -31,6 +32,7 @@ from typing import Any
 
 from ._jail import Jail
 from ._limits import kill_group
+from ._network import Uplink, UplinkError, UplinkTool
 from ._threads import blocking
 
 __all__ = ["Holder", "HolderError"]
@@ -53,19 +55,33 @@ class Holder:
         home: Path,
         *,
         python: str,
-        no_network: bool,
+        own_net: bool,
+        uplink: UplinkTool | None = None,
         start_timeout: float = _START_TIMEOUT,
     ) -> None:
         self._jail = jail
         self._start_timeout = start_timeout
         self._python = python
         self._home = home
-        self._no_network = no_network
+        #: the sandbox has a network namespace of its own (else it shares the host's)
+        self.own_net = own_net
+        self._tool = uplink if own_net else None
+        self._uplink: Uplink | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._stopped = False
         #: the host pid of PID 1 of the sandbox's PID namespace (None until started)
         self.pid: int | None = None
+
+    @property
+    def can_connect(self) -> bool:
+        """Can `connect` give this sandbox's own network namespace an uplink?"""
+        return self._tool is not None
+
+    @property
+    def uplink_pid(self) -> int | None:
+        """The host pid of the sandbox's uplink (slirp4netns or pasta), if it has one."""
+        return self._uplink.pid if self._uplink is not None else None
 
     @property
     def launcher_pid(self) -> int | None:
@@ -91,6 +107,21 @@ class Holder:
                 )
             return await self._spawn(env, preexec)
 
+    async def connect(self) -> None:
+        """Give the (running) holder's network namespace its uplink unless it has one: a
+        PUBLIC sandbox's outbound traffic (`_network.py`)."""
+        async with self._lock:
+            if self._tool is None or self._uplink is not None:
+                return
+            if self._stopped or self.pid is None:
+                raise HolderError("the sandbox's namespace holder is not running")
+            uplink = Uplink(self._tool, start_timeout=self._start_timeout)
+            try:
+                await uplink.start(self.pid, userns=not self._jail.privileged, cwd=self._home)
+            except UplinkError as exc:
+                raise HolderError(f"the sandbox's network could not be connected: {exc}") from exc
+            self._uplink = uplink
+
     async def _spawn(self, env: dict[str, str], preexec: Callable[[], None]) -> int:
         info_r, info_w = os.pipe()
         ready_r, ready_w = os.pipe()
@@ -101,7 +132,7 @@ class Holder:
                     python=self._python,
                     info_fd=info_w,
                     ready_fd=ready_w,
-                    no_network=self._no_network,
+                    own_net=self.own_net,
                 )
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
@@ -154,6 +185,9 @@ class Holder:
             await self._kill()
 
     async def _kill(self) -> None:
+        uplink, self._uplink = self._uplink, None
+        if uplink is not None:
+            await uplink.stop()
         proc, self._proc = self._proc, None
         self.pid = None
         if proc is None:

@@ -15,13 +15,13 @@ What a sandboxed process sees (the same for every kernel and command of one sand
                     minimal /dev
     /root /home     empty: no host home directory, no other sandbox, no server state
 
-A sandbox has one PID, IPC and UTS namespace (and, with `no_network`, one network
-namespace), owned by its namespace holder (`holder_argv`, `_holder.py`), as a cloud sandbox
-is one container: every kernel and command of the sandbox enters them (`nsenter`, then
-bwrap, which binds the holder's /proc), so they see each other's processes and a command's
-background jobs outlive it. Each process still gets a mount namespace of its own (and a
-cgroup namespace where the kernel has them). Without a holder (no `nsenter`) each process
-gets its own PID, IPC and UTS namespaces instead, with our init (`_limits._INIT`) as PID 1.
+A sandbox has one PID, IPC, UTS and network namespace (`_network.py`), owned by its
+namespace holder (`holder_argv`, `_holder.py`), as a cloud sandbox is one container: every
+kernel and command of the sandbox enters them (`nsenter`, then bwrap, which binds the
+holder's /proc), so they see each other's processes and a command's background jobs
+outlive it. Each process still gets a mount namespace of its own (and a cgroup namespace
+where the kernel has them). Without a holder (no `nsenter`) each process gets its own PID,
+IPC and UTS namespaces instead, with our init (`_limits._INIT`) as PID 1.
 Identity: as root, bwrap runs privileged but keeps only CAP_SETUID, CAP_SETGID and
 CAP_SETPCAP, which our init (the jail's first process) uses, before it starts anything, to
 empty the capability bounding set and become `sandbox_uid`. Not root (or root with
@@ -213,6 +213,9 @@ class Jail:
     #: the jails joining it ("": none, each jail has namespaces of its own)
     nsenter: str = ""
     sleep: str = ""
+    #: a resolv.conf naming the uplink's DNS forwarder (`_network.resolv_conf`), bound over
+    #: the host's in every jail; "": the host's
+    resolv: str = ""
 
     @property
     def shares_namespaces(self) -> bool:
@@ -231,25 +234,26 @@ class Jail:
         init: Sequence[str],
         home: Path,
         tmp: Path,
-        no_network: bool,
+        own_net: bool,
         private: Path | None = None,
         holder: int | None = None,
     ) -> list[str]:
         """`init + argv` in a jail whose /home/user is `home` and /tmp is `tmp` (the init
         enters the working directory: see `_limits.init_argv`). `holder`: the host pid of
         the PID 1 of the sandbox's namespaces (`holder_argv`), which the jail joins; None:
-        a PID (IPC, UTS, and with `no_network` network) namespace of its own."""
+        a PID (IPC, UTS, and with `own_net` network) namespace of its own. `own_net`: the
+        sandbox has a network namespace of its own (the holder's), else the host's."""
         if holder is None:
             out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
             out += ["--unshare-cgroup-try", "--hostname", "sandbox", "--as-pid-1"]
-            if no_network:
+            if own_net:
                 out.append("--unshare-net")
         else:
             # Into the sandbox's namespaces (`holder_argv`): nsenter forks bwrap into its
             # PID namespace; its mount namespace has the host's files and the sandbox's
             # /proc, which this jail binds instead of mounting one of its own.
             out = [self.nsenter, f"--target={holder}", "--pid", "--mount", "--ipc", "--uts"]
-            if no_network:
+            if own_net:
                 out.append("--net")
             if not self.privileged:  # the holder's user namespace owns the others
                 out += ["--user", "--preserve-credentials"]
@@ -294,6 +298,8 @@ class Jail:
         # The interpreter's directories last: one under /tmp (a venv in a clone there) must
         # sit on top of the private /tmp, not be hidden by it.
         made = {"/root", "/home", JAIL_HOME, JAIL_TMP, "/var", _VAR_TMP, "/run", "/opt"}
+        if self.resolv:
+            out += _resolv_bind(self.resolv, made)
         for path in self.extra:
             out += _parents(path, made)
             out += ["--ro-bind", path, path]
@@ -301,19 +307,19 @@ class Jail:
         return out
 
     def holder_argv(
-        self, home: Path, *, python: str, info_fd: int, ready_fd: int, no_network: bool
+        self, home: Path, *, python: str, info_fd: int, ready_fd: int, own_net: bool
     ) -> list[str]:
         """The sandbox's namespace holder: a process that only waits, as PID 1 of the
         sandbox's PID namespace (inheriting the orphans of every command), in its own IPC,
-        UTS (and, with `no_network`, network) namespaces, and, unprivileged, the user
-        namespace that owns them. Its mount namespace sees the host's files (the jails
-        that join it bind what they show from there) and the sandbox's /proc. It keeps no
-        capability; killing it ends every process of the sandbox. bwrap writes PID 1's
-        host pid to `info_fd` (JSON, "child-pid"); a byte on `ready_fd` says PID 1 runs,
-        with its namespaces complete."""
+        UTS (and, with `own_net`, network: only `lo` until an uplink joins) namespaces,
+        and, unprivileged, the user namespace that owns them. Its mount namespace sees the
+        host's files (the jails that join it bind what they show from there) and the
+        sandbox's /proc. It keeps no capability; killing it ends every process of the
+        sandbox. bwrap writes PID 1's host pid to `info_fd` (JSON, "child-pid"); a byte on
+        `ready_fd` says PID 1 runs, with its namespaces complete."""
         out = [self.tool, "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
         out += ["--hostname", "sandbox", "--die-with-parent", "--info-fd", str(info_fd)]
-        if no_network:
+        if own_net:
             out.append("--unshare-net")
         if not self.privileged:
             out += ["--unshare-user", "--uid", str(self.uid), "--gid", str(self.uid)]
@@ -368,6 +374,15 @@ def _parents(path: str, made: set[str]) -> list[str]:
         made.add(current)
         out += ["--perms", "0755", "--dir", current]
     return out
+
+
+def _resolv_bind(source: str, made: set[str], host: str = "/etc/resolv.conf") -> list[str]:
+    """Bind `source` where the jail's /etc/resolv.conf (`host`) leads: the file itself, or
+    the target of its symlink (systemd-resolved's lives under /run, the jail's own tmpfs)."""
+    target = os.path.realpath(host)
+    if not _outside_system(target) and not os.path.isfile(target):
+        return []  # no resolv.conf in the host's /etc (read-only in the jail): none to cover
+    return [*_parents(target, made), "--ro-bind", source, target]
 
 
 def write_tools(directory: Path) -> str:

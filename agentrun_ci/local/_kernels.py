@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -349,16 +350,30 @@ class Launch:
     tools: Path | None = None
     #: jailed: the sandbox's namespaces, which its kernels and commands join (`_holder`)
     holder: Holder | None = None
+    #: may the sandbox's code reach out (a PUBLIC template, no `no_network`)? False: its
+    #: network namespace has loopback only, where it can have one (`_network.py`)
+    public: bool = True
 
     async def prepare(self) -> None:
-        """Before launching anything: start the sandbox's namespace holder if it has one."""
+        """Before launching anything: start the sandbox's namespace holder if it has one,
+        and give a PUBLIC sandbox's network namespace its uplink."""
         if self.holder is not None and self.jailed:
             try:
                 await self.holder.start(
                     self.env(self.inside_home), self.preexec(None, memory=False)
                 )
+                if self.public:
+                    await self.holder.connect()
             except HolderError as exc:
                 raise KernelError(str(exc)) from exc
+
+    @property
+    def own_net(self) -> bool:
+        """Do the sandbox's processes get a network namespace of their own (its holder's,
+        else one each), not the host's?"""
+        if self.holder is not None and self.jailed:
+            return self.holder.own_net
+        return not self.public
 
     @property
     def python(self) -> str:
@@ -408,7 +423,7 @@ class Launch:
                 init=init,
                 home=self.home,
                 tmp=self.tmp,
-                no_network=self.settings.no_network,
+                own_net=self.own_net,
                 private=private,
                 holder=holder,
             )
@@ -420,6 +435,7 @@ class Launch:
             uid=self.uid,
             status_fd=status_fd,
             linger=linger,
+            own_net=self.own_net,
         )
 
     def host_cwd(self, cwd: str) -> str:
@@ -1018,9 +1034,12 @@ class SparePool:
         async with self._gate.turn(background=True):  # after the requests waiting
             return await start_python(launch)
 
-    def take(self) -> Slot | None:
-        """A slot whose kernel is ready, or None; the pool starts a replacement."""
-        slot = self._ready.pop(0) if self._ready else None
+    def take(self, accept: Callable[[Slot], bool] | None = None) -> Slot | None:
+        """A slot whose kernel is ready (and that `accept`s), or None; the pool starts a
+        replacement."""
+        slot = None
+        if self._ready and (accept is None or accept(self._ready[0])):
+            slot = self._ready.pop(0)
         if not self._closed:
             self.fill()
         return slot

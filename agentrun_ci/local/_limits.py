@@ -495,16 +495,20 @@ def sandbox_argv(
     uid: int | None = None,
     status_fd: int = -1,
     linger: bool = False,
+    own_net: bool | None = None,
 ) -> list[str]:
     """`argv` wrapped for its sandbox: own PID namespace (+ init), or `unshare -n`, or as is.
 
     With `pid_namespace`, `uid` is dropped to by unshare (so the preexec must not drop
-    it) and `status_fd`, if given, receives the exit code of `argv` as a line.
+    it) and `status_fd`, if given, receives the exit code of `argv` as a line. `own_net`:
+    a network namespace of its own, loopback only (None: `settings.no_network`).
     """
+    if own_net is None:
+        own_net = settings.no_network
     if pid_namespace:
         init = init_argv(python, status_fd=status_fd, linger=linger)
-        return [*_unshare(settings.no_network, uid), "--", *init, *argv]
-    if settings.no_network:
+        return [*_unshare(own_net, uid), "--", *init, *argv]
+    if own_net:
         tool = shutil.which("unshare")
         if tool is None:
             raise RuntimeError("no_network needs the `unshare` tool (util-linux) on PATH")

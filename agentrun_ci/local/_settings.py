@@ -77,7 +77,10 @@ class EmulatorSettings:
     the interpreter, or sandboxes are refused). None = our own uid (root only in a user
     namespace, and never without bubblewrap)."""
     no_network: bool = False
-    """Run kernels and commands in a fresh network namespace (needs `unshare -n`)."""
+    """Every sandbox gets loopback only (a network namespace of its own, no uplink), as if
+    each template's networkMode were PRIVATE. Either way each jailed sandbox has its own
+    network namespace, and PUBLIC ones get out through slirp4netns or pasta (`_network.py`);
+    without the jail this needs root (`unshare -n`)."""
     pid_namespace: bool = True
     """Give each kernel and command its own PID namespace and /proc, so code cannot see the
     server (nor read its environment) where `unshare` allows it (root); False = never."""

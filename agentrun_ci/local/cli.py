@@ -106,7 +106,11 @@ def _parser() -> argparse.ArgumentParser:
         default=120.0,
         help="seconds a kernel may take to answer once its start began",
     )
-    p.add_argument("--no-network", action="store_true", help="run code with `unshare -n`")
+    p.add_argument(
+        "--no-network",
+        action="store_true",
+        help="every sandbox loopback only, whatever its template's networkMode",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
