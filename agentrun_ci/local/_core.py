@@ -286,6 +286,8 @@ class Core:
         self.pool = SparePool(settings, self._make_slot, self.starts)
         self._refills: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        #: set by kill_now(): the process is about to exit; nothing new may start
+        self.halted = False
 
     def _find_jail(self, exe: str) -> Jail | None:
         """The bubblewrap jail, tried once on a scratch sandbox; None (and one warning
@@ -508,35 +510,49 @@ class Core:
         if self._sockets is not None:
             await blocking(remove_tree, self._sockets)
 
+    def _check_halted(self) -> None:
+        if self.halted:
+            raise ApiError(503, "ERR_SERVICE_UNAVAILABLE", "the emulator is stopping")
+
     def kill_now(self) -> None:
         """SIGKILL every process of every sandbox and spare at once, without waiting for
         any to die, then remove the emulator's directories: the stop for a process about to
         exit that cannot wait for `close()` (which deletes sandbox by sandbox, waiting for
         each to be gone). Safe from any thread: it only reads what it kills."""
+        self.halted = True  # nothing new is started from here on (see _check_halted)
         me = os.getpid()
-        groups: set[int] = set()
-        for _ in range(100):  # the emulator's thread may change the dicts while we read
-            try:
-                groups = self._process_groups()
-                break
-            except RuntimeError:
-                continue
         # below this process, what belongs to this emulator (another one may share it)
         places = [str(self._base)] + ([str(self._sockets)] if self._sockets is not None else [])
-        targets = [pid for pid in _descendants(me) if _mentions(pid, places)]
-        for pgid in groups - {me, os.getpgid(0)}:
-            with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGKILL)
-        for pid in targets:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        if self.cgroups is not None:
-            with contextlib.suppress(OSError):
-                for pid in _cgroup_members(self.cgroups.path):
+        # Rounds until one finds nothing: a start in flight in another thread when the first
+        # round looked (forked, not yet exec'd into something that names our directories)
+        # is caught by a later one.
+        for sweep in range(20):
+            groups: set[int] = set()
+            for _ in range(100):  # the emulator's thread may change the dicts while we read
+                try:
+                    groups = self._process_groups()
+                    break
+                except RuntimeError:
+                    continue
+            targets = [pid for pid in _descendants(me) if _mentions(pid, places)]
+            members: list[int] = []
+            if self.cgroups is not None:
+                with contextlib.suppress(OSError):
+                    members = _cgroup_members(self.cgroups.path)
+            if not targets and not members and sweep > 0:
+                break
+            for pgid in groups - {me, os.getpgid(0)}:
+                with contextlib.suppress(OSError):
+                    os.killpg(pgid, signal.SIGKILL)
+            for pid in targets + members:
+                with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
         remove_tree(self._base)
         if self._sockets is not None:
             remove_tree(self._sockets)
+        if self.cgroups is not None:  # empty as soon as the killed have exited: moments
+            roots = [self.cgroups.path, self.cgroups.memory, self.cgroups.freezer]
+            _remove_cgroup_trees([r for r in dict.fromkeys(roots) if r], deadline=0.5)
 
     def _process_groups(self) -> set[int]:
         groups: set[int] = set()
@@ -916,6 +932,7 @@ class Core:
         if kernel is None:
             try:
                 async with self.starts.turn():
+                    self._check_halted()
                     kernel = await start_python(launch, cwd)
                     try:
                         await kernel.adopt(cwd, sandbox.env, launch.inside_home)
@@ -943,6 +960,7 @@ class Core:
                 async with self.starts.turn(background=True):
                     if sandbox.stopping:  # stopped while this waited its turn
                         return
+                    self._check_halted()
                     kernel = await start_python(launch)
             except Exception:
                 if not sandbox.stopping:
@@ -1054,6 +1072,7 @@ class Core:
         # (`sleep 60 &`) keeps a pipe open and would hold the reply hostage.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
+                self._check_halted()
                 proc = await asyncio.create_subprocess_exec(
                     *launch.argv([shell, "-c", command], cwd=cwd, status_fd=status_w, linger=True),
                     stdin=asyncio.subprocess.DEVNULL,
@@ -1147,6 +1166,7 @@ class Core:
             set_size(slave, rows, cols)
             # The shell's CPU time adds up over its whole life, like a kernel's.
             preexec = launch.preexec(self.settings.kernel_cpu_seconds)
+            self._check_halted()
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv(shell_argv(), cwd=inside, status_fd=status_w),
                 stdin=slave,
@@ -1549,6 +1569,25 @@ def _mentions(pid: int, places: list[str]) -> bool:
     except OSError:
         return False
     return any(n in cwd for n in needles)
+
+
+def _remove_cgroup_trees(roots: list[str], *, deadline: float) -> None:
+    """rmdir every cgroup below and at `roots`, deepest first, retrying while members are
+    still exiting, for at most `deadline` seconds in all."""
+    end = time.monotonic() + deadline
+    for root in roots:
+        dirs = [where for where, _, _ in os.walk(root, topdown=False)]
+        for path in dirs:
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > end:
+                        return
+                    time.sleep(0.01)
 
 
 def _cgroup_members(path: str) -> list[int]:
