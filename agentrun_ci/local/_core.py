@@ -1,4 +1,5 @@
-"""The emulator's state: templates, sandboxes, contexts, processes, and their lifecycles.
+"""The emulator's state and its lifecycles: templates, sandboxes, contexts; processes by
+`_processes.ProcessesMixin`, the records in `_state.py`, the jail probes in `_probe.py`.
 
 Everything here runs on the server's one event loop; routes in `_app.py` only
 translate HTTP to these methods and back.
@@ -8,20 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import secrets
-import selectors
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,168 +52,32 @@ from ._limits import (
     PidsCgroup,
     chown_tree,
     group_members,
-    init_argv,
     instance_name,
     kill_group,
     pid_namespace_works,
     sweep_stale,
     usable_uid,
 )
-from ._records import CommandRequest, ExecuteAnswer, ExecuteRequest, int_query, number_field
+from ._probe import _try_jail, _warn_lost, _with_holder
+from ._processes import ProcessesMixin, _reap
+from ._records import ExecuteAnswer, ExecuteRequest, int_query, number_field
 from ._settings import EmulatorSettings
+from ._state import Context, Sandbox, Template, new_ulid, now_iso
 from ._threads import blocking
 from ._tree import remove_tree
-from ._tty import TtySession, controlling_tty, set_size, shell_argv
 from ._uids import UidLease, lease_uid
-from ._usage import Meter, process_usage
+from ._usage import Meter
 
-__all__ = ["Core"]
+__all__ = ["Core", "Sandbox"]
 
 log = logging.getLogger("agentrun_ci.local")
 
 _SHORT_TMP = "/tmp"  # noqa: S108 -- kernels' sockets when $TMPDIR is too deep for them
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 LANGUAGES = ("python", "javascript")
-REGION = "cn-hangzhou"
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def new_ulid() -> str:
-    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
-    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
-@attrs.define
-class Template:
-    name: str
-    body: dict[str, Any]
-    template_id: str
-    status: str
-    created_at: str
-    updated_at: str
-    ready_at: float
-
-    def refresh(self) -> None:
-        if self.status in ("CREATING", "UPDATING") and time.monotonic() >= self.ready_at:
-            self.status = "READY"
-
-    def wire(self) -> dict[str, Any]:
-        self.refresh()
-        b = self.body
-        out = dict(b)
-        out.update(
-            templateName=self.name,
-            templateId=self.template_id,
-            templateArn=f"acs:agentrun:{REGION}:local:templates/{self.name}",
-            templateType=b.get("templateType", "CodeInterpreter"),
-            resourceName=self.name,
-            templateVersion="1",
-            status=self.status,
-            statusReason="",
-            cpu=b.get("cpu", 2.0),
-            memory=b.get("memory", 4096),
-            diskSize=b.get("diskSize", DEFAULT_DISK_MB),
-            networkConfiguration=b.get("networkConfiguration", {"networkMode": "PUBLIC"}),
-            # typed as strings in the official response model (agentrun-api.md §2.3)
-            sandboxIdleTimeoutInSeconds=str(b.get("sandboxIdleTimeoutInSeconds", 1800)),
-            sandboxTTLInSeconds=str(b.get("sandboxTTLInSeconds", 21600)),
-            environmentVariables=b.get("environmentVariables") or {},
-            createdAt=self.created_at,
-            lastUpdatedAt=self.updated_at,
-        )
-        return out
-
-
-@attrs.define
-class Context:
-    id: str
-    language: str
-    cwd: str
-    kernel: Kernel
-    lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
-
-    def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "language": self.language, "cwd": self.cwd}
-
-
-@attrs.define
-class Process:
-    pid: int
-    command: str
-    cwd: str
-    tag: str
-    created_at: str
-    status: str = "running"
-    exit_code: int | None = None
-    proc: asyncio.subprocess.Process | None = None
-    #: the shell's terminal, for a process started by a `/processes/tty` connection
-    tty: TtySession | None = None
-
-    def wire(self) -> dict[str, Any]:
-        return {
-            "processId": self.pid,
-            "pid": self.pid,
-            "status": self.status,
-            "command": self.command,
-            "tag": self.tag,
-            "createdAt": self.created_at,
-        }
-
-
-@attrs.define
-class Sandbox:
-    id: str
-    template: Template
-    root: Path
-    fs: SandboxFS
-    idle_timeout: float
-    status: str
-    created_at: str
-    updated_at: str
-    ready_at: float
-    born: float
-    last_active: float
-    env: dict[str, str]
-    ended_at: str | None = None
-    contexts: dict[str, Context] = attrs.field(factory=dict)
-    defaults: dict[str, str] = attrs.field(factory=dict)
-    processes: dict[int, Process] = attrs.field(factory=dict)
-    lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
-    launch: Launch | None = None
-    stopping: bool = False
-    #: the sandbox's directory: `root` (its /home/user) and, jailed, its /tmp
-    base: Path | None = None
-    #: a python kernel started in this sandbox's jail, waiting for its next context
-    spare: PythonKernel | None = None
-    #: python contexts created so far (from the second on, a spare is kept warm)
-    python_contexts: int = 0
-    refilling: bool = False
-
-    def refresh(self) -> None:
-        if self.status == "CREATING" and time.monotonic() >= self.ready_at:
-            self.status = "READY"
-
-    def wire(self) -> dict[str, Any]:
-        self.refresh()
-        return {
-            "sandboxId": self.id,
-            "templateId": self.template.template_id,
-            "templateName": self.template.name,
-            "status": self.status,
-            "createdAt": self.created_at,
-            "lastUpdatedAt": self.updated_at,
-            "endedAt": self.ended_at,
-            "sandboxIdleTimeoutSeconds": int(self.idle_timeout),
-            "sandboxArn": f"acs:agentrun:{REGION}:local:sandboxes/{self.id}",
-            "metadata": {"emulator": "agentrun-ci-local"},
-        }
-
-
-class Core:
+class Core(ProcessesMixin):
     """All state of one emulator instance. `start()` and `close()` on the server's loop."""
 
     def __init__(self, settings: EmulatorSettings) -> None:
@@ -908,439 +768,10 @@ class Core:
             events, status, count, ctx.id, kernel_restarted=restarted, usage=usage
         ).wire()
 
-    # ------------------------------------------------------------ processes
 
-    async def run_command(self, sandbox: Sandbox, order: CommandRequest) -> dict[str, Any]:
-        command, timeout = order.command, order.timeout
-        cap = self.settings.max_exec_timeout
-        if timeout <= 0 or timeout > cap:
-            raise bad_request(f"timeout must be > 0 and at most {cap:g} seconds (got {timeout:g})")
-        cwd_api = order.cwd
-        launch = self._launch(sandbox)
-        cwd = self._directory(sandbox, launch, cwd_api)
-        shell = shutil.which("bash") or "/bin/sh"
-        started = time.monotonic()
-        try:
-            await launch.prepare()
-        except KernelError as exc:
-            raise ApiError(
-                500, "ERR_INTERNAL_SERVER_ERROR", f"sandbox {sandbox.id}: {exc}"
-            ) from exc
-        # In a PID namespace the command's init outlives the shell while background jobs
-        # (`nohup job &`) run, so the shell's exit code comes back through a pipe.
-        status_r, status_w = os.pipe() if launch.pid_namespace else (-1, -1)
-        # Output goes to unlinked temporary files, not pipes: a background child
-        # (`sleep 60 &`) keeps a pipe open and would hold the reply hostage.
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *launch.argv([shell, "-c", command], cwd=cwd, status_fd=status_w, linger=True),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    cwd=launch.host_cwd(cwd),
-                    env=launch.env(launch.inside_home, sandbox.env),
-                    start_new_session=True,
-                    pass_fds=(status_w,) if status_w >= 0 else (),
-                    preexec_fn=launch.preexec(self.settings.cpu_seconds),
-                )
-            except BaseException:
-                _close(status_r)
-                raise
-            finally:
-                _close(status_w)
-            record = Process(
-                pid=proc.pid,
-                command=command,
-                cwd=str(cwd_api),
-                tag="cmd",
-                created_at=now_iso(),
-                proc=proc,
-            )
-            sandbox.processes[proc.pid] = record
-            status = "completed"
-            pipe = os.fdopen(status_r, "rb", buffering=0) if status_r >= 0 else None
-            try:
-                code = await asyncio.wait_for(_exit_code(proc, pipe), timeout)
-            except asyncio.TimeoutError:
-                await blocking(kill_group, proc.pid)
-                code = await proc.wait()
-                status = "timeout"
-            finally:
-                if pipe is not None:
-                    pipe.close()
-            stdout, dropped_out = _read_back(out)
-            stderr, dropped_err = _read_back(err)
-        for stream, dropped in (("stdout", dropped_out), ("stderr", dropped_err)):
-            if dropped:  # never lose output silently
-                stderr += (
-                    f"\n[output truncated: {dropped} bytes of {stream} dropped; the emulator "
-                    f"keeps {_MAX_OUTPUT // 2**20} MB per stream: write big output to a file]\n"
-                ).encode()
-        if status == "timeout":
-            stderr += f"\ncommand exceeded {timeout:g} s and was killed\n".encode()
-        record.status = "killed" if status == "timeout" else "completed"
-        record.exit_code = code
-        if proc.returncode is not None:
-            record.proc = None  # else background jobs still run under it: reaped at stop
-        sandbox.last_active = time.monotonic()
-        elapsed = int((time.monotonic() - started) * 1000)
-        return {
-            "executionId": str(uuid.uuid4()),
-            "status": status,
-            "result": {
-                "exitCode": 124 if status == "timeout" else code,
-                "stdout": stdout.decode("utf-8", "replace"),
-                "stderr": stderr.decode("utf-8", "replace"),
-                "cwd": str(cwd_api),
-                "executionTimeMs": elapsed,
-            },
-            "executionTimeMs": elapsed,
-        }
-
-    async def open_tty(
-        self,
-        sandbox: Sandbox,
-        *,
-        cwd: str | None,
-        rows: int,
-        cols: int,
-        envs: dict[str, str],
-    ) -> TtySession:
-        """Start an interactive shell on a new pseudo-terminal of `rows` x `cols`, in the
-        sandbox's jail and registered as one of its processes (tag "tty")."""
-        launch = self._launch(sandbox)
-        try:
-            await launch.prepare()  # the sandbox's namespace holder, which the shell joins
-        except KernelError as exc:
-            raise ApiError(
-                500, "ERR_INTERNAL_SERVER_ERROR", f"sandbox {sandbox.id}: {exc}"
-            ) from exc
-        inside = self._directory(sandbox, launch, cwd)
-        env = launch.env(launch.inside_home, sandbox.env)
-        env.update(TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8")
-        env.update(envs)
-        master, slave = os.openpty()
-        status_r, status_w = os.pipe() if launch.pid_namespace else (-1, -1)
-        try:
-            set_size(slave, rows, cols)
-            # The shell's CPU time adds up over its whole life, like a kernel's.
-            preexec = launch.preexec(self.settings.kernel_cpu_seconds)
-            proc = await asyncio.create_subprocess_exec(
-                *launch.argv(shell_argv(), cwd=inside, status_fd=status_w),
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                cwd=launch.host_cwd(inside),
-                env=env,
-                start_new_session=True,
-                pass_fds=(status_w,) if status_w >= 0 else (),
-                preexec_fn=controlling_tty(preexec),
-            )
-        except BaseException:
-            _close(master)
-            _close(status_r)
-            raise
-        finally:
-            _close(slave)  # else the master never reads EOF when the shell ends
-            _close(status_w)
-        pipe = os.fdopen(status_r, "rb", buffering=0) if status_r >= 0 else None
-        session = TtySession(proc, master, pipe)
-        record = Process(
-            pid=proc.pid,
-            command=" ".join(shell_argv()),
-            cwd=cwd or HOME,
-            tag="tty",
-            created_at=now_iso(),
-            proc=proc,
-            tty=session,
-        )
-        sandbox.processes[proc.pid] = record
-
-        def ended(task: asyncio.Task[None]) -> None:
-            if record.status == "running":  # a signal's end counts as killed
-                code = session.exit_code
-                record.status = "killed" if code is not None and code < 0 else "completed"
-            record.exit_code = session.exit_code
-            record.proc = None
-
-        session.waiter.add_done_callback(ended)
-        if sandbox.stopping:  # stopped meanwhile: nothing may outlive it
-            await blocking(kill_group, proc.pid)
-        sandbox.last_active = time.monotonic()
-        return session
-
-    def tty(self, sandbox: Sandbox, pid: int) -> TtySession:
-        """The running shell of a `/processes/tty` connection, by its pid (404 if none)."""
-        record = sandbox.processes.get(pid)
-        if record is None or record.tty is None or record.tty.ended.is_set():
-            raise not_found(f"terminal {pid}")
-        return record.tty
-
-    def _end_forgotten_ttys(self, sandbox: Sandbox, now: float) -> None:
-        """End shells no connection has been attached to for the tty idle time."""
-        for record in sandbox.processes.values():
-            session = record.tty
-            if session is None or session.ended.is_set() or session.last_detached is None:
-                continue
-            if now - session.last_detached > self.settings.tty_idle_timeout:
-                log.info(
-                    "sandbox %s: terminal %s left unattached, ending it", sandbox.id, record.pid
-                )
-                session.last_detached = None
-                with contextlib.suppress(OSError):
-                    os.killpg(record.pid, 9)
-
-    def processes(self, sandbox: Sandbox) -> list[dict[str, Any]]:
-        items = [p.wire() for p in sandbox.processes.values()]
-        for ctx in sandbox.contexts.values():
-            pid = ctx.kernel.pgid
-            if pid:
-                items.append(
-                    {
-                        "processId": pid,
-                        "pid": pid,
-                        "status": "running",
-                        "command": f"{ctx.language} kernel",
-                        "tag": f"context:{ctx.id}",
-                        "createdAt": None,
-                    }
-                )
-        return items
-
-    def process(self, sandbox: Sandbox, pid: int) -> dict[str, Any]:
-        for item in self.processes(sandbox):
-            if item["processId"] == pid:
-                record = sandbox.processes.get(pid)
-                item = dict(item)
-                item.update(
-                    working_dir=record.cwd if record else HOME,
-                    environment={},  # never echo an environment back
-                    resourceUsage=process_usage(pid),
-                    exitCode=record.exit_code if record else None,
-                )
-                return item
-        raise not_found(f"process {pid}")
-
-    async def kill_process(self, sandbox: Sandbox, pid: int) -> dict[str, Any]:
-        self.process(sandbox, pid)  # 404 unless it is one of ours
-        with contextlib.suppress(OSError):
-            os.killpg(pid, 15)
-        await asyncio.sleep(0.2)
-        await blocking(kill_group, pid)
-        record = sandbox.processes.get(pid)
-        if record is not None and record.status == "running":
-            record.status = "killed"
-        if record is not None:
-            await _reap(record)
-        for ctx in list(sandbox.contexts.values()):
-            if ctx.kernel.pgid == pid:  # killing a kernel ends its context
-                await self.delete_context(sandbox, ctx.id)
-        return {"pid": pid, "stopped": True, "stopped_at": now_iso(), "message": "killed"}
-
-
-_MAX_OUTPUT = 16 * 1024 * 1024
 #: what a 503 for a full kernel-start queue tells clients to wait (s): about the time a
 #: loaded machine takes to work through a few starts
 _QUEUE_RETRY_AFTER = 5
-
-
-def _warn_lost(message: str) -> None:
-    """Say what isolation is lost, as a warning, at every emulator start: a lost guarantee
-    is never demoted to INFO, however often it has been said."""
-    log.warning("%s (docs/local-backend.md)", message)
-
-
-_jail_works: dict[Jail, str] = {}
-
-
-def _try_jail(jail: Jail, scratch: Path, python: str) -> str:
-    """Run our init and the kernel's interpreter in a jail once per process: "" if it
-    works, else why."""
-    key = attrs.evolve(jail, tools="")  # each emulator's own tools dir: not part of the key
-    if key not in _jail_works:
-        _jail_works[key] = _run_in_jail(key, scratch, python)
-    return _jail_works[key]
-
-
-def _run_in_jail(jail: Jail, scratch: Path, python: str) -> str:
-    home, tmp = scratch / "probe-home", scratch / "probe-tmp"
-    try:
-        for path, mode in ((home, 0o700), (tmp, 0o711)):  # the modes of a sandbox's
-            path.mkdir(mode=mode)
-            if jail.privileged:
-                os.chown(path, jail.uid, jail.uid)
-        uid = jail.uid
-        check = "import os, sys; sys.exit(os.getcwd() != '/home/user' or os.getuid() == 0)"
-        argv = jail.argv(
-            [python, "-I", "-S", "-c", check],
-            init=init_argv(python, uid=uid, cwd=HOME),
-            home=home,
-            tmp=tmp,
-            no_network=False,
-        )
-        done = subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/")
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"bubblewrap could not run ({exc})"
-    finally:
-        for path in (home, tmp):
-            remove_tree(path)
-    if done.returncode == 0:
-        return ""
-    said = done.stderr.decode("utf-8", "replace").strip()[-300:] or f"exit {done.returncode}"
-    return (
-        f"bubblewrap is installed but cannot build the jail here ({said}); sandboxes run "
-        "with process limits only. Fix: allow user namespaces (sysctl "
-        "kernel.unprivileged_userns_clone=1 or user.max_user_namespaces > 0), or run the "
-        "emulator as root"
-    )
-
-
-_holder_works: dict[Jail, str] = {}
-
-
-def _with_holder(jail: Jail, scratch: Path, python: str) -> Jail:
-    """`jail`, whose sandboxes share namespaces if a holder works here (probed once per
-    process), else one whose kernels and commands keep namespaces of their own."""
-    if not jail.shares_namespaces:
-        return jail
-    key = attrs.evolve(jail, tools="")
-    if key not in _holder_works:
-        _holder_works[key] = _run_in_holder(key, scratch, python)
-    why = _holder_works[key]
-    if not why:
-        return jail
-    _warn_lost(
-        f"local sandboxes cannot share one PID namespace ({why}): each kernel and command "
-        "gets its own, so a command's background jobs are invisible to the next command"
-    )
-    return attrs.evolve(jail, nsenter="")
-
-
-def _run_in_holder(jail: Jail, scratch: Path, python: str) -> str:
-    """Start a namespace holder and run the kernel's interpreter in a jail that joins it:
-    "" if that interpreter sees the holder as PID 1, else why not."""
-    base = scratch / "probe-holder"
-    home, tmp = base / "home", base / "tmp"
-    holder: subprocess.Popen[bytes] | None = None
-    info_r, info_w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    try:
-        base.mkdir(mode=0o711)
-        for path, mode in ((home, 0o700), (tmp, 0o711)):
-            path.mkdir(mode=mode)
-            if jail.privileged:
-                os.chown(path, jail.uid, jail.uid)
-        argv = jail.holder_argv(
-            home, python=python, info_fd=info_w, ready_fd=ready_w, no_network=False
-        )
-        holder = subprocess.Popen(
-            argv,
-            pass_fds=(info_w, ready_w),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            cwd="/",
-        )
-        for fd in (info_w, ready_w):
-            os.close(fd)
-        info_w = ready_w = -1
-        info = _read_until_closed(info_r, timeout=30)
-        if not info or not _read_until_closed(ready_r, timeout=30, size=1):
-            return "its holder did not start: " + _said(holder)
-        pid = int(json.loads(info)["child-pid"])
-        check = "import sys; sys.exit(open('/proc/1/cmdline', 'rb').read()[:5] != b'sleep')"
-        argv = jail.argv(
-            [python, "-I", "-S", "-c", check],
-            init=init_argv(python, uid=jail.uid, cwd=HOME),
-            home=home,
-            tmp=tmp,
-            no_network=False,
-            holder=pid,
-        )
-        done = subprocess.run(argv, capture_output=True, timeout=30, check=False, cwd="/")
-        if done.returncode != 0:
-            said = done.stderr.decode("utf-8", "replace").strip()[-300:]
-            return said or f"a jail joining it failed (exit {done.returncode})"
-        return ""
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
-        return f"could not try it: {exc}"
-    finally:
-        for fd in (info_w, info_r, ready_w, ready_r):
-            _close(fd)
-        if holder is not None:
-            kill_group(holder.pid)
-            with contextlib.suppress(subprocess.SubprocessError):
-                holder.communicate(timeout=10)
-        remove_tree(base)
-
-
-def _read_until_closed(fd: int, *, timeout: float, size: int = 0) -> bytes:
-    """What is written to a pipe until its writers close it (or, with `size`, its first
-    `size` bytes), or b"" after `timeout` s."""
-    data = b""
-    end = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while True:
-            left = end - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                return b""
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return data
-            data += chunk
-            if size and len(data) >= size:
-                return data
-
-
-def _said(proc: subprocess.Popen[bytes]) -> str:
-    """The last words of a holder that did not start (it exits at once then)."""
-    try:
-        _, err = proc.communicate(timeout=10)
-    except subprocess.SubprocessError:
-        return "no answer"
-    return (err or b"").decode("utf-8", "replace").strip()[-300:] or f"exit {proc.returncode}"
-
-
-def _read_back(fh: Any) -> tuple[bytes, int]:
-    """A command's captured stream, at most _MAX_OUTPUT bytes, and how many were dropped."""
-    size = os.fstat(fh.fileno()).st_size
-    fh.seek(0)
-    data: bytes = fh.read(_MAX_OUTPUT)
-    return data, max(0, size - len(data))
-
-
-def _close(fd: int) -> None:
-    if fd >= 0:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-async def _exit_code(proc: asyncio.subprocess.Process, pipe: Any) -> int:
-    """The command's exit code: from its namespace init's status pipe, else its own exit."""
-    if pipe is None:
-        return await proc.wait()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    try:
-        line = await reader.readline()
-    finally:
-        transport.close()
-    try:
-        return int(line)
-    except ValueError:  # the init died without a word (killed): fall back to its exit
-        return await proc.wait()
-
-
-async def _reap(proc: Process) -> None:
-    """Collect a command whose init lingered for background jobs (just killed)."""
-    if proc.proc is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.proc.wait(), 5)
-        proc.proc = None
 
 
 def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
