@@ -7,7 +7,7 @@ One local emulator without spare kernels (every context is a cold kernel start, 
 jail where bubblewrap is installed); runs alternate between the two ways of waiting for
 the new kernel, so the machine's load hits both alike:
 
-* ours: `_kernels.wait_until_ready` -- a kernel_info reply on shell, then that request's
+* ours: `_python_kernel.wait_until_ready` -- a kernel_info reply on shell, then that request's
   `idle` status on iopub;
 * jupyter_client's `KernelClient.wait_for_ready` -- the same, then 0.2 s of iopub silence.
 
@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 
 from agentrun_ci._sync.data_plane import DataPlane
-from agentrun_ci.local import EmulatorSettings, LocalEmulator, _kernels
+from agentrun_ci.local import EmulatorSettings, LocalEmulator, _python_kernel
 
 RESULTS = Path(__file__).parent / "results" / "kernel_ready.md"
-OURS = _kernels.wait_until_ready
+OURS = _python_kernel.wait_until_ready
 
 
 async def jupyter_client_wait(km: Any, kc: Any, timeout: float) -> None:
@@ -52,7 +52,7 @@ def measure(runs: int) -> dict[str, list[float]]:
         try:
             for _ in range(runs):
                 for way, wait in WAYS.items():
-                    _kernels.wait_until_ready = wait
+                    _python_kernel.wait_until_ready = wait
                     sid = dp.create_sandbox("bench-ready").sandbox_id
                     try:
                         start = time.perf_counter()
@@ -63,7 +63,7 @@ def measure(runs: int) -> dict[str, list[float]]:
                     finally:
                         dp.delete_sandbox(sid)
         finally:
-            _kernels.wait_until_ready = OURS
+            _python_kernel.wait_until_ready = OURS
     return times
 
 

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
-from agentrun_ci.local import EmulatorSettings, LocalEmulator, _core, _jail
+from agentrun_ci.local import EmulatorSettings, LocalEmulator, _jail, _probe
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or shutil.which("bwrap") is None,
@@ -352,8 +352,8 @@ def test_missing_bubblewrap_is_said_at_every_start_with_its_fix(
     assert "NOT isolated" in why
     assert "apt-get install bubblewrap" in why
     with caplog.at_level(logging.INFO, logger="agentrun_ci.local"):
-        _core._warn_lost(why)
-        _core._warn_lost(why)  # the next start, in this process or another: said again
+        _probe._warn_lost(why)
+        _probe._warn_lost(why)  # the next start, in this process or another: said again
     said = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert said == [(logging.WARNING, f"{why} (docs/local-backend.md)")] * 2
 
@@ -391,13 +391,13 @@ def test_a_sandbox_is_capped_at_its_templates_memory_in_total(
 def test_a_sandbox_uid_that_cannot_run_the_interpreter_gets_a_user_namespace(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = _core._run_in_jail
+    real = _probe._run_in_jail
 
     def refuse_privileged(jail: _jail.Jail, scratch: Path, python: str) -> str:
         return "permission denied" if jail.privileged else real(jail, scratch, python)
 
-    monkeypatch.setattr(_core, "_run_in_jail", refuse_privileged)
-    monkeypatch.setattr(_core, "_jail_works", {})
+    monkeypatch.setattr(_probe, "_run_in_jail", refuse_privileged)
+    monkeypatch.setattr(_probe, "_jail_works", {})
     with caplog.at_level(logging.WARNING, logger="agentrun_ci.local"):
         emulator = LocalEmulator(EmulatorSettings(spare_kernels=0))
         with emulator:
@@ -442,6 +442,6 @@ def test_an_interpreter_in_a_venv_below_tmp_runs_in_the_jail(
         scratch = tmp_path / "scratch"
         scratch.mkdir(mode=0o711)
         os.chmod(tmp_path, 0o711)  # the sandbox uid traverses it, as the base
-        assert _core._run_in_jail(jail, scratch, python) == ""
+        assert _probe._run_in_jail(jail, scratch, python) == ""
     finally:
         shutil.rmtree(below_tmp, ignore_errors=True)

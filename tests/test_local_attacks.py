@@ -188,11 +188,11 @@ def test_read_file_cannot_amplify_a_big_sparse_file(http: httpx.Client, sid: str
 def test_kernel_output_is_capped_per_stream_with_a_marker(
     http: httpx.Client, sid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agentrun_ci.local import _kernels
+    from agentrun_ci.local import _kernel_base
 
     # the real cap (128 Mi characters) is lowered so the test prints 2 MB, not 130
-    assert 0 < getattr(_kernels, "MAX_STREAM_CHARS", 0) <= 128 * 2**20
-    monkeypatch.setattr(_kernels, "MAX_STREAM_CHARS", 2**20, raising=False)
+    assert 0 < getattr(_kernel_base, "MAX_STREAM_CHARS", 0) <= 128 * 2**20
+    monkeypatch.setattr(_kernel_base, "MAX_STREAM_CHARS", 2**20, raising=False)
     code = (
         "import sys\nsys.stdout.write('x' * (2 * 2**20))\nsys.stdout.flush()\n"
         "sys.stderr.write('e' * 100)\nprint('done')"

@@ -202,7 +202,7 @@ def test_a_kernel_that_fails_at_birth_is_reaped_and_reported_as_nothing_ran(
     monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
     """A new context whose kernel fails before it is ready: a clear 500, no kernel left."""
-    from agentrun_ci.local import _kernels
+    from agentrun_ci.local import _kernels, _limits
 
     started: list[int] = []
     adopt = _kernels.PythonKernel.adopt
@@ -212,7 +212,7 @@ def test_a_kernel_that_fails_at_birth_is_reaped_and_reported_as_nothing_ran(
         assert pid is not None
         started.append(pid)
         if failure == "dies":  # really dies, as under the kernel_death fault
-            _kernels.kill_group(pid)
+            _limits.kill_group(pid)
             with anyio.fail_after(20):  # reaped: a hang guard, not a timing assertion
                 while await self._km.is_alive():  # noqa: ASYNC110 -- no event to await
                     await asyncio.sleep(0.01)

@@ -26,7 +26,7 @@ pytest.importorskip("jupyter_client")
 
 from support import running_emulator, wait_until
 
-from agentrun_ci.local import EmulatorSettings, LocalEmulator, _core, _kernels
+from agentrun_ci.local import EmulatorSettings, LocalEmulator, _core, _kernels, _python_kernel
 from agentrun_ci.local._admission import StartGate, StartQueueFull
 
 #: hang guard for one HTTP answer: far above a loaded start, far below a stuck one's end
@@ -238,7 +238,7 @@ def test_a_kernel_that_dies_at_once_fails_at_once_with_its_reason(
 ) -> None:
     # the kernel's entry point, replaced by one that cannot start
     dying = "import sys; sys.stderr.write('boom: this kernel cannot start\\n'); sys.exit(3)"
-    monkeypatch.setattr(_kernels, "_LAUNCH", dying)
+    monkeypatch.setattr(_python_kernel, "_LAUNCH", dying)
     # a deadline this test would never wait out: the death must end the wait
     settings = EmulatorSettings(spare_kernels=0, kernel_start_timeout=3600)
     with _sandboxes(settings, 1) as (_, http, [sid]):

@@ -20,7 +20,7 @@ pytest.importorskip("jupyter_client")
 
 from support import still_alive, wait_until
 
-from agentrun_ci.local import EmulatorSettings, LocalEmulator, _core, _jail
+from agentrun_ci.local import EmulatorSettings, LocalEmulator, _jail, _probe
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux")
@@ -216,7 +216,7 @@ def test_where_a_holder_does_not_work_each_process_keeps_its_namespaces(
     jail, why = _jail.find_jail(os.path.abspath(sys.executable), None)
     assert jail is not None, why
     broken = attrs.evolve(jail, nsenter=shutil.which("false") or "/bin/false")
-    assert not _core._with_holder(
+    assert not _probe._with_holder(
         broken, tmp_path, os.path.abspath(sys.executable)
     ).shares_namespaces
 

@@ -109,8 +109,8 @@ class TtySession:
         self._eof.set()
 
     async def _wait(self) -> None:
-        # imported here: _core imports this module
-        from ._core import _exit_code
+        # imported here: _processes imports this module
+        from ._processes import _exit_code
 
         try:
             code = await _exit_code(self.proc, self._status)
