@@ -240,7 +240,7 @@ def http_server(emulator: Config) -> Iterator[tuple[str, str, Config, str]]:
             return False
 
     try:
-        wait_until(listening, f"the server to listen on port {port}")
+        wait_until(listening, f"the server to listen on port {port}", timeout=120)
         yield url, token, emulator, owner
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -389,7 +389,7 @@ def test_orphans_of_a_crashed_server_are_reaped_at_start(emulator: Config) -> No
     server = RawServer(cloud_env(emulator, owner))
     try:
         server.initialize()  # no tool call: the sweep runs in the background at start
-        assert remaining(lambda: owned(emulator, owner)) == []
+        assert remaining(lambda: owned(emulator, owner), timeout=120) == []
         assert server.proc.stdin is not None
         server.proc.stdin.close()
         assert server.wait() == 0

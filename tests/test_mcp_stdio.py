@@ -97,7 +97,7 @@ def _run_code(i: int, code: str, timeout: float = 10) -> dict[str, Any]:
 
 
 @needs_script
-def test_requests_piped_in_before_eof_are_all_answered(emulator: Config) -> None:
+def test_requests_piped_in_before_eof_are_all_answered(emulator: Config, tmp_path: Path) -> None:
     """`... | agentrun-ci-mcp`: stdin ends right after the requests; every one is answered.
 
     Against the session's running emulator: the run must finish within the EOF grace,
@@ -109,13 +109,46 @@ def test_requests_piped_in_before_eof_are_all_answered(emulator: Config) -> None
         {"id": 2, "method": "tools/list"},
         _run_code(3, "import time; time.sleep(0.5); print('late')"),
     )
-    env = cloud_env(emulator, owner)
-    done = subprocess.run([SCRIPT], input=stdin, capture_output=True, env=env, timeout=90)
-    assert done.returncode == 0, done.stderr.decode()
-    answers = {a["id"]: a for a in map(json.loads, done.stdout.decode().splitlines())}
+    log = tmp_path / "stderr.log"
+    with (
+        log.open("wb") as stderr,
+        spawned(
+            [SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=cloud_env(emulator, owner),
+        ) as proc,
+    ):
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(stdin)
+        proc.stdin.flush()
+        lines = [proc.stdout.readline(), proc.stdout.readline()]  # initialize, tools/list
+        # stdin ends while the run is under way (its kernel started: on a loaded machine a
+        # cold start alone can outlast the grace, which is for answering, not for starting)
+        wait_until(lambda: _contexts(emulator, owner), "the run's context", timeout=120)
+        proc.stdin.close()
+        out = proc.stdout.read()
+        returncode = proc.wait(90)
+    assert returncode == 0, log.read_text()
+    answers = {a["id"]: a for a in map(json.loads, [*lines, *out.splitlines()])}
     assert sorted(answers) == [1, 2, 3]
     assert answers[3]["result"]["structuredContent"]["stdout"] == "late\n"
     assert owned(emulator, owner) == []
+
+
+def _contexts(config: Config, owner: str) -> int:
+    from agentrun_ci import DataPlane, NotFoundError
+
+    with DataPlane(config) as data:
+        total = 0
+        for sandbox_id in owned(config, owner):
+            try:
+                total += len(data.list_contexts(sandbox_id))
+            except NotFoundError:
+                continue
+        return total
 
 
 @needs_script
@@ -144,7 +177,7 @@ def test_eof_waits_for_answers_only_so_long(emulator: Config, tmp_path: Path) ->
         proc.stdin.write(_batch(_run_code(2, "import time; time.sleep(25)", timeout=29)))
         proc.stdin.flush()
         first = proc.stdout.readline()  # the answer to initialize: the server is reading
-        wait_until(lambda: owned(emulator, owner), "the run to create its sandbox")
+        wait_until(lambda: owned(emulator, owner), "the run to create its sandbox", timeout=120)
         started = time.monotonic()
         proc.stdin.close()
         returncode = proc.wait(60)
