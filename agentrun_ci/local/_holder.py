@@ -32,7 +32,7 @@ from typing import Any
 
 from ._jail import Jail
 from ._limits import kill_group
-from ._network import Uplink, UplinkError, UplinkTool
+from ._network import Uplink, UplinkError, UplinkTool, ready_byte
 from ._threads import blocking
 
 __all__ = ["Holder", "HolderError"]
@@ -155,7 +155,7 @@ class Holder:
             self._proc = proc
             try:
                 data, ready = await asyncio.wait_for(
-                    asyncio.gather(_read_all(info_r), _read_one(ready_r, proc)),
+                    asyncio.gather(_read_all(info_r), ready_byte(ready_r, proc)),
                     self._start_timeout,
                 )
                 if not ready:
@@ -195,24 +195,6 @@ class Holder:
         await blocking(kill_group, proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 10)
-
-
-async def _read_one(fd: int, proc: asyncio.subprocess.Process) -> bytes:
-    """The holder's ready byte, or b"" if it exits first (bwrap keeps the pipe's write end
-    open, so its end of file would come only with the holder's)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    pipe: Any = os.fdopen(fd, "rb", buffering=0)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    byte = asyncio.ensure_future(reader.read(1))
-    exited = asyncio.ensure_future(proc.wait())
-    try:
-        await asyncio.wait({byte, exited}, return_when=asyncio.FIRST_COMPLETED)
-        return byte.result() if byte.done() else b""
-    finally:
-        byte.cancel()
-        exited.cancel()
-        transport.close()
 
 
 async def _read_all(fd: int) -> bytes:

@@ -233,7 +233,8 @@ class Uplink:
             self._proc = proc
             try:
                 if self.tool.kind == "slirp4netns":
-                    ready = await asyncio.wait_for(_ready_byte(ready_r, proc), self._start_timeout)
+                    byte = await asyncio.wait_for(ready_byte(ready_r, proc), self._start_timeout)
+                    ready = bool(byte)
                 else:
                     os.close(ready_r)
                     ready = await asyncio.wait_for(_routed(pid, proc), self._start_timeout)
@@ -285,8 +286,10 @@ def _die_with_parent() -> Any:
     return apply
 
 
-async def _ready_byte(fd: int, proc: asyncio.subprocess.Process) -> bool:
-    """slirp4netns's `--ready-fd` byte (True), or False if it exits first."""
+async def ready_byte(fd: int, proc: asyncio.subprocess.Process) -> bytes:
+    """The one byte a starting helper writes to `fd` when it is ready (slirp4netns's
+    `--ready-fd`, the namespace holder's), or b"" if it exits first: the writer may keep
+    the pipe open, so an end of file would come only with its exit."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     pipe: Any = os.fdopen(fd, "rb", buffering=0)
@@ -295,7 +298,7 @@ async def _ready_byte(fd: int, proc: asyncio.subprocess.Process) -> bool:
     exited = asyncio.ensure_future(proc.wait())
     try:
         await asyncio.wait({byte, exited}, return_when=asyncio.FIRST_COMPLETED)
-        return bool(byte.done() and byte.result())
+        return byte.result() if byte.done() else b""
     finally:
         byte.cancel()
         exited.cancel()
