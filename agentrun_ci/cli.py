@@ -490,10 +490,18 @@ def _doctor_local(report: _Report, check_kernel: bool) -> None:
         )
     elif not check_kernel:
         report.ok("emulator packages installed (kernel not tried: --no-kernel)")
+        tools = [t for t in ("bwrap", "slirp4netns", "pasta") if shutil.which(t)]
+        found = ", ".join(tools) if tools else "none of bwrap, slirp4netns, pasta"
+        report.note(f"sandbox isolation not tried (--no-kernel); on PATH: {found}")
     else:
-        failure, seconds = _try_local_kernel()
+        failure, seconds, isolation = _try_local_kernel()
         if failure is None:
             report.ok(f"local emulator started a Python kernel and ran 1 + 1 ({seconds:.1f} s)")
+            for ok, line, fix in isolation:
+                if ok:
+                    report.ok(line)
+                else:
+                    report.note(f"{line}: {fix}")
         else:
             report.problem(
                 f"the local emulator could not run code: {failure}",
@@ -506,8 +514,47 @@ def _doctor_local(report: _Report, check_kernel: bool) -> None:
         report.note("node is not on PATH: local javascript contexts are unavailable")
 
 
-def _try_local_kernel() -> tuple[str | None, float]:
-    """Run `1 + 1` on a fresh local emulator; (None, seconds) or (what failed, seconds)."""
+Isolation = list[tuple[bool, str, str]]
+
+
+def _isolation(interpreter: Any) -> Isolation:
+    """What the emulator that ran the kernel isolates sandboxes with: (ok, what, fix) each."""
+    emulator = getattr(interpreter._async._backend, "_emulator", None)
+    core = getattr(emulator, "core", None)
+    if core is None:
+        return []
+    found: Isolation = []
+    jail = core.jail
+    if jail is not None:
+        found.append((True, f"sandboxes are isolated: {jail.description}", ""))
+    else:
+        found.append(
+            (
+                False,
+                "sandboxes are NOT isolated (no bubblewrap jail): code sees this machine's files",
+                "install bubblewrap (apt-get install bubblewrap)",
+            )
+        )
+    if core.uplink is not None:
+        found.append(
+            (True, f"network: a namespace per sandbox, PUBLIC out through {core.uplink.kind}", "")
+        )
+    else:
+        found.append(
+            (
+                False,
+                "network: PUBLIC sandboxes share this machine's network (loopback included)",
+                "install slirp4netns (apt-get install slirp4netns) or passt",
+            )
+        )
+    if jail is not None and jail.privileged:
+        found.append((True, f"one uid per sandbox, leased from {jail.uid} upwards", ""))
+    return found
+
+
+def _try_local_kernel() -> tuple[str | None, float, Isolation]:
+    """Run `1 + 1` on a fresh local emulator; (None, seconds, what isolates its sandboxes)
+    or (what failed, seconds, [])."""
     from ._config import Config
     from ._errors import AgentRunError
     from ._sync_interpreter import CodeInterpreter
@@ -522,12 +569,13 @@ def _try_local_kernel() -> tuple[str | None, float]:
             emulator_settings=EmulatorSettings(spare_kernels=0),
         ) as interpreter:
             execution = interpreter.execute_code("1 + 1", timeout=30)
+            isolation = _isolation(interpreter)
     except (AgentRunError, OSError, RuntimeError) as exc:
-        return f"{type(exc).__name__}: {exc}", time.monotonic() - start
+        return f"{type(exc).__name__}: {exc}", time.monotonic() - start, []
     if execution.text != "2":
         what = execution.error.name if execution.error else repr(execution.text)
-        return f"1 + 1 gave {what}", time.monotonic() - start
-    return None, time.monotonic() - start
+        return f"1 + 1 gave {what}", time.monotonic() - start, []
+    return None, time.monotonic() - start, isolation
 
 
 def _has(module: str) -> bool:

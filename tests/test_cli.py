@@ -204,6 +204,9 @@ def test_doctor_no_credentials_explains_the_local_default() -> None:
     assert "local emulator" in out
     assert "AGENTRUN_ACCESS_KEY_ID" in out
     assert status == 0, out
+    # and whether the sandboxes it would run are isolated (as this machine allows)
+    assert "sandboxes are isolated: bubblewrap jail" in out or "sandboxes are NOT" in out
+    assert "network: " in out
 
 
 def test_doctor_full_configuration_reaches_the_endpoints(emulator: Config) -> None:
