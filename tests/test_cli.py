@@ -674,6 +674,10 @@ def test_ctrl_c_says_interrupted_and_nothing_about_the_network(tmp_path: Path) -
     env["TMPDIR"] = str(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from agentrun_ci.cli import run; run()", "run", code],
+        # as a terminal starts it: SIGINT at its default, whatever this worker ignores
+        # (a child started with SIGINT ignored keeps ignoring it, and Python then never
+        # raises KeyboardInterrupt)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

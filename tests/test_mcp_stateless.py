@@ -130,7 +130,20 @@ async def test_forged_altered_and_foreign_handles_are_refused(
             ]
         )
         flipped = good[:-1] + ("A" if good[-1] != "A" else "B")
-        for bad in [forged, altered, flipped, "v1..", "garbage", "v2." + body + "." + signature]:
+        # the same signature bytes spelt otherwise: the last character's unused low bits
+        last = signature[-1]
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        respelt_sig = signature[:-1] + alphabet[alphabet.index(last) ^ 1]
+        respelt = f"{version}.{body}.{respelt_sig}"
+        for bad in [
+            forged,
+            altered,
+            flipped,
+            respelt,
+            "v1..",
+            "garbage",
+            "v2." + body + "." + signature,
+        ]:
             r = await mine.call_tool("run_code", {"code": "secret", "session": bad})
             assert r.is_error
             text = _text(r)
