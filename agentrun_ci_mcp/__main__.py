@@ -26,16 +26,21 @@ import attrs
 
 from . import __version__
 from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, STRATEGY_CHOICES, TOOL_GROUPS, ServerOptions
-from .serve import EOF_ANSWER_GRACE, SHUTDOWN_GRACE, is_loopback, serve_http, serve_stdio
+from .serve import (
+    EOF_ANSWER_GRACE,
+    EOF_BATCH_WINDOW,
+    SHUTDOWN_GRACE,
+    is_loopback,
+    serve_http,
+    serve_stdio,
+)
 
 if TYPE_CHECKING:
     from agentrun_ci import StrategyName
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
     "EOF_ANSWER_GRACE",
+    "EOF_BATCH_WINDOW",
     "SHUTDOWN_GRACE",
     "backend_options",
     "build_parser",

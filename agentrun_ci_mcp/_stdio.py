@@ -23,6 +23,7 @@ import logging
 import os
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -192,12 +193,15 @@ class Unanswered:
 
     def __init__(self) -> None:
         self.ids: set[Any] = set()
+        #: when the newest request was read (time.monotonic)
+        self.last_request = 0.0
         self._changed = anyio.Event()
 
     def read(self, item: object) -> None:
         message = getattr(item, "message", None)
         if isinstance(message, JSONRPCRequest):
             self.ids.add(message.id)
+            self.last_request = time.monotonic()
         elif isinstance(message, JSONRPCNotification) and message.method == (
             "notifications/cancelled"
         ):
@@ -215,7 +219,25 @@ class Unanswered:
             self._changed.set()
             self._changed = anyio.Event()
 
-    async def wait_answered(self, grace: float) -> None:
+    async def wait_answered(self, grace: float, batch_window: float) -> None:
+        """At EOF: wait up to `grace` for the requests of a batch to be answered.
+
+        A batch is a client that closed stdin within `batch_window` of its last
+        request (it wrote everything, then closed). A client that went quiet first
+        and then closed stdin is a host stopping us (MCP's stdio shutdown): nothing
+        is waited for, and the SDK cancels what is in flight.
+        """
+        if not self.ids:
+            return
+        quiet = time.monotonic() - self.last_request
+        if quiet > batch_window:
+            log.info(
+                "stdin closed %.1f s after the last request, with %d call(s) in flight: "
+                "a client stopping the server; cancelling them",
+                quiet,
+                len(self.ids),
+            )
+            return
         with anyio.move_on_after(grace):
             while self.ids:
                 await self._changed.wait()
@@ -273,7 +295,9 @@ class AnswerBeforeEOF(_Wrapped):
 
     The SDK cancels the requests in flight as soon as stdin ends; a client that
     writes its requests and closes stdin (a file, a shell pipe) would lose the last
-    answers. Waiting is bounded by `grace`. Lines that are not messages, which the
+    answers. Only a batch is waited for (stdin ended within `batch_window` of the last
+    request; a host closes stdin to stop the server, after going quiet), at most
+    `grace`. Lines that are not messages, which the
     SDK drops with a debug log, are answered with a JSON-RPC parse or request error.
     """
 
@@ -282,12 +306,14 @@ class AnswerBeforeEOF(_Wrapped):
         inner: Any,
         unanswered: Unanswered,
         grace: float,
+        batch_window: float,
         reply: Any,
         on_eof: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(inner)
         self._unanswered = unanswered
         self._grace = grace
+        self._batch_window = batch_window
         self._reply = reply
         self._on_eof = on_eof
 
@@ -296,7 +322,7 @@ class AnswerBeforeEOF(_Wrapped):
             try:
                 item = await self._inner.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
-                await self._unanswered.wait_answered(self._grace)
+                await self._unanswered.wait_answered(self._grace, self._batch_window)
                 if self._on_eof is not None:
                     self._on_eof()
                 raise
@@ -339,14 +365,15 @@ def answer_before_eof(
     read: Any,
     write: Any,
     grace: float,
+    batch_window: float,
     on_answer: Callable[[], None] | None = None,
     on_eof: Callable[[], None] | None = None,
 ) -> tuple[Any, Any]:
-    """Wrap the SDK's stdio streams: EOF waits (up to `grace`) for pending answers, and
+    """Wrap the SDK's stdio streams: EOF waits (up to `grace`) for a batch's answers, and
     a line that is not a message gets a JSON-RPC error instead of silence. `on_answer`
     is called after each message sent; `on_eof` when the end of input is passed on."""
     unanswered = Unanswered()
     return (
-        AnswerBeforeEOF(read, unanswered, grace, write, on_eof),
+        AnswerBeforeEOF(read, unanswered, grace, batch_window, write, on_eof),
         CountAnswers(write, unanswered, on_answer),
     )

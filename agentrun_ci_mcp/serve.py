@@ -24,6 +24,7 @@ import anyio
 
 __all__ = [
     "EOF_ANSWER_GRACE",
+    "EOF_BATCH_WINDOW",
     "SHUTDOWN_GRACE",
     "bearer_guard",
     "http_app",
@@ -44,11 +45,15 @@ SHUTDOWN_GRACE = 10.0
 #: take before the local emulator's kernels and processes are killed at once instead:
 #: hosts send SIGTERM 2 s after closing stdin, and the exit must come well before
 EOF_CLEANUP_BUDGET = 0.25
-#: after stdin ends, how long requests already read may take to be answered before
-#: the rest are cancelled and cleanup starts (a client that writes requests and then
-#: closes stdin still gets its answers; a host that closes stdin to stop us sends
-#: SIGTERM 2 s later anyway)
-EOF_ANSWER_GRACE = 5.0
+#: a batch: stdin ended at most this long after the last request was read (a script
+#: or a file writes its requests and closes at once); otherwise the client is a host
+#: that stopped writing and then closed stdin to stop us (MCP's stdio shutdown), and
+#: calls still in flight are cancelled at once rather than answered
+EOF_BATCH_WINDOW = 2.0
+#: after a batch's stdin ends, how long its requests may take to be answered before the
+#: rest are cancelled and cleanup starts: a run is capped at 30 s, and nobody sends a
+#: batch SIGTERM
+EOF_ANSWER_GRACE = 40.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -246,7 +251,9 @@ async def run_stdio(
         # a regular file redirected in is not a pipe: the SDK's threaded reader serves it
         server = stdio_server() if streams is None else stdio_server(*streams)  # type: ignore[arg-type]
         async with server as (read, write):
-            read, write = answer_before_eof(read, write, EOF_ANSWER_GRACE, on_answer, on_eof)
+            read, write = answer_before_eof(
+                read, write, EOF_ANSWER_GRACE, EOF_BATCH_WINDOW, on_answer, on_eof
+            )
             await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 

@@ -15,7 +15,9 @@ drift on a shared machine hits them alike:
 * cancelled: a `run_code` of `time.sleep(20)` cancelled with
   `notifications/cancelled`, stdin closed right after the cancel;
 * cancelled, settled: the same, stdin closed once the server logged the
-  context restart that stops the cancelled code.
+  context restart that stops the cancelled code;
+* run in flight: a `run_code` of `time.sleep(20)` under way, the client quiet for
+  longer than a batch would be, then stdin closed (a host quitting mid-run).
 
 A round that is not over 2 s after EOF gets SIGTERM (as a host would) and
 counts as a miss.
@@ -39,6 +41,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from agentrun_ci_mcp.serve import EOF_BATCH_WINDOW
 
 RESULTS = Path(__file__).parent / "results" / "mcp_exit.md"
 SCRIPT = shutil.which("agentrun-ci-mcp", path=str(Path(sys.executable).parent)) or ""
@@ -131,6 +135,14 @@ class Proc:
         if settle:
             self.wait_log("restarting the client's context")
 
+    def run_in_flight(self) -> None:
+        self.run("x = 1")
+        self.call(
+            "tools/call", {"name": "run_code", "arguments": {"code": "import time; time.sleep(20)"}}
+        )
+        # the run has reached its kernel, and the client is quiet for longer than a batch
+        time.sleep(0.5 + EOF_BATCH_WINDOW)
+
     def close_like_a_host(self) -> tuple[float, int, bool]:
         """EOF; SIGTERM to the group after 2 s; the seconds to exit, status, signalled."""
         assert self.proc.stdin is not None
@@ -160,6 +172,7 @@ STATES: dict[str, Callable[[Proc], None]] = {
     "after a run_code": lambda p: p.run("x = 1"),
     "cancelled run, EOF right after the cancel": lambda p: p.cancelled_run(settle=False),
     "cancelled run, EOF after the context restart began": lambda p: p.cancelled_run(settle=True),
+    "run in flight, client quiet, then EOF": Proc.run_in_flight,
 }
 
 

@@ -243,6 +243,50 @@ def test_closed_as_hosts_close_it_right_after_a_cancelled_run(
     assert statuses == [0] * CANCELLED_ROUNDS
 
 
+#: host-style closes while a run is in flight, not cancelled
+IN_FLIGHT_ROUNDS = 3
+
+
+def _start_a_long_run_and_go_quiet(server: Server, tmp: Path) -> None:
+    """Start a 20 s run, wait until its code runs, then stay quiet for longer than a
+    batch would (what makes the client a host closing stdin to stop the server)."""
+    from agentrun_ci_mcp.serve import EOF_BATCH_WINDOW
+
+    code = f"import pathlib, time; pathlib.Path({STARTED!r}).touch(); time.sleep(20)"
+    server.tool("run_code", code=code)
+    wait_until(lambda: list(tmp.rglob(STARTED)), lambda: f"the run to start:\n{server.log_tail()}")
+    quiet_from = time.monotonic()
+    wait_until(lambda: time.monotonic() - quiet_from > EOF_BATCH_WINDOW, "the client to go quiet")
+
+
+@needs_script
+def test_closed_as_hosts_close_it_during_a_run(tmp_path: Path, servers: list[Server]) -> None:
+    """A host that quits while a run is in flight closes stdin after going quiet (MCP's
+    stdio shutdown): the run is cancelled, not waited for, and the server exits before
+    the host's SIGTERM (exit 0), leaving nothing. (A batch, which closes stdin right after
+    its requests, is waited for: tests/test_mcp_stdio.py.)"""
+    for n in range(IN_FLIGHT_ROUNDS):
+        where = tmp_path / f"round{n}"
+        tmp = where / "tmp"
+        tmp.mkdir(parents=True)
+        env = base_env(_owner(), log_level="INFO") | {
+            "AGENTRUN_MCP_BACKEND": "local",
+            "TMPDIR": str(tmp),
+        }
+        server = Server(env, where / "server.log")
+        servers.append(server)
+        server.initialize()
+        server.tool_ok("run_code", code="x = 1")
+        _start_a_long_run_and_go_quiet(server, tmp)
+        status, _, signalled = server.close_like_a_host()
+        log = server.log.read_text()
+        context = f"round {n}: status {status}, SIGTERM sent: {signalled}\n{server.log_tail()}"
+        assert "a client stopping the server; cancelling them" in log, context
+        assert not signalled, context
+        assert status == 0, context
+        assert _left_locally(server.pid, tmp) == [], context
+
+
 @pytest.mark.anyio
 async def test_killing_the_local_sandboxes_at_once_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: Config

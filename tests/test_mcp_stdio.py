@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 pytest.importorskip("mcp")
 
 import jsonschema
-from support import SCRIPT, cloud_env, initialize_request, needs_script, owned, spawned, wait_until
+from support import SCRIPT, cloud_env, initialize_request, needs_script, owned, spawned
 
 from agentrun_ci import Config
 from agentrun_ci_mcp import _stdio
@@ -98,12 +97,8 @@ def _run_code(i: int, code: str, timeout: float = 10) -> dict[str, Any]:
 
 @needs_script
 def test_requests_piped_in_before_eof_are_all_answered(emulator: Config, tmp_path: Path) -> None:
-    """`... | agentrun-ci-mcp`: stdin ends right after the requests; every one is answered.
-
-    Against the session's running emulator: the run must finish within the EOF grace,
-    and starting an embedded emulator and its first kernel took most of those 5 s on
-    a loaded machine (the run was cancelled at 5.1-5.4 s).
-    """
+    """`... | agentrun-ci-mcp`: stdin ends right after the requests (a batch); every one
+    is answered, a run that outlasts the end of input included."""
     owner = "stdio" + secrets.token_hex(3)
     stdin = _batch(
         {"id": 2, "method": "tools/list"},
@@ -120,19 +115,9 @@ def test_requests_piped_in_before_eof_are_all_answered(emulator: Config, tmp_pat
             env=cloud_env(emulator, owner),
         ) as proc,
     ):
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        proc.stdin.write(stdin)
-        proc.stdin.flush()
-        lines = [proc.stdout.readline(), proc.stdout.readline()]  # initialize, tools/list
-        # stdin ends while the run is under way (its kernel started: on a loaded machine a
-        # cold start alone can outlast the grace, which is for answering, not for starting)
-        wait_until(lambda: _contexts(emulator, owner), "the run's context", timeout=120)
-        proc.stdin.close()
-        out = proc.stdout.read()
-        returncode = proc.wait(90)
-    assert returncode == 0, log.read_text()
-    answers = {a["id"]: a for a in map(json.loads, [*lines, *out.splitlines()])}
+        out, _ = proc.communicate(stdin, timeout=120)
+    assert proc.returncode == 0, log.read_text()
+    answers = {a["id"]: a for a in map(json.loads, out.splitlines())}
     assert sorted(answers) == [1, 2, 3]
     assert answers[3]["result"]["structuredContent"]["stdout"] == "late\n"
     assert owned(emulator, owner) == []
@@ -152,16 +137,17 @@ def _contexts(config: Config, owner: str) -> int:
 
 
 @needs_script
-def test_eof_waits_for_answers_only_so_long(emulator: Config, tmp_path: Path) -> None:
-    """A run still going when stdin ends is cancelled after the grace; cleanup, exit 0.
+def test_eof_waits_for_a_batch_only_so_long(emulator: Config, tmp_path: Path) -> None:
+    """A batch's run still going when the grace is over is cancelled; cleanup, exit 0.
 
-    Timed from the moment stdin closes (not from the process start, which a loaded
-    machine can stretch by seconds): at least the grace, far less than the 25 s run.
+    The grace is measured from the end of input, so two runs of 25 s in one context
+    (the second waits for the first) outlast it; the test does not time anything itself.
     """
     from agentrun_ci_mcp.__main__ import EOF_ANSWER_GRACE
 
     owner = "stdio" + secrets.token_hex(3)
     log = tmp_path / "stderr.log"
+    runs = [_run_code(n, "import time; time.sleep(25)", timeout=29) for n in (2, 3)]
     with (
         log.open("wb") as stderr,
         spawned(
@@ -172,24 +158,15 @@ def test_eof_waits_for_answers_only_so_long(emulator: Config, tmp_path: Path) ->
             env=cloud_env(emulator, owner, AGENTRUN_MCP_LOG_LEVEL="INFO"),
         ) as proc,
     ):
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        proc.stdin.write(_batch(_run_code(2, "import time; time.sleep(25)", timeout=29)))
-        proc.stdin.flush()
-        first = proc.stdout.readline()  # the answer to initialize: the server is reading
-        wait_until(lambda: owned(emulator, owner), "the run to create its sandbox", timeout=120)
-        started = time.monotonic()
-        proc.stdin.close()
-        returncode = proc.wait(60)
-        elapsed = time.monotonic() - started
-        rest = proc.stdout.read()
-    assert returncode == 0, log.read_text()
-    answers = {a["id"]: a for a in map(json.loads, (first + rest).decode().splitlines())}
+        out, _ = proc.communicate(_batch(*runs), timeout=EOF_ANSWER_GRACE + 120)
+    assert proc.returncode == 0, log.read_text()
+    answers = {a["id"]: a for a in map(json.loads, out.decode().splitlines())}
     assert "result" in answers[1]
-    # the SDK answers a request it cancelled at end of input with an error, if at all
-    assert "result" not in answers.get(2, {}), answers[2]
-    assert EOF_ANSWER_GRACE <= elapsed < 20, elapsed
-    assert "unanswered" in log.read_text()
+    # the calls of one client take turns: the second cannot end within the grace (nor
+    # perhaps the first, on a loaded machine); the SDK answers a request it cancelled at
+    # end of input with an error, if at all
+    assert [n for n in (2, 3) if "result" in answers.get(n, {})] in ([], [2], [3]), answers
+    assert f"unanswered after {EOF_ANSWER_GRACE:g} s" in log.read_text()
     assert owned(emulator, owner) == []
 
 
