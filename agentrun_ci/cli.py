@@ -742,6 +742,10 @@ def _mcp_launch() -> list[str]:
     return [os.path.abspath(sys.executable), "-m", "agentrun_ci_mcp"]
 
 
+#: what a plot or a DataFrame asks of a local kernel (the `data` extra brings them)
+_DATA_STACK = ("numpy", "pandas", "matplotlib")
+
+
 def _cmd_mcp_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ._config import Config
 
@@ -784,6 +788,13 @@ def _cmd_mcp_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"put it in {_CONFIG_FILES[args.client]}, then restart the client\n")
     if any(v.startswith("<") for v in env.values()):
         err.write("replace the <...> values with your credentials (docs: credentials.md)\n")
+    lacking = [m for m in _DATA_STACK if not _has(m)]
+    if backend == "local" and lacking:
+        err.write(
+            f"note: local kernels run in this installation's Python, which lacks "
+            f"{', '.join(lacking)}: plots and DataFrames need the data extra "
+            "(pip install -e '.[mcp,local,data]' in your clone)\n"
+        )
     return 0
 
 

@@ -1,6 +1,6 @@
 """Drive the agentrun-ci MCP server over stdio with the official `mcp` client.
 
-    python -m venv .venv && .venv/bin/pip install -e '.[local,mcp]'   # in a clone, once
+    python -m venv .venv && .venv/bin/pip install -e '.[local,mcp,data]'   # in a clone, once
     .venv/bin/python examples/mcp_client.py
 
 This is what an MCP host (Claude Desktop, an agent framework) does: start

@@ -1,6 +1,6 @@
 """Moving E2B code to AgentRun: change one import.
 
-    python -m venv .venv && .venv/bin/pip install -e '.[local]'   # in a clone, once
+    python -m venv .venv && .venv/bin/pip install -e '.[local,data]'   # in a clone, once
     .venv/bin/python examples/migrate_from_e2b.py
 
 The E2B original (needs E2B_API_KEY and e2b-code-interpreter):

@@ -774,6 +774,23 @@ async def test_mcp_config_for_a_desktop_client_launches_a_server_that_runs_code(
     assert [r["text"] for r in result.structured_content["results"]] == ["42"]
 
 
+def test_mcp_config_says_when_local_kernels_lack_the_data_stack(
+    no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentrun_ci.cli as cli_module
+
+    status, _, err = cli("mcp-config", "--client", "cursor")
+    assert status == 0
+    assert "data extra" not in err  # the test environment has it
+    real = cli_module._has
+    monkeypatch.setattr(cli_module, "_has", lambda m: m != "pandas" and real(m))
+    status, out, err = cli("mcp-config", "--client", "cursor")
+    assert status == 0
+    assert json.loads(out)["mcpServers"]["agentrun"]["args"][-1] == "local"
+    assert "lacks pandas" in err
+    assert "pip install -e '.[mcp,local,data]'" in err
+
+
 def test_mcp_config_for_claude_code_is_one_command_line(no_env: None) -> None:
     import shlex
 

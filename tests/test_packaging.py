@@ -20,11 +20,26 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CREDENTIAL_PREFIXES = ("AGENTRUN_", "ALIBABA_CLOUD_", "FC_")
+#: how this machine reaches the package index: kept in a host-like minimal environment
+NETWORK_SETTINGS = (
+    "SSL_",
+    "UV_",
+    "PIP_",
+    "REQUESTS_CA",
+    "CURL_CA",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
 
 pytest.importorskip("build")
 try:
@@ -183,10 +198,19 @@ def test_installed_wheel_brings_what_plots_need(venv: Path, tmp_path: Path) -> N
     assert proc.stdout.strip()
 
 
-def test_readme_mcp_client_snippet_starts_the_server_from_the_clone(tmp_path: Path) -> None:
-    """README's host configuration (`uvx --from /path/to/clone[mcp,local] …`) as written."""
+def test_readme_mcp_config_launched_as_a_host_plots_and_shows_a_dataframe(
+    tmp_path: Path,
+) -> None:
+    """README's host configuration (`uvx --from /path/to/clone[mcp,local,data] …`) as written,
+    launched as a host launches it (the command, its args, a clean environment): a plot comes
+    back as an image and a DataFrame as its table."""
     if uv is None:
         pytest.skip("needs uv (uvx), as the README's snippet does")
+    pytest.importorskip("mcp")
+    import anyio
+    from mcp import Client, StdioServerParameters
+    from support import base_env
+
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"^```json\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
     servers = [json.loads(b)["mcpServers"] for b in blocks if "mcpServers" in b]
@@ -195,5 +219,28 @@ def test_readme_mcp_client_snippet_starts_the_server_from_the_clone(tmp_path: Pa
     assert server["command"] == "uvx"
     uvx = Path(uv.find_uv_bin()).with_name("uvx")
     args = [a.replace("/path/to/clone", str(ROOT)) for a in server["args"]]
+    # uvx builds and installs first: the same, once, outside the client's start-up timeout
     proc = _run(uvx, *args, "--version", cwd=tmp_path, tmpdir=tmp_path)  # uv's locks: ours
     assert proc.stdout.startswith("agentrun-ci-mcp ")
+    # a host's minimal environment, plus this machine's way to reach the package index
+    # (uvx checks it at each start): its certificates, proxies and index settings
+    network = {k: v for k, v in os.environ.items() if k.startswith(NETWORK_SETTINGS)}
+    env = base_env(f"readme{os.getpid()}") | network | {"TMPDIR": str(tmp_path)}
+    params = StdioServerParameters(command=str(uvx), args=args, env=env, cwd=str(tmp_path))
+    plot = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.show()"
+    frame = "import pandas as pd\npd.DataFrame({'city': ['Hangzhou', 'Beijing'], 'n': [3, 4]})"
+
+    async def calls() -> tuple[Any, Any]:
+        async with Client(params) as client:
+            return (
+                await client.call_tool("run_code", {"code": plot}),
+                await client.call_tool("run_code", {"code": frame}),
+            )
+
+    plotted, framed = anyio.run(calls)
+    assert not plotted.is_error, plotted
+    assert [c.mime_type for c in plotted.content if c.type == "image"] == ["image/png"]
+    assert not framed.is_error, framed
+    table = " ".join(c.text for c in framed.content if c.type == "text")
+    assert "Hangzhou" in table, framed
+    assert "Beijing" in table, framed
