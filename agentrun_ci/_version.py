@@ -1,6 +1,3 @@
-from importlib.metadata import PackageNotFoundError, version
+"""The package's version: the one place it is written (pyproject.toml reads it from here)."""
 
-try:
-    __version__ = version("agentrun-ci")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"

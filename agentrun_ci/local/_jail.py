@@ -51,6 +51,7 @@ from typing import Any
 import attrs
 
 from .._wire import DEFAULT_CWD
+from ._memo import machine_memo
 
 __all__ = [
     "JAIL_HOME",
@@ -172,11 +173,25 @@ def interpreter_info(python: str) -> Interpreter:
     """Ask the kernel's interpreter its version and where its pip is (once per process)."""
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     found: dict[str, Any] = {"version": version, "pip": True, "wheel": None}
-    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
-        probe = subprocess.run(
-            [python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30, check=True
-        )
-        found.update(json.loads(probe.stdout))
+    # what it answered before, while it and its environment's packages are unchanged
+    root = Path(python).parent.parent
+    files = (python, str(root / "pyvenv.cfg"), *map(str, root.glob("lib/python*/site-packages")))
+    memo = machine_memo()
+    answered = memo.recall("interpreter", python, files)
+    if isinstance(answered, dict):
+        found.update(answered)
+    else:
+        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+            probe = subprocess.run(
+                [python, "-I", "-c", _PROBE],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            answer = json.loads(probe.stdout)
+            found.update(answer)
+            memo.keep("interpreter", python, files, answer)
     if not found["pip"] and not found["wheel"]:
         log.warning(
             "%s has no pip and no ensurepip: `pip` in local sandboxes will fail; install pip "

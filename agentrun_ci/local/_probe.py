@@ -1,6 +1,7 @@
-"""What the machine allows, tried once per process before `Core` relies on it: the
-bubblewrap jail (`_try_jail`) and a namespace holder its sandboxes share
-(`_with_holder`); and the warning for a lost guarantee (`_warn_lost`).
+"""What the machine allows, tried before `Core` relies on it: the bubblewrap jail
+(`_try_jail`), a namespace holder its sandboxes share (`_with_holder`) and the uplink
+(`_try_uplink`), each once per process, and not at all where it worked before on this
+machine (`_memo.py`); and the warning for a lost guarantee (`_warn_lost`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import secrets
 import selectors
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -21,6 +22,7 @@ import attrs
 from ._fs import HOME
 from ._jail import Jail
 from ._limits import init_argv, kill_group
+from ._memo import machine_memo
 from ._network import UplinkError, UplinkTool, probe_uplink
 from ._tree import remove_tree
 
@@ -33,6 +35,21 @@ def _warn_lost(message: str) -> None:
     log.warning("%s (docs/local-backend.md)", message)
 
 
+def _remembered(kind: str, key: object, files: tuple[str, ...], probe: Callable[[], str]) -> str:
+    """`probe()`, unless it worked before with everything it depends on unchanged."""
+    memo = machine_memo()
+    if memo.worked(kind, key, files):
+        return ""
+    why = probe()
+    memo.remember(kind, key, files, why)
+    return why
+
+
+def _files(jail: Jail, python: str) -> tuple[str, ...]:
+    """The programs a probe of `jail` runs."""
+    return (python, jail.tool, jail.nsenter, jail.sleep, *jail.extra)
+
+
 _jail_works: dict[Jail, str] = {}
 
 
@@ -41,7 +58,9 @@ def _try_jail(jail: Jail, scratch: Path, python: str) -> str:
     works, else why."""
     key = attrs.evolve(jail, tools="")  # each emulator's own tools dir: not part of the key
     if key not in _jail_works:
-        _jail_works[key] = _run_in_jail(key, scratch, python)
+        _jail_works[key] = _remembered(
+            "jail", key, _files(key, python), lambda: _run_in_jail(key, scratch, python)
+        )
     return _jail_works[key]
 
 
@@ -88,7 +107,9 @@ def _with_holder(jail: Jail, scratch: Path, python: str) -> Jail:
         return jail
     key = attrs.evolve(jail, tools="")
     if key not in _holder_works:
-        _holder_works[key] = _run_in_holder(key, scratch, python)
+        _holder_works[key] = _remembered(
+            "holder", key, _files(key, python), lambda: _run_in_holder(key, scratch, python)
+        )
     why = _holder_works[key]
     if not why:
         return jail
@@ -134,14 +155,21 @@ def _try_uplink(jail: Jail, tool: UplinkTool, scratch: Path, python: str) -> str
     that works, else why not (e.g. no /dev/net/tun in a container)."""
     key = (attrs.evolve(jail, tools="", resolv=""), tool)
     if key not in _uplink_works:
-        try:
-            with _probe_holder(key[0], scratch, python, own_net=True) as (pid, _, _):
-                _uplink_works[key] = probe_uplink(tool, pid, userns=not jail.privileged)
-        except _NoHolder as exc:
-            _uplink_works[key] = str(exc)
-        except (OSError, ValueError, KeyError, subprocess.SubprocessError, UplinkError) as exc:
-            _uplink_works[key] = f"could not try {tool.kind}: {exc}"
+        files = (*_files(key[0], python), tool.path)
+        _uplink_works[key] = _remembered(
+            "uplink", key, files, lambda: _run_uplink(key[0], tool, scratch, python)
+        )
     return _uplink_works[key]
+
+
+def _run_uplink(jail: Jail, tool: UplinkTool, scratch: Path, python: str) -> str:
+    try:
+        with _probe_holder(jail, scratch, python, own_net=True) as (pid, _, _):
+            return probe_uplink(tool, pid, userns=not jail.privileged)
+    except _NoHolder as exc:
+        return str(exc)
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError, UplinkError) as exc:
+        return f"could not try {tool.kind}: {exc}"
 
 
 class _NoHolder(Exception):
