@@ -203,6 +203,22 @@ def _cancel_a_long_run(server: Server, tmp: Path, settled: bool) -> None:
         )
 
 
+def _local_server_after_a_run(where: Path, servers: list[Server]) -> tuple[Server, Path]:
+    """A stdio server on the local backend (as a host with no credentials runs it), its
+    temp dir in `where`, after one answered run (its sandbox and kernel exist)."""
+    tmp = where / "tmp"
+    tmp.mkdir(parents=True)
+    env = base_env(_owner(), log_level="INFO") | {
+        "AGENTRUN_MCP_BACKEND": "local",
+        "TMPDIR": str(tmp),
+    }
+    server = Server(env, where / "server.log")
+    servers.append(server)
+    server.initialize()
+    server.tool_ok("run_code", code="x = 1")
+    return server, tmp
+
+
 def _left_locally(pid: int, tmp: Path) -> list[str]:
     """What a stopped server on the local backend left: processes of its session or
     mentioning its temp dir (kernels, commands), files in that dir."""
@@ -221,17 +237,7 @@ def test_closed_as_hosts_close_it_right_after_a_cancelled_run(
     no file in its temp dir."""
     statuses = []
     for n in range(CANCELLED_ROUNDS):
-        where = tmp_path / f"round{n}"
-        tmp = where / "tmp"
-        tmp.mkdir(parents=True)
-        env = base_env(_owner(), log_level="INFO") | {
-            "AGENTRUN_MCP_BACKEND": "local",
-            "TMPDIR": str(tmp),
-        }
-        server = Server(env, where / "server.log")
-        servers.append(server)
-        server.initialize()
-        server.tool_ok("run_code", code="x = 1")
+        server, tmp = _local_server_after_a_run(tmp_path / f"round{n}", servers)
         _cancel_a_long_run(server, tmp, settled=n % 2 == 1)
         status, _, signalled = server.close_like_a_host()
         statuses.append(status)
@@ -266,17 +272,7 @@ def test_closed_as_hosts_close_it_during_a_run(tmp_path: Path, servers: list[Ser
     the host's SIGTERM (exit 0), leaving nothing. (A batch, which closes stdin right after
     its requests, is waited for: tests/test_mcp_stdio.py.)"""
     for n in range(IN_FLIGHT_ROUNDS):
-        where = tmp_path / f"round{n}"
-        tmp = where / "tmp"
-        tmp.mkdir(parents=True)
-        env = base_env(_owner(), log_level="INFO") | {
-            "AGENTRUN_MCP_BACKEND": "local",
-            "TMPDIR": str(tmp),
-        }
-        server = Server(env, where / "server.log")
-        servers.append(server)
-        server.initialize()
-        server.tool_ok("run_code", code="x = 1")
+        server, tmp = _local_server_after_a_run(tmp_path / f"round{n}", servers)
         _start_a_long_run_and_go_quiet(server, tmp)
         status, _, signalled = server.close_like_a_host()
         log = server.log.read_text()
