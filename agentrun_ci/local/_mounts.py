@@ -84,9 +84,7 @@ def parse_mount(spec: str) -> tuple[str, str]:
     """`REMOTE=HOSTDIR` (the `--mount` option) → (remote, host directory)."""
     remote, sep, host = spec.rpartition("=")
     if not sep or not remote or not host:
-        raise ValueError(
-            f"--mount takes REMOTE=HOSTDIR (e.g. oss://bucket=/srv/bucket), got {spec!r}"
-        )
+        raise ValueError(f"expected REMOTE=HOSTDIR (e.g. oss://bucket=/srv/bucket), got {spec!r}")
     return remote, host
 
 
@@ -103,7 +101,7 @@ def mount_map(
         key = normalize_remote(str(remote))
         path = os.path.abspath(os.path.expanduser(str(host)))
         if not os.path.isdir(path):
-            raise ValueError(f"mounts: {remote!r} maps to {host!r}, which is not a directory")
+            raise ValueError(f"mount {remote!r} maps to {host!r}, which is not a directory")
         out[key] = path
     return tuple(sorted(out.items()))
 
