@@ -308,3 +308,66 @@ def test_remotes_and_requests_are_read_from_every_config() -> None:
         ("oss://b/q", "/m4", True),
         ("polarfs://i/r", "/m5", False),
     ]
+
+
+@needs_jail
+def test_the_mcp_servers_flags_and_files_reach_the_template_and_sandboxes(
+    mounted: Config, tmp_path: Path
+) -> None:
+    import json
+
+    import anyio
+    import attrs
+
+    from agentrun_ci_mcp.__main__ import build_parser, options_from_args
+    from agentrun_ci_mcp.state import make_interpreter
+
+    template = tmp_path / "template.json"
+    template.write_text(
+        json.dumps(
+            {
+                "nasConfig": {
+                    "mountPoints": [
+                        {"serverAddr": "srv.nas.aliyuncs.com:/share", "mountDir": "/mnt/nas"}
+                    ]
+                },
+                "workspaceId": "ws-mcp",
+            }
+        )
+    )
+    mounts = tmp_path / "mounts.json"
+    mounts.write_text(
+        json.dumps(
+            {"polarFsConfig": {"mountPoints": [{"instanceId": "pfs-1", "mountDir": "/mnt/pfs"}]}}
+        )
+    )
+    argv = [
+        "--vpc-id",
+        "vpc-mcp",
+        "--template-config",
+        str(template),
+        "--session-mounts",
+        str(mounts),
+    ]
+    options = options_from_args(build_parser({}).parse_args(argv))
+    options = attrs.evolve(
+        options, config=mounted, backend="cloud", owner="mnt" + uuid.uuid4().hex[:4]
+    )
+
+    async def main() -> tuple[str, dict[str, object]]:
+        ci = await make_interpreter(options)
+        try:
+            out = await ci.execute_code(
+                "import os; print(os.listdir('/mnt/nas'), os.path.isdir('/mnt/pfs'))"
+            )
+            assert out.error is None, out.error
+            template = await ci.control_plane.get_template(ci.code_interpreter_id or "")
+            return out.stdout, template.raw
+        finally:
+            await ci.close()
+
+    stdout, raw = anyio.run(main)
+    assert "note.txt" in stdout
+    assert "True" in stdout
+    assert raw["workspaceId"] == "ws-mcp"
+    assert raw["networkConfiguration"] == {"vpcId": "vpc-mcp", "networkMode": "PUBLIC_AND_PRIVATE"}
