@@ -89,6 +89,8 @@ class AsyncCodeInterpreter:
         health_timeout: float = 60.0,
         reap_on_start: bool = True,
         emulator_settings: Any = None,
+        template_fields: Mapping[str, Any] | None = None,
+        session_mounts: Mapping[str, Any] | None = None,
     ) -> None:
         """Credentials fill `config` (from AGENTRUN_* variables when None); the other
         keywords build `options` (pass one or the other)."""
@@ -108,6 +110,8 @@ class AsyncCodeInterpreter:
             health_timeout=health_timeout,
             reap_on_start=reap_on_start,
             emulator_settings=emulator_settings,
+            template_fields=template_fields,
+            session_mounts=session_mounts,
         )
         if options is None:
             options = from_keywords
@@ -159,6 +163,8 @@ class AsyncCodeInterpreter:
         health_timeout: float = 60.0,
         reap_on_start: bool = True,
         emulator_settings: Any = None,
+        template_fields: Mapping[str, Any] | None = None,
+        session_mounts: Mapping[str, Any] | None = None,
     ) -> AsyncCodeInterpreter:
         """Configuration from AGENTRUN_* variables; keyword arguments win (as in `__init__`)."""
         return cls(
@@ -184,6 +190,8 @@ class AsyncCodeInterpreter:
             health_timeout=health_timeout,
             reap_on_start=reap_on_start,
             emulator_settings=emulator_settings,
+            template_fields=template_fields,
+            session_mounts=session_mounts,
         )
 
     def __repr__(self) -> str:
@@ -271,7 +279,7 @@ class AsyncCodeInterpreter:
         cpu: float = 2.0,
         memory: int = 4096,
         disk: int = 512,
-        network_mode: str | NetworkMode = "PUBLIC",
+        network_mode: str | NetworkMode | None = None,
         idle_timeout: float = 1800,
         ttl: float = 21600,
         env: Mapping[str, str] | None = None,
@@ -344,6 +352,7 @@ class AsyncCodeInterpreter:
             session_idle_timeout=self.options.session_idle_timeout,
             health_timeout=self.options.health_timeout,
             control=backend.control,
+            session_mounts=self.options.session_mounts,
         )
         strategy = STRATEGIES[self.options.strategy].from_options(rt, self.options)
         self._runtime, self._strategy = rt, strategy

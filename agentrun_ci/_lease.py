@@ -62,6 +62,7 @@ class Runtime:
         session_idle_timeout: float | None,
         health_timeout: float,
         control: AsyncControlPlane | None = None,
+        session_mounts: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.data = data
@@ -75,6 +76,8 @@ class Runtime:
         self.session_idle_timeout = session_idle_timeout
         self.health_timeout = health_timeout
         self.max_sessions = max_sessions
+        #: nas_config / oss_mount_config / polar_fs_config for every sandbox started
+        self.session_mounts = dict(session_mounts or {})
 
     @_telemetry.traced("start_session")
     async def start_sandbox(self) -> HeldSession:
@@ -84,7 +87,10 @@ class Runtime:
         try:
             async with self.requests:
                 sandbox = await self.data.create_sandbox(
-                    self.template, idle_timeout=self.session_idle_timeout, sandbox_id=sandbox_id
+                    self.template,
+                    idle_timeout=self.session_idle_timeout,
+                    sandbox_id=sandbox_id,
+                    **self.session_mounts,
                 )
             if sandbox.sandbox_id and sandbox.sandbox_id != sandbox_id:
                 # the service chose its own id: track that one instead

@@ -7,10 +7,12 @@ endpoints are not here but in `Config`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from . import _wire
 from ._errors import InvalidArgumentError
 from ._strategies import STRATEGIES, STRATEGY_NAMES, StrategyName
 
@@ -39,6 +41,38 @@ def pool_bounds(pool_size: int | tuple[int, int]) -> tuple[int, int]:
             f"pool_size must be N >= 1 or (min, max) with 0 <= min <= max >= 1, got {pool_size!r}"
         )
     return low, high
+
+
+#: the template's fields that `create_interpreter` sets from its own arguments
+_INTERPRETER_ARGUMENTS = {
+    "template_name": "name",
+    "template_type": "(always CodeInterpreter)",
+    "cpu": "cpu",
+    "memory": "memory",
+    "disk_size": "disk",
+    "description": "(the owner tag)",
+    "environment_variables": "env",
+    "sandbox_idle_timeout_in_seconds": "idle_timeout",
+    "sandbox_ttlin_seconds": "ttl",
+}
+
+
+def _template_fields(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    fields = dict(value or {})
+    for name in fields:
+        if name in _INTERPRETER_ARGUMENTS:
+            raise InvalidArgumentError(
+                f"template_fields: {name!r} is create_interpreter's to set: pass "
+                f"{_INTERPRETER_ARGUMENTS[name]} there"
+            )
+    _wire.wire_fields(fields, _wire.TEMPLATE_FIELDS, "template_fields")  # checks each
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _session_mounts(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    fields = dict(value or {})
+    _wire.wire_fields(fields, _wire.SANDBOX_MOUNT_FIELDS, "session_mounts")  # checks each
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _check_strategy(_: object, __: object, value: str) -> None:
@@ -76,6 +110,12 @@ class InterpreterOptions:
         health_timeout: seconds to wait for a new session to become healthy.
         reap_on_start: delete this owner's orphans (from crashed processes) at start.
         emulator_settings: `agentrun_ci.local.EmulatorSettings` for the local backend.
+        template_fields: more CreateTemplateInput fields for the interpreter this object
+            creates, by the official package's names (`network_configuration`,
+            `nas_config`, `oss_configuration`, `log_configuration`, `execution_role_arn`,
+            ...): each its model object or a dict with the wire's field names.
+        session_mounts: `nas_config`, `oss_mount_config` and/or `polar_fs_config` for
+            every session this object starts (as `create_sandbox` takes them).
     """
 
     backend: BackendName = attrs.field(default="auto", validator=_check_backend)
@@ -93,6 +133,8 @@ class InterpreterOptions:
     health_timeout: float = 60.0
     reap_on_start: bool = True
     emulator_settings: EmulatorSettings | Any = None
+    template_fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_template_fields)
+    session_mounts: Mapping[str, Any] = attrs.field(factory=dict, converter=_session_mounts)
 
     @property
     def session_limit(self) -> int:

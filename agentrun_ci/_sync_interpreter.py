@@ -283,6 +283,8 @@ class CodeInterpreter:
         health_timeout: float = 60.0,
         reap_on_start: bool = True,
         emulator_settings: Any = None,
+        template_fields: Mapping[str, Any] | None = None,
+        session_mounts: Mapping[str, Any] | None = None,
     ) -> None:
         """Credentials fill `config` (from AGENTRUN_* variables when None); the other
         keywords build `options` (pass one or the other)."""
@@ -309,6 +311,8 @@ class CodeInterpreter:
             health_timeout=health_timeout,
             reap_on_start=reap_on_start,
             emulator_settings=emulator_settings,
+            template_fields=template_fields,
+            session_mounts=session_mounts,
         )
         self._portal: _Portal | None = _Portal()
 
@@ -337,6 +341,8 @@ class CodeInterpreter:
         health_timeout: float = 60.0,
         reap_on_start: bool = True,
         emulator_settings: Any = None,
+        template_fields: Mapping[str, Any] | None = None,
+        session_mounts: Mapping[str, Any] | None = None,
     ) -> CodeInterpreter:
         """Configuration from AGENTRUN_* variables; keyword arguments win (as in `__init__`)."""
         return cls(
@@ -362,6 +368,8 @@ class CodeInterpreter:
             health_timeout=health_timeout,
             reap_on_start=reap_on_start,
             emulator_settings=emulator_settings,
+            template_fields=template_fields,
+            session_mounts=session_mounts,
         )
 
     def __repr__(self) -> str:
@@ -433,7 +441,7 @@ class CodeInterpreter:
         cpu: float = 2.0,
         memory: int = 4096,
         disk: int = 512,
-        network_mode: str | NetworkMode = "PUBLIC",
+        network_mode: str | NetworkMode | None = None,
         idle_timeout: float = 1800,
         ttl: float = 21600,
         env: Mapping[str, str] | None = None,

@@ -58,7 +58,7 @@ class Templates:
         cpu: float,
         memory: int,
         disk: int,
-        network_mode: str | NetworkMode,
+        network_mode: str | NetworkMode | None,
         idle_timeout: float,
         ttl: float,
         env: Mapping[str, str] | None,
@@ -70,7 +70,7 @@ class Templates:
                 f"this object already has interpreter {self.template.name!r}; use another "
                 "CodeInterpreter for a second one"
             )
-        mode = network_mode_value(network_mode)
+        mode = None if network_mode is None else network_mode_value(network_mode)
         keep = self._options.keep_interpreter
         template_name = name if keep and name else self._tag.new_name(name or "interpreter")
         control, tracker = self._backend.control, self._backend.tracker
@@ -88,6 +88,7 @@ class Templates:
                 ttl=ttl,
                 environment=dict(env) if env else None,
                 description=self._tag.description({"name": name, "keep": keep}),
+                **self._options.template_fields,
             )
             template = await control.wait_template_ready(
                 template_name, timeout=timeout or self._options.ready_timeout

@@ -192,13 +192,22 @@ def _sandbox_path(sandbox_id: str, suffix: str = "") -> str:
 
 
 def create_sandbox(
-    template_name: str, *, idle_timeout: float | None = None, sandbox_id: str | None = None
+    template_name: str,
+    *,
+    idle_timeout: float | None = None,
+    sandbox_id: str | None = None,
+    nas_config: Any = None,
+    oss_mount_config: Any = None,
+    polar_fs_config: Any = None,
 ) -> Call[Sandbox]:
-    body: dict[str, Any] = {"templateName": template_name}
-    if idle_timeout is not None:
-        body["sandboxIdleTimeoutSeconds"] = int(idle_timeout)
-    if sandbox_id is not None:
-        body["sandboxId"] = sandbox_id
+    body = sandbox_body(
+        template_name,
+        idle_timeout=idle_timeout,
+        sandbox_id=sandbox_id,
+        nas_config=nas_config,
+        oss_mount_config=oss_mount_config,
+        polar_fs_config=polar_fs_config,
+    )
     # A retried create could make two sandboxes; only connect failures are retried.
     return Call("POST", "/sandboxes", _sandbox, json=body, idempotent=False)
 
@@ -388,3 +397,172 @@ def get_process(sandbox_id: str, pid: str) -> Call[ProcessInfo]:
 def kill_process(sandbox_id: str, pid: str) -> Call[None]:
     path = _sandbox_path(sandbox_id, f"/processes/{quote(str(pid), safe='')}")
     return Call("DELETE", path, _none)
+
+
+# ------------------------------------------------------------------ template and mount fields
+
+#: CreateTemplateInput's fields: the official package's keyword (snake_case) → the wire
+#: name (its `to_map()` key). UpdateTemplateInput has the same but `disk_size`,
+#: `template_name` and `template_type` (tests check both against the installed package).
+TEMPLATE_FIELDS: dict[str, str] = {
+    "allow_anonymous_manage": "allowAnonymousManage",
+    "arms_configuration": "armsConfiguration",
+    "container_configuration": "containerConfiguration",
+    "cpu": "cpu",
+    "credential_configuration": "credentialConfiguration",
+    "description": "description",
+    "disk_size": "diskSize",
+    "enable_agent": "enableAgent",
+    "enable_pre_stop": "enablePreStop",
+    "environment_variables": "environmentVariables",
+    "execution_role_arn": "executionRoleArn",
+    "log_configuration": "logConfiguration",
+    "memory": "memory",
+    "nas_config": "nasConfig",
+    "network_configuration": "networkConfiguration",
+    "oss_configuration": "ossConfiguration",
+    "pre_stop_timeout_in_seconds": "preStopTimeoutInSeconds",
+    "sandbox_idle_timeout_in_seconds": "sandboxIdleTimeoutInSeconds",
+    "sandbox_ttlin_seconds": "sandboxTTLInSeconds",
+    "scaling_config": "scalingConfig",
+    "template_configuration": "templateConfiguration",
+    "template_name": "templateName",
+    "template_type": "templateType",
+    "workspace_id": "workspaceId",
+}
+UPDATE_TEMPLATE_FIELDS: dict[str, str] = {
+    k: v
+    for k, v in TEMPLATE_FIELDS.items()
+    if k not in ("disk_size", "template_name", "template_type")
+}
+#: CreateSandboxInput's mount fields (the rest are `create_sandbox`'s own arguments)
+SANDBOX_MOUNT_FIELDS: dict[str, str] = {
+    "nas_config": "nasConfig",
+    "oss_mount_config": "ossMountConfig",
+    "polar_fs_config": "polarFsConfig",
+}
+#: the fields whose value is a list of objects; every other field not listed in
+#: _SCALARS is one object (an official model, or a dict with the wire's field names)
+_LISTS = frozenset({"oss_configuration"})
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "allow_anonymous_manage": (bool,),
+    "cpu": (int, float),
+    "description": (str,),
+    "disk_size": (int,),
+    "enable_agent": (bool,),
+    "enable_pre_stop": (bool,),
+    "environment_variables": (Mapping,),
+    "execution_role_arn": (str,),
+    "memory": (int,),
+    "pre_stop_timeout_in_seconds": (int,),
+    "sandbox_idle_timeout_in_seconds": (int,),
+    "sandbox_ttlin_seconds": (int,),
+    "template_name": (str,),
+    "template_type": (str,),
+    "workspace_id": (str,),
+}
+
+
+def wire_object(value: Any, field: str) -> dict[str, Any]:
+    """One configuration object as the wire's JSON object: an official model object
+    (its `to_map()`) or a mapping with the wire's field names, passed through as given
+    (keys the documentation does not list are kept: it is not complete)."""
+    to_map = getattr(value, "to_map", None)
+    if callable(to_map) and not isinstance(value, Mapping):
+        mapped = to_map()
+        return dict(mapped) if isinstance(mapped, Mapping) else {}
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    raise InvalidArgumentError(
+        f"{field} must be an alibabacloud_agentrun20250910 model object or a dict with the "
+        f"wire's field names, got {type(value).__name__}"
+    )
+
+
+def wire_field(field: str, value: Any) -> Any:
+    """A CreateTemplateInput / CreateSandboxInput field's value as the wire carries it."""
+    if field in _SCALARS:
+        kinds = _SCALARS[field]
+        # bool is an int: a flag given where a number belongs is a mistake, not 1
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise InvalidArgumentError(f"{field} must be {names}, got {value!r}")
+        return dict(value) if isinstance(value, Mapping) else value
+    if field in _LISTS:
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+            raise InvalidArgumentError(
+                f"{field} must be a list of model objects or dicts (one per mount), "
+                f"got {type(value).__name__}"
+            )
+        return [wire_object(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    return wire_object(value, field)
+
+
+def wire_fields(fields: Mapping[str, Any], allowed: Mapping[str, str], what: str) -> dict[str, Any]:
+    """`{snake_name: value}` (None: not given) → `{wireName: wire value}`; an unknown
+    name is an InvalidArgumentError listing the known ones."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name not in allowed:
+            raise InvalidArgumentError(
+                f"{what} has no field {name!r}: use the official package's names "
+                f"({', '.join(sorted(allowed))})"
+            )
+        if value is not None:
+            out[allowed[name]] = wire_field(name, value)
+    return out
+
+
+def snake_fields(wire: Mapping[str, Any], allowed: Mapping[str, str], what: str) -> dict[str, Any]:
+    """A JSON object with the wire's names (a file's) → `{snake_name: value}`."""
+    back = {v: k for k, v in allowed.items()}
+    out: dict[str, Any] = {}
+    for key, value in wire.items():
+        if key in back:
+            out[back[key]] = value
+        elif key in allowed:  # the snake name itself
+            out[key] = value
+        else:
+            raise InvalidArgumentError(
+                f"{what} has no field {key!r}: use the wire's names ({', '.join(sorted(back))})"
+            )
+    return out
+
+
+def sandbox_body(
+    template_name: str,
+    *,
+    idle_timeout: float | None = None,
+    sandbox_id: str | None = None,
+    nas_config: Any = None,
+    oss_mount_config: Any = None,
+    polar_fs_config: Any = None,
+) -> dict[str, Any]:
+    """CreateSandboxInput's JSON body (the data and the control plane send the same)."""
+    body: dict[str, Any] = {"templateName": template_name}
+    if idle_timeout is not None:
+        body["sandboxIdleTimeoutSeconds"] = int(idle_timeout)
+    if sandbox_id is not None:
+        body["sandboxId"] = sandbox_id
+    mounts = {
+        "nas_config": nas_config,
+        "oss_mount_config": oss_mount_config,
+        "polar_fs_config": polar_fs_config,
+    }
+    body.update(wire_fields(mounts, SANDBOX_MOUNT_FIELDS, "CreateSandboxInput"))
+    return body
+
+
+def network_configuration(value: Any, network_mode: str | None) -> dict[str, Any]:
+    """networkConfiguration from a configuration (object or wire dict: `vpcId`,
+    `vswitchIds`, `securityGroupId`, ...) and/or a mode; PUBLIC when neither names one."""
+    config = wire_object(value, "network_configuration") if value is not None else {}
+    given = config.get("networkMode")
+    if network_mode is not None and given is not None and str(given) != str(network_mode):
+        raise InvalidArgumentError(
+            f"network_mode={network_mode!r} contradicts network_configuration's networkMode "
+            f"{given!r}: give the mode in one place"
+        )
+    if given is None:
+        config["networkMode"] = str(network_mode) if network_mode is not None else "PUBLIC"
+    return config

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -25,7 +26,15 @@ import anyio
 import attrs
 
 from . import __version__
-from .options import ALL_TOOLS, EXECUTE_CAP_SECONDS, STRATEGY_CHOICES, TOOL_GROUPS, ServerOptions
+from .options import (
+    ALL_TOOLS,
+    EXECUTE_CAP_SECONDS,
+    SESSION_MOUNT_FIELDS,
+    STRATEGY_CHOICES,
+    TEMPLATE_CONFIG_FIELDS,
+    TOOL_GROUPS,
+    ServerOptions,
+)
 from .serve import (
     EOF_ANSWER_GRACE,
     EOF_BATCH_WINDOW,
@@ -166,6 +175,39 @@ def _sandbox_options(add: _Add, env: Mapping[str, str]) -> None:
         help="MiB per sandbox [MEMORY]",
     )
     add(
+        "--network-mode",
+        choices=["PUBLIC", "PRIVATE", "PUBLIC_AND_PRIVATE"],
+        default=_env(env, "NETWORK_MODE"),
+        help="the template's network: PUBLIC (the default), PRIVATE (its VPC only) or "
+        "PUBLIC_AND_PRIVATE (the default when a --vpc-id is given) [NETWORK_MODE]",
+    )
+    add("--vpc-id", default=_env(env, "VPC_ID"), help="the VPC sandboxes join [VPC_ID]")
+    add(
+        "--vswitch-ids",
+        default=_env(env, "VSWITCH_IDS"),
+        help="comma-separated vSwitch ids in that VPC [VSWITCH_IDS]",
+    )
+    add(
+        "--security-group-id",
+        default=_env(env, "SECURITY_GROUP_ID"),
+        help="the security group of the sandboxes in the VPC [SECURITY_GROUP_ID]",
+    )
+    add(
+        "--template-config",
+        metavar="FILE",
+        default=_env(env, "TEMPLATE_CONFIG"),
+        help="a JSON object of more CreateTemplateInput fields, by their wire names, for the "
+        "template the server creates: nasConfig, ossConfiguration, logConfiguration, "
+        "executionRoleArn, credentialConfiguration, ... [TEMPLATE_CONFIG]",
+    )
+    add(
+        "--session-mounts",
+        metavar="FILE",
+        default=_env(env, "SESSION_MOUNTS"),
+        help="a JSON object with nasConfig, ossMountConfig and/or polarFsConfig (wire "
+        "names): storage every sandbox of the server mounts [SESSION_MOUNTS]",
+    )
+    add(
         "--timeout",
         type=float,
         default=float(_env(env, "TIMEOUT", "30") or 30),
@@ -259,6 +301,50 @@ def _tools(text: str) -> frozenset[str]:
     return frozenset(chosen)
 
 
+def _json_file(path: str | None, flag: str, allowed: Sequence[str]) -> dict[str, Any]:
+    """A JSON object file's fields, each one `allowed`; ValueError naming the problem."""
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot read it ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} {path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{flag} {path}: must hold a JSON object, not {type(data).__name__}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{flag} {path}: unknown field(s) {', '.join(unknown)}; use the wire's names: "
+            f"{', '.join(allowed)}"
+        )
+    return data
+
+
+def _template_config(args: argparse.Namespace) -> dict[str, Any]:
+    """--template-config's fields, with --network-mode / --vpc-id ... over its network."""
+    config = _json_file(args.template_config, "--template-config", TEMPLATE_CONFIG_FIELDS)
+    network = config.get("networkConfiguration")
+    if network is not None and not isinstance(network, dict):
+        raise ValueError("--template-config: networkConfiguration must be a JSON object")
+    network = dict(network or {})
+    if args.vpc_id:
+        network["vpcId"] = args.vpc_id
+    if args.vswitch_ids:
+        network["vswitchIds"] = [s.strip() for s in args.vswitch_ids.split(",") if s.strip()]
+    if args.security_group_id:
+        network["securityGroupId"] = args.security_group_id
+    if args.network_mode:
+        network["networkMode"] = args.network_mode
+    elif network.get("vpcId") and "networkMode" not in network:
+        network["networkMode"] = "PUBLIC_AND_PRIVATE"  # the VPC, and the internet as before
+    if network:
+        config["networkConfiguration"] = network
+    return config
+
+
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """ServerOptions from parsed arguments; ValueError names the bad option."""
     if not 0 < args.timeout <= EXECUTE_CAP_SECONDS:
@@ -302,6 +388,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         idle_timeout=args.idle_timeout,
         max_clients=args.max_clients,
         stateless=stateless,
+        template_config=_template_config(args),
+        session_mounts=_json_file(args.session_mounts, "--session-mounts", SESSION_MOUNT_FIELDS),
     )
 
 

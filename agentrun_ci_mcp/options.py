@@ -6,7 +6,7 @@ anything heavy is loaded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -21,8 +21,10 @@ __all__ = [
     "EXECUTE_CAP_SECONDS",
     "HOME",
     "INSTRUCTIONS",
+    "SESSION_MOUNT_FIELDS",
     "STATELESS_INSTRUCTIONS",
     "STRATEGY_CHOICES",
+    "TEMPLATE_CONFIG_FIELDS",
     "TOOL_GROUPS",
     "ServerOptions",
 ]
@@ -38,6 +40,17 @@ ALL_TOOLS = tuple(t for group in TOOL_GROUPS.values() for t in group)
 #: `agentrun_ci.STRATEGY_NAMES`, spelled out so that the CLI can validate
 #: `--strategy` before `agentrun_ci` is imported (a test keeps the two equal)
 STRATEGY_CHOICES = ("singleton", "pool", "ephemeral", "dedicated")
+#: the CreateTemplateInput fields (wire names) a --template-config file may give: those
+#: `InterpreterOptions.template_fields` takes (the rest are create_interpreter's, set by
+#: flags or by the server; a test keeps the two equal)
+TEMPLATE_CONFIG_FIELDS = (
+    "allowAnonymousManage", "armsConfiguration", "containerConfiguration",
+    "credentialConfiguration", "enableAgent", "enablePreStop", "executionRoleArn",
+    "logConfiguration", "nasConfig", "networkConfiguration", "ossConfiguration",
+    "preStopTimeoutInSeconds", "scalingConfig", "templateConfiguration", "workspaceId",
+)  # fmt: skip
+#: what a --session-mounts file may give (`agentrun_ci._wire.SANDBOX_MOUNT_FIELDS`)
+SESSION_MOUNT_FIELDS = ("nasConfig", "ossMountConfig", "polarFsConfig")
 #: the working directory of a sandbox's contexts and commands
 HOME = "/home/user"  # agentrun_ci.DEFAULT_CWD, kept import-free (a test keeps them equal)
 
@@ -79,8 +92,28 @@ class ServerOptions:
     config: Config | None = None
     owner: str | None = None
     #: --stateless: no client state in the process; handles signed with `handle_key`
+    #: more CreateTemplateInput fields for the template the server creates, by their wire
+    #: names (--network-mode, --vpc-id ... and --template-config)
+    template_config: dict[str, Any] = attrs.field(factory=dict)
+    #: the storage every sandbox of the server mounts: nasConfig, ossMountConfig,
+    #: polarFsConfig (--session-mounts)
+    session_mounts: dict[str, Any] = attrs.field(factory=dict)
     stateless: bool = False
     handle_key: HandleKey | None = attrs.field(default=None, repr=False)
+
+    @property
+    def template_fields(self) -> dict[str, Any]:
+        """`template_config` by the official package's names (`create_template`'s)."""
+        from agentrun_ci._wire import TEMPLATE_FIELDS, snake_fields
+
+        return snake_fields(self.template_config, TEMPLATE_FIELDS, "--template-config")
+
+    @property
+    def session_mount_fields(self) -> dict[str, Any]:
+        """`session_mounts` by the official package's names (`create_sandbox`'s)."""
+        from agentrun_ci._wire import SANDBOX_MOUNT_FIELDS, snake_fields
+
+        return snake_fields(self.session_mounts, SANDBOX_MOUNT_FIELDS, "--session-mounts")
 
     @property
     def render(self) -> RenderOptions:

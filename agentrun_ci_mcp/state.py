@@ -402,6 +402,8 @@ async def make_interpreter(options: ServerOptions) -> AsyncCodeInterpreter:
         # a sandbox per client (dedicated): as many as clients, plus the interpreter's own,
         # so that no client waits for a slot (the client limit is --max-clients)
         max_sessions=max(8, options.max_clients + 1),
+        template_fields=options.template_fields,
+        session_mounts=options.session_mount_fields,
     )
     try:
         if options.interpreter is None:

@@ -476,6 +476,7 @@ class Stateless:
                         description=json.dumps(
                             {"agentrun-ci-mcp": {"stateless": True, "keep": True}}
                         ),
+                        **options.template_fields,
                     )
                     log.info("created the shared interpreter %s (it is never deleted)", name)
             await control.wait_template_ready(name, timeout=300)
@@ -496,7 +497,10 @@ class Stateless:
         owner = self._ci.owner if self._ci is not None else "mcp"
         wanted = f"mcp-{owner}-{secrets.token_hex(8)}"
         sandbox = await data.create_sandbox(
-            self.interpreter_name, idle_timeout=self.options.idle_timeout, sandbox_id=wanted
+            self.interpreter_name,
+            idle_timeout=self.options.idle_timeout,
+            sandbox_id=wanted,
+            **self.options.session_mount_fields,
         )
         sandbox_id = sandbox.sandbox_id or wanted
         try:

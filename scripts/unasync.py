@@ -69,7 +69,7 @@ RULES: list[Rule] = [
     # the Alibaba package's twins: create_template_with_options_async -> ..._with_options
     Rule(
         "Alibaba *_with_options_async",
-        r"\b(create_template|get_template|list_templates|delete_template|create_sandbox"
+        r"\b(create_template|get_template|update_template|list_templates|delete_template|create_sandbox"
         r"|get_sandbox|list_sandboxes|stop_sandbox|delete_sandbox|pause_sandbox"
         r"|resume_sandbox)_with_options_async\b",
         r"\1_with_options",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +150,81 @@ def test_http_always_has_a_token() -> None:
     assert f"AGENTRUN_MCP_AUTH_TOKEN={token}\n" in err.getvalue()
     assert "Authorization: Bearer" in err.getvalue()
     assert generated_token(io.StringIO()) != token
+
+
+def test_vpc_flags_and_json_files_give_the_template_and_session_fields(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path
+    template = root / "template.json"
+    template.write_text(
+        json.dumps(
+            {
+                "nasConfig": {"mountPoints": [{"serverAddr": "n:/", "mountDir": "/mnt/n"}]},
+                "logConfiguration": {"project": "p", "logstore": "l"},
+                "networkConfiguration": {"securityGroupId": "sg-file"},
+            }
+        )
+    )
+    mounts = root / "mounts.json"
+    mounts.write_text(json.dumps({"ossMountConfig": {"mountPoints": [{"bucketName": "b"}]}}))
+    argv = [
+        "--vpc-id",
+        "vpc-1",
+        "--vswitch-ids",
+        "vsw-1, vsw-2",
+        "--template-config",
+        str(template),
+    ]
+    options = options_from_args(
+        build_parser({"AGENTRUN_MCP_SESSION_MOUNTS": str(mounts)}).parse_args(argv)
+    )
+    assert options.template_config["networkConfiguration"] == {
+        "securityGroupId": "sg-file",
+        "vpcId": "vpc-1",
+        "vswitchIds": ["vsw-1", "vsw-2"],
+        "networkMode": "PUBLIC_AND_PRIVATE",  # a VPC without a mode keeps the internet
+    }
+    # by the official package's names, as create_interpreter / create_sandbox take them
+    assert set(options.template_fields) == {
+        "nas_config",
+        "log_configuration",
+        "network_configuration",
+    }
+    assert options.session_mount_fields == {
+        "oss_mount_config": {"mountPoints": [{"bucketName": "b"}]}
+    }
+    private = options_from_args(build_parser({}).parse_args(["--network-mode", "PRIVATE"]))
+    assert private.template_config == {"networkConfiguration": {"networkMode": "PRIVATE"}}
+    assert options_from_args(build_parser({}).parse_args([])).template_config == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1]", "must hold a JSON object"),
+        ("{", "not JSON"),
+        ('{"cpu": 2}', "unknown field"),
+        ('{"networkConfiguration": "vpc"}', "must be a JSON object"),
+    ],
+)
+def test_a_bad_template_config_file_names_the_problem(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        _options(["--template-config", str(path)])
+    with pytest.raises(ValueError, match="cannot read"):
+        _options(["--session-mounts", str(path) + ".missing"])
+
+
+def test_the_template_config_fields_are_what_the_facade_takes() -> None:
+    """options.py spells out the wire names (no SDK import at start): the same set the
+    facade's `template_fields` accepts, which leaves create_interpreter's own to it."""
+    from agentrun_ci import _options, _wire
+    from agentrun_ci_mcp import options
+
+    facade = set(_wire.TEMPLATE_FIELDS) - set(_options._INTERPRETER_ARGUMENTS)
+    assert set(options.TEMPLATE_CONFIG_FIELDS) == {_wire.TEMPLATE_FIELDS[f] for f in facade}
+    assert set(options.SESSION_MOUNT_FIELDS) == set(_wire.SANDBOX_MOUNT_FIELDS.values())

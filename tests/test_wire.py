@@ -129,3 +129,102 @@ def test_list_contexts_accepts_a_bare_array() -> None:
 def test_delete_context_accepts_204() -> None:
     response = httpx.Response(204, request=httpx.Request("DELETE", "https://x/"))
     assert _wire.delete_context("s", "c").parse(response) is None
+
+
+# ---------------------------------------------------------------- template and mount fields
+
+
+def _official_keys(model: type) -> dict[str, str]:
+    """A model's keyword → its wire name, read off the installed official package: each
+    field set alone to a stand-in whose `to_map()` is empty."""
+    import inspect
+    from types import SimpleNamespace
+
+    stand_in = SimpleNamespace(to_map=lambda: {}, validate=lambda: None)
+    empty = set(model().to_map())  # ossConfiguration is always sent, as []
+    out: dict[str, str] = {}
+    for name in inspect.signature(model.__init__).parameters:
+        if name == "self":
+            continue
+        for value in (stand_in, [stand_in]):
+            try:
+                keys = set(model(**{name: value}).to_map()) - empty
+            except TypeError:
+                continue
+            break
+        out[name] = keys.pop() if keys else "ossConfiguration"
+    return out
+
+
+def test_the_field_tables_are_the_official_packages() -> None:
+    models = pytest.importorskip("alibabacloud_agentrun20250910.models")
+    assert _official_keys(models.CreateTemplateInput) == _wire.TEMPLATE_FIELDS
+    assert _official_keys(models.UpdateTemplateInput) == _wire.UPDATE_TEMPLATE_FIELDS
+    sandbox = _official_keys(models.CreateSandboxInput)
+    assert {k: sandbox[k] for k in _wire.SANDBOX_MOUNT_FIELDS} == _wire.SANDBOX_MOUNT_FIELDS
+
+
+def test_fields_take_model_objects_or_wire_dicts_and_keep_unknown_keys() -> None:
+    models = pytest.importorskip("alibabacloud_agentrun20250910.models")
+    network = models.NetworkConfiguration(network_mode="PRIVATE", vpc_id="vpc-1")
+    as_object = _wire.wire_fields(
+        {
+            "network_configuration": network,
+            "oss_configuration": [models.OssConfiguration(bucket_name="b")],
+        },
+        _wire.TEMPLATE_FIELDS,
+        "CreateTemplateInput",
+    )
+    as_dict = _wire.wire_fields(
+        {"network_configuration": network.to_map(), "oss_configuration": [{"bucketName": "b"}]},
+        _wire.TEMPLATE_FIELDS,
+        "CreateTemplateInput",
+    )
+    assert (
+        as_object
+        == as_dict
+        == {
+            "networkConfiguration": {"networkMode": "PRIVATE", "vpcId": "vpc-1"},
+            "ossConfiguration": [{"bucketName": "b"}],
+        }
+    )
+    future = _wire.wire_fields({"nas_config": {"newKey": 1}}, _wire.TEMPLATE_FIELDS, "x")
+    assert future == {"nasConfig": {"newKey": 1}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"vpc_id": "vpc-1"}, "no field 'vpc_id'"),
+        ({"nas_config": "nas.example:/"}, "nas_config must be an alibabacloud_agentrun20250910"),
+        ({"oss_configuration": {"bucketName": "b"}}, "oss_configuration must be a list"),
+        ({"oss_configuration": ["b"]}, r"oss_configuration\[0\] must be"),
+        ({"allow_anonymous_manage": "yes"}, "allow_anonymous_manage must be bool"),
+        ({"memory": True}, "memory must be int"),
+    ],
+)
+def test_a_bad_field_is_refused_naming_it(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        _wire.wire_fields(fields, _wire.TEMPLATE_FIELDS, "CreateTemplateInput")
+
+
+def test_network_mode_fills_in_or_must_agree() -> None:
+    assert _wire.network_configuration(None, None) == {"networkMode": "PUBLIC"}
+    assert _wire.network_configuration({"vpcId": "v"}, "PRIVATE") == {
+        "vpcId": "v",
+        "networkMode": "PRIVATE",
+    }
+    with pytest.raises(InvalidArgumentError, match="contradicts"):
+        _wire.network_configuration({"networkMode": "PUBLIC"}, "PRIVATE")
+
+
+def test_create_sandbox_sends_the_mounts_as_wire_objects() -> None:
+    call = _wire.create_sandbox(
+        "t", nas_config={"mountPoints": []}, polar_fs_config={"userId": 1, "mountPoints": []}
+    )
+    assert call.json == {
+        "templateName": "t",
+        "nasConfig": {"mountPoints": []},
+        "polarFsConfig": {"userId": 1, "mountPoints": []},
+    }
+    assert call.idempotent is False

@@ -10,6 +10,8 @@ Tea exceptions into our error tree (request ids kept).
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,11 +21,12 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .. import _telemetry
+from .. import _telemetry, _wire
 from .._config import Config
 from .._errors import (
     AgentRunError,
     APIError,
+    InvalidArgumentError,
     NotFoundError,
     RateLimitError,
     RequestTimeout,
@@ -149,6 +152,28 @@ def _is_connect_failure(exc: Exception) -> bool:
     return any(m in text for m in ("NewConnectionError", "ClientConnectorError", "Cannot connect"))
 
 
+def _body(wire: dict[str, Any]) -> Any:
+    """A request body for the official client that is `wire` as given: its model classes
+    drop the keys they do not know (and nested dicts), where we pass them through."""
+    return _wire_body_class()(wire)
+
+
+@functools.cache
+def _wire_body_class() -> type:
+    from darabonba.model import DaraModel
+
+    class WireBody(DaraModel):  # type: ignore[misc]
+        """A JSON object the official client sends as it is (it calls `to_map()`)."""
+
+        def __init__(self, wire: dict[str, Any]) -> None:
+            self.wire = wire
+
+        def to_map(self) -> dict[str, Any]:
+            return copy.deepcopy(self.wire)
+
+    return WireBody
+
+
 def _data(response: Any) -> dict[str, Any]:
     body = response.body.to_map() if response.body is not None else {}
     data = body.get("data")
@@ -236,34 +261,166 @@ class AsyncControlPlane:
         cpu: float = 2.0,
         memory: int = 4096,
         disk_size: int = 512,
-        network_mode: str = "PUBLIC",
+        network_mode: str | None = None,
         idle_timeout: float = 1800,
         ttl: float = 21600,
         environment: dict[str, str] | None = None,
         description: str | None = None,
         template_type: str = "CodeInterpreter",
+        network_configuration: Any = None,
+        oss_configuration: Any = None,
+        nas_config: Any = None,
+        log_configuration: Any = None,
+        arms_configuration: Any = None,
+        container_configuration: Any = None,
+        credential_configuration: Any = None,
+        scaling_config: Any = None,
+        template_configuration: Any = None,
+        execution_role_arn: str | None = None,
+        workspace_id: str | None = None,
+        allow_anonymous_manage: bool | None = None,
+        enable_agent: bool | None = None,
+        enable_pre_stop: bool | None = None,
+        pre_stop_timeout_in_seconds: int | None = None,
+        environment_variables: dict[str, str] | None = None,
+        sandbox_idle_timeout_in_seconds: int | None = None,
+        sandbox_ttlin_seconds: int | None = None,
     ) -> Template:
-        """Create a template (it starts CREATING: see wait_template_ready)."""
+        """Create a template (it starts CREATING: see wait_template_ready).
+
+        Every field of the official `CreateTemplateInput` is a keyword of the same name;
+        a configuration (`network_configuration`, `nas_config`, each item of
+        `oss_configuration`, ...) is its `alibabacloud_agentrun20250910` model object or
+        a dict with the wire's field names (`{"vpcId": ..., "vswitchIds": [...]}`).
+        `network_mode` (default PUBLIC) fills `networkMode` when `network_configuration`
+        leaves it out. `environment_variables`, `sandbox_idle_timeout_in_seconds` and
+        `sandbox_ttlin_seconds`, when given, win over `environment`, `idle_timeout`, `ttl`.
+        """
+        body = _wire.wire_fields(
+            {
+                "template_name": name,
+                "template_type": template_type,
+                "cpu": float(cpu),
+                "memory": int(memory),
+                "disk_size": int(disk_size),
+                "sandbox_idle_timeout_in_seconds": sandbox_idle_timeout_in_seconds
+                if sandbox_idle_timeout_in_seconds is not None
+                else int(idle_timeout),
+                "sandbox_ttlin_seconds": sandbox_ttlin_seconds
+                if sandbox_ttlin_seconds is not None
+                else int(ttl),
+                "environment_variables": environment_variables
+                if environment_variables is not None
+                else (dict(environment) if environment else None),
+                "description": description,
+                "oss_configuration": oss_configuration,
+                "nas_config": nas_config,
+                "log_configuration": log_configuration,
+                "arms_configuration": arms_configuration,
+                "container_configuration": container_configuration,
+                "credential_configuration": credential_configuration,
+                "scaling_config": scaling_config,
+                "template_configuration": template_configuration,
+                "execution_role_arn": execution_role_arn,
+                "workspace_id": workspace_id,
+                "allow_anonymous_manage": allow_anonymous_manage,
+                "enable_agent": enable_agent,
+                "enable_pre_stop": enable_pre_stop,
+                "pre_stop_timeout_in_seconds": pre_stop_timeout_in_seconds,
+            },
+            _wire.TEMPLATE_FIELDS,
+            "CreateTemplateInput",
+        )
+        body["networkConfiguration"] = _wire.network_configuration(
+            network_configuration, network_mode
+        )
+        # What the official package sends when no OSS is configured (agentrun-api.md §2.3)
+        body.setdefault("ossConfiguration", [])
         from alibabacloud_agentrun20250910 import models as oa
 
-        body = oa.CreateTemplateInput(
-            template_name=name,
-            template_type=template_type,
-            cpu=float(cpu),
-            memory=int(memory),
-            disk_size=int(disk_size),
-            network_configuration=oa.NetworkConfiguration(network_mode=str(network_mode)),
-            sandbox_idle_timeout_in_seconds=int(idle_timeout),
-            sandbox_ttlin_seconds=int(ttl),
-            environment_variables=dict(environment) if environment else None,
-            description=description,
-        )
-        request = oa.CreateTemplateRequest(body=body)
+        request = oa.CreateTemplateRequest(body=_body(body))
         # Not retried on an answer: a lost 200 followed by a retry would read as 409.
         response = await self._call(
             "CreateTemplate",
             lambda: self._client.create_template_with_options_async(request, {}, self._runtime),
             idempotent=False,
+        )
+        return Template.from_wire(_data(response))
+
+    async def update_template(
+        self,
+        name: str,
+        *,
+        cpu: float | None = None,
+        memory: int | None = None,
+        description: str | None = None,
+        network_configuration: Any = None,
+        oss_configuration: Any = None,
+        nas_config: Any = None,
+        log_configuration: Any = None,
+        arms_configuration: Any = None,
+        container_configuration: Any = None,
+        credential_configuration: Any = None,
+        scaling_config: Any = None,
+        template_configuration: Any = None,
+        execution_role_arn: str | None = None,
+        workspace_id: str | None = None,
+        allow_anonymous_manage: bool | None = None,
+        enable_agent: bool | None = None,
+        enable_pre_stop: bool | None = None,
+        pre_stop_timeout_in_seconds: int | None = None,
+        environment_variables: dict[str, str] | None = None,
+        sandbox_idle_timeout_in_seconds: int | None = None,
+        sandbox_ttlin_seconds: int | None = None,
+    ) -> Template:
+        """Change a template's fields (UpdateTemplate); sandboxes started afterwards get them.
+
+        Only the fields given are sent (an update of `cpu` leaves the mounts alone);
+        each takes what `create_template` takes. The template is UPDATING until the
+        service has applied them: see wait_template_ready.
+        """
+        body = _wire.wire_fields(
+            {
+                "cpu": None if cpu is None else float(cpu),
+                "memory": memory,
+                "description": description,
+                "network_configuration": network_configuration,
+                "oss_configuration": oss_configuration,
+                "nas_config": nas_config,
+                "log_configuration": log_configuration,
+                "arms_configuration": arms_configuration,
+                "container_configuration": container_configuration,
+                "credential_configuration": credential_configuration,
+                "scaling_config": scaling_config,
+                "template_configuration": template_configuration,
+                "execution_role_arn": execution_role_arn,
+                "workspace_id": workspace_id,
+                "allow_anonymous_manage": allow_anonymous_manage,
+                "enable_agent": enable_agent,
+                "enable_pre_stop": enable_pre_stop,
+                "pre_stop_timeout_in_seconds": pre_stop_timeout_in_seconds,
+                "environment_variables": environment_variables,
+                "sandbox_idle_timeout_in_seconds": sandbox_idle_timeout_in_seconds,
+                "sandbox_ttlin_seconds": sandbox_ttlin_seconds,
+            },
+            _wire.UPDATE_TEMPLATE_FIELDS,
+            "UpdateTemplateInput",
+        )
+        if not body:
+            raise InvalidArgumentError(
+                f"update_template({name!r}) was given no field to change: pass at least one "
+                "(cpu=..., nas_config=..., ...)"
+            )
+        from alibabacloud_agentrun20250910 import models as oa
+
+        request = oa.UpdateTemplateRequest(body=_body(body))
+        # The same PUT twice leaves the same template: safe to repeat.
+        response = await self._call(
+            "UpdateTemplate",
+            lambda: self._client.update_template_with_options_async(
+                name, request, {}, self._runtime
+            ),
+            idempotent=True,
         )
         return Template.from_wire(_data(response))
 
@@ -355,15 +512,22 @@ class AsyncControlPlane:
         *,
         idle_timeout: float | None = None,
         sandbox_id: str | None = None,
+        nas_config: Any = None,
+        oss_mount_config: Any = None,
+        polar_fs_config: Any = None,
     ) -> Sandbox:
+        """Start a sandbox from a template; the mounts are as on `AsyncDataPlane.create_sandbox`."""
         from alibabacloud_agentrun20250910 import models as oa
 
-        body = oa.CreateSandboxInput(
-            template_name=template_name,
+        body = _wire.sandbox_body(
+            template_name,
+            idle_timeout=idle_timeout,
             sandbox_id=sandbox_id,
-            sandbox_idle_timeout_seconds=None if idle_timeout is None else int(idle_timeout),
+            nas_config=nas_config,
+            oss_mount_config=oss_mount_config,
+            polar_fs_config=polar_fs_config,
         )
-        request = oa.CreateSandboxRequest(body=body)
+        request = oa.CreateSandboxRequest(body=_body(body))
         response = await self._call(
             "CreateSandbox",
             lambda: self._client.create_sandbox_with_options_async(request, {}, self._runtime),

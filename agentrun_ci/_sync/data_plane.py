@@ -197,10 +197,24 @@ class DataPlane:
         *,
         idle_timeout: float | None = None,
         sandbox_id: str | None = None,
+        nas_config: Any = None,
+        oss_mount_config: Any = None,
+        polar_fs_config: Any = None,
     ) -> Sandbox:
-        """Start a sandbox from a template (it may still be CREATING: see wait_until_healthy)."""
+        """Start a sandbox from a template (it may still be CREATING: see wait_until_healthy).
+
+        `nas_config`, `oss_mount_config` and `polar_fs_config` mount storage into this
+        sandbox: each an `alibabacloud_agentrun20250910` model object (`NASConfig`,
+        `OSSMountConfig`, `PolarFsConfig`) or a dict with the wire's field names."""
         return self._call(
-            _wire.create_sandbox(template_name, idle_timeout=idle_timeout, sandbox_id=sandbox_id)
+            _wire.create_sandbox(
+                template_name,
+                idle_timeout=idle_timeout,
+                sandbox_id=sandbox_id,
+                nas_config=nas_config,
+                oss_mount_config=oss_mount_config,
+                polar_fs_config=polar_fs_config,
+            )
         )
 
     def get_sandbox(self, sandbox_id: str) -> Sandbox:

@@ -59,10 +59,17 @@ from ._limits import (
     sweep_stale,
     usable_uid,
 )
+from ._mounts import requested_mounts, resolve
 from ._network import UplinkTool, find_uplink, is_public, resolv_conf
 from ._probe import _try_jail, _try_uplink, _warn_lost, _with_holder
 from ._processes import ProcessesMixin, _reap
-from ._records import ExecuteAnswer, ExecuteRequest, int_query, number_field
+from ._records import (
+    ExecuteAnswer,
+    ExecuteRequest,
+    check_template_fields,
+    int_query,
+    number_field,
+)
 from ._settings import EmulatorSettings
 from ._state import Context, Sandbox, Template, new_ulid, now_iso
 from ._threads import blocking
@@ -76,6 +83,10 @@ log = logging.getLogger("agentrun_ci.local")
 
 _SHORT_TMP = "/tmp"  # noqa: S108 -- kernels' sockets when $TMPDIR is too deep for them
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: what an UpdateTemplate does not change (UpdateTemplateInput has none of them)
+_FIXED_FIELDS = frozenset({"templateName", "templateType", "diskSize"})
+#: a CreateSandboxInput's storage mounts, kept on the sandbox and returned with it
+_SANDBOX_MOUNTS = ("nasConfig", "ossMountConfig", "polarFsConfig")
 LANGUAGES = ("python", "javascript")
 
 
@@ -478,8 +489,7 @@ class Core(ProcessesMixin):
         for key in ("cpu", "memory", "diskSize"):
             if key in body and number_field(body, key, 0) <= 0:
                 raise ApiError(400, "ERR_VALIDATION_FAILED", f"{key} must be positive")
-        for key in ("sandboxIdleTimeoutInSeconds", "sandboxTTLInSeconds"):
-            number_field(body, key, 0)  # a finite number when given
+        check_template_fields(body)
         stamp = now_iso()
         template = Template(
             name=name,
@@ -495,7 +505,10 @@ class Core(ProcessesMixin):
 
     def update_template(self, name: str, body: dict[str, Any]) -> Template:
         template = self.template(name)
-        template.body.update({k: v for k, v in body.items() if k != "templateName"})
+        check_template_fields(body)
+        # Fields given replace the template's (a whole object each); the rest stay. The
+        # sandboxes started from it afterwards get the new values, running ones keep theirs.
+        template.body.update({k: v for k, v in body.items() if k not in _FIXED_FIELDS})
         template.status = "UPDATING"
         template.updated_at = now_iso()
         template.ready_at = time.monotonic() + self.settings.provisioning_delay
@@ -579,10 +592,28 @@ class Core(ProcessesMixin):
             idle_s = self.settings.idle_timeout
         elif idle_s is None:
             idle_s = number_field(template.body, "sandboxIdleTimeoutInSeconds", 600) or 600.0
+        own_mounts = {k: body[k] for k in _SANDBOX_MOUNTS if body.get(k) is not None}
+        for key, value in own_mounts.items():
+            if not isinstance(value, dict):
+                raise ApiError(400, "ERR_VALIDATION_FAILED", f"{key} must be an object")
+        binds = resolve(
+            requested_mounts(template.body, own_mounts), self.settings.mounts, sandbox_id
+        )
+        if binds and self.jail is None:
+            raise ApiError(
+                400,
+                "ERR_VALIDATION_FAILED",
+                "this sandbox's storage mounts need the bubblewrap jail, which this emulator "
+                "runs without: install bubblewrap (and keep EmulatorSettings.jail on), or "
+                "leave the mounts out",
+            )
         public = is_public(template.body) and not self.settings.no_network
-        slot = self.pool.take(lambda spare: self._fits(spare, public))
+        # A spare's kernel started in a jail without the mounts: a sandbox with mounts
+        # gets a new slot, whose kernels all start with them.
+        slot = None if binds else self.pool.take(lambda spare: self._fits(spare, public))
         if slot is None:
             slot = self._make_slot(sandbox_id, public)
+            slot.launch = attrs.evolve(slot.launch, mounts=tuple(binds))
         else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
             spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
             if spare_base in self._uids:
@@ -620,6 +651,7 @@ class Core(ProcessesMixin):
             launch=slot.launch,
             base=slot.base,
             spare=slot.kernel,
+            mounts=own_mounts,
         )
         self.sandboxes[sandbox_id] = sandbox
         return sandbox

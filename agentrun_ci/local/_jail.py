@@ -52,6 +52,7 @@ import attrs
 
 from .._wire import DEFAULT_CWD
 from ._memo import machine_memo
+from ._mounts import BindMount
 
 __all__ = [
     "JAIL_HOME",
@@ -252,6 +253,7 @@ class Jail:
         own_net: bool,
         private: Path | None = None,
         holder: int | None = None,
+        mounts: Sequence[BindMount] = (),
     ) -> list[str]:
         """`init + argv` in a jail whose /home/user is `home` and /tmp is `tmp` (the init
         enters the working directory: see `_limits.init_argv`). `holder`: the host pid of
@@ -318,6 +320,11 @@ class Jail:
         for path in self.extra:
             out += _parents(path, made)
             out += ["--ro-bind", path, path]
+        # The storage mounts (`_mounts.py`), parents before children: a host directory
+        # each, at a directory bwrap makes (below /home/user: in the sandbox's workspace).
+        for mount in sorted(mounts, key=lambda m: m.target):
+            out += _parents(mount.target, made)
+            out += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
         out += ["--remount-ro", "/", "--chdir", "/", "--", *init, *argv]
         return out
 

@@ -21,6 +21,7 @@ from ._limits import (
     sandbox_argv,
     scrubbed_env,
 )
+from ._mounts import BindMount
 from ._settings import EmulatorSettings
 
 __all__ = ["Launch"]
@@ -51,6 +52,8 @@ class Launch:
     #: may the sandbox's code reach out (a PUBLIC template, no `no_network`)? False: its
     #: network namespace has loopback only, where it can have one (`_network.py`)
     public: bool = True
+    #: host directories bound into the jail: the sandbox's storage mounts (`_mounts.py`)
+    mounts: tuple[BindMount, ...] = ()
 
     async def prepare(self) -> None:
         """Before launching anything: start the sandbox's namespace holder if it has one,
@@ -124,6 +127,7 @@ class Launch:
                 own_net=self.own_net,
                 private=private,
                 holder=holder,
+                mounts=self.mounts,
             )
         return sandbox_argv(
             self.settings,

@@ -22,6 +22,7 @@ __all__ = [
     "MkdirRequest",
     "MoveRequest",
     "WriteFileRequest",
+    "check_template_fields",
     "int_query",
     "number_field",
 ]
@@ -39,6 +40,38 @@ def number_field(body: Mapping[str, Any], key: str, default: float) -> float:
     if not math.isfinite(number):
         raise _invalid(f"{key} must be a finite number (got {_shown(value)})")
     return number
+
+
+#: template fields that are JSON objects, and the one that is a list of them
+_TEMPLATE_OBJECTS = (
+    "networkConfiguration", "nasConfig", "logConfiguration", "armsConfiguration",
+    "containerConfiguration", "credentialConfiguration", "scalingConfig",
+    "templateConfiguration", "environmentVariables",
+)  # fmt: skip
+_TEMPLATE_FLAGS = ("allowAnonymousManage", "enableAgent", "enablePreStop")
+_TEMPLATE_TEXTS = ("description", "executionRoleArn", "workspaceId", "templateType")
+
+
+def check_template_fields(body: Mapping[str, Any]) -> None:
+    """400 naming a CreateTemplateInput / UpdateTemplateInput field of the wrong kind.
+    Fields the documentation does not list are kept as they come (it is not complete)."""
+    for key in ("cpu", "memory", "diskSize"):
+        if key in body and number_field(body, key, 0) <= 0:
+            raise _invalid(f"{key} must be positive")
+    for key in ("sandboxIdleTimeoutInSeconds", "sandboxTTLInSeconds", "preStopTimeoutInSeconds"):
+        number_field(body, key, 0)  # a finite number when given
+    for key in _TEMPLATE_OBJECTS:
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise _invalid(f"{key} must be an object (got {_shown(body[key])})")
+    oss = body.get("ossConfiguration")
+    if oss is not None and not (isinstance(oss, list) and all(isinstance(o, dict) for o in oss)):
+        raise _invalid(f"ossConfiguration must be a list of objects (got {_shown(oss)})")
+    for key in _TEMPLATE_FLAGS:
+        if body.get(key) is not None and not isinstance(body[key], bool):
+            raise _invalid(f"{key} must be true or false (got {_shown(body[key])})")
+    for key in _TEMPLATE_TEXTS:
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise _invalid(f"{key} must be a string (got {_shown(body[key])})")
 
 
 def _invalid(message: str) -> ApiError:

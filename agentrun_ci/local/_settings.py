@@ -8,6 +8,7 @@ import secrets
 import attrs
 
 from ._faults import FaultPlan
+from ._mounts import mount_map
 
 __all__ = ["EmulatorSettings", "random_key_pair"]
 
@@ -98,6 +99,12 @@ class EmulatorSettings:
     """Send a `ping` frame on each `/processes/tty` connection this often (AgentRun: 30 s)."""
     python_executable: str | None = None
     """The interpreter for python kernels (must have ipykernel); None = sys.executable."""
+    mounts: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=mount_map)
+    """Host directories that stand for OSS, NAS and PolarFS: `{"oss://BUCKET[/PATH]":
+    "/host/dir", "nas://SERVER:/PATH": ..., "polarfs://INSTANCE[/PATH]": ...}` (or pairs).
+    A template's or sandbox's mount of a mapped remote is bound at its mount directory in
+    the sandbox (read-only where it says so; needs the jail); an unmapped one is kept but
+    not mounted, with a warning (see `_mounts.py`)."""
     faults: FaultPlan | None = None
     """Inject faults (see `agentrun_ci.local.FaultPlan`); None = off, and no /_admin/faults
     route (give `FaultPlan()` to change the plan at run time through that route)."""

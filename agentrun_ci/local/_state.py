@@ -138,6 +138,8 @@ class Sandbox:
     #: python contexts created so far (from the second on, a spare is kept warm)
     python_contexts: int = 0
     refilling: bool = False
+    #: its own storage mounts as created (`nasConfig`, `ossMountConfig`, `polarFsConfig`)
+    mounts: dict[str, Any] = attrs.field(factory=dict)
 
     def refresh(self) -> None:
         if self.status == "CREATING" and time.monotonic() >= self.ready_at:
@@ -156,4 +158,6 @@ class Sandbox:
             "sandboxIdleTimeoutSeconds": int(self.idle_timeout),
             "sandboxArn": f"acs:agentrun:{REGION}:local:sandboxes/{self.id}",
             "metadata": {"emulator": "agentrun-ci-local"},
+            # not in the official Sandbox model (its client drops them): returned as given
+            **self.mounts,
         }

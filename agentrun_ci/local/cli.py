@@ -18,6 +18,7 @@ import sys
 import threading
 from types import FrameType
 
+from ._mounts import mount_map, parse_mount
 from ._server import LOOPBACK, LocalEmulator
 from ._settings import EmulatorSettings, random_key_pair
 
@@ -110,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
         "--no-network",
         action="store_true",
         help="every sandbox loopback only, whatever its template's networkMode",
+    )
+    p.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        metavar="REMOTE=HOSTDIR",
+        help="a host directory that stands for OSS (oss://BUCKET[/PATH]), NAS "
+        "(nas://SERVER:/PATH) or PolarFS (polarfs://INSTANCE[/PATH]): sandboxes whose "
+        "template or own config mounts it get it bound at the mount directory (repeatable)",
     )
     p.add_argument("--log-level", default="INFO")
     return p
@@ -223,7 +233,14 @@ def serve_main(argv: list[str]) -> int:
         key_id, secret = random_key_pair()
     if args.insecure:
         _warn_insecure()
+    try:
+        mounts = [parse_mount(spec) for spec in args.mount]
+        mount_map(mounts)  # names a bad remote or directory before anything starts
+    except ValueError as exc:
+        sys.stderr.write(f"--mount: {exc}\n")
+        return 2
     settings = EmulatorSettings(
+        mounts=mounts,
         max_exec_timeout=args.max_exec_timeout,
         provisioning_delay=args.provisioning_delay,
         memory_mb=args.memory_mb or None,
