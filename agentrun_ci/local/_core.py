@@ -438,6 +438,8 @@ class Core(ProcessesMixin):
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reaper_interval)
+            if not self.refusal and not self.halted:  # spares follow demand (`SpareDemand`)
+                self.pool.adjust()
             now = time.monotonic()
             for sandbox in list(self.sandboxes.values()):
                 sandbox.refresh()
