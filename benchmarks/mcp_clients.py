@@ -12,7 +12,8 @@ Each round opens N concurrent clients (one MCP session each, N = 1, 4, 16) again
   runs it) whose `run_code` tool runs the same code in its own process (`exec`),
 
 one after the other for each N, alternating which goes first, so that the machine's load
-hits both alike. Every client makes one first call (`x = 1`), waits until every client has
+hits both alike (after one unmeasured call to each: this server starts its emulator at the
+first call it ever gets). Every client makes one first call (`x = 1`), waits until every client has
 made its own, then `--calls` steady calls (`print(1)`) at the same time as the others.
 Reported per server and N: first-call and steady-call p50/p95 (and the slowest first call),
 errors, and how steady-call p50 grows from 1 to N clients; the goal (issue: many clients)
@@ -225,6 +226,10 @@ async def measure(
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         stack.enter_context(server(ours_argv, ours_env, ours_port, Path(tmp) / "ours.log"))
         stack.enter_context(server(floor_argv, base_env(), floor_port, Path(tmp) / "floor.log"))
+        # one client and one call each first, not measured: this server makes its interpreter
+        # (and starts its emulator) at the first call it ever gets, once per process
+        for url, tok in urls.values():
+            await clients_round(url, tok, 1, 1)
         order = [OURS, FLOOR]
         for _ in range(rounds):
             for n in counts:
@@ -259,7 +264,9 @@ def report(
         "",
         f"{', '.join(map(str, counts))} concurrent clients, one MCP session each; per client one "
         f"first call (`{FIRST}`), then {calls} steady calls (`{STEADY}`) made while every other "
-        f"client makes its own; {rounds} round(s), the two servers taking turns. "
+        f"client makes its own; {rounds} round(s), the two servers taking turns, after one "
+        "unmeasured call to each (this server makes its interpreter, and starts its emulator, "
+        "at the first call it ever gets). "
         f"`agentrun-ci-mcp` ({strategy or 'dedicated, its HTTP default'}: a sandbox per client "
         "on the embedded local emulator) against a bare `MCPServer` that runs the same code in "
         f"its own process. Python {platform.python_version()}, {platform.system()} "
