@@ -160,3 +160,42 @@ def test_a_burst_is_served_and_raises_the_spares_then_idle_spares_go_to_zero() -
         http.post("/sandboxes", json={"templateName": "t"})
         assert pool.target >= settings.spare_kernels
     assert remaining(lambda: live_mentioning(base)) == []
+
+
+def test_a_sandbox_making_contexts_in_a_burst_keeps_spares_then_none_when_idle() -> None:
+    pytest.importorskip("jupyter_client")
+    from support import alive, remaining
+
+    from agentrun_ci.local import LocalEmulator
+
+    contexts = 3
+    settings = EmulatorSettings(
+        spare_kernels=1, max_spare_kernels=contexts + 1, reaper_interval=0.05, no_network=True
+    )
+    emulator = LocalEmulator(settings)
+    with emulator as config, httpx.Client(base_url=str(config.data_endpoint), timeout=300) as http:
+        core = emulator.core
+        assert core is not None
+        http.post("/2025-09-10/templates", json={"templateName": "t"})
+        sid = http.post("/sandboxes", json={"templateName": "t"}).json()["data"]["sandboxId"]
+        for i in range(contexts):
+            ctx = http.post(f"/sandboxes/{sid}/contexts", json={"language": "python"})
+            assert ctx.status_code == 200, ctx.text
+            body = {"code": f"print({i})", "contextId": ctx.json()["id"]}
+            r = http.post(f"/sandboxes/{sid}/contexts/execute", json=body)
+            assert [e["text"] for e in r.json()["results"] if e["type"] == "stdout"] == [f"{i}\n"]
+        sandbox = core.sandboxes[sid]
+        assert sandbox.demand is not None
+        # the slots' pool keeps its one spare (one sandbox made); the sandbox gets the rest
+        expected = min(contexts, spare_cap(settings) - settings.spare_kernels)
+        assert expected > 1, "this machine holds too few spares to test"
+        _until(lambda: len(sandbox.spares) == expected, f"{expected} spares in the sandbox")
+        kernels = [k.pgid for k in sandbox.spares]
+        assert all(pid is not None and alive(pid) for pid in kernels)
+        real = sandbox.demand.clock
+        sandbox.demand.clock = lambda: real() + settings.spare_idle_timeout
+        _until(lambda: sandbox.spares == [] and sandbox.refilling == 0, "the idle spares to go")
+        assert remaining(lambda: [pid for pid in kernels if pid is not None and alive(pid)]) == []
+        # the sandbox still works: its next context is a cold start
+        r = http.post(f"/sandboxes/{sid}/contexts", json={"language": "python"})
+        assert r.status_code == 200, r.text

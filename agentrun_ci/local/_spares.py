@@ -132,8 +132,9 @@ class Slot:
 
 class SparePool:
     """Slots with a warm python kernel, so that a new sandbox's first context skips the
-    cold start; as many as `demand` asks for (see `SpareDemand`). `make_slot(name)` makes
-    the directories, cgroup and launch of one slot."""
+    cold start; as many as `demand` asks for (see `SpareDemand`), within what the machine
+    holds beside the `others` (sandboxes' own spares). `make_slot(name)` makes the
+    directories, cgroup and launch of one slot."""
 
     def __init__(
         self,
@@ -141,11 +142,14 @@ class SparePool:
         make_slot: Any,
         gate: StartGate,
         demand: SpareDemand | None = None,
+        others: Callable[[], int] | None = None,
     ) -> None:
         self._settings = settings
         self._make_slot = make_slot
         self._gate = gate
         self.demand = demand or SpareDemand(settings.spare_kernels, settings.spare_idle_timeout)
+        #: spares held elsewhere (sandboxes' own), counted against what the machine holds
+        self._others = others or (lambda: 0)
         self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
         #: the kernel starts inside `_starting`: what close() cancels
@@ -167,7 +171,7 @@ class SparePool:
     @property
     def target(self) -> int:
         """How many spares the pool keeps now."""
-        return self.demand.target(spare_cap(self._settings))
+        return self.demand.target(max(0, spare_cap(self._settings) - self._others()))
 
     def fill(self) -> None:
         """Start the spares missing from the target."""
