@@ -44,6 +44,7 @@ __all__ = [
     "Ephemeral",
     "HeldSession",
     "Pool",
+    "PoolExhausted",
     "Sandboxes",
     "Singleton",
     "Strategy",
@@ -86,6 +87,10 @@ class Sandboxes(Protocol):
     async def healthy(self, sandbox_id: str) -> bool:
         """Does the sandbox answer its health check?"""
         ...
+
+
+class PoolExhausted(WaitTimeout):
+    """Every pool session stayed leased for `lease_timeout` seconds (0: at once)."""
 
 
 class Strategy:
@@ -278,7 +283,7 @@ class Pool(Strategy):
             if waiter.done() and not waiter.cancelled():
                 self._put(waiter.result())  # won the race at the deadline: pass it on
             waiter.cancel()
-            raise WaitTimeout(
+            raise PoolExhausted(
                 f"no pool session became free within lease_timeout={self.lease_timeout:g} s "
                 f"(pool max {self.high}); raise pool_size or lease_timeout, or release leases "
                 "sooner"

@@ -243,8 +243,8 @@ def _sandbox_options(add: _Add, env: Mapping[str, str]) -> None:
         type=int,
         default=int(_env(env, "MAX_CLIENTS", "64") or 64),
         help="most client states (and HTTP sessions) at once: the least recently used idle "
-        "state is released for a new one; a new HTTP session beyond it is refused with 503 "
-        "[MAX_CLIENTS]",
+        "state is released for a new one (when none is idle, the new client's call is refused "
+        "at once); a new HTTP session beyond it is refused with 503 [MAX_CLIENTS]",
     )
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppState",
+    "ClientRefused",
     "RunProgress",
     "lifespan",
     "make_interpreter",
@@ -42,6 +43,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("agentrun_ci_mcp")
+
+
+class ClientRefused(Exception):
+    """A client beyond a limit of this server: refused at once, with the limit and the flag
+    that sets it (never queued: a queued client's first call waited up to a minute)."""
 
 
 @attrs.define(eq=False)
@@ -150,10 +156,31 @@ class AppState:
         return self.interpreter
 
     async def lease(self, client: ClientState) -> AsyncLease:
+        """The client's lease; ClientRefused when `pool` has no sandbox free for it."""
         if client.lease is None:
             ci = await self._interpreter()
             client.lease = await ci.acquire(f"mcp-{secrets.token_hex(4)}")
+        if self.options.strategy == "pool" and client.lease.session_id is None:
+            await self._take_pool_sandbox(client.lease)
         return client.lease
+
+    async def _take_pool_sandbox(self, lease: AsyncLease) -> None:
+        """Take a pool sandbox for the lease now (its calls would take it anyway), so that
+        a full pool is one clear refusal, not a wait (the interpreter's lease_timeout is 0)."""
+        from agentrun_ci._strategies import PoolExhausted
+
+        try:
+            await lease.start()
+        except PoolExhausted:
+            options = self.options
+            high = options.pool_size if isinstance(options.pool_size, int) else options.pool_size[1]
+            raise ClientRefused(
+                f"every sandbox of the pool is held by another client (--pool-size max {high}); "
+                "a client keeps its sandbox until it ends its session or has been idle for "
+                f"--idle-timeout ({options.idle_timeout:g} s). Retry later, or restart the "
+                "server with a larger --pool-size, a shorter --idle-timeout, or --strategy "
+                "dedicated (a sandbox per client, up to --max-clients)"
+            ) from None
 
     async def release(self, key: str, why: str | None = None) -> None:
         """Release `key`'s lease (its context, or its pool sandbox). `why` is told to the
@@ -180,15 +207,22 @@ class AppState:
     async def evict_over_limit(self, keep: ClientState) -> None:
         """Bound the number of states (a client that never passes its handle back
         would otherwise leave one per call until the idle timeout)."""
-        while len(self.clients) > self.options.max_clients:
+        limit = self.options.max_clients
+        while len(self.clients) > limit:
             oldest = self.registry.oldest_idle(keep)
             if oldest is None:
-                return
-            log.info(
-                "more than %d client states: releasing %s", self.options.max_clients, oldest.key
-            )
+                if keep.lease is not None:  # already served: counted before the others came
+                    return
+                # every other client has a call in flight: nobody to release, and no waiting
+                await self.release(keep.key, keep.lost)  # a note owed to it stays owed
+                raise ClientRefused(
+                    f"this server already serves --max-clients={limit} clients, each with a "
+                    "call in flight; retry when one has finished, or restart the server with a "
+                    "larger --max-clients (AGENTRUN_MCP_MAX_CLIENTS)"
+                )
+            log.info("more than %d client states: releasing %s", limit, oldest.key)
             await self.release(
-                oldest.key, f"released to make room: at most {self.options.max_clients} states"
+                oldest.key, f"released to make room: at most {limit} states (--max-clients)"
             )
 
     async def reap_idle(self) -> int:
@@ -196,7 +230,7 @@ class AppState:
         timeout = self.options.idle_timeout
         idle = self.registry.idle_since(timeout)
         for key in idle:
-            await self.release(key, f"released after {timeout:g} s without a call")
+            await self.release(key, f"released after {timeout:g} s without a call (--idle-timeout)")
         return len(idle)
 
     async def reap_orphans(self) -> None:
@@ -399,6 +433,8 @@ async def make_interpreter(options: ServerOptions) -> AsyncCodeInterpreter:
         interpreter_name=options.interpreter,
         owner=options.owner,
         session_idle_timeout=sandbox_idle_timeout(options),
+        # pool: a full pool refuses a new client at once, naming --pool-size (`lease`)
+        lease_timeout=0.0,
         # a sandbox per client (dedicated): as many as clients, plus the interpreter's own,
         # so that no client waits for a slot (the client limit is --max-clients)
         max_sessions=max(8, options.max_clients + 1),

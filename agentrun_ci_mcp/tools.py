@@ -29,7 +29,7 @@ from .mcplog import current_client, current_request
 from .observe import observed
 from .options import EXECUTE_CAP_SECONDS, HOME, ServerOptions
 from .render import RunCodeOutput, compact_schema, render_execution, truncate
-from .state import AppState, RunProgress
+from .state import AppState, ClientRefused, RunProgress
 from .stateless import BadHandle
 
 if TYPE_CHECKING:
@@ -220,11 +220,16 @@ async def using(state: AppState, client: ClientState) -> AsyncIterator["AsyncLea
     client.scopes.add(scope)
     answered = False
     try:
-        await state.evict_over_limit(client)
+        try:
+            await state.evict_over_limit(client)
+        except ClientRefused as exc:
+            raise ToolError(str(exc)) from None
         with scope:
             async with client.lock:
                 try:
                     lease = await state.lease(client)
+                except ClientRefused as exc:
+                    raise ToolError(str(exc)) from None
                 except AgentRunError as exc:
                     raise ToolError(f"could not start the sandbox: {exc}") from exc
                 yield lease

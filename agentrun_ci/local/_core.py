@@ -71,6 +71,7 @@ from ._records import (
     number_field,
 )
 from ._settings import EmulatorSettings
+from ._spares import SpareDemand, spare_cap
 from ._state import Context, Sandbox, Template, new_ulid, now_iso
 from ._threads import blocking
 from ._tree import remove_tree
@@ -153,7 +154,7 @@ class Core(ProcessesMixin):
         self._uids: dict[Path, UidLease] = {}
         #: kernel starts, a few at a time (`_admission`): shared by requests and spares
         self.starts = StartGate(settings.start_slots, settings.kernel_start_queue)
-        self.pool = SparePool(settings, self._make_slot, self.starts)
+        self.pool = SparePool(settings, self._make_slot, self.starts, others=self.spares_held)
         self._refills: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: set by kill_now(): the process is about to exit; nothing new may start
@@ -430,7 +431,7 @@ class Core(ProcessesMixin):
         launches: list[Launch | None] = []
         for sandbox in list(self.sandboxes.values()):
             kernels += [c.kernel for c in list(sandbox.contexts.values())]
-            kernels.append(sandbox.spare)
+            kernels += list(sandbox.spares)
             groups.update(list(sandbox.processes))
             launches.append(sandbox.launch)
         for slot in self.pool.slots():
@@ -449,6 +450,8 @@ class Core(ProcessesMixin):
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reaper_interval)
+            if not self.refusal and not self.halted:  # spares follow demand (`SpareDemand`)
+                self.pool.adjust()
             now = time.monotonic()
             for sandbox in list(self.sandboxes.values()):
                 sandbox.refresh()
@@ -461,6 +464,8 @@ class Core(ProcessesMixin):
                 idle = not paused and now - sandbox.last_active > sandbox.idle_timeout
                 old = now - sandbox.born > self.settings.ttl
                 self._end_forgotten_ttys(sandbox, now)
+                if not paused:  # a frozen kernel is shut down with its sandbox
+                    self._trim_spares(sandbox)
                 if idle or old:
                     log.info("sandbox %s: %s, stopping", sandbox.id, "idle" if idle else "TTL")
                     try:
@@ -650,7 +655,10 @@ class Core(ProcessesMixin):
             env=env,
             launch=slot.launch,
             base=slot.base,
-            spare=slot.kernel,
+            spares=[slot.kernel] if slot.kernel is not None else [],
+            demand=SpareDemand(
+                min(1, self.settings.spare_kernels), self.settings.spare_idle_timeout
+            ),
             mounts=own_mounts,
         )
         self.sandboxes[sandbox_id] = sandbox
@@ -735,8 +743,8 @@ class Core(ProcessesMixin):
             await self._signal_all(sandbox, stop=False)
         contexts, sandbox.contexts = list(sandbox.contexts.values()), {}
         sandbox.defaults.clear()
-        spare, sandbox.spare = sandbox.spare, None
-        kernels = [c.kernel for c in contexts] + ([spare] if spare is not None else [])
+        spares, sandbox.spares = sandbox.spares, []
+        kernels = [c.kernel for c in contexts] + spares
         await asyncio.gather(*(k.shutdown() for k in kernels), return_exceptions=True)
         for proc in sandbox.processes.values():
             await blocking(kill_group, proc.pid)
@@ -809,9 +817,9 @@ class Core(ProcessesMixin):
         return str(real)
 
     async def _python_kernel(self, sandbox: Sandbox, launch: Launch, cwd: str) -> PythonKernel:
-        """The sandbox's spare kernel moved to `cwd`, else a cold start in its jail."""
+        """A spare kernel of the sandbox moved to `cwd`, else a cold start in its jail."""
         kernel: PythonKernel | None = None
-        spare, sandbox.spare = sandbox.spare, None
+        spare = sandbox.spares.pop(0) if sandbox.spares else None
         if spare is not None:
             try:
                 await launch.prepare()  # a PUBLIC sandbox's uplink, before its code runs
@@ -835,38 +843,63 @@ class Core(ProcessesMixin):
                     503, "ERR_SERVICE_UNAVAILABLE", str(exc), retry_after=_QUEUE_RETRY_AFTER
                 ) from exc
         sandbox.python_contexts += 1
-        if sandbox.python_contexts >= 2 and self.settings.spare_kernels > 0:
+        if sandbox.demand is not None:
+            sandbox.demand.record()
+        if sandbox.python_contexts >= 2:
             self._refill(sandbox, launch)
         return kernel
 
+    def spares_held(self, but: Sandbox | None = None) -> int:
+        """Spare kernels kept or starting in sandboxes (all, or all but `but`)."""
+        return sum(len(s.spares) + s.refilling for s in self.sandboxes.values() if s is not but)
+
+    def _spare_target(self, sandbox: Sandbox, *, capped: bool = True) -> int:
+        """How many spare kernels `sandbox` keeps now: its demand, within what the machine
+        holds beside every other spare (the slots' and other sandboxes'). Uncapped: what
+        the demand alone asks (kernels already kept are not shut down for the cap)."""
+        if sandbox.demand is None:
+            return 0
+        if not capped:
+            return sandbox.demand.target(len(sandbox.spares))
+        room = spare_cap(self.settings) - self.pool.ready - self.pool.starting
+        return sandbox.demand.target(max(0, room - self.spares_held(but=sandbox)))
+
     def _refill(self, sandbox: Sandbox, launch: Launch) -> None:
-        """Keep one spare kernel warm in a sandbox that makes several python contexts
-        (spares are per sandbox: a kernel jailed for one cannot serve another)."""
-        if sandbox.spare is not None or sandbox.refilling:
+        """Keep spare kernels warm in a sandbox that makes several python contexts, as
+        many as its demand asks (spares are per sandbox: a kernel jailed for one cannot
+        serve another)."""
+        missing = self._spare_target(sandbox) - len(sandbox.spares) - sandbox.refilling
+        for _ in range(max(0, missing)):
+            sandbox.refilling += 1
+            task = asyncio.get_running_loop().create_task(self._refill_one(sandbox, launch))
+            self._refills.add(task)
+            task.add_done_callback(self._refills.discard)
+
+    async def _refill_one(self, sandbox: Sandbox, launch: Launch) -> None:
+        try:
+            async with self.starts.turn(background=True):
+                if sandbox.stopping:  # stopped while this waited its turn
+                    return
+                self._check_halted()
+                kernel = await start_python(launch)
+        except Exception:
+            if not sandbox.stopping:
+                log.exception("could not pre-start a spare kernel for %s", sandbox.id)
             return
-        sandbox.refilling = True
+        finally:
+            sandbox.refilling -= 1
+        if sandbox.stopping or len(sandbox.spares) >= self._spare_target(sandbox):
+            await kernel.shutdown()  # stopped, or demand fell while it started
+        else:
+            sandbox.spares.append(kernel)
 
-        async def refill() -> None:
-            try:
-                async with self.starts.turn(background=True):
-                    if sandbox.stopping:  # stopped while this waited its turn
-                        return
-                    self._check_halted()
-                    kernel = await start_python(launch)
-            except Exception:
-                if not sandbox.stopping:
-                    log.exception("could not pre-start a spare kernel for %s", sandbox.id)
-                return
-            finally:
-                sandbox.refilling = False
-            if sandbox.stopping or sandbox.spare is not None:
-                await kernel.shutdown()
-            else:
-                sandbox.spare = kernel
-
-        task = asyncio.get_running_loop().create_task(refill())
-        self._refills.add(task)
-        task.add_done_callback(self._refills.discard)
+    def _trim_spares(self, sandbox: Sandbox) -> None:
+        """Shut down the spare kernels of `sandbox` beyond its demand (none once idle)."""
+        target = self._spare_target(sandbox, capped=False)
+        while len(sandbox.spares) > target:
+            task = asyncio.get_running_loop().create_task(sandbox.spares.pop().shutdown())
+            self._refills.add(task)
+            task.add_done_callback(self._refills.discard)
 
     def _launch(self, sandbox: Sandbox) -> Launch:
         return sandbox.launch or self.launch

@@ -51,6 +51,17 @@ class EmulatorSettings:
     """Maximum sandbox life in seconds (the cloud's is 6 h)."""
     max_upload_bytes: int = 100 * 1024 * 1024
     spare_kernels: int = 1
+    """Spare slots (sandboxes-to-be with a python kernel already started) kept while
+    sandboxes are being created: at start, and again from each creation until
+    `spare_idle_timeout`. 0 = none, ever (every sandbox's first context is a cold start)."""
+    max_spare_kernels: int | None = None
+    """The most spare slots kept when creations come in bursts (the count of creations in
+    the last few seconds, see `_spares.SpareDemand`). None = what the machine can hold: four
+    per kernel start slot, and no more than a quarter of its available memory at about
+    64 MB per idle kernel."""
+    spare_idle_timeout: float = 300.0
+    """Seconds without a sandbox creation after which every spare is shut down (they cost
+    memory: about 55 MB each); the next creation brings them back."""
     kernel_starts: int | None = None
     """How many python kernels may start at once (each costs about a CPU-second of imports);
     more wait their turn in order. None = the CPUs this process may run on: on a loaded
@@ -118,6 +129,12 @@ class EmulatorSettings:
             raise ValueError("kernel_starts must be at least 1 (None = one per CPU)")
         if self.kernel_start_queue < 0:
             raise ValueError("kernel_start_queue must be >= 0 (0 = never wait for a start)")
+        if self.spare_kernels < 0:
+            raise ValueError("spare_kernels must be >= 0 (0 = no spare kernels)")
+        if self.max_spare_kernels is not None and self.max_spare_kernels < 0:
+            raise ValueError("max_spare_kernels must be >= 0 (None = what the machine holds)")
+        if self.spare_idle_timeout <= 0:
+            raise ValueError("spare_idle_timeout must be positive seconds")
         if self.kernel_start_timeout <= 0:
             raise ValueError("kernel_start_timeout must be positive seconds")
 

@@ -1,12 +1,21 @@
 """Spare kernels: slots (sandboxes-to-be, each with a python kernel already started in
-its jail) kept warm by a `SparePool`, and the python kernel start they share with `Core`.
+its jail) kept warm by a `SparePool`, how many to keep (`SpareDemand`, `spare_cap`), and
+the python kernel start they share with `Core`.
+
+How many: `spare_kernels` while sandboxes are being created, more when they come in bursts
+(as many as were created in the last minute), never more than the machine can hold
+(`spare_cap`), and none once `spare_idle_timeout` has passed without a creation. One spare
+served back-to-back creations badly: each took it and found its replacement still starting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,9 +32,87 @@ from ._settings import EmulatorSettings
 from ._threads import blocking
 from ._tree import remove_tree
 
-__all__ = ["Slot", "SparePool", "discard", "start_python"]
+__all__ = ["Slot", "SpareDemand", "SparePool", "discard", "spare_cap", "start_python"]
 
 log = logging.getLogger("agentrun_ci.local")
+
+#: what an idle spare kernel holds, rounded up (about 55 MB resident, measured)
+SPARE_KERNEL_MB = 64
+#: spares per kernel start slot at most: more would take minutes of CPU to start
+SPARES_PER_START_SLOT = 4
+#: the share of the machine's available memory spares may hold
+SPARE_MEMORY_SHARE = 0.25
+
+
+class SpareDemand:
+    """How many spare slots to keep now: a pure policy over the times of sandbox creations.
+
+    `target(most)` is 0 with `base` 0, or once `idle_timeout` seconds have passed without a
+    creation (the policy's start counts as one, so spares are ready for the first
+    sandboxes); else the creations of the last `window` seconds, at least `base`, at most
+    `most`. `clock` is injectable: tests move time instead of waiting for it.
+    """
+
+    def __init__(
+        self,
+        base: int,
+        idle_timeout: float,
+        *,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base = base
+        self.idle_timeout = idle_timeout
+        self.window = window
+        self.clock = clock
+        self._times: collections.deque[float] = collections.deque()
+        self._last = clock()
+
+    def record(self) -> None:
+        """A sandbox was created (whether or not it found a spare)."""
+        now = self.clock()
+        self._last = now
+        self._times.append(now)
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+
+    def target(self, most: int) -> int:
+        """Spares to keep now, given that the machine holds at most `most`."""
+        now = self.clock()
+        if self.base <= 0 or now - self._last >= self.idle_timeout:
+            return 0
+        self._forget(now)
+        return max(0, min(most, max(self.base, len(self._times))))
+
+
+def spare_cap(settings: EmulatorSettings, meminfo: str = "/proc/meminfo") -> int:
+    """The most spares this machine holds now: `max_spare_kernels` if set, at most
+    `SPARES_PER_START_SLOT` per kernel start slot, and their idle kernels within
+    `SPARE_MEMORY_SHARE` of the available memory (where /proc/meminfo says it).
+
+    A spare is counted at its idle kernel's size, not its future template's memory cap: no
+    code has run in it, and the sandbox that takes it is limited by its own cgroup."""
+    most = SPARES_PER_START_SLOT * settings.start_slots
+    if settings.max_spare_kernels is not None:
+        most = min(most, settings.max_spare_kernels)
+    available = _available_mb(meminfo)
+    if available is not None:
+        most = min(most, math.floor(available * SPARE_MEMORY_SHARE / SPARE_KERNEL_MB))
+    return max(0, most)
+
+
+def _available_mb(meminfo: str) -> float | None:
+    try:
+        with open(meminfo, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 @attrs.define
@@ -45,16 +132,30 @@ class Slot:
 
 class SparePool:
     """Slots with a warm python kernel, so that a new sandbox's first context skips the
-    cold start. `make_slot(name)` makes the directories, cgroup and launch of one slot."""
+    cold start; as many as `demand` asks for (see `SpareDemand`), within what the machine
+    holds beside the `others` (sandboxes' own spares). `make_slot(name)` makes the
+    directories, cgroup and launch of one slot."""
 
-    def __init__(self, settings: EmulatorSettings, make_slot: Any, gate: StartGate) -> None:
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        make_slot: Any,
+        gate: StartGate,
+        demand: SpareDemand | None = None,
+        others: Callable[[], int] | None = None,
+    ) -> None:
         self._settings = settings
         self._make_slot = make_slot
         self._gate = gate
+        self.demand = demand or SpareDemand(settings.spare_kernels, settings.spare_idle_timeout)
+        #: spares held elsewhere (sandboxes' own), counted against what the machine holds
+        self._others = others or (lambda: 0)
         self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
         #: the kernel starts inside `_starting`: what close() cancels
         self._kernel_starts: set[asyncio.Future[PythonKernel]] = set()
+        #: spares shut down because demand fell (awaited by close())
+        self._discards: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -62,12 +163,39 @@ class SparePool:
         """How many slots have a started kernel waiting."""
         return len(self._ready)
 
+    @property
+    def starting(self) -> int:
+        """How many spares are being prepared or started."""
+        return len(self._starting)
+
+    @property
+    def target(self) -> int:
+        """How many spares the pool keeps now."""
+        return self.demand.target(max(0, spare_cap(self._settings) - self._others()))
+
     def fill(self) -> None:
-        missing = self._settings.spare_kernels - len(self._ready) - len(self._starting)
+        """Start the spares missing from the target."""
+        if self._closed:
+            return
+        missing = self.target - len(self._ready) - len(self._starting)
         for _ in range(max(0, missing)):
             task = asyncio.get_running_loop().create_task(self._start_one())
             self._starting.add(task)
             task.add_done_callback(self._starting.discard)
+
+    def adjust(self) -> None:
+        """Start what the target lacks; shut down ready spares beyond it (demand fell)."""
+        if self._closed:
+            return
+        target = self.target
+        while len(self._ready) > target:
+            self._discard_later(self._ready.pop())
+        self.fill()
+
+    def _discard_later(self, slot: Slot) -> None:
+        task = asyncio.get_running_loop().create_task(discard(slot))
+        self._discards.add(task)
+        task.add_done_callback(self._discards.discard)
 
     async def _start_one(self) -> None:
         try:
@@ -93,7 +221,7 @@ class SparePool:
             return
         finally:
             self._kernel_starts.discard(start)
-        if self._closed:
+        if self._closed or len(self._ready) >= self.target:  # demand fell while it started
             await discard(slot)
         else:
             self._ready.append(slot)
@@ -105,11 +233,11 @@ class SparePool:
     def take(self, accept: Callable[[Slot], bool] | None = None) -> Slot | None:
         """A slot whose kernel is ready (and that `accept`s), or None; the pool starts a
         replacement."""
+        self.demand.record()
         slot = None
         if self._ready and (accept is None or accept(self._ready[0])):
             slot = self._ready.pop(0)
-        if not self._closed:
-            self.fill()
+        self.fill()
         return slot
 
     def slots(self) -> list[Slot]:
@@ -128,6 +256,7 @@ class SparePool:
                 await task
         slots, self._ready = self._ready, []
         await asyncio.gather(*(discard(s) for s in slots), return_exceptions=True)
+        await asyncio.gather(*list(self._discards), return_exceptions=True)
 
 
 async def start_python(launch: Launch, cwd: str | None = None) -> PythonKernel:

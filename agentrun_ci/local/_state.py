@@ -16,6 +16,7 @@ import attrs
 from ._disk import DEFAULT_DISK_MB
 from ._fs import SandboxFS
 from ._kernels import Kernel, Launch, PythonKernel
+from ._spares import SpareDemand
 from ._tty import TtySession
 
 __all__ = ["REGION", "Context", "Process", "Sandbox", "Template", "new_ulid", "now_iso"]
@@ -133,11 +134,15 @@ class Sandbox:
     stopping: bool = False
     #: the sandbox's directory: `root` (its /home/user) and, jailed, its /tmp
     base: Path | None = None
-    #: a python kernel started in this sandbox's jail, waiting for its next context
-    spare: PythonKernel | None = None
-    #: python contexts created so far (from the second on, a spare is kept warm)
+    #: python kernels started in this sandbox's jail, waiting for its next contexts (the
+    #: spare slot's, then as many as `demand` asks for)
+    spares: list[PythonKernel] = attrs.field(factory=list)
+    #: python contexts created so far (from the second on, spares are kept warm)
     python_contexts: int = 0
-    refilling: bool = False
+    #: spare kernel starts in flight
+    refilling: int = 0
+    #: when this sandbox's python contexts were created: how many spares it keeps
+    demand: SpareDemand | None = None
     #: its own storage mounts as created (`nasConfig`, `ossMountConfig`, `polarFsConfig`)
     mounts: dict[str, Any] = attrs.field(factory=dict)
 

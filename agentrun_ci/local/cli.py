@@ -88,7 +88,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, help="override every sandbox's idle timeout (s)")
     p.add_argument("--ttl", type=float, default=6 * 3600.0, help="max sandbox life (s)")
     p.add_argument("--max-upload-mb", type=int, default=100)
-    p.add_argument("--spare-kernels", type=int, default=1)
+    p.add_argument(
+        "--spare-kernels",
+        type=int,
+        default=1,
+        help="spare kernels kept while sandboxes are being created (0: none)",
+    )
+    p.add_argument(
+        "--max-spare-kernels",
+        type=int,
+        default=None,
+        help="most spare kernels kept in a burst of creations (default: what the machine holds)",
+    )
+    p.add_argument(
+        "--spare-idle-timeout",
+        type=float,
+        default=300.0,
+        help="seconds without a sandbox creation after which every spare kernel is shut down",
+    )
     p.add_argument(
         "--kernel-starts",
         type=int,
@@ -251,6 +268,8 @@ def serve_main(argv: list[str]) -> int:
         ttl=args.ttl,
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         spare_kernels=args.spare_kernels,
+        max_spare_kernels=args.max_spare_kernels,
+        spare_idle_timeout=args.spare_idle_timeout,
         kernel_starts=args.kernel_starts,
         kernel_start_queue=args.kernel_start_queue,
         kernel_start_timeout=args.kernel_start_timeout,
