@@ -136,14 +136,32 @@ class _LogHandler(logging.Handler):
 # ---------------------------------------------------------------- run
 
 
-def _interpreter(args: argparse.Namespace) -> CodeInterpreter:
+def _interpreter(args: argparse.Namespace, *, reuse: bool = True) -> CodeInterpreter:
+    """The facade `run` uses: the configured cloud; else a running local emulator of this
+    user (unless `--own-emulator` or `reuse=False`); else an emulator of its own."""
     from ._config import Config
     from ._sync_interpreter import CodeInterpreter
 
     config = Config.from_env()
     remote = config.has_credentials or bool(config.control_endpoint and config.data_endpoint)
     settings: Any = None
+    args.borrowed = None  # the registry entry of the running emulator used, if one is
     if args.backend == "local" or (args.backend == "auto" and not remote):
+        running = _running_emulator() if reuse and not args.own_emulator else None
+        if running is not None:
+            args.borrowed = running
+            (log.warning if args.backend == "auto" else log.info)(
+                "agentrun-ci: no AgentRun credentials found; running code on THIS machine in "
+                "the running local emulator %s (--own-emulator starts one of this command's "
+                "own)",
+                running.describe(),
+            )
+            return CodeInterpreter(
+                running.config,
+                backend="auto",
+                strategy="singleton",
+                interpreter_name=args.interpreter,
+            )
         try:
             from .local import EmulatorSettings
         except ImportError:  # no local extra: the facade explains it when it gets there
@@ -159,6 +177,26 @@ def _interpreter(args: argparse.Namespace) -> CodeInterpreter:
         interpreter_name=args.interpreter,
         emulator_settings=settings,
     )
+
+
+#: which running emulator `run` prefers: one served on purpose outlives a script's
+_KIND_ORDER = {"serve": 0, "mcp": 1, "embedded": 2}
+
+
+def _running_emulator() -> Any:
+    """A live, reachable local emulator of this user whose port accepts a connection (the
+    newest of the most lasting kind), or None."""
+    from ._discovery import live_entries
+
+    try:
+        entries = [e for e in live_entries() if e.reachable]
+    except OSError:
+        return None
+    entries.sort(key=lambda e: (_KIND_ORDER.get(e.kind, 3), -e.started))
+    for entry in entries:
+        if _reachable(entry.url, timeout=1.0) is None:
+            return entry
+    return None
 
 
 def _read_code(args: argparse.Namespace) -> str | None:
@@ -255,7 +293,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     interpreter = _interpreter(args)
     try:
         with _progress("starting a session", err):
-            interpreter.start_session()
+            interpreter = _start_session(interpreter, args)
         execution = interpreter.execute_code(code, language=args.language, timeout=args.timeout)
         # Printed now, not after the session is torn down (that takes a moment).
         saved = _save_images(execution, args.save_images) if args.save_images else None
@@ -276,6 +314,34 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     finally:
         interpreter.close()
     return 0 if execution.error is None and execution.status == "ok" else 1
+
+
+def _start_session(interpreter: CodeInterpreter, args: argparse.Namespace) -> CodeInterpreter:
+    """Start the session; where a running emulator `run` chose fails before any code ran
+    (it stopped meanwhile, it refused us), fall back to an emulator of its own."""
+    from ._errors import AgentRunError
+
+    try:
+        interpreter.start_session()
+        return interpreter
+    except AgentRunError as exc:
+        borrowed = getattr(args, "borrowed", None)
+        if borrowed is None:
+            raise
+        log.warning(
+            "agentrun-ci: the running local emulator %s failed (%s); starting one of this "
+            "command's own",
+            borrowed.describe(),
+            exc,
+        )
+        interpreter.close()
+    own = _interpreter(args, reuse=False)
+    try:
+        own.start_session()
+    except BaseException:
+        own.close()
+        raise
+    return own
 
 
 def _execution_json(execution: Execution) -> dict[str, Any]:
@@ -587,6 +653,15 @@ def _has(module: str) -> bool:
 # ---------------------------------------------------------------- resources
 
 
+def _is_local_default() -> bool:
+    """No credentials and no endpoint configured: the resource commands act on this
+    user's running local emulators (the registry in `_discovery`)."""
+    from ._config import Config
+
+    config = Config.from_env()
+    return not config.has_credentials and not config.control_endpoint
+
+
 def _control(args: argparse.Namespace) -> Any:
     from ._config import Config
     from ._errors import ConfigError
@@ -603,7 +678,96 @@ def _control(args: argparse.Namespace) -> Any:
     return ControlPlane(config)
 
 
+# ------------------------------------------------ this user's local emulators
+
+
+_NO_EMULATOR = (
+    "agentrun-ci: no AgentRun credentials, and no local emulator of yours is running. "
+    "Start one (`agentrun-ci local serve`, or any script or MCP server on the local backend) "
+    "or set AGENTRUN_ACCESS_KEY_ID, AGENTRUN_ACCESS_KEY_SECRET and AGENTRUN_ACCOUNT_ID for "
+    "the cloud\n"
+)
+
+
+def _local_emulators(err: TextIO) -> list[Any]:
+    """The registry's live emulators this command can reach; says on `err` when there is
+    none, and which ones it cannot reach."""
+    from ._discovery import ENV, live_entries, registry_dir
+
+    if registry_dir() is None:
+        err.write(
+            f"agentrun-ci: no AgentRun credentials, and {ENV}=off: no local emulator is "
+            "listed. Unset it, or set the cloud's credentials\n"
+        )
+        return []
+    entries = live_entries()
+    if not entries:
+        err.write(_NO_EMULATOR)
+    for entry in entries:
+        if entry.withheld:
+            err.write(
+                f"agentrun-ci: not listing the emulator {entry.describe()}: its sandboxes run as "
+                "you without the jail, so it keeps its key pair out of the registry (where "
+                "their code could read it). Export the variables it printed to reach it\n"
+            )
+    return [e for e in entries if e.reachable]
+
+
+@contextmanager
+def _local_control(entry: Any) -> Iterator[Any]:
+    """A ControlPlane on one registered emulator, quick to give up on one that hangs."""
+    import attrs
+
+    from ._sync.control_plane import ControlPlane
+
+    config = attrs.evolve(entry.config, connect_timeout=3.0, read_timeout=30.0, max_retries=0)
+    with ControlPlane(config) as control:
+        yield control
+
+
+def _each_emulator(err: TextIO) -> Iterator[tuple[Any, Any]]:
+    """(entry, control plane) for each reachable local emulator; one that fails is named
+    on `err` and skipped."""
+    from ._errors import AgentRunError
+
+    for entry in _local_emulators(err):
+        try:
+            with _local_control(entry) as control:
+                yield entry, control
+        except AgentRunError as exc:
+            err.write(f"agentrun-ci: the emulator {entry.describe()} did not answer: {exc}\n")
+
+
+def _owner_of(sandbox_id: str, err: TextIO) -> Any:
+    """The registered emulator that runs `sandbox_id`, or None."""
+    from ._errors import NotFoundError
+
+    for entry, control in _each_emulator(err):
+        try:
+            control.get_sandbox(sandbox_id)
+        except NotFoundError:
+            continue
+        return entry
+    return None
+
+
 def _cmd_interpreters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.action == "list" and _is_local_default():
+        emulators = found = 0
+        for entry, control in _each_emulator(err):
+            emulators += 1
+            for t in control.list_templates(template_type="CodeInterpreter"):
+                found += 1
+                out.write(
+                    f"{t.name}\t{t.status}\tcpu={t.cpu}\tmemory={t.memory}\t{entry.describe()}\n"
+                )
+        if emulators and not found:
+            err.write(f"agentrun-ci: no interpreters in your {emulators} local emulator(s)\n")
+        return 0
+    return _cloud_interpreters(args, out, err)
+
+
+def _cloud_interpreters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ._errors import NotFoundError
 
     with _control(args) as control:
@@ -635,21 +799,70 @@ def _cmd_interpreters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 
 def _cmd_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if _is_local_default():
+        return _local_sessions(args, out, err)
     with _control(args) as control:
         if args.action == "list":
-            sandboxes = control.list_sandboxes(template_name=args.interpreter)
-            with _data_plane(control.config) as data:
-                for s in sandboxes:
-                    # RUNNING: a preview's word for READY (inferred)
-                    running = data is not None and s.status in ("READY", "RUNNING")
-                    use = _current_use(data, s.sandbox_id) if running else "-"
-                    out.write(f"{s.sandbox_id}\t{s.status}\t{s.template_name}\t{use}\n")
-            if not sandboxes:
+            if not _list_sessions(control, args.interpreter, out):
                 which = f" of interpreter {args.interpreter!r}" if args.interpreter else ""
                 err.write(f"agentrun-ci: no sessions{which}\n")
-        else:
-            control.stop_sandbox(args.session_id)
-            out.write(f"stopped {args.session_id}\n")
+            return 0
+        return _end_session(control, args, out, err)
+
+
+def _local_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`sessions list|stop|kill` over every local emulator of this user."""
+    if args.action == "list":
+        emulators = found = 0
+        for entry, control in _each_emulator(err):
+            emulators += 1
+            found += _list_sessions(control, args.interpreter, out, entry.describe())
+        if emulators and not found:
+            which = f" of interpreter {args.interpreter!r}" if args.interpreter else ""
+            err.write(f"agentrun-ci: no sessions{which} in your {emulators} local emulator(s)\n")
+        return 0
+    entry = _owner_of(args.session_id, err)
+    if entry is None:
+        err.write(
+            f"agentrun-ci: no local emulator of yours runs a session {args.session_id!r} "
+            "(`agentrun-ci sessions list` shows them)\n"
+        )
+        return 1
+    with _local_control(entry) as control:
+        return _end_session(control, args, out, err)
+
+
+def _list_sessions(control: Any, interpreter: str | None, out: TextIO, where: str = "") -> int:
+    """One line per session (id, status, interpreter, current use[, emulator]); the count."""
+    sandboxes = control.list_sandboxes(template_name=interpreter)
+    with _data_plane(control.config) as data:
+        for s in sandboxes:
+            # RUNNING: a preview's word for READY (inferred)
+            running = data is not None and s.status in ("READY", "RUNNING")
+            use = _current_use(data, s.sandbox_id) if running else "-"
+            tail = f"\t{where}" if where else ""
+            out.write(f"{s.sandbox_id}\t{s.status}\t{s.template_name}\t{use}{tail}\n")
+    return len(sandboxes)
+
+
+def _end_session(control: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`stop` (the sandbox stays listed, stopped) or `kill` (stopped and deleted)."""
+    from ._errors import NotFoundError
+
+    if args.action == "stop":
+        control.stop_sandbox(args.session_id)
+        out.write(f"stopped {args.session_id}\n")
+        return 0
+    try:  # delete_sandbox counts "already gone" as done; the user should hear it was not there
+        control.get_sandbox(args.session_id)
+    except NotFoundError:
+        err.write(
+            f"agentrun-ci: no session {args.session_id!r}: nothing killed "
+            "(`agentrun-ci sessions list` shows them)\n"
+        )
+        return 1
+    control.delete_sandbox(args.session_id)
+    out.write(f"killed {args.session_id}\n")
     return 0
 
 
@@ -857,6 +1070,12 @@ def _parser() -> argparse.ArgumentParser:
         "--backend", default=os.environ.get("AGENTRUN_BACKEND", "auto"), choices=BACKENDS
     )
     r.add_argument("--interpreter", help="reuse this existing interpreter (template) by name")
+    r.add_argument(
+        "--own-emulator",
+        action="store_true",
+        help="on the local backend, start an emulator for this run even when one of yours "
+        "is running (by default a running one is used)",
+    )
     r.add_argument("--json", action="store_true", help="print the structured result as JSON")
     r.add_argument(
         "--save-images",
@@ -878,8 +1097,10 @@ def _parser() -> argparse.ArgumentParser:
     ssub = s.add_subparsers(dest="action", required=True)
     sl = ssub.add_parser("list")
     sl.add_argument("--interpreter", help="only sessions of this interpreter")
-    ss = ssub.add_parser("stop")
+    ss = ssub.add_parser("stop", help="stop a session (it stays listed, stopped)")
     ss.add_argument("session_id")
+    sk = ssub.add_parser("kill", help="stop a session and delete it")
+    sk.add_argument("session_id")
 
     rp = sub.add_parser("reap", help="delete sandboxes and templates orphaned by crashed runs")
     rp.add_argument("--older-than", type=float, default=0.0, help="seconds")
