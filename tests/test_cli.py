@@ -37,7 +37,8 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in [k for k in os.environ if k.startswith(ENV_PREFIXES)]:
-        monkeypatch.delenv(name)
+        if name != "AGENTRUN_LOCAL_REGISTRY":  # not a credential: where emulators are listed
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
