@@ -8,6 +8,7 @@ happen inside the subcommands that need them, so `agentrun-ci --help` is instant
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import io
 import json
@@ -136,32 +137,14 @@ class _LogHandler(logging.Handler):
 # ---------------------------------------------------------------- run
 
 
-def _interpreter(args: argparse.Namespace, *, reuse: bool = True) -> CodeInterpreter:
-    """The facade `run` uses: the configured cloud; else a running local emulator of this
-    user (unless `--own-emulator` or `reuse=False`); else an emulator of its own."""
+def _interpreter(args: argparse.Namespace) -> CodeInterpreter:
     from ._config import Config
     from ._sync_interpreter import CodeInterpreter
 
     config = Config.from_env()
     remote = config.has_credentials or bool(config.control_endpoint and config.data_endpoint)
     settings: Any = None
-    args.borrowed = None  # the registry entry of the running emulator used, if one is
     if args.backend == "local" or (args.backend == "auto" and not remote):
-        running = _running_emulator() if reuse and not args.own_emulator else None
-        if running is not None:
-            args.borrowed = running
-            (log.warning if args.backend == "auto" else log.info)(
-                "agentrun-ci: no AgentRun credentials found; running code on THIS machine in "
-                "the running local emulator %s (--own-emulator starts one of this command's "
-                "own)",
-                running.describe(),
-            )
-            return CodeInterpreter(
-                running.config,
-                backend="auto",
-                strategy="singleton",
-                interpreter_name=args.interpreter,
-            )
         try:
             from .local import EmulatorSettings
         except ImportError:  # no local extra: the facade explains it when it gets there
@@ -183,11 +166,19 @@ def _interpreter(args: argparse.Namespace, *, reuse: bool = True) -> CodeInterpr
 _KIND_ORDER = {"serve": 0, "mcp": 1, "embedded": 2}
 
 
-def _running_emulator() -> Any:
-    """A live, reachable local emulator of this user whose port accepts a connection (the
-    newest of the most lasting kind), or None."""
+def _running_emulator(args: argparse.Namespace) -> Any:
+    """For `run` on the local backend (no credentials, or `--backend local`; not
+    `--own-emulator`): a live, reachable local emulator of this user whose port accepts a
+    connection (the newest of the most lasting kind), or None."""
+    from ._config import Config
     from ._discovery import live_entries
 
+    config = Config.from_env()
+    remote = config.has_credentials or bool(config.control_endpoint and config.data_endpoint)
+    if args.own_emulator or not (
+        args.backend == "local" or (args.backend == "auto" and not remote)
+    ):
+        return None
     try:
         entries = [e for e in live_entries() if e.reachable]
     except OSError:
@@ -290,22 +281,18 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 2
     # Refused here, before a backend (and maybe an emulator) is started for nothing.
     check_timeout(args.timeout)
+    running = _running_emulator(args)
+    if running is not None:
+        status = _run_on(running, code, args, out, err)
+        if status is not None:
+            return status
     interpreter = _interpreter(args)
     try:
         with _progress("starting a session", err):
-            interpreter = _start_session(interpreter, args)
+            interpreter.start_session()
         execution = interpreter.execute_code(code, language=args.language, timeout=args.timeout)
         # Printed now, not after the session is torn down (that takes a moment).
-        saved = _save_images(execution, args.save_images) if args.save_images else None
-        if args.json:
-            data = _execution_json(execution)
-            if saved is not None:
-                data["saved_images"] = [p for paths in saved.values() for p in paths]
-            out.write(json.dumps(data, indent=2) + "\n")
-        else:
-            _print_execution(execution, out, err, saved)
-        out.flush()
-        err.flush()
+        return _report(execution, args, out, err)
     except KeyboardInterrupt:
         # What the teardown of an interrupted run meets (a request cut off, an emulator
         # already stopping) is not the user's news: main() says "interrupted", nothing else.
@@ -313,35 +300,96 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise
     finally:
         interpreter.close()
+
+
+def _report(execution: Execution, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Print the execution (and save its images) as asked; the exit status."""
+    saved = _save_images(execution, args.save_images) if args.save_images else None
+    if args.json:
+        data = _execution_json(execution)
+        if saved is not None:
+            data["saved_images"] = [p for paths in saved.values() for p in paths]
+        out.write(json.dumps(data, indent=2) + "\n")
+    else:
+        _print_execution(execution, out, err, saved)
+    out.flush()
+    err.flush()
     return 0 if execution.error is None and execution.status == "ok" else 1
 
 
-def _start_session(interpreter: CodeInterpreter, args: argparse.Namespace) -> CodeInterpreter:
-    """Start the session; where a running emulator `run` chose fails before any code ran
-    (it stopped meanwhile, it refused us), fall back to an emulator of its own."""
-    from ._errors import AgentRunError
+#: the interpreter (template) `run` keeps in a running emulator it uses, for the next run
+RUN_TEMPLATE = "agentrun-ci-run"
 
-    try:
-        interpreter.start_session()
-        return interpreter
-    except AgentRunError as exc:
-        borrowed = getattr(args, "borrowed", None)
-        if borrowed is None:
+
+def _run_on(
+    entry: Any, code: str, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int | None:
+    """`run` in a running local emulator of this user, on its data plane alone (no
+    facade, no control-plane client: a one-shot command's time is mostly its imports).
+
+    A session of its own (owner-tagged: a crash leaves nothing the reaper would not
+    find) from `--interpreter` or the kept `RUN_TEMPLATE`, deleted after. None when that
+    fails before the code runs (the emulator stopped meanwhile, it refused us): the
+    caller then starts an emulator of its own.
+    """
+    from ._errors import AgentRunError
+    from ._ownership import OwnerTag
+    from ._sync.data_plane import DataPlane
+
+    (log.warning if args.backend == "auto" else log.info)(
+        "agentrun-ci: no AgentRun credentials found; running code on THIS machine in the "
+        "running local emulator %s (--own-emulator starts one of this command's own)",
+        entry.describe(),
+    )
+    sandbox_id = OwnerTag.current().new_name("run")
+    with DataPlane(entry.config) as data:
+        try:
+            with _progress("starting a session", err):
+                _start_on(entry, data, sandbox_id, args.interpreter)
+        except AgentRunError as exc:
+            log.warning(
+                "agentrun-ci: the running local emulator %s failed (%s); starting one of "
+                "this command's own",
+                entry.describe(),
+                exc,
+            )
+            with contextlib.suppress(AgentRunError):
+                data.delete_sandbox(sandbox_id)
+            return None
+        try:
+            execution = data.execute(sandbox_id, code, language=args.language, timeout=args.timeout)
+            return _report(execution, args, out, err)
+        except KeyboardInterrupt:
+            logging.disable(logging.CRITICAL)  # as below: "interrupted" is all the user hears
             raise
-        log.warning(
-            "agentrun-ci: the running local emulator %s failed (%s); starting one of this "
-            "command's own",
-            borrowed.describe(),
-            exc,
-        )
-        interpreter.close()
-    own = _interpreter(args, reuse=False)
+        finally:
+            with contextlib.suppress(AgentRunError):
+                data.delete_sandbox(sandbox_id)
+
+
+def _start_on(entry: Any, data: Any, sandbox_id: str, interpreter: str | None) -> None:
+    """Start the session `sandbox_id` in `entry`'s emulator and wait until it is healthy;
+    make the kept run template first where it is missing."""
+    from ._errors import ConflictError, NotFoundError
+
+    template = interpreter or RUN_TEMPLATE
     try:
-        own.start_session()
-    except BaseException:
-        own.close()
-        raise
-    return own
+        data.create_sandbox(template, idle_timeout=600, sandbox_id=sandbox_id)
+    except NotFoundError:
+        if interpreter is not None:
+            raise
+        from ._sync.control_plane import ControlPlane
+
+        with ControlPlane(entry.config) as control:
+            with contextlib.suppress(ConflictError):  # another run made it meanwhile
+                control.create_template(
+                    RUN_TEMPLATE,
+                    description="agentrun-ci run: kept for the next run (deleted with the "
+                    "emulator)",
+                )
+            control.wait_template_ready(RUN_TEMPLATE)
+        data.create_sandbox(template, idle_timeout=600, sandbox_id=sandbox_id)
+    data.wait_until_healthy(sandbox_id)
 
 
 def _execution_json(execution: Execution) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from support import EXIT_WAIT, Server, base_env, needs_script, spawned, wait_unt
 from agentrun_ci import ControlPlane, DataPlane
 from agentrun_ci._discovery import Entry, live_entries, register
 from agentrun_ci._procfs import is_running, start_time
-from agentrun_ci.cli import main
+from agentrun_ci.cli import RUN_TEMPLATE, main
 
 pytest.importorskip("jupyter_client")
 
@@ -312,7 +312,13 @@ def test_run_uses_a_running_emulator(registry: Path, tmp_path: Path) -> None:
             out, err = run.communicate(timeout=120)
         assert (run.returncode, out) == (0, token + "\n"), err
         assert f"in the running local emulator {served.describe()}" in err
-        # its sandbox and template are gone from the emulator it borrowed
+        # its session is gone from the emulator it used; its template is kept for the next
+        assert {s.sandbox_id for s in control.list_sandboxes()} == before
+        assert RUN_TEMPLATE in {t.name for t in control.list_templates()}
+        status, out, err = cli("run", "--json", "print('again'); 6 * 7")
+        assert status == 0, err
+        assert json.loads(out)["stdout"] == "again\n"
+        assert [t.name for t in control.list_templates()].count(RUN_TEMPLATE) == 1
         assert {s.sandbox_id for s in control.list_sandboxes()} == before
 
 
