@@ -238,7 +238,7 @@ def is_alive(entry: Entry) -> bool | None:
     return True
 
 
-def program_label(kind: str) -> str:
+def program_label() -> str:
     """What runs the emulator, for a person reading the list: the program's name and,
     for `python -m pkg`, the module. Never its arguments (they may hold a secret)."""
     argv = list(getattr(sys, "orig_argv", None) or sys.argv)
@@ -297,7 +297,7 @@ def register(
         boot_id=_boot_id(),
         pid_namespace=_pid_namespace(),
         kind=kind,
-        label=program_label(kind),
+        label=program_label(),
         url=url,
         access_key_id=None if withhold else access_key_id,
         access_key_secret=None if withhold else access_key_secret,

@@ -783,7 +783,7 @@ def _each_emulator(err: TextIO) -> Iterator[tuple[Any, Any]]:
             with _local_control(entry) as control:
                 yield entry, control
         except AgentRunError as exc:
-            err.write(f"agentrun-ci: the emulator {entry.describe()} did not answer: {exc}\n")
+            err.write(f"agentrun-ci: the emulator {entry.describe()} failed: {exc}\n")
 
 
 def _owner_of(sandbox_id: str, err: TextIO) -> Any:
