@@ -29,6 +29,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._config import Config
+    from ._discovery import Entry
     from ._models import Execution
     from ._sync_interpreter import CodeInterpreter
 
@@ -166,7 +167,7 @@ def _interpreter(args: argparse.Namespace) -> CodeInterpreter:
 _KIND_ORDER = {"serve": 0, "mcp": 1, "embedded": 2}
 
 
-def _running_emulator(args: argparse.Namespace) -> Any:
+def _running_emulator(args: argparse.Namespace) -> Entry | None:
     """For `run` on the local backend (no credentials, or `--backend local`; not
     `--own-emulator`): a live, reachable local emulator of this user whose port accepts a
     connection (the newest of the most lasting kind), or None."""
@@ -322,7 +323,7 @@ RUN_TEMPLATE = "agentrun-ci-run"
 
 
 def _run_on(
-    entry: Any, code: str, args: argparse.Namespace, out: TextIO, err: TextIO
+    entry: Entry, code: str, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int | None:
     """`run` in a running local emulator of this user, on its data plane alone (no
     facade, no control-plane client: a one-shot command's time is mostly its imports).
@@ -367,7 +368,7 @@ def _run_on(
                 data.delete_sandbox(sandbox_id)
 
 
-def _start_on(entry: Any, data: Any, sandbox_id: str, interpreter: str | None) -> None:
+def _start_on(entry: Entry, data: Any, sandbox_id: str, interpreter: str | None) -> None:
     """Start the session `sandbox_id` in `entry`'s emulator and wait until it is healthy;
     make the kept run template first where it is missing."""
     from ._errors import ConflictError, NotFoundError
@@ -737,7 +738,7 @@ _NO_EMULATOR = (
 )
 
 
-def _local_emulators(err: TextIO) -> list[Any]:
+def _local_emulators(err: TextIO) -> list[Entry]:
     """The registry's live emulators this command can reach; says on `err` when there is
     none, and which ones it cannot reach."""
     from ._discovery import ENV, live_entries, registry_dir
@@ -756,13 +757,14 @@ def _local_emulators(err: TextIO) -> list[Any]:
             err.write(
                 f"agentrun-ci: not listing the emulator {entry.describe()}: its sandboxes run as "
                 "you without the jail, so it keeps its key pair out of the registry (where "
-                "their code could read it). Export the variables it printed to reach it\n"
+                "their code could read it). A `local serve` is reached through the variables it "
+                "printed\n"
             )
     return [e for e in entries if e.reachable]
 
 
 @contextmanager
-def _local_control(entry: Any) -> Iterator[Any]:
+def _local_control(entry: Entry) -> Iterator[Any]:
     """A ControlPlane on one registered emulator, quick to give up on one that hangs."""
     import attrs
 
@@ -773,7 +775,7 @@ def _local_control(entry: Any) -> Iterator[Any]:
         yield control
 
 
-def _each_emulator(err: TextIO) -> Iterator[tuple[Any, Any]]:
+def _each_emulator(err: TextIO) -> Iterator[tuple[Entry, Any]]:
     """(entry, control plane) for each reachable local emulator; one that fails is named
     on `err` and skipped."""
     from ._errors import AgentRunError
@@ -786,7 +788,7 @@ def _each_emulator(err: TextIO) -> Iterator[tuple[Any, Any]]:
             err.write(f"agentrun-ci: the emulator {entry.describe()} failed: {exc}\n")
 
 
-def _owner_of(sandbox_id: str, err: TextIO) -> Any:
+def _owner_of(sandbox_id: str, err: TextIO) -> Entry | None:
     """The registered emulator that runs `sandbox_id`, or None."""
     from ._errors import NotFoundError
 
@@ -869,14 +871,14 @@ def _local_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             which = f" of interpreter {args.interpreter!r}" if args.interpreter else ""
             err.write(f"agentrun-ci: no sessions{which} in your {emulators} local emulator(s)\n")
         return 0
-    entry = _owner_of(args.session_id, err)
-    if entry is None:
+    owner = _owner_of(args.session_id, err)
+    if owner is None:
         err.write(
             f"agentrun-ci: no local emulator of yours runs a session {args.session_id!r} "
             "(`agentrun-ci sessions list` shows them)\n"
         )
         return 1
-    with _local_control(entry) as control:
+    with _local_control(owner) as control:
         return _end_session(control, args, out, err)
 
 

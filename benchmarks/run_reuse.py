@@ -11,7 +11,9 @@ result) and to its exit:
 * run, emulator running: `agentrun-ci run '6 * 7'` with no credentials while an
   `agentrun-ci local serve` of the same user runs (listed in the registry): run uses it;
 * run, no emulator: the same with nothing running (`--own-emulator`): run starts the
-  emulator in-process and a cold kernel, as before local discovery.
+  emulator in-process and a cold kernel, as before local discovery;
+* reference: the interpreter starting and importing `agentrun_ci.cli`, then printing:
+  the part of a run that is neither the emulator nor the kernel.
 
 Rows are visited in rotation, so load drift on a shared machine hits them alike; ratios
 are of medians. Each row runs once first, not counted, so every process finds its
@@ -25,6 +27,7 @@ import argparse
 import contextlib
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -60,6 +63,11 @@ ROWS = {
     "floor: bare kernel start + execute": [sys.executable, "-c", FLOOR],
     "agentrun-ci run, emulator running": [CLI, "run", "6 * 7"],
     "agentrun-ci run, no emulator (--own-emulator)": [CLI, "run", "--own-emulator", "6 * 7"],
+    "reference: import agentrun_ci.cli, print": [
+        sys.executable,
+        "-c",
+        "import agentrun_ci.cli; print(6 * 7)",
+    ],
 }
 
 
@@ -75,8 +83,11 @@ def _env(registry: Path, tmp: Path) -> dict[str, str]:
     return env
 
 
-def once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(seconds to the first line of stdout, seconds to exit) of one process."""
+def once(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(seconds to the first line of stdout, seconds to exit, CPU seconds) of one process
+    (its CPU time counts the children it waited for: the floor's kernel, not the running
+    emulator's work, which is another process's)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
@@ -86,9 +97,11 @@ def once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     output = time.monotonic() - started
     rest, err = proc.communicate(timeout=300)
     ended = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0 or first.strip() != "42":
         raise RuntimeError(f"{argv[:3]} gave {proc.returncode} {first!r}{rest!r}: {err[-2000:]}")
-    return output, ended
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return output, ended, cpu
 
 
 @contextlib.contextmanager
@@ -119,8 +132,8 @@ def serving(env: dict[str, str], log: Path) -> Iterator[None]:
             proc.wait()
 
 
-def measure(rounds: int) -> dict[str, list[tuple[float, float]]]:
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in ROWS}
+def measure(rounds: int) -> dict[str, list[tuple[float, float, float]]]:
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in ROWS}
     with tempfile.TemporaryDirectory(prefix="run-reuse-") as scratch:
         base = Path(scratch)
         (base / "tmp").mkdir()
@@ -137,7 +150,7 @@ def measure(rounds: int) -> dict[str, list[tuple[float, float]]]:
     return times
 
 
-def table(times: dict[str, list[tuple[float, float]]], rounds: int) -> str:
+def table(times: dict[str, list[tuple[float, float, float]]], rounds: int) -> str:
     floor = statistics.median(t[0] for t in times[next(iter(ROWS))])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
@@ -148,22 +161,29 @@ def table(times: dict[str, list[tuple[float, float]]], rounds: int) -> str:
         f"average {load:.1f} at the end. Each row is a fresh process, timed from its spawn "
         "to its result on stdout (`42`) and to its exit.",
         "",
-        "| row | p50 to result s | p50 to exit s | min-max to exit s | result / floor |",
-        "|---|---:|---:|---:|---:|",
+        "| row | p50 to result s | p50 to exit s | min-max to exit s | result / floor "
+        "| p50 CPU s | CPU / floor |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    floor_cpu = statistics.median(t[2] for t in times[next(iter(ROWS))])
     for name, samples in times.items():
         output = statistics.median(t[0] for t in samples)
         ended = [t[1] for t in samples]
+        cpu = statistics.median(t[2] for t in samples)
         lines.append(
             f"| {name} | {output:.2f} | {statistics.median(ended):.2f} | "
-            f"{min(ended):.2f}-{max(ended):.2f} | {output / floor:.2f} |"
+            f"{min(ended):.2f}-{max(ended):.2f} | {output / floor:.2f} | {cpu:.2f} | "
+            f"{cpu / floor_cpu:.2f} |"
         )
     lines += [
         "",
         "Goal: `agentrun-ci run` with an emulator running at most 0.5 x the floor's time to "
         "its result. The floor starts a kernel, the run with an emulator running does not: "
         "its time is the CLI's imports and a handful of loopback requests (a template, a "
-        "session on the emulator's warm spare kernel, a context, the execute, the cleanup).",
+        "session on the emulator's warm spare kernel, a context, the execute, the cleanup). "
+        "CPU is the process's own user and system time with the children it waited for (the "
+        "floor's kernel), not the running emulator's share; the reference row is the "
+        "interpreter starting and importing the CLI, nothing else.",
     ]
     return "\n".join(lines) + "\n"
 

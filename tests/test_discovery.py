@@ -27,7 +27,7 @@ from support import EXIT_WAIT, Server, base_env, needs_script, spawned, wait_unt
 
 from agentrun_ci import ControlPlane, DataPlane
 from agentrun_ci._discovery import Entry, live_entries, register
-from agentrun_ci._procfs import is_running, start_time
+from agentrun_ci._procfs import start_time
 from agentrun_ci.cli import RUN_TEMPLATE, main
 
 pytest.importorskip("jupyter_client")
@@ -87,10 +87,16 @@ def _serve(registry: Path, tmp_path: Path, *args: str) -> Iterator[tuple[Entry, 
             found = _entries_of(registry, proc.pid)
             return found[0] if found else None
 
-        yield wait_until(entry, lambda: f"local serve to register: {log.read_text()}"), log
-        if proc.poll() is None:
+        registered = wait_until(entry, lambda: f"local serve to register: {log.read_text()}")
+        try:
+            yield registered, log
+        finally:  # a clean stop, whatever the test did: a SIGKILL would leave its mounts
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(EXIT_WAIT) == 0, log.read_text()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(EXIT_WAIT)
+        assert proc.returncode == 0, log.read_text()
+        assert registered.path is not None
+        assert not registered.path.exists()  # removed at its clean stop
 
 
 @contextlib.contextmanager
@@ -109,6 +115,8 @@ def _mcp_server(registry: Path, tmp_path: Path) -> Iterator[tuple[Server, Entry]
         )
         yield server, found[0]
         assert server.stop("eof") == 0, server.log_tail()
+        assert found[0].path is not None
+        assert not found[0].path.exists()  # removed at its clean stop
     finally:
         server.close()
 
@@ -145,13 +153,34 @@ def test_an_emulator_registers_privately_and_unregisters_at_stop(registry: Path)
     assert list(registry.iterdir()) == []
 
 
+#: a process that registers an emulator entry for itself (no emulator: SIGKILLing a real
+#: one would leave its sandboxes' mounts behind), says so, and waits to be killed
+_REGISTERED = """
+import sys
+from agentrun_ci._discovery import register
+register(url="http://127.0.0.1:9", kind="serve", access_key_id=None, access_key_secret=None,
+         withhold=False)
+print("registered", flush=True)
+sys.stdin.read()
+"""
+
+
 def test_a_stale_entry_is_ignored_and_pruned(registry: Path, tmp_path: Path) -> None:
-    with _serve(registry, tmp_path, "--insecure") as (entry, _):
-        assert entry.kind == "serve"
-        assert (entry.access_key_id, entry.access_key_secret, entry.withheld) == (None, None, False)
-        assert entry.path is not None
-        os.kill(entry.pid, signal.SIGKILL)
-        wait_until(lambda: not is_running(entry.pid), "local serve to die")
+    env = _env(registry, tmp_path / "child-tmp", "stale" + secrets.token_hex(3))
+    with spawned(
+        [sys.executable, "-c", _REGISTERED],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "registered\n"
+        [entry] = live_entries()
+        assert (entry.pid, entry.kind) == (child.pid, "serve")
+        child.kill()
+        child.wait(EXIT_WAIT)
+    assert entry.path is not None
     assert entry.path.exists()  # a SIGKILL left it behind
     # and one whose pid now names another process (ours, with another start time)
     reused = registry / "reused.json"
@@ -160,6 +189,23 @@ def test_a_stale_entry_is_ignored_and_pruned(registry: Path, tmp_path: Path) -> 
     assert (status, out) == (0, "")
     assert "no local emulator of yours is running" in err
     assert sorted(registry.iterdir()) == []
+
+
+def test_an_unsigned_emulator_registers_and_is_reached_unsigned(registry: Path) -> None:
+    from agentrun_ci.local import LocalEmulator
+
+    with LocalEmulator() as config, ControlPlane(config) as control:  # as serve --insecure
+        [entry] = live_entries()
+        assert (entry.access_key_id, entry.access_key_secret, entry.withheld) == (None, None, False)
+        name = f"disc-{secrets.token_hex(3)}"
+        control.create_template(name, memory=1024)
+        try:
+            status, out, err = cli("interpreters", "list")
+            assert status == 0, err
+            assert f"{name}\t" in out
+            assert entry.describe() in out
+        finally:
+            control.delete_template(name)
 
 
 def test_a_secret_is_withheld_where_sandboxed_code_could_read_it(registry: Path) -> None:
