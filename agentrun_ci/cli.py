@@ -333,6 +333,10 @@ def _run_on(
     fails before the code runs (the emulator stopped meanwhile, it refused us): the
     caller then starts an emulator of its own.
     """
+    import ssl
+
+    import httpx
+
     from ._errors import AgentRunError
     from ._ownership import OwnerTag
     from ._sync.data_plane import DataPlane
@@ -343,7 +347,11 @@ def _run_on(
         entry.describe(),
     )
     sandbox_id = OwnerTag.current().new_name("run")
-    with DataPlane(entry.config) as data:
+    # The emulator speaks plain HTTP on loopback: a transport whose TLS context loads no
+    # CA bundle (loading one is most of a client's start, and it would verify nothing
+    # here; an https URL would fail its verification, not skip it).
+    transport = httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    with DataPlane(entry.config, transport=transport) as data:
         try:
             with _progress("starting a session", err):
                 _start_on(entry, data, sandbox_id, args.interpreter)
