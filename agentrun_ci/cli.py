@@ -8,6 +8,7 @@ happen inside the subcommands that need them, so `agentrun-ci --help` is instant
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import io
 import json
@@ -28,6 +29,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._config import Config
+    from ._discovery import Entry
     from ._models import Execution
     from ._sync_interpreter import CodeInterpreter
 
@@ -161,6 +163,34 @@ def _interpreter(args: argparse.Namespace) -> CodeInterpreter:
     )
 
 
+#: which running emulator `run` prefers: one served on purpose outlives a script's
+_KIND_ORDER = {"serve": 0, "mcp": 1, "embedded": 2}
+
+
+def _running_emulator(args: argparse.Namespace) -> Entry | None:
+    """For `run` on the local backend (no credentials, or `--backend local`; not
+    `--own-emulator`): a live, reachable local emulator of this user whose port accepts a
+    connection (the newest of the most lasting kind), or None."""
+    from ._config import Config
+    from ._discovery import live_entries
+
+    config = Config.from_env()
+    remote = config.has_credentials or bool(config.control_endpoint and config.data_endpoint)
+    if args.own_emulator or not (
+        args.backend == "local" or (args.backend == "auto" and not remote)
+    ):
+        return None
+    try:
+        entries = [e for e in live_entries() if e.reachable]
+    except OSError:
+        return None
+    entries.sort(key=lambda e: (_KIND_ORDER.get(e.kind, 3), -e.started))
+    for entry in entries:
+        if _reachable(entry.url, timeout=1.0) is None:
+            return entry
+    return None
+
+
 def _read_code(args: argparse.Namespace) -> str | None:
     """The code to run, from the argument, -f FILE or stdin; None when there is none."""
     if args.file is not None:
@@ -252,22 +282,18 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 2
     # Refused here, before a backend (and maybe an emulator) is started for nothing.
     check_timeout(args.timeout)
+    running = _running_emulator(args)
+    if running is not None:
+        status = _run_on(running, code, args, out, err)
+        if status is not None:
+            return status
     interpreter = _interpreter(args)
     try:
         with _progress("starting a session", err):
             interpreter.start_session()
         execution = interpreter.execute_code(code, language=args.language, timeout=args.timeout)
         # Printed now, not after the session is torn down (that takes a moment).
-        saved = _save_images(execution, args.save_images) if args.save_images else None
-        if args.json:
-            data = _execution_json(execution)
-            if saved is not None:
-                data["saved_images"] = [p for paths in saved.values() for p in paths]
-            out.write(json.dumps(data, indent=2) + "\n")
-        else:
-            _print_execution(execution, out, err, saved)
-        out.flush()
-        err.flush()
+        return _report(execution, args, out, err)
     except KeyboardInterrupt:
         # What the teardown of an interrupted run meets (a request cut off, an emulator
         # already stopping) is not the user's news: main() says "interrupted", nothing else.
@@ -275,7 +301,104 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise
     finally:
         interpreter.close()
+
+
+def _report(execution: Execution, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Print the execution (and save its images) as asked; the exit status."""
+    saved = _save_images(execution, args.save_images) if args.save_images else None
+    if args.json:
+        data = _execution_json(execution)
+        if saved is not None:
+            data["saved_images"] = [p for paths in saved.values() for p in paths]
+        out.write(json.dumps(data, indent=2) + "\n")
+    else:
+        _print_execution(execution, out, err, saved)
+    out.flush()
+    err.flush()
     return 0 if execution.error is None and execution.status == "ok" else 1
+
+
+#: the interpreter (template) `run` keeps in a running emulator it uses, for the next run
+RUN_TEMPLATE = "agentrun-ci-run"
+
+
+def _run_on(
+    entry: Entry, code: str, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int | None:
+    """`run` in a running local emulator of this user, on its data plane alone (no
+    facade, no control-plane client: a one-shot command's time is mostly its imports).
+
+    A session of its own (owner-tagged: a crash leaves nothing the reaper would not
+    find) from `--interpreter` or the kept `RUN_TEMPLATE`, deleted after. None when that
+    fails before the code runs (the emulator stopped meanwhile, it refused us): the
+    caller then starts an emulator of its own.
+    """
+    import ssl
+
+    import httpx
+
+    from ._errors import AgentRunError
+    from ._ownership import OwnerTag
+    from ._sync.data_plane import DataPlane
+
+    (log.warning if args.backend == "auto" else log.info)(
+        "agentrun-ci: no AgentRun credentials found; running code on THIS machine in the "
+        "running local emulator %s (--own-emulator starts one of this command's own)",
+        entry.describe(),
+    )
+    sandbox_id = OwnerTag.current().new_name("run")
+    # The emulator speaks plain HTTP on loopback: a transport whose TLS context loads no
+    # CA bundle (loading one is most of a client's start, and it would verify nothing
+    # here; an https URL would fail its verification, not skip it).
+    transport = httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    with DataPlane(entry.config, transport=transport) as data:
+        try:
+            with _progress("starting a session", err):
+                _start_on(entry, data, sandbox_id, args.interpreter)
+        except AgentRunError as exc:
+            log.warning(
+                "agentrun-ci: the running local emulator %s failed (%s); starting one of "
+                "this command's own",
+                entry.describe(),
+                exc,
+            )
+            with contextlib.suppress(AgentRunError):
+                data.delete_sandbox(sandbox_id)
+            return None
+        try:
+            execution = data.execute(sandbox_id, code, language=args.language, timeout=args.timeout)
+            return _report(execution, args, out, err)
+        except KeyboardInterrupt:
+            logging.disable(logging.CRITICAL)  # as below: "interrupted" is all the user hears
+            raise
+        finally:
+            with contextlib.suppress(AgentRunError):
+                data.delete_sandbox(sandbox_id)
+
+
+def _start_on(entry: Entry, data: Any, sandbox_id: str, interpreter: str | None) -> None:
+    """Start the session `sandbox_id` in `entry`'s emulator and wait until it is healthy;
+    make the kept run template first where it is missing."""
+    from ._errors import ConflictError, NotFoundError
+
+    template = interpreter or RUN_TEMPLATE
+    try:
+        data.create_sandbox(template, idle_timeout=600, sandbox_id=sandbox_id)
+    except NotFoundError:
+        if interpreter is not None:
+            raise
+        from ._sync.control_plane import ControlPlane
+
+        with ControlPlane(entry.config) as control:
+            with contextlib.suppress(ConflictError):  # another run made it meanwhile
+                control.create_template(
+                    RUN_TEMPLATE,
+                    description="agentrun-ci run: kept for the next run (deleted with the "
+                    "emulator)",
+                )
+            control.wait_template_ready(RUN_TEMPLATE)
+        data.create_sandbox(template, idle_timeout=600, sandbox_id=sandbox_id)
+    data.wait_until_healthy(sandbox_id)
 
 
 def _execution_json(execution: Execution) -> dict[str, Any]:
@@ -587,6 +710,15 @@ def _has(module: str) -> bool:
 # ---------------------------------------------------------------- resources
 
 
+def _is_local_default() -> bool:
+    """No credentials and no endpoint configured: the resource commands act on this
+    user's running local emulators (the registry in `_discovery`)."""
+    from ._config import Config
+
+    config = Config.from_env()
+    return not config.has_credentials and not config.control_endpoint
+
+
 def _control(args: argparse.Namespace) -> Any:
     from ._config import Config
     from ._errors import ConfigError
@@ -603,7 +735,97 @@ def _control(args: argparse.Namespace) -> Any:
     return ControlPlane(config)
 
 
+# ------------------------------------------------ this user's local emulators
+
+
+_NO_EMULATOR = (
+    "agentrun-ci: no AgentRun credentials, and no local emulator of yours is running. "
+    "Start one (`agentrun-ci local serve`, or any script or MCP server on the local backend) "
+    "or set AGENTRUN_ACCESS_KEY_ID, AGENTRUN_ACCESS_KEY_SECRET and AGENTRUN_ACCOUNT_ID for "
+    "the cloud\n"
+)
+
+
+def _local_emulators(err: TextIO) -> list[Entry]:
+    """The registry's live emulators this command can reach; says on `err` when there is
+    none, and which ones it cannot reach."""
+    from ._discovery import ENV, live_entries, registry_dir
+
+    if registry_dir() is None:
+        err.write(
+            f"agentrun-ci: no AgentRun credentials, and {ENV}=off: no local emulator is "
+            "listed. Unset it, or set the cloud's credentials\n"
+        )
+        return []
+    entries = live_entries()
+    if not entries:
+        err.write(_NO_EMULATOR)
+    for entry in entries:
+        if entry.withheld:
+            err.write(
+                f"agentrun-ci: not listing the emulator {entry.describe()}: its sandboxes run as "
+                "you without the jail, so it keeps its key pair out of the registry (where "
+                "their code could read it). A `local serve` is reached through the variables it "
+                "printed\n"
+            )
+    return [e for e in entries if e.reachable]
+
+
+@contextmanager
+def _local_control(entry: Entry) -> Iterator[Any]:
+    """A ControlPlane on one registered emulator, quick to give up on one that hangs."""
+    import attrs
+
+    from ._sync.control_plane import ControlPlane
+
+    config = attrs.evolve(entry.config, connect_timeout=3.0, read_timeout=30.0, max_retries=0)
+    with ControlPlane(config) as control:
+        yield control
+
+
+def _each_emulator(err: TextIO) -> Iterator[tuple[Entry, Any]]:
+    """(entry, control plane) for each reachable local emulator; one that fails is named
+    on `err` and skipped."""
+    from ._errors import AgentRunError
+
+    for entry in _local_emulators(err):
+        try:
+            with _local_control(entry) as control:
+                yield entry, control
+        except AgentRunError as exc:
+            err.write(f"agentrun-ci: the emulator {entry.describe()} failed: {exc}\n")
+
+
+def _owner_of(sandbox_id: str, err: TextIO) -> Entry | None:
+    """The registered emulator that runs `sandbox_id`, or None."""
+    from ._errors import NotFoundError
+
+    for entry, control in _each_emulator(err):
+        try:
+            control.get_sandbox(sandbox_id)
+        except NotFoundError:
+            continue
+        return entry
+    return None
+
+
 def _cmd_interpreters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.action == "list" and _is_local_default():
+        emulators = found = 0
+        for entry, control in _each_emulator(err):
+            emulators += 1
+            for t in control.list_templates(template_type="CodeInterpreter"):
+                found += 1
+                out.write(
+                    f"{t.name}\t{t.status}\tcpu={t.cpu}\tmemory={t.memory}\t{entry.describe()}\n"
+                )
+        if emulators and not found:
+            err.write(f"agentrun-ci: no interpreters in your {emulators} local emulator(s)\n")
+        return 0
+    return _cloud_interpreters(args, out, err)
+
+
+def _cloud_interpreters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ._errors import NotFoundError
 
     with _control(args) as control:
@@ -635,21 +857,70 @@ def _cmd_interpreters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 
 def _cmd_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if _is_local_default():
+        return _local_sessions(args, out, err)
     with _control(args) as control:
         if args.action == "list":
-            sandboxes = control.list_sandboxes(template_name=args.interpreter)
-            with _data_plane(control.config) as data:
-                for s in sandboxes:
-                    # RUNNING: a preview's word for READY (inferred)
-                    running = data is not None and s.status in ("READY", "RUNNING")
-                    use = _current_use(data, s.sandbox_id) if running else "-"
-                    out.write(f"{s.sandbox_id}\t{s.status}\t{s.template_name}\t{use}\n")
-            if not sandboxes:
+            if not _list_sessions(control, args.interpreter, out):
                 which = f" of interpreter {args.interpreter!r}" if args.interpreter else ""
                 err.write(f"agentrun-ci: no sessions{which}\n")
-        else:
-            control.stop_sandbox(args.session_id)
-            out.write(f"stopped {args.session_id}\n")
+            return 0
+        return _end_session(control, args, out, err)
+
+
+def _local_sessions(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`sessions list|stop|kill` over every local emulator of this user."""
+    if args.action == "list":
+        emulators = found = 0
+        for entry, control in _each_emulator(err):
+            emulators += 1
+            found += _list_sessions(control, args.interpreter, out, entry.describe())
+        if emulators and not found:
+            which = f" of interpreter {args.interpreter!r}" if args.interpreter else ""
+            err.write(f"agentrun-ci: no sessions{which} in your {emulators} local emulator(s)\n")
+        return 0
+    owner = _owner_of(args.session_id, err)
+    if owner is None:
+        err.write(
+            f"agentrun-ci: no local emulator of yours runs a session {args.session_id!r} "
+            "(`agentrun-ci sessions list` shows them)\n"
+        )
+        return 1
+    with _local_control(owner) as control:
+        return _end_session(control, args, out, err)
+
+
+def _list_sessions(control: Any, interpreter: str | None, out: TextIO, where: str = "") -> int:
+    """One line per session (id, status, interpreter, current use[, emulator]); the count."""
+    sandboxes = control.list_sandboxes(template_name=interpreter)
+    with _data_plane(control.config) as data:
+        for s in sandboxes:
+            # RUNNING: a preview's word for READY (inferred)
+            running = data is not None and s.status in ("READY", "RUNNING")
+            use = _current_use(data, s.sandbox_id) if running else "-"
+            tail = f"\t{where}" if where else ""
+            out.write(f"{s.sandbox_id}\t{s.status}\t{s.template_name}\t{use}{tail}\n")
+    return len(sandboxes)
+
+
+def _end_session(control: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`stop` (the sandbox stays listed, stopped) or `kill` (stopped and deleted)."""
+    from ._errors import NotFoundError
+
+    if args.action == "stop":
+        control.stop_sandbox(args.session_id)
+        out.write(f"stopped {args.session_id}\n")
+        return 0
+    try:  # delete_sandbox counts "already gone" as done; the user should hear it was not there
+        control.get_sandbox(args.session_id)
+    except NotFoundError:
+        err.write(
+            f"agentrun-ci: no session {args.session_id!r}: nothing killed "
+            "(`agentrun-ci sessions list` shows them)\n"
+        )
+        return 1
+    control.delete_sandbox(args.session_id)
+    out.write(f"killed {args.session_id}\n")
     return 0
 
 
@@ -857,6 +1128,12 @@ def _parser() -> argparse.ArgumentParser:
         "--backend", default=os.environ.get("AGENTRUN_BACKEND", "auto"), choices=BACKENDS
     )
     r.add_argument("--interpreter", help="reuse this existing interpreter (template) by name")
+    r.add_argument(
+        "--own-emulator",
+        action="store_true",
+        help="on the local backend, start an emulator for this run even when one of yours "
+        "is running (by default a running one is used)",
+    )
     r.add_argument("--json", action="store_true", help="print the structured result as JSON")
     r.add_argument(
         "--save-images",
@@ -878,8 +1155,10 @@ def _parser() -> argparse.ArgumentParser:
     ssub = s.add_subparsers(dest="action", required=True)
     sl = ssub.add_parser("list")
     sl.add_argument("--interpreter", help="only sessions of this interpreter")
-    ss = ssub.add_parser("stop")
+    ss = ssub.add_parser("stop", help="stop a session (it stays listed, stopped)")
     ss.add_argument("session_id")
+    sk = ssub.add_parser("kill", help="stop a session and delete it")
+    sk.add_argument("session_id")
 
     rp = sub.add_parser("reap", help="delete sandboxes and templates orphaned by crashed runs")
     rp.add_argument("--older-than", type=float, default=0.0, help="seconds")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -52,6 +55,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("xdist_group") is None:
             name = item.path.name
             item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+
+
+# ---------------------------------------------------------------- local discovery
+
+# Every emulator the tests start would list itself in the user's registry of local
+# emulators, and `agentrun-ci run` would then use another test's emulator. The tests' own
+# emulators are not registered (`off`); a child whose environment drops every AGENTRUN_
+# variable falls back to $XDG_RUNTIME_DIR, which points at this worker's own directory,
+# never the user's. Tests of the registry name a directory of their own.
+os.environ["AGENTRUN_LOCAL_REGISTRY"] = "off"
+_RUNTIME = tempfile.mkdtemp(prefix="agentrun-test-runtime-")
+atexit.register(shutil.rmtree, _RUNTIME, True)
+os.environ["XDG_RUNTIME_DIR"] = _RUNTIME
 
 
 # ---------------------------------------------------------------- hypothesis (issue #16)

@@ -195,6 +195,9 @@ def base_env(owner: str, *, log_level: str = "WARNING") -> dict[str, str]:
     }
     if os.environ.get("PYTHONPATH"):  # the code under test, where it is not the installed one
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    for name in ("AGENTRUN_LOCAL_REGISTRY", "XDG_RUNTIME_DIR"):  # not the user's (conftest)
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     return env
 
 

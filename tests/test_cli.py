@@ -37,7 +37,8 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in [k for k in os.environ if k.startswith(ENV_PREFIXES)]:
-        monkeypatch.delenv(name)
+        if name != "AGENTRUN_LOCAL_REGISTRY":  # not a credential: where emulators are listed
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -262,12 +263,22 @@ def test_interpreters_create_list_delete(at_emulator: Config, control: ControlPl
     assert name not in out
 
 
-def test_resource_commands_without_credentials_name_the_fix(no_env: None) -> None:
-    status, out, err = cli("interpreters", "list")
+def test_resource_commands_without_credentials_name_the_fix(
+    no_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, out, err = cli("interpreters", "create", "x")
     assert status == 1
     assert out == ""
     assert "AGENTRUN_ACCESS_KEY_ID" in err
     assert "local serve" in err
+    # listing acts on this user's running local emulators (test_discovery.py): none here
+    monkeypatch.setenv("AGENTRUN_LOCAL_REGISTRY", str(tmp_path))
+    for argv in (("interpreters", "list"), ("sessions", "list")):
+        status, out, err = cli(*argv)
+        assert (status, out) == (0, "")
+        assert "no local emulator of yours is running" in err
+        assert "local serve" in err
+        assert "AGENTRUN_ACCESS_KEY_ID" in err
 
 
 def test_sessions_list_and_stop(at_emulator: Config, control: ControlPlane) -> None:
@@ -287,6 +298,23 @@ def test_sessions_list_and_stop(at_emulator: Config, control: ControlPlane) -> N
         assert (status, out) == (0, f"stopped {sandbox.sandbox_id}\n")
         after = control.get_sandbox(sandbox.sandbox_id)
         assert after.status != state
+    finally:
+        control.delete_sandbox(sandbox.sandbox_id)
+        control.delete_template(name)
+
+
+def test_sessions_kill_deletes_the_session(at_emulator: Config, control: ControlPlane) -> None:
+    name = _unique("kill")
+    control.create_template(name, memory=1024)
+    control.wait_template_ready(name)
+    sandbox = control.create_sandbox(name)
+    try:
+        status, out, err = cli("sessions", "kill", sandbox.sandbox_id)
+        assert (status, out) == (0, f"killed {sandbox.sandbox_id}\n"), err
+        assert sandbox.sandbox_id not in {s.sandbox_id for s in control.list_sandboxes()}
+        status, out, err = cli("sessions", "kill", sandbox.sandbox_id)
+        assert (status, out) == (1, "")
+        assert "nothing killed" in err
     finally:
         control.delete_sandbox(sandbox.sandbox_id)
         control.delete_template(name)

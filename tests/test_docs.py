@@ -172,8 +172,11 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
     assert "p50" in benchmarks  # the result tables are included
 
 
-def _env() -> dict[str, str]:
+def _env(workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(CREDENTIAL_PREFIXES)}
+    # each block has its own registry of local emulators: a block's `agentrun-ci run`
+    # sees the emulator that block started, never another block's
+    env["AGENTRUN_LOCAL_REGISTRY"] = str(workdir / ".emulators")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("VIRTUAL_ENV", None)
@@ -193,7 +196,7 @@ def _run_block(block: Block, workdir: Path) -> subprocess.CompletedProcess[str]:
     with subprocess.Popen(
         argv,
         cwd=workdir,
-        env=_env(),
+        env=_env(workdir),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

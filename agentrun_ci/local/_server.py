@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import os
 import socket
 import threading
 from types import TracebackType
@@ -13,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from .. import _discovery
 from .._config import Config
 from ._app import build_app
 from ._core import Core
@@ -31,6 +33,10 @@ class LocalEmulator:
 
     The server gets its own thread and event loop, so it also serves synchronous
     callers; every kernel, process and temporary directory is gone after `stop()`.
+    While it serves, it is listed in this user's registry of local emulators
+    (`agentrun_ci._discovery`; `register_as` is the kind written there: `serve`, `mcp`
+    or `embedded`, None = guessed from the program), which `agentrun-ci sessions list`
+    and `agentrun-ci run` read.
     """
 
     def __init__(
@@ -41,6 +47,7 @@ class LocalEmulator:
         access_key_secret: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        register_as: str | None = None,
     ) -> None:
         settings = settings or EmulatorSettings()
         if access_key_id or access_key_secret:
@@ -57,6 +64,8 @@ class LocalEmulator:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._url: str | None = None
+        self._kind = register_as
+        self._registration: _discovery.Registration | None = None
         self.core: Core | None = None
 
     def __repr__(self) -> str:
@@ -100,7 +109,28 @@ class LocalEmulator:
             self._thread = None
             raise RuntimeError(f"the local emulator did not start: {self._error}") from self._error
         atexit.register(self.stop)
+        self._register()
         return self.config
+
+    def _register(self) -> None:
+        """List this emulator in the user's registry (see `agentrun_ci._discovery`)."""
+        core = self.core
+        # Sandboxed code that runs as us outside the jail can read our files: it must not
+        # find the key pair that keeps it from driving this emulator.
+        me = os.geteuid() if hasattr(os, "geteuid") else None
+        withhold = core is None or (core.jail is None and core.uid in (None, me))
+        self._registration = _discovery.register(
+            url=self.url,
+            kind=self._kind or _discovery.program_kind(),
+            access_key_id=self.settings.access_key_id,
+            access_key_secret=self.settings.access_key_secret,
+            withhold=withhold,
+        )
+
+    def _unregister(self) -> None:
+        registration, self._registration = self._registration, None
+        if registration is not None:
+            registration.remove()
 
     def _run(self, sock: socket.socket) -> None:
         try:
@@ -141,6 +171,7 @@ class LocalEmulator:
         thread = self._thread
         if thread is None:
             return
+        self._unregister()  # first: no client picks an emulator that is stopping
         if self._server is not None:
             self._server.should_exit = True
         thread.join(timeout=30)
@@ -154,6 +185,7 @@ class LocalEmulator:
         directories, waiting for nothing: for a process that exits right after, when the
         graceful `stop()` would take too long (see `Core.kill_now`). The serving thread is
         left to die with the process."""
+        self._unregister()
         core = self.core
         if core is not None and self._thread is not None:
             core.kill_now()

@@ -278,7 +278,7 @@ def serve_main(argv: list[str]) -> int:
         access_key_secret=secret or None,
         api_key=args.api_key or None,
     )
-    emulator = LocalEmulator(settings, host=args.host, port=args.port)
+    emulator = LocalEmulator(settings, host=args.host, port=args.port, register_as="serve")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
