@@ -161,10 +161,18 @@ def registry_dir(environ: Mapping[str, str] | None = None) -> Path | None:
         return None
     if chosen:
         return Path(os.path.expanduser(chosen))
+    return state_base(environ) / "emulators"
+
+
+def state_base(environ: Mapping[str, str] | None = None) -> Path:
+    """This user's directory for agentrun-ci's machine state (not created here):
+    `$XDG_RUNTIME_DIR/agentrun-ci` where that runtime directory is ours, else
+    `~/.cache/agentrun-ci`."""
+    environ = os.environ if environ is None else environ
     runtime = environ.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isabs(runtime) and _mine(runtime):
-        return Path(runtime) / "agentrun-ci" / "emulators"
-    return Path(os.path.expanduser("~")) / ".cache" / "agentrun-ci" / "emulators"
+        return Path(runtime) / "agentrun-ci"
+    return Path(os.path.expanduser("~")) / ".cache" / "agentrun-ci"
 
 
 def _mine(path: str) -> bool:

@@ -88,6 +88,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     p.add_argument("--version", action="version", version=f"agentrun-ci-mcp {__version__}")
     _transport_options(p.add_argument_group("transport").add_argument, env)
     _sandbox_options(p.add_argument_group("sandboxes and runs").add_argument, env)
+    _template_options(p.add_argument_group("the template: network and storage").add_argument, env)
     _process_options(p.add_argument_group("process").add_argument, env)
     return p
 
@@ -175,39 +176,6 @@ def _sandbox_options(add: _Add, env: Mapping[str, str]) -> None:
         help="MiB per sandbox [MEMORY]",
     )
     add(
-        "--network-mode",
-        choices=["PUBLIC", "PRIVATE", "PUBLIC_AND_PRIVATE"],
-        default=_env(env, "NETWORK_MODE"),
-        help="the template's network: PUBLIC (the default), PRIVATE (its VPC only) or "
-        "PUBLIC_AND_PRIVATE (the default when a --vpc-id is given) [NETWORK_MODE]",
-    )
-    add("--vpc-id", default=_env(env, "VPC_ID"), help="the VPC sandboxes join [VPC_ID]")
-    add(
-        "--vswitch-ids",
-        default=_env(env, "VSWITCH_IDS"),
-        help="comma-separated vSwitch ids in that VPC [VSWITCH_IDS]",
-    )
-    add(
-        "--security-group-id",
-        default=_env(env, "SECURITY_GROUP_ID"),
-        help="the security group of the sandboxes in the VPC [SECURITY_GROUP_ID]",
-    )
-    add(
-        "--template-config",
-        metavar="FILE",
-        default=_env(env, "TEMPLATE_CONFIG"),
-        help="a JSON object of more CreateTemplateInput fields, by their wire names, for the "
-        "template the server creates: nasConfig, ossConfiguration, logConfiguration, "
-        "executionRoleArn, credentialConfiguration, ... [TEMPLATE_CONFIG]",
-    )
-    add(
-        "--session-mounts",
-        metavar="FILE",
-        default=_env(env, "SESSION_MOUNTS"),
-        help="a JSON object with nasConfig, ossMountConfig and/or polarFsConfig (wire "
-        "names): storage every sandbox of the server mounts [SESSION_MOUNTS]",
-    )
-    add(
         "--timeout",
         type=float,
         default=float(_env(env, "TIMEOUT", "30") or 30),
@@ -245,6 +213,44 @@ def _sandbox_options(add: _Add, env: Mapping[str, str]) -> None:
         help="most client states (and HTTP sessions) at once: the least recently used idle "
         "state is released for a new one (when none is idle, the new client's call is refused "
         "at once); a new HTTP session beyond it is refused with 503 [MAX_CLIENTS]",
+    )
+
+
+def _template_options(add: _Add, env: Mapping[str, str]) -> None:
+    """What the template the server creates gets beyond cpu and memory: network, VPC,
+    storage and any other CreateTemplateInput field."""
+    add(
+        "--network-mode",
+        choices=["PUBLIC", "PRIVATE", "PUBLIC_AND_PRIVATE"],
+        default=_env(env, "NETWORK_MODE"),
+        help="the template's network: PUBLIC (the default), PRIVATE (its VPC only) or "
+        "PUBLIC_AND_PRIVATE (the default when a --vpc-id is given) [NETWORK_MODE]",
+    )
+    add("--vpc-id", default=_env(env, "VPC_ID"), help="the VPC sandboxes join [VPC_ID]")
+    add(
+        "--vswitch-ids",
+        default=_env(env, "VSWITCH_IDS"),
+        help="comma-separated vSwitch ids in that VPC [VSWITCH_IDS]",
+    )
+    add(
+        "--security-group-id",
+        default=_env(env, "SECURITY_GROUP_ID"),
+        help="the security group of the sandboxes in the VPC [SECURITY_GROUP_ID]",
+    )
+    add(
+        "--template-config",
+        metavar="FILE",
+        default=_env(env, "TEMPLATE_CONFIG"),
+        help="a JSON object of more CreateTemplateInput fields, by their wire names, for the "
+        "template the server creates: nasConfig, ossConfiguration, logConfiguration, "
+        "executionRoleArn, credentialConfiguration, ... [TEMPLATE_CONFIG]",
+    )
+    add(
+        "--session-mounts",
+        metavar="FILE",
+        default=_env(env, "SESSION_MOUNTS"),
+        help="a JSON object with nasConfig, ossMountConfig and/or polarFsConfig (wire "
+        "names): storage every sandbox of the server mounts [SESSION_MOUNTS]",
     )
 
 

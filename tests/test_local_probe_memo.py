@@ -61,14 +61,19 @@ def test_a_file_that_is_not_plainly_ours_is_not_read(tmp_path: Path) -> None:
     assert not memo.worked("jail", "key", ())
 
 
-def test_the_state_directory_must_be_private(
+def test_the_state_directory_is_private_and_not_a_link(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     where = _memo.state_dir()
     assert where == tmp_path / "agentrun-ci"
     assert stat.S_IMODE(where.stat().st_mode) == 0o700
-    where.chmod(0o777)  # what another user could write into
+    where.chmod(0o777)  # what another user could write into: made private again
+    assert _memo.state_dir() == where
+    assert stat.S_IMODE(where.stat().st_mode) == 0o700
+    where.rmdir()
+    where.symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a planted link
+    (tmp_path / "elsewhere").mkdir()
     assert _memo.state_dir() is None
 
 

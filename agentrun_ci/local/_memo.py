@@ -11,24 +11,24 @@ that timed out on a loaded machine) and is tried again at the next start, as is
 everything after the file is deleted.
 
 The directory is `$XDG_RUNTIME_DIR/agentrun-ci` (a tmpfs emptied at each boot) or
-else `~/.cache/agentrun-ci`; it is used only if it belongs to this user and nobody
-else may write to it, since a planted "it works" would only make sandboxes fail,
-and none is read that is not a success.
+else `~/.cache/agentrun-ci` (as the registry of local emulators, `_discovery.py`);
+it is used only if it belongs to this user (and is made 0700), and probes.json only
+if it is a regular file of the user's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .._discovery import _private_dir, _write, state_base
 
 log = logging.getLogger("agentrun_ci.local")
 
@@ -54,21 +54,13 @@ def machine_memo() -> ProbeMemo:
 
 
 def state_dir() -> Path | None:
-    """This user's private directory for agentrun-ci's machine state, created if needed;
-    None where there is none we may trust (not ours, or writable by others)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    base = Path(runtime) if runtime and os.path.isabs(runtime) else Path.home() / ".cache"
-    where = base / "agentrun-ci"
+    """This user's private directory for agentrun-ci's machine state, made 0700 if
+    needed; None where there is none we may trust (a link, or someone else's)."""
     try:
-        where.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = os.stat(where, follow_symlinks=False)
-    except OSError:
+        return _private_dir(state_base())
+    except OSError as exc:
+        log.info("not keeping the jail probes' answers: %s", exc)
         return None
-    mine = stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
-    if not mine or info.st_mode & 0o022:
-        log.info("not using %s for the jail probes' answers: not private to this user", where)
-        return None
-    return where
 
 
 class ProbeMemo:
@@ -102,16 +94,10 @@ class ProbeMemo:
             return
         entries = self._load()
         entries[_digest(kind, key, files)] = {"kind": kind, "value": value, "at": time.time()}
-        text = json.dumps(entries, indent=1, sort_keys=True)
         try:  # atomically, so a concurrent reader sees the old file or the new one
-            fd, tmp = tempfile.mkstemp(prefix=".probes-", dir=self._file.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(tmp, self._file)
+            _write(self._file.parent, self._file.name, json.dumps(entries, indent=1).encode())
         except OSError as exc:
             log.debug("could not keep a probe's answer in %s: %s", self._file, exc)
-            with contextlib.suppress(OSError, UnboundLocalError):
-                os.unlink(tmp)
 
     def _load(self) -> dict[str, Any]:
         assert self._file is not None

@@ -88,6 +88,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, help="override every sandbox's idle timeout (s)")
     p.add_argument("--ttl", type=float, default=6 * 3600.0, help="max sandbox life (s)")
     p.add_argument("--max-upload-mb", type=int, default=100)
+    _kernel_options(p.add_argument_group("kernels"))
+    p.add_argument(
+        "--no-network",
+        action="store_true",
+        help="every sandbox loopback only, whatever its template's networkMode",
+    )
+    p.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        metavar="REMOTE=HOSTDIR",
+        help="a host directory that stands for OSS (oss://BUCKET[/PATH]), NAS "
+        "(nas://SERVER:/PATH) or PolarFS (polarfs://INSTANCE[/PATH]): sandboxes whose "
+        "template or own config mounts it get it bound at the mount directory (repeatable)",
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _kernel_options(p: argparse._ArgumentGroup) -> None:
+    """Spare kernels and kernel starts."""
     p.add_argument(
         "--spare-kernels",
         type=int,
@@ -124,22 +145,6 @@ def _parser() -> argparse.ArgumentParser:
         default=120.0,
         help="seconds a kernel may take to answer once its start began",
     )
-    p.add_argument(
-        "--no-network",
-        action="store_true",
-        help="every sandbox loopback only, whatever its template's networkMode",
-    )
-    p.add_argument(
-        "--mount",
-        action="append",
-        default=[],
-        metavar="REMOTE=HOSTDIR",
-        help="a host directory that stands for OSS (oss://BUCKET[/PATH]), NAS "
-        "(nas://SERVER:/PATH) or PolarFS (polarfs://INSTANCE[/PATH]): sandboxes whose "
-        "template or own config mounts it get it bound at the mount directory (repeatable)",
-    )
-    p.add_argument("--log-level", default="INFO")
-    return p
 
 
 _API_KEY = re.compile(r"^[\x21-\x7e]{1,512}$")
