@@ -866,8 +866,7 @@ def _form_file(headers: httpx.Headers, body: bytes) -> bytes:
         b"Content-Type: " + headers["content-type"].encode() + b"\r\n\r\n" + body
     )
     parts = {
-        part.get_param("name", header="content-disposition"): part
-        for part in message.iter_parts()
+        part.get_param("name", header="content-disposition"): part for part in message.iter_parts()
     }
     assert parts["path"].get_payload(decode=True) == b"/home/user/r"
     data = parts["file"].get_payload(decode=True)
