@@ -377,7 +377,7 @@ class AsyncDataPlane:
         response = await self._send(_wire.download(sandbox_id, remote_path), stream=True)
         try:
             with partial.open("wb") as handle:
-                async for chunk in response.aiter_bytes(CHUNK):
+                async for chunk in response.aiter_bytes():  # as they arrive: no re-chunking
                     handle.write(chunk)
             partial.replace(target)
         except BaseException:

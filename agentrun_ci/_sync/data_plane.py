@@ -377,7 +377,7 @@ class DataPlane:
         response = self._send(_wire.download(sandbox_id, remote_path), stream=True)
         try:
             with partial.open("wb") as handle:
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_bytes():  # as they arrive: no re-chunking
                     handle.write(chunk)
             partial.replace(target)
         except BaseException:
