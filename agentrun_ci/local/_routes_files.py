@@ -8,6 +8,7 @@ server at a file outside the sandbox. Disk work runs off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -313,7 +314,7 @@ async def upload(request: Request) -> Response:
     placing = _Placing(sandbox.fs, core.uid_of(sandbox), limit)
     body = request.stream()
     try:
-        with placing:
+        async with placing:
             reader = FormReader(boundary)
             async for chunk in body:
                 for event in reader.feed(chunk):
@@ -346,15 +347,18 @@ class _Placing:
         self._sink: _Sink | None = None
         self._spool: _Sink | None = None  # an unnamed spool file, while the target is unknown
 
-    def __enter__(self) -> _Placing:
+    async def __aenter__(self) -> _Placing:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         try:
             for sink in (self._sink, self._spool):
                 if sink is not None:
-                    sink.discard()
+                    await sink.settle(quietly=True)
         finally:
+            for sink in (self._sink, self._spool):
+                if sink is not None:
+                    sink.discard()
             self._stack.close()
 
     def _target(self) -> str:
@@ -440,7 +444,8 @@ def _unnamed_file() -> int:
 
 _FLUSH_BYTES = 1024 * 1024
 """Bytes gathered before one write in the thread pool (a thread hop per network chunk, some
-64 KiB each, cost more than the writes themselves)."""
+64 KiB each, cost more than the writes themselves). One such write is in flight while the
+next MiB arrives."""
 
 
 class _Sink:
@@ -456,6 +461,10 @@ class _Sink:
         self._pending: list[bytes] = []
         self._buffered = 0
         self._open = True
+        #: the write running in the thread pool, if any: settled before the next one, and
+        #: always before the descriptor is closed (a number closed under a running write
+        #: could be reused by another open, which would then receive the bytes)
+        self._writing: asyncio.Future[None] | None = None
 
     @classmethod
     def beside(cls, dir_fd: int, name: str, api_path: str) -> _Sink:
@@ -474,15 +483,41 @@ class _Sink:
         self._pending.append(data)
         self._buffered += len(data)
         if self._buffered >= _FLUSH_BYTES:
-            await self.flush()
+            await self.settle()
+            chunks, self._pending, self._buffered = self._pending, [], 0
+            self._writing = asyncio.ensure_future(blocking(_write_all, self.fd, chunks))
 
     async def flush(self) -> None:
+        """Write everything received so far, and wait for it."""
+        await self.settle()
         if self._pending:
             chunks, self._pending, self._buffered = self._pending, [], 0
             try:
                 await blocking(_write_all, self.fd, chunks)
             except OSError as exc:
                 raise os_error(exc, self._api_path) from None
+
+    async def settle(self, *, quietly: bool = False) -> None:
+        """Wait for the write in flight; its error is raised unless `quietly` (the upload
+        has failed already). Waits out a cancellation too, then passes it on."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        cancelled = False
+        while not writing.done():
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                cancelled = True
+            except OSError:
+                break
+        error = writing.exception()
+        if cancelled:
+            raise asyncio.CancelledError
+        if isinstance(error, OSError) and not quietly:
+            raise os_error(error, self._api_path) from None
+        if error is not None and not isinstance(error, OSError) and not quietly:
+            raise error
 
     def commit(self, uid: int | None) -> None:
         """Rename the complete temporary file over the target (in the thread pool)."""
