@@ -551,6 +551,8 @@ class PythonKernel:
 
     def _inbox(self, name: str) -> _Inbox:
         channel = getattr(self._kc, f"{name}_channel")
+        if channel.socket is None:  # closed (shutdown): the shadow must not outlive it
+            raise self._ended()
         inbox = self._inboxes.get(name)
         if inbox is None or not inbox.reads(channel.socket):  # the channels were remade
             inbox = self._inboxes[name] = _Inbox(channel.socket, self._kc.session)
