@@ -44,10 +44,13 @@ RULES: list[Rule] = [
     Rule("__aexit__", r"\b__aexit__\b", "__exit__", syntax=True),
     Rule("Awaitable[X]", r"\bAwaitable\[(\w+)\]", r"\1"),
     Rule(
-        "import AsyncIterator, Awaitable",
-        r"^from collections\.abc import AsyncIterator, Awaitable, Callable, Mapping$",
+        "import AsyncIterable, AsyncIterator, Awaitable",
+        r"^from collections\.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, "
+        r"Mapping$",
         "from collections.abc import Callable, Iterator, Mapping",
     ),
+    # the async plane also uploads from an async iterable; the sync one cannot
+    Rule("upload from an AsyncIterable", r" \| AsyncIterable\[bytes\]", ""),
     Rule(
         "import Awaitable",
         r"^from collections\.abc import Awaitable, ",

@@ -816,3 +816,133 @@ def test_upload_streams_the_file_in_chunks(twin: str, tmp_path: Path) -> None:
         anyio.run(main)
     assert sum(transport.chunks) > 3 * 1024 * 1024
     assert max(transport.chunks) <= 1024 * 1024  # never the whole file in one piece
+
+
+class _BodyRecorder(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Records each request's headers and whole body; the first `refuse` ones fail to connect."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.requests: list[tuple[httpx.Headers, bytes]] = []
+
+    def _answer(self, request: httpx.Request, body: bytes) -> httpx.Response:
+        if self.refuse:
+            self.refuse -= 1
+            raise httpx.ConnectError("refused", request=request)
+        self.requests.append((request.headers, body))
+        return httpx.Response(200, json={"path": "/home/user/r", "size": len(body)})
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refuse:
+            return self._answer(request, b"")
+        return self._answer(request, b"".join(request.stream))  # type: ignore[arg-type]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refuse:
+            return self._answer(request, b"")
+        return self._answer(request, b"".join([c async for c in request.stream]))  # type: ignore[union-attr]
+
+
+def _upload(twin: str, transport: _BodyRecorder, source: Any, remote: str = "/home/user/r") -> Any:
+    config = Config(access_key_id=AK, access_key_secret=SK, account_id="123", max_retries=2)
+    fast = RetryPolicy(2, jitter=lambda low, high: 0.0)
+    if twin == "sync":
+        with DataPlane(config, transport=transport, retry=fast) as plane:
+            return plane.upload("sbx1", source, remote)
+
+    async def main() -> Any:
+        async with AsyncDataPlane(config, transport=transport, retry=fast) as plane:
+            return await plane.upload("sbx1", source, remote)
+
+    return anyio.run(main)
+
+
+def _form_file(headers: httpx.Headers, body: bytes) -> bytes:
+    """The `file` part's bytes of a multipart body, parsed with the standard library."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + headers["content-type"].encode() + b"\r\n\r\n" + body
+    )
+    parts = {
+        part.get_param("name", header="content-disposition"): part for part in message.iter_parts()
+    }
+    assert parts["path"].get_payload(decode=True) == b"/home/user/r"
+    data = parts["file"].get_payload(decode=True)
+    assert isinstance(data, bytes)
+    return data
+
+
+@TWINS
+@pytest.mark.parametrize("kind", ["path", "bytes", "file", "iterable"])
+def test_upload_sources_send_the_same_form(twin: str, kind: str, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 5000  # over one read chunk
+    local = tmp_path / "data.bin"
+    local.write_bytes(payload)
+    transport = _BodyRecorder()
+    with local.open("rb") as handle:
+        handle.read(10)  # a file object is sent from where it stands
+        source: Any = {
+            "path": local,
+            "bytes": payload[10:],
+            "file": handle,
+            "iterable": iter([payload[10:5000], b"", payload[5000:]]),
+        }[kind]
+        _upload(twin, transport, source)
+        if kind == "file":
+            assert not handle.closed  # the caller's file stays open
+    ((headers, body),) = transport.requests
+    assert _form_file(headers, body) == (payload if kind == "path" else payload[10:])
+    if kind == "iterable":  # length unknown beforehand
+        assert headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in headers
+    else:
+        assert int(headers["content-length"]) == len(body)
+    assert headers["agentrun-authorization"].startswith("AGENTRUN4-HMAC-SHA256 ")
+    assert headers["x-acs-content-sha256"] == "UNSIGNED-PAYLOAD"  # the body is never hashed
+
+
+def test_upload_from_an_async_iterable(tmp_path: Path) -> None:
+    async def chunks() -> Any:
+        for piece in (b"one ", b"two ", b"three"):
+            yield piece
+
+    transport = _BodyRecorder()
+    _upload("async", transport, chunks())
+    ((headers, body),) = transport.requests
+    assert _form_file(headers, body) == b"one two three"
+
+    with pytest.raises(InvalidArgumentError, match="only be uploaded with AsyncDataPlane"):
+        _upload("sync", transport, chunks())
+    assert len(transport.requests) == 1
+
+
+@TWINS
+def test_upload_after_a_connect_failure_sends_the_whole_file_again(
+    twin: str, tmp_path: Path
+) -> None:
+    payload = b"0123456789" * 300_000
+    local = tmp_path / "data.bin"
+    local.write_bytes(payload)
+    transport = _BodyRecorder(refuse=1)
+    with local.open("rb") as handle:
+        _upload(twin, transport, handle)
+    ((headers, body),) = transport.requests
+    assert _form_file(headers, body) == payload
+
+
+@TWINS
+def test_upload_refuses_a_source_it_cannot_read(twin: str, tmp_path: Path) -> None:
+    transport = _BodyRecorder()
+    writing = (tmp_path / "w.bin").open("wb")
+    with writing, pytest.raises(InvalidArgumentError, match=r"open it with open\(path, 'rb'\)"):
+        _upload(twin, transport, writing)
+    text = (tmp_path / "w.bin").open("r", encoding="utf-8")
+    with text, pytest.raises(InvalidArgumentError, match="text mode"):
+        _upload(twin, transport, text)
+    with pytest.raises(InvalidArgumentError, match="got int"):
+        _upload(twin, transport, 42)
+    with pytest.raises(InvalidArgumentError, match="gave str, not bytes"):
+        _upload(twin, transport, iter(["text"]))
+    assert transport.requests == []  # nothing reached the service

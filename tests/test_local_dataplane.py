@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
+import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 
@@ -15,6 +19,7 @@ pytest.importorskip("jupyter_client")
 from agentrun_ci._async.data_plane import AsyncDataPlane
 from agentrun_ci._config import Config
 from agentrun_ci._errors import BadRequestError, NotFoundError, PermissionDeniedError
+from agentrun_ci._sync.control_plane import ControlPlane
 from agentrun_ci._sync.data_plane import DataPlane
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
@@ -152,3 +157,79 @@ def test_signed_data_plane() -> None:
         unsigned = Config(data_endpoint=config.data_endpoint, account_id="local")
         with DataPlane(unsigned) as anonymous, pytest.raises(PermissionDeniedError):
             anonymous.get_sandbox("missing")
+
+
+def _sha256(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        yield from iter(lambda: handle.read(1 << 20), b"")
+
+
+def test_big_files_stream_both_ways_without_being_held(
+    dp: DataPlane, sid: str, tmp_path: Path
+) -> None:
+    """24 MiB up (from a file object, and from a generator) and down (to a file, and as an
+    iterator): the content arrives whole, and neither side of this process (client and the
+    in-process emulator) ever held more than a fraction of it."""
+    size = 24 * 1024 * 1024
+    local = tmp_path / "big.bin"
+    with local.open("wb") as out:
+        for _ in range(24):
+            out.write(os.urandom(1 << 20))
+    digest = _sha256(_file_chunks(local))
+    peaks: dict[str, int] = {}
+    tracemalloc.start()
+    try:
+        with local.open("rb") as handle:
+            assert dp.upload(sid, handle, "/home/user/big/one.bin").size == size
+        peaks["upload from a file object"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        assert dp.upload(sid, _file_chunks(local), "/home/user/big/two.bin").size == size
+        peaks["upload from a generator"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        back = dp.download(sid, "/home/user/big/one.bin", tmp_path / "back.bin")
+        peaks["download to a file"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        streamed = _sha256(dp.iter_download(sid, "/home/user/big/two.bin"))
+        peaks["iter_download"] = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert _sha256(_file_chunks(back)) == digest
+    assert streamed == digest
+    held = {what: peak for what, peak in peaks.items() if peak > size // 4}
+    assert not held, f"peak traced memory over a quarter of the {size} bytes moved: {held}"
+    dp.remove(sid, "/home/user/big")
+
+
+@pytest.mark.anyio
+async def test_signed_upload_streams_from_an_async_iterable() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for piece in (b"signed, ", b"and ", b"streamed"):
+            yield piece
+
+    settings = EmulatorSettings(spare_kernels=0)
+    emulator = LocalEmulator(settings, access_key_id="AKlocal", access_key_secret="SKlocal")
+    async with emulator as config:
+        with ControlPlane(config) as cp:
+            cp.create_template("up")
+            cp.wait_template_ready("up")
+        async with AsyncDataPlane(config) as adp:
+            sandbox = await adp.create_sandbox("up")
+            entry = await adp.upload(sandbox.sandbox_id, chunks(), "/home/user/s.txt")
+            assert (entry.path, entry.size) == ("/home/user/s.txt", 20)
+            read = await adp.read_file(sandbox.sandbox_id, "/home/user/s.txt")
+            assert read.content == b"signed, and streamed"
+        forged = attrs.evolve(config, access_key_secret="not-the-secret")
+        async with AsyncDataPlane(forged) as bad:
+            with pytest.raises(PermissionDeniedError):
+                await bad.upload(sandbox.sandbox_id, b"forged", "/home/user/s.txt")
+        async with AsyncDataPlane(config) as adp:
+            read = await adp.read_file(sandbox.sandbox_id, "/home/user/s.txt")
+            assert read.content == b"signed, and streamed"
+            await adp.delete_sandbox(sandbox.sandbox_id)

@@ -343,6 +343,77 @@ def test_upload_and_download(http: httpx.Client, sid: str) -> None:
     _error(http.get(f"/sandboxes/{sid}/filesystem/download", params={"path": "up"}), 400)
 
 
+def _form(
+    *parts: tuple[str, str | None, bytes], boundary: str = "b0undary", end: bool = True
+) -> bytes:
+    """A multipart body with its parts in the order given: (name, filename or None, data)."""
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (
+            f'; filename="{filename}"' if filename is not None else ""
+        )
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        out += data + b"\r\n"
+    return out + (f"--{boundary}--\r\n".encode() if end else b"")
+
+
+def _post_form(http: httpx.Client, sid: str, body: bytes) -> httpx.Response:
+    return http.post(
+        f"/sandboxes/{sid}/filesystem/upload",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=b0undary"},
+    )
+
+
+def test_upload_with_the_file_before_its_path(http: httpx.Client, sid: str) -> None:
+    payload = bytes(range(256)) * 9000  # over one write batch: spooled, then copied
+    up = _post_form(http, sid, _form(("file", "a.bin", payload), ("path", None, b"late/a.bin")))
+    assert up.json()["path"] == "/home/user/late/a.bin"
+    assert up.json()["size"] == len(payload)
+    down = http.get(f"/sandboxes/{sid}/filesystem/download", params={"path": "late/a.bin"})
+    assert down.content == payload
+    # no path field at all: /home/user under the file's own name
+    named = _post_form(http, sid, _form(("file", "named.txt", b"hi")))
+    assert named.json()["path"] == "/home/user/named.txt"
+    listing = http.get(f"/sandboxes/{sid}/filesystem", params={"path": "late"}).json()
+    assert [e["name"] for e in listing["entries"]] == ["a.bin"]  # no temporary file left
+
+
+def test_upload_refuses_malformed_forms(http: httpx.Client, sid: str) -> None:
+    path = ("path", None, b"bad/x.bin")
+    not_multipart = http.post(
+        f"/sandboxes/{sid}/filesystem/upload", content=b"raw", params={"path": "bad/x.bin"}
+    )
+    assert "multipart field 'file' is required" in _error(not_multipart, 400)["message"]
+    two = _post_form(http, sid, _form(path, ("file", "a", b"1"), ("file", "b", b"2")))
+    assert "too many files" in _error(two, 400)["message"]
+    misnamed = _post_form(http, sid, _form(path, ("data", "a", b"1")))
+    assert "send it as field 'file'" in _error(misnamed, 400)["message"]
+    cut = _post_form(http, sid, _form(path, ("file", "a", b"1" * 100_000), end=False))
+    assert "ended before its closing boundary" in _error(cut, 400)["message"]
+    twice = _post_form(http, sid, _form(path, ("file", "a", b"1"), ("path", None, b"other")))
+    assert "'path' is given more than once" in _error(twice, 400)["message"]
+    no_file = _post_form(http, sid, _form(path))
+    assert "multipart field 'file' is required" in _error(no_file, 400)["message"]
+    # the first file part created bad/ (its parents are made); nothing was left in it
+    leftovers = http.get(f"/sandboxes/{sid}/filesystem", params={"path": "bad"})
+    assert leftovers.json()["entries"] == []
+
+
+def test_upload_refused_mid_body_is_answered_not_reset(http: httpx.Client, sid: str) -> None:
+    """A target refused when the file part starts is an answer, though the client is still
+    sending 20 MB: the server takes the rest of the body first."""
+    big = b"z" * (20 * 1024 * 1024)
+    refused = http.post(
+        f"/sandboxes/{sid}/filesystem/upload",
+        files={"file": ("big.bin", big)},
+        data={"path": "/etc/big.bin"},
+    )
+    _error(refused, 400)
+    # the connection is still good for the next request
+    assert http.get(f"/sandboxes/{sid}/health").json()["status"] == "ok"
+
+
 # ---------------------------------------------------------------- processes and health
 
 

@@ -44,6 +44,7 @@ from .._models import (
     Sandbox,
 )
 from .._retry import Failure, RetryPolicy, parse_retry_after
+from .._upload import UploadBody, UploadSource
 from .._version import __version__
 from .retrying import Retryable, with_retries
 from .tty import Tty
@@ -104,6 +105,10 @@ class DataPlane:
             follow_redirects=False,
         )
         self._closed = False
+        # Per-path absolute URLs and per-read-timeout Timeouts, made once: httpx parses a
+        # relative URL twice to join it to the base (a sixth of a call's CPU here).
+        self._urls: dict[str, httpx.URL] = {}
+        self._timeouts: dict[float | None, httpx.Timeout] = {}
         # the instruments, or None without OpenTelemetry (then one None check per request)
         self._telemetry = _telemetry.get()
 
@@ -129,14 +134,26 @@ class DataPlane:
     ) -> None:
         self.close()
 
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= 1024:  # sandboxes come and go: keep the cache bounded
+                self._urls.clear()
+            # as httpx joins them: the base's path, then ours (which starts with "/")
+            url = self._urls[path] = httpx.URL(str(self._client.base_url).rstrip("/") + path)
+        return url
+
     def _request(self, call: _wire.Call[Any], **kw: Any) -> httpx.Request:
+        timeout = self._timeouts.get(call.read_timeout)
+        if timeout is None:
+            timeout = self._timeouts[call.read_timeout] = _timeout(self.config, call.read_timeout)
         try:
             return self._client.build_request(
                 call.method,
-                call.path,
+                self._url(call.path),
                 params=call.params,
                 json=call.json,
-                timeout=_timeout(self.config, call.read_timeout),
+                timeout=timeout,
                 **kw,
             )
         except UnicodeEncodeError as exc:
@@ -149,11 +166,20 @@ class DataPlane:
             ) from None
 
     def _send(
-        self, call: _wire.Call[Any], *, stream: bool = False, **kw: Any
+        self,
+        call: _wire.Call[Any],
+        *,
+        stream: bool = False,
+        content: Callable[[], Iterator[bytes]] | None = None,
+        **kw: Any,
     ) -> httpx.Response:
-        """Send with the retry policy of `_retry`; return a successful response."""
+        """Send with the retry policy of `_retry`; return a successful response.
+
+        `content` makes the body of each attempt (a stream is read once)."""
 
         def attempt(resends: int) -> httpx.Response:
+            if content is not None:
+                kw["content"] = content()
             request = self._request(call, **kw)
             try:
                 if self._telemetry is None or not self._telemetry.active():
@@ -350,22 +376,26 @@ class DataPlane:
         self._call(_wire.remove(sandbox_id, path))
 
     def upload(
-        self, sandbox_id: str, local_path: str | os.PathLike[str], remote_path: str
+        self,
+        sandbox_id: str,
+        local_path: UploadSource,
+        remote_path: str,
     ) -> FileEntry:
-        """Upload a local file (streamed from disk, never read whole; ≤100 MB on the service)."""
-        local = pathlib.Path(local_path)
-        # Not idempotent for the retry policy: the file handle is consumed by the first try.
+        """Upload a file, streamed: never read whole (≤100 MB on the service).
+
+        `local_path` is a local file's path, or the data itself: bytes, a binary file
+        object open for reading (sent from its current position; left open), or an
+        iterable of bytes (the async plane takes an async one too). A path, bytes or a
+        seekable file go with their length; an iterable of unknown length is sent with
+        chunked transfer encoding, which the service does not document.
+        """
+        # Not idempotent for the retry policy: only a connect failure is retried, and then
+        # no byte of the source was read (the body restarts; AgentRunAuth never reads it).
         call = _wire.Call(
             "POST", _wire.upload_path(sandbox_id), _wire.parse_upload, idempotent=False
         )
-        with local.open("rb") as handle:
-            # Only a connect failure is retried, and then no byte of the file was read yet
-            # (httpx streams multipart from the handle; AgentRunAuth never reads the body).
-            response = self._send(
-                call,
-                files={"file": (local.name, handle, "application/octet-stream")},
-                data={"path": remote_path},
-            )
+        with UploadBody(local_path, remote_path) as body:
+            response = self._send(call, content=body.iter_bytes, headers=body.headers)
         return call.parse(response)
 
     def download(
@@ -377,7 +407,7 @@ class DataPlane:
         response = self._send(_wire.download(sandbox_id, remote_path), stream=True)
         try:
             with partial.open("wb") as handle:
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_bytes():  # as they arrive: no re-chunking
                     handle.write(chunk)
             partial.replace(target)
         except BaseException:

@@ -45,7 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 
-from .._procfs import is_running, start_time, stat_fields
+from .._procfs import is_running, read_proc, start_time, stat_fields
 from ._seccomp import userns_filter
 from ._settings import EmulatorSettings
 from ._tree import remove_tree
@@ -201,11 +201,8 @@ class PidsCgroup:
         return True
 
     def pids(self) -> list[int]:
-        try:
-            with open(self.procs_file) as fh:
-                return [int(line) for line in fh if line.strip()]
-        except OSError:
-            return []
+        raw = read_proc(self.procs_file)  # read per execute (local/_usage.py): kept cheap
+        return [int(pid) for pid in raw.split()] if raw else []
 
     def add(self, pid: int) -> None:
         for procs in self.procs_files:

@@ -8,24 +8,26 @@ server at a file outside the sandbox. Disk work runs off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import mimetypes
 import os
 import stat as stat_mod
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ._errors import ApiError, bad_request
-from ._fs import HOME, MAX_DEPTH, TMP, SandboxFS, os_error
+from ._fs import HOME, MAX_DEPTH, TMP, Location, SandboxFS, os_error
 from ._http import core_of, json_body, json_response, request_id
+from ._multipart import Field, FileEnd, FileStart, FormReader, boundary_of
 from ._records import MkdirRequest, MoveRequest, WriteFileRequest
 from ._routes_sandbox import live
 from ._threads import blocking
@@ -293,41 +295,274 @@ async def remove(request: Request) -> Response:
 
 
 async def upload(request: Request) -> Response:
+    """The multipart form's file written to its place as it arrives.
+
+    When the `path` field comes before the file (httpx, hence the official SDK and ours,
+    send fields first) the bytes go straight into a temporary file beside the target;
+    otherwise into an unnamed spool file, copied over once the form has ended. Either way
+    the temporary file is renamed over the target only when the whole upload arrived.
+    """
     sandbox = live(request)
     core = core_of(request)
     limit = core.settings.max_upload_bytes
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + 64 * 1024:
         raise ApiError(413, "ERR_PAYLOAD_TOO_LARGE", f"upload larger than {limit} bytes")
-    async with request.form(max_files=1, max_fields=10) as form:
-        upload = form.get("file")
-        target = form.get("path") or form.get("current_path")
-        if not isinstance(upload, UploadFile):
-            raise bad_request("multipart field 'file' is required")
-        if not isinstance(target, str) or not target:
-            target = f"{HOME}/{upload.filename or 'upload'}"
-        fs = sandbox.fs
-        where = fs.locate(target)
-        with contextlib.ExitStack() as stack:
-            if not where.is_root:
-                dir_fd, name = stack.enter_context(
-                    fs.parent(target, create=True, uid=core.uid_of(sandbox))
-                )
-                st = _lstat_or_none(dir_fd, name)
-            else:
-                dir_fd, name, st = -1, "", os.stat(where.root.real)
-            if st is not None and stat_mod.S_ISDIR(st.st_mode):
-                # into an existing directory, under the upload's own file name
-                name = os.path.basename(upload.filename or "") or "upload"
-                if name in (".", ".."):
-                    name = "upload"
-                where = where.child(name)
-                target = where.api
-                dir_fd = stack.enter_context(fs.open_dir(where.up, target))
-            size = await _copy_upload(upload, dir_fd, name, target, limit, core.uid_of(sandbox))
-            entry = fs.entry_of(fs.lstat_at(dir_fd, name, target), where)
-    entry["size"] = size
+    boundary = boundary_of(request.headers.get("content-type", ""))
+    if boundary is None:
+        raise bad_request("multipart field 'file' is required")
+    placing = _Placing(sandbox.fs, core.uid_of(sandbox), limit)
+    body = request.stream()
+    try:
+        async with placing:
+            reader = FormReader(boundary)
+            async for chunk in body:
+                for event in reader.feed(chunk):
+                    await placing.take(event)
+            reader.close()
+            entry = await placing.finish()
+    except ApiError:
+        # An HTTP/1.1 client reads no answer while it is still sending: take the rest of
+        # the body (BodyLimitMiddleware caps it) so that it gets this error, not a reset.
+        with contextlib.suppress(Exception):
+            async for _ in body:
+                pass
+        raise
     return json_response(request, entry)
+
+
+class _Placing:
+    """Where an upload's bytes go, decided as the form's parts arrive."""
+
+    def __init__(self, fs: SandboxFS, uid: int | None, limit: int) -> None:
+        self.fs = fs
+        self.uid = uid
+        self.limit = limit
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.file_done = False
+        self.size = 0
+        self._stack = contextlib.ExitStack()
+        self._placed: tuple[int, str, Location] | None = None  # dir fd, name, location
+        self._sink: _Sink | None = None
+        self._spool: _Sink | None = None  # an unnamed spool file, while the target is unknown
+
+    async def __aenter__(self) -> _Placing:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            for sink in (self._sink, self._spool):
+                if sink is not None:
+                    await sink.settle(quietly=True)
+        finally:
+            for sink in (self._sink, self._spool):
+                if sink is not None:
+                    sink.discard()
+            self._stack.close()
+
+    def _target(self) -> str:
+        target = self.fields.get("path") or self.fields.get("current_path")
+        return target or f"{HOME}/{self.filename or 'upload'}"
+
+    def _place(self) -> tuple[int, str, Location]:
+        """The target's directory descriptor and name (into it if it is a directory)."""
+        target = self._target()
+        fs = self.fs
+        where = fs.locate(target)
+        if not where.is_root:
+            dir_fd, name = self._stack.enter_context(fs.parent(target, create=True, uid=self.uid))
+            st = _lstat_or_none(dir_fd, name)
+        else:
+            dir_fd, name, st = -1, "", os.stat(where.root.real)
+        if st is not None and stat_mod.S_ISDIR(st.st_mode):
+            # into an existing directory, under the upload's own file name
+            name = os.path.basename(self.filename or "") or "upload"
+            if name in (".", ".."):
+                name = "upload"
+            where = where.child(name)
+            dir_fd = self._stack.enter_context(fs.open_dir(where.up, where.api))
+        return dir_fd, name, where
+
+    async def take(self, event: Field | FileStart | FileEnd | bytes) -> None:
+        if isinstance(event, bytes):
+            self.size += len(event)
+            if self.size > self.limit:
+                raise ApiError(
+                    413, "ERR_PAYLOAD_TOO_LARGE", f"upload larger than {self.limit} bytes"
+                )
+            assert self._sink is not None
+            await self._sink.write(event)
+        elif isinstance(event, Field):
+            if event.name == "path" and self._placed is not None:
+                raise bad_request("multipart field 'path' is given more than once")
+            self.fields[event.name] = event.value
+        elif isinstance(event, FileStart):
+            if event.name != "file":
+                raise bad_request(
+                    f"the upload's file is in field {event.name!r}: send it as field 'file'"
+                )
+            self.filename = event.filename
+            if self.fields.get("path"):
+                self._placed = self._place()
+                dir_fd, name, where = self._placed
+                self._sink = _Sink.beside(dir_fd, name, where.api)
+            else:  # the target may still come: spool until the form ends
+                self._spool = self._sink = _Sink(
+                    _unnamed_file(), None, -1, "the upload's spool file"
+                )
+        else:
+            assert self._sink is not None
+            await self._sink.flush()
+            self.file_done = True
+
+    async def finish(self) -> dict[str, Any]:
+        if not self.file_done:
+            raise bad_request("multipart field 'file' is required")
+        assert self._sink is not None
+        if self._placed is None:
+            self._placed = self._place()
+            dir_fd, name, where = self._placed
+            self._sink = _Sink.beside(dir_fd, name, where.api)
+            assert self._spool is not None
+            await blocking(_copy_fd, self._spool.fd, self._sink.fd, self.size)
+        dir_fd, name, where = self._placed
+        sink, self._sink = self._sink, None
+        await blocking(sink.commit, self.uid)
+        entry = self.fs.entry_of(self.fs.lstat_at(dir_fd, name, where.api), where)
+        entry["size"] = self.size
+        return entry
+
+
+def _unnamed_file() -> int:
+    """A spool file with no name (gone when closed), in the server's temporary directory."""
+    handle = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - the descriptor outlives it
+    fd = os.dup(handle.fileno())
+    handle.close()
+    return fd
+
+
+_FLUSH_BYTES = 1024 * 1024
+"""Bytes gathered before one write in the thread pool (a thread hop per network chunk, some
+64 KiB each, cost more than the writes themselves). One such write is in flight while the
+next MiB arrives."""
+
+
+class _Sink:
+    """Buffered writes to a descriptor, run off the event loop; for an upload's temporary file
+    beside its target, also the rename over the target."""
+
+    def __init__(self, fd: int, tmp: str | None, dir_fd: int, api_path: str) -> None:
+        self.fd = fd
+        self._tmp = tmp
+        self._dir_fd = dir_fd
+        self._api_path = api_path
+        self._name = ""
+        self._pending: list[bytes] = []
+        self._buffered = 0
+        self._open = True
+        #: the write running in the thread pool, if any: settled before the next one, and
+        #: always before the descriptor is closed (a number closed under a running write
+        #: could be reused by another open, which would then receive the bytes)
+        self._writing: asyncio.Future[None] | None = None
+
+    @classmethod
+    def beside(cls, dir_fd: int, name: str, api_path: str) -> _Sink:
+        """A new temporary file next to `name`, to be renamed over it by `commit`."""
+        tmp = f".{name}.upload-{uuid.uuid4().hex[:8]}"[:255]
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+        except OSError as exc:
+            raise os_error(exc, api_path) from None
+        sink = cls(fd, tmp, dir_fd, api_path)
+        sink._name = name
+        return sink
+
+    async def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._buffered += len(data)
+        if self._buffered >= _FLUSH_BYTES:
+            await self.settle()
+            chunks, self._pending, self._buffered = self._pending, [], 0
+            self._writing = asyncio.ensure_future(blocking(_write_all, self.fd, chunks))
+
+    async def flush(self) -> None:
+        """Write everything received so far, and wait for it."""
+        await self.settle()
+        if self._pending:
+            chunks, self._pending, self._buffered = self._pending, [], 0
+            try:
+                await blocking(_write_all, self.fd, chunks)
+            except OSError as exc:
+                raise os_error(exc, self._api_path) from None
+
+    async def settle(self, *, quietly: bool = False) -> None:
+        """Wait for the write in flight; its error is raised unless `quietly` (the upload
+        has failed already). Waits out a cancellation too, then passes it on."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        cancelled = False
+        while not writing.done():
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                cancelled = True
+            except OSError:
+                break
+        error = writing.exception()
+        if cancelled:
+            raise asyncio.CancelledError
+        if isinstance(error, OSError) and not quietly:
+            raise os_error(error, self._api_path) from None
+        if error is not None and not isinstance(error, OSError) and not quietly:
+            raise error
+
+    def commit(self, uid: int | None) -> None:
+        """Rename the complete temporary file over the target (in the thread pool)."""
+        assert self._tmp is not None
+        try:
+            if uid is not None:
+                os.fchown(self.fd, uid, uid)
+            os.close(self.fd)
+            self._open = False
+            os.replace(self._tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        except OSError as exc:
+            self.discard()
+            raise os_error(exc, self._api_path) from None
+        self._tmp = None
+
+    def discard(self) -> None:
+        """Close it and remove its temporary file, if still there (a failed upload)."""
+        if self._open:
+            self._open = False
+            os.close(self.fd)
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp, dir_fd=self._dir_fd)
+            self._tmp = None
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    if len(chunks) > 64:  # writev takes at most IOV_MAX (1024 on Linux) pieces
+        chunks = [b"".join(chunks)]
+    written = os.writev(fd, chunks)
+    total = sum(len(c) for c in chunks)
+    if written < total:  # a short write (a full disk says so on the next call): finish it
+        view = memoryview(b"".join(chunks))[written:]
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def _copy_fd(source: int, target: int, size: int) -> None:
+    """The first `size` bytes of the spool into the target's temporary file."""
+    offset = 0
+    while offset < size and (chunk := os.pread(source, min(size - offset, 1 << 20), offset)):
+        offset += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(target, view) :]
 
 
 async def download(request: Request) -> Response:
@@ -363,42 +598,3 @@ async def _chunks(fd: int, size: int) -> AsyncIterator[bytes]:
             yield b"\0" * left
     finally:
         os.close(fd)
-
-
-async def _copy_upload(
-    upload: UploadFile, dir_fd: int, name: str, api_path: str, limit: int, uid: int | None
-) -> int:
-    """Stream an upload into a new temp file next to `name`, then rename it over `name`."""
-    size = 0
-    tmp = f".{name}.upload-{uuid.uuid4().hex[:8]}"[:255]
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
-    try:
-        fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
-    except OSError as exc:
-        raise os_error(exc, api_path) from None
-    done = False
-    try:
-        try:
-            while chunk := await upload.read(1024 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(
-                        413, "ERR_PAYLOAD_TOO_LARGE", f"upload larger than {limit} bytes"
-                    )
-                view = memoryview(chunk)
-                while view:
-                    view = view[await blocking(os.write, fd, view) :]
-            if uid is not None:
-                os.fchown(fd, uid, uid)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except OSError as exc:
-            raise os_error(exc, api_path) from None
-        done = True
-    finally:
-        if not done:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-    return size

@@ -152,6 +152,9 @@ class LocalEmulator:
                 lifespan="off",
                 access_log=False,
                 timeout_graceful_shutdown=2,
+                # nothing reads the client's address: skip the X-Forwarded-* pass that
+                # uvicorn makes on every request from a trusted (loopback) peer
+                proxy_headers=False,
             )
             server = uvicorn.Server(config)
             self._server = server

@@ -15,17 +15,17 @@ reset, VmHWM is the peak since the process started. Where /proc is unreadable
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from typing import Any
 
 import attrs
 
-from .._procfs import stat_fields
+from .._procfs import read_proc, stat_fields
 
 __all__ = ["Meter", "process_usage"]
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -40,11 +40,7 @@ class Meter:
     @classmethod
     def start(cls, members: list[int]) -> Meter:
         for pid in members:
-            with (
-                contextlib.suppress(OSError),
-                open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as fh,
-            ):
-                fh.write("5")
+            _reset_peak(pid)
         return cls(members, time.monotonic(), _cpu(members))
 
     def finish(self) -> dict[str, Any]:
@@ -79,16 +75,32 @@ def _peak_mb(pids: list[int]) -> float | None:
     return round(sum(peaks), 1) if peaks else None
 
 
+def _reset_peak(pid: int) -> None:
+    """Reset the process's peak RSS (VmHWM) to its current RSS."""
+    try:
+        fd = os.open(f"/proc/{pid}/clear_refs", os.O_WRONLY | _CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"5")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _field_mb(pid: int, field: str) -> float | None:
     """A kB line of /proc/<pid>/status (VmRSS:, VmHWM:) in MiB."""
+    raw = read_proc(f"/proc/{pid}/status")
+    if raw is None:
+        return None
+    at = raw.find(b"\n" + field.encode("ascii"))
+    if at < 0:
+        return None
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith(field):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+        return int(raw[at + len(field) + 1 : raw.index(b"\n", at + 1)].split()[0]) / 1024
+    except (ValueError, IndexError):
+        return None
 
 
 def process_usage(pid: int) -> dict[str, float | None]:
