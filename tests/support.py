@@ -49,7 +49,7 @@ def wait_until(
     check: Callable[[], T],
     what: str | Callable[[], str],
     *,
-    timeout: float = 20.0,
+    timeout: float = 120.0,
     interval: float = 0.05,
 ) -> T:
     """Poll `check()` until it returns something true, and return that.
@@ -73,7 +73,7 @@ async def await_until(
     check: Callable[[], Awaitable[T]],
     what: str,
     *,
-    timeout: float = 20.0,
+    timeout: float = 120.0,
     interval: float = 0.05,
 ) -> T:
     """`wait_until` for an async check, on the test's event loop."""

@@ -556,7 +556,7 @@ def test_stdio_process_survives_malformed_json_rpc(emu: tuple[LocalEmulator, Con
 
     refused: list[dict[str, Any]] = []  # answers with "id": null (no id could be read)
 
-    def replies(*ids: int, timeout: float = 30) -> dict[int, dict[str, Any]]:
+    def replies(*ids: int, timeout: float = 120) -> dict[int, dict[str, Any]]:
         """The answers to `ids` (in any order), as far as they came."""
         got: dict[int, dict[str, Any]] = {}
         while not set(ids) <= set(got) and select.select([stdout], [], [], timeout)[0]:

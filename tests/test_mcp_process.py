@@ -217,30 +217,50 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _start_http_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """`agentrun-ci-mcp` over streamable HTTP on a free port, once it answers there.
+
+    A port found free can be taken by another test's server before this one binds it
+    (a loaded machine widens that window): only this server's own refusal (401 with a
+    Bearer challenge) counts as listening, and a server that could not bind is started
+    again on another port.
+    """
+    for _ in range(3):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [SCRIPT, "--transport", "streamable-http", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+        def ours(proc: subprocess.Popen[bytes] = proc, port: int = port) -> str:
+            if proc.poll() is not None:
+                return "exited"
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/mcp", json=_INIT, headers=_ACCEPT, timeout=10
+                )
+            except httpx.TransportError:
+                return ""
+            bearer = "bearer" in answer.headers.get("www-authenticate", "").lower()
+            return "listening" if answer.status_code == 401 and bearer else ""
+
+        if wait_until(ours, f"the server to listen on port {port}", timeout=120) == "listening":
+            return proc, port
+        if proc.stderr is not None:
+            proc.stderr.close()
+    pytest.fail("the HTTP server could not start on three free ports in a row")
+
+
 @pytest.fixture
 def http_server(emulator: Config) -> Iterator[tuple[str, str, Config, str]]:
     owner = _owner()
-    port = _free_port()
     token = secrets.token_urlsafe(16)
     env = cloud_env(emulator, owner) | {"AGENTRUN_MCP_AUTH_TOKEN": token}
-    proc = subprocess.Popen(
-        [SCRIPT, "--transport", "streamable-http", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc, port = _start_http_server(env)
     url = f"http://127.0.0.1:{port}/mcp"
-
-    def listening() -> bool:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
     try:
-        wait_until(listening, f"the server to listen on port {port}", timeout=120)
         yield url, token, emulator, owner
     finally:
         proc.send_signal(signal.SIGTERM)
