@@ -525,7 +525,7 @@ async def test_stdio_process_survives_crashes_and_floods(
         assert peak < 700, f"the server peaked at {peak:.0f} MB for 100 MB of output"
         # bytes that are not UTF-8, and output with escaped lone surrogates
         odd = await c.call_tool("run_command", {"command": r"printf 'c\377d'"})
-        assert _s(odd)["stdout"] == "c\ufffdd"
+        assert _s(odd)["stdout"] == "c\ufffdd", _s(odd)["stderr"]
         sur = await run("print('a\\udcffb')")
         assert _s(sur)["stdout"] == "a\ufffdb\n"
         bad = await c.call_tool("run_code", {"code": "1", "language": "ruby"})

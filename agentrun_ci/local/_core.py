@@ -91,6 +91,10 @@ _SANDBOX_MOUNTS = ("nasConfig", "ossMountConfig", "polarFsConfig")
 LANGUAGES = ("python", "javascript")
 
 
+#: about how many of a sandbox's processes (threads count) one idle python kernel holds
+_KERNEL_TASKS = 16
+
+
 class Core(ProcessesMixin):
     """All state of one emulator instance. `start()` and `close()` on the server's loop."""
 
@@ -862,7 +866,16 @@ class Core(ProcessesMixin):
         if not capped:
             return sandbox.demand.target(len(sandbox.spares))
         room = spare_cap(self.settings) - self.pool.ready - self.pool.starting
-        return sandbox.demand.target(max(0, room - self.spares_held(but=sandbox)))
+        room = min(room - self.spares_held(but=sandbox), self._spares_per_sandbox())
+        return sandbox.demand.target(max(0, room))
+
+    def _spares_per_sandbox(self) -> int:
+        """The most spare kernels one sandbox keeps: they run in its jail and count against
+        its own process limit (a kernel holds some 16 tasks, its threads included), so
+        together they take at most an eighth of `max_processes`, and one at least."""
+        if self.settings.max_processes is None:  # no process limit: the machine's bound only
+            return spare_cap(self.settings)
+        return max(1, self.settings.max_processes // (8 * _KERNEL_TASKS))
 
     def _refill(self, sandbox: Sandbox, launch: Launch) -> None:
         """Keep spare kernels warm in a sandbox that makes several python contexts, as
