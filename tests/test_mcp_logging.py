@@ -226,8 +226,8 @@ async def test_http_each_client_has_its_own_level_and_its_own_records(
     headers = {"authorization": f"Bearer {token}"}
     one, two = Received(), Received()
     async with (
-        httpx2.AsyncClient(headers=headers) as h1,
-        httpx2.AsyncClient(headers=headers) as h2,
+        httpx2.AsyncClient(headers=headers, timeout=120) as h1,
+        httpx2.AsyncClient(headers=headers, timeout=120) as h2,
         streamable_http_client(url, http_client=h1) as (r1, w1, *_),
         streamable_http_client(url, http_client=h2) as (r2, w2, *_),
         ClientSession(r1, w1, logging_callback=one) as first,

@@ -327,8 +327,8 @@ async def test_http_clients_do_not_share_state(
             return total
 
     async with (
-        httpx2.AsyncClient(headers=headers) as h1,
-        httpx2.AsyncClient(headers=headers) as h2,
+        httpx2.AsyncClient(headers=headers, timeout=120) as h1,
+        httpx2.AsyncClient(headers=headers, timeout=120) as h2,
         streamable_http_client(url, http_client=h1) as (r1, w1, *_),
         ClientSession(r1, w1) as one,
     ):
@@ -375,8 +375,8 @@ async def test_http_clients_without_a_session_id_use_session_handles(
     url, token, _, _ = http_server
     headers = {"authorization": f"Bearer {token}"}
     async with (
-        httpx2.AsyncClient(headers=headers) as h1,
-        httpx2.AsyncClient(headers=headers) as h2,
+        httpx2.AsyncClient(headers=headers, timeout=120) as h1,
+        httpx2.AsyncClient(headers=headers, timeout=120) as h2,
         Client(streamable_http_client(url, http_client=h1)) as one,
         Client(streamable_http_client(url, http_client=h2)) as two,
     ):
