@@ -20,7 +20,7 @@ import pytest
 
 from agentrun_ci import DataPlane, Execution
 from agentrun_ci._config import Config
-from agentrun_ci.local import EmulatorSettings, LocalEmulator
+from agentrun_ci.local import EmulatorSettings, LocalEmulator, _tree
 from agentrun_ci.local._fs import MAX_DEPTH
 from agentrun_ci.local._limits import sweep_stale
 from agentrun_ci.local._tree import remove_tree
@@ -202,3 +202,24 @@ def test_the_file_api_refuses_paths_past_the_depth_and_length_caps(emulator: Con
                 data.list_files(sandbox_id, "/home/user", depth=MAX_DEPTH + 1)
         finally:
             data.delete_sandbox(sandbox_id)
+
+
+def test_an_interrupted_pass_leaves_no_directory_open(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = scratch / "t"
+    (deep / "a" / "b" / "c").mkdir(parents=True)
+    (deep / "a" / "b" / "c" / "f").write_text("x")
+    before = set(os.listdir("/proc/self/fd"))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_tree.os, "unlink", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _tree.remove_tree(deep)
+    monkeypatch.undo()
+    # every descriptor and listing the pass had open is closed (none left to the collector)
+    assert set(os.listdir("/proc/self/fd")) <= before
+    _tree.remove_tree(deep)
+    assert not deep.exists()

@@ -98,40 +98,53 @@ def _empty(top: int, names: count[int]) -> bool:
     stack: list[tuple[int, os._ScandirIterator[str], str]] = []
     fd = os.dup(top)
     entries = os.scandir(fd)
-    while True:
-        descended = False
-        for entry in entries:
+    try:
+        while True:
+            descended = False
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not is_dir:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.name, dir_fd=fd)
+                        progress = True
+                    continue
+                if len(stack) + 1 >= _MAX_OPEN:
+                    # Too deep to hold another descriptor: lift it to the top for a later pass.
+                    with contextlib.suppress(OSError):
+                        os.rename(entry.name, f".rm-{next(names)}", src_dir_fd=fd, dst_dir_fd=top)
+                        progress = True
+                    continue
+                child = _open_dir(entry.name, fd)
+                if child is None:
+                    continue
+                try:
+                    listing = os.scandir(child)
+                except OSError:
+                    os.close(child)
+                    continue
+                stack.append((fd, entries, entry.name))
+                fd, entries = child, listing
+                descended = True
+                break
+            if descended:
+                continue
+            entries.close()
+            os.close(fd)
+            if not stack:
+                return progress
+            fd, entries, name = stack.pop()
             try:
-                is_dir = entry.is_dir(follow_symlinks=False)
+                os.rmdir(name, dir_fd=fd)
+                progress = True
             except OSError:
-                continue
-            if not is_dir:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.name, dir_fd=fd)
-                    progress = True
-                continue
-            if len(stack) + 1 >= _MAX_OPEN:
-                # Too deep to hold another descriptor: lift it to the top for a later pass.
-                with contextlib.suppress(OSError):
-                    os.rename(entry.name, f".rm-{next(names)}", src_dir_fd=fd, dst_dir_fd=top)
-                    progress = True
-                continue
-            child = _open_dir(entry.name, fd)
-            if child is None:
-                continue
-            stack.append((fd, entries, entry.name))
-            fd, entries = child, os.scandir(child)
-            descended = True
-            break
-        if descended:
-            continue
-        entries.close()
-        os.close(fd)
-        if not stack:
-            return progress
-        fd, entries, name = stack.pop()
-        try:
-            os.rmdir(name, dir_fd=fd)
-            progress = True
-        except OSError:
-            pass
+                pass
+    except BaseException:
+        # not the tree's doing (an interrupt, a bug): nothing stays open
+        for open_fd, open_entries in [(fd, entries)] + [(f, e) for f, e, _ in stack]:
+            open_entries.close()
+            with contextlib.suppress(OSError):
+                os.close(open_fd)
+        raise
