@@ -204,21 +204,23 @@ def test_the_file_api_refuses_paths_past_the_depth_and_length_caps(emulator: Con
             data.delete_sandbox(sandbox_id)
 
 
-def test_an_interrupted_pass_leaves_no_directory_open(
-    scratch: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_interrupted_pass_leaves_no_directory_open(scratch: Path) -> None:
+    # deeper than a pass holds open: the pass asks for a name to lift the rest to the top,
+    # and that is where it is interrupted, with every level above still open
     deep = scratch / "t"
-    (deep / "a" / "b" / "c").mkdir(parents=True)
-    (deep / "a" / "b" / "c" / "f").write_text("x")
+    (deep.joinpath(*["d"] * (_tree._MAX_OPEN + 2))).mkdir(parents=True)
     before = set(os.listdir("/proc/self/fd"))
 
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
+    class Interrupting:
+        def __next__(self) -> int:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(_tree.os, "unlink", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _tree.remove_tree(deep)
-    monkeypatch.undo()
+    top = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _tree._empty(top, Interrupting())  # type: ignore[arg-type]
+    finally:
+        os.close(top)
     # every descriptor and listing the pass had open is closed (none left to the collector)
     assert set(os.listdir("/proc/self/fd")) <= before
     _tree.remove_tree(deep)
