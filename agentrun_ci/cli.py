@@ -143,23 +143,10 @@ def _interpreter(args: argparse.Namespace) -> CodeInterpreter:
     from ._sync_interpreter import CodeInterpreter
 
     config = Config.from_env()
-    remote = config.has_credentials or bool(config.control_endpoint and config.data_endpoint)
-    settings: Any = None
-    if args.backend == "local" or (args.backend == "auto" and not remote):
-        try:
-            from .local import EmulatorSettings
-        except ImportError:  # no local extra: the facade explains it when it gets there
-            pass
-        else:
-            # One run needs one kernel: no spare pre-started beside it (the context would
-            # not wait for it and start its own, two cold kernels on a one-shot command).
-            settings = EmulatorSettings(spare_kernels=0)
+    # On the embedded emulator, the run's sandbox takes the spare kernel the emulator
+    # starts at once (ready or still starting): one kernel start, begun early.
     return CodeInterpreter(
-        config,
-        backend=args.backend,
-        strategy="singleton",
-        interpreter_name=args.interpreter,
-        emulator_settings=settings,
+        config, backend=args.backend, strategy="singleton", interpreter_name=args.interpreter
     )
 
 

@@ -446,22 +446,34 @@ def test_run_prints_before_the_session_is_torn_down(
     assert seen_at_close == ["early\n"]
 
 
-def test_one_shot_run_on_the_local_default_starts_one_kernel(
+def test_one_shot_run_on_the_local_default_runs_in_the_kernel_started_first(
     no_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The emulator starts a kernel at once; the run's sandbox takes it, ready or still
+    starting, and no request of the run cold-starts another beside it."""
+    import agentrun_ci.local._core as core_module
     from agentrun_ci.local import _kernels
 
     started: list[str] = []
+    cold: list[str] = []
     real_start = _kernels.PythonKernel.start.__func__  # type: ignore[attr-defined]
+    real_cold = core_module.start_python  # type: ignore[attr-defined]
 
     async def counting(cls: type, *args: object, **kwargs: object) -> object:
         started.append("kernel")
         return await real_start(cls, *args, **kwargs)
 
+    async def counting_cold(*args: object, **kwargs: object) -> object:
+        cold.append("cold")
+        return await real_cold(*args, **kwargs)
+
     monkeypatch.setattr(_kernels.PythonKernel, "start", classmethod(counting))
+    monkeypatch.setattr(core_module, "start_python", counting_cold)
     status, out, err = cli("run", "--backend", "local", "6 * 7")
     assert (status, out) == (0, "42\n"), err
-    assert started == ["kernel"]
+    assert cold == []
+    # the first kernel served the run; a replacement spare may have begun after it was up
+    assert started[:1] == ["kernel"]
 
 
 def test_run_save_images_writes_the_plot(at_emulator: Config, tmp_path: Path) -> None:

@@ -4,13 +4,17 @@ fall to none once creations stop."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from agentrun_ci.local import EmulatorSettings
+from agentrun_ci.local._kernel_base import KernelError
 from agentrun_ci.local._spares import (
     SPARE_KERNEL_MB,
     SPARE_MEMORY_SHARE,
@@ -199,3 +203,150 @@ def test_a_sandbox_making_contexts_in_a_burst_keeps_spares_then_none_when_idle()
         # the sandbox still works: its next context is a cold start
         r = http.post(f"/sandboxes/{sid}/contexts", json={"language": "python"})
         assert r.status_code == 200, r.text
+
+
+class _HeldStarts:
+    """The pool's kernel starts held until `release()` (then real), and every cold start
+    of a request counted: what a sandbox created while the spare starts does."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, fail: bool = False) -> None:
+        import agentrun_ci.local._core as core_module
+        import agentrun_ci.local._spares as spares_module
+
+        self.held = threading.Event()
+        self.pool_starts = 0
+        self.cold_starts = 0
+        pool_start, cold_start = spares_module.start_python, core_module.start_python  # type: ignore[attr-defined]
+
+        async def held(launch: Any, cwd: str | None = None) -> Any:
+            self.pool_starts += 1
+            await asyncio.to_thread(self.held.wait, 300)
+            if fail:
+                raise KernelError("a spare that could not start (injected)")
+            return await pool_start(launch, cwd)
+
+        async def counted(launch: Any, cwd: str | None = None) -> Any:
+            self.cold_starts += 1
+            return await cold_start(launch, cwd)
+
+        monkeypatch.setattr(spares_module, "start_python", held)
+        monkeypatch.setattr(core_module, "start_python", counted)
+
+    def release(self) -> None:
+        self.held.set()
+
+
+def _new_sandbox(http: httpx.Client) -> str:
+    http.post("/2025-09-10/templates", json={"templateName": "t"})
+    r = http.post("/sandboxes", json={"templateName": "t"})
+    assert r.status_code == 200, r.text
+    return str(r.json()["data"]["sandboxId"])
+
+
+def _stdout(http: httpx.Client, sid: str, code: str) -> list[str]:
+    r = http.post(f"/sandboxes/{sid}/contexts/execute", json={"code": code})
+    assert r.status_code == 200, r.text
+    return [e["text"] for e in r.json()["results"] if e["type"] == "stdout"]
+
+
+def test_a_sandbox_created_while_the_spare_starts_takes_that_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new emulator's first sandbox comes while its spare kernel is still starting: the
+    sandbox takes that start instead of cold-starting a second kernel beside it."""
+    pytest.importorskip("jupyter_client")
+    from support import live_mentioning, remaining
+
+    from agentrun_ci.local import LocalEmulator
+
+    starts = _HeldStarts(monkeypatch)
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1, no_network=True))
+    try:
+        with (
+            emulator as config,
+            httpx.Client(base_url=str(config.data_endpoint), timeout=300) as http,
+        ):
+            core = emulator.core
+            assert core is not None
+            base = str(core.runtime.parent)
+            _until(lambda: starts.pool_starts == 1, "the spare's kernel start")
+            sid = _new_sandbox(http)
+            sandbox = core.sandboxes[sid]
+            assert sandbox.pending is not None  # the start in flight is the sandbox's now
+            assert core.pool.ready == 0
+            starts.release()
+            assert _stdout(http, sid, "import os; print(os.getcwd())") == ["/home/user\n"]
+            assert starts.cold_starts == 0
+            assert sandbox.pending is None
+            assert http.delete(f"/sandboxes/{sid}").status_code == 200
+            # its kernel and its directory (still the spare's name) go with it
+            assert remaining(lambda: live_mentioning(str(sandbox.base))) == []
+            assert sandbox.base is not None
+            assert not sandbox.base.exists()
+    finally:
+        starts.release()
+    assert remaining(lambda: live_mentioning(base)) == []
+
+
+def test_a_sandbox_deleted_while_its_kernel_starts_leaves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("jupyter_client")
+    from support import live_mentioning, remaining
+
+    from agentrun_ci.local import LocalEmulator
+
+    starts = _HeldStarts(monkeypatch)
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1, no_network=True))
+    try:
+        with (
+            emulator as config,
+            httpx.Client(base_url=str(config.data_endpoint), timeout=300) as http,
+        ):
+            core = emulator.core
+            assert core is not None
+            base = str(core.runtime.parent)
+            _until(lambda: starts.pool_starts == 1, "the spare's kernel start")
+            sid = _new_sandbox(http)
+            sandbox = core.sandboxes[sid]
+            assert sandbox.pending is not None
+            assert http.delete(f"/sandboxes/{sid}").status_code == 200
+            assert sandbox.status == "TERMINATED"
+            assert sandbox.pending is None
+            assert sandbox.base is not None
+            assert not sandbox.base.exists()
+            # the emulator goes on: the next sandbox starts its kernel (the pool's
+            # replacement is held too, so a cold start serves it)
+            other = _new_sandbox(http)
+            assert _stdout(http, other, "print(2)") == ["2\n"]
+    finally:
+        starts.release()
+    assert remaining(lambda: live_mentioning(base)) == []
+
+
+def test_a_spare_that_fails_to_start_leaves_its_sandbox_a_cold_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("jupyter_client")
+    from agentrun_ci.local import LocalEmulator
+
+    starts = _HeldStarts(monkeypatch, fail=True)
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1, no_network=True))
+    try:
+        with (
+            emulator as config,
+            httpx.Client(base_url=str(config.data_endpoint), timeout=300) as http,
+        ):
+            core = emulator.core
+            assert core is not None
+            _until(lambda: starts.pool_starts == 1, "the spare's kernel start")
+            sid = _new_sandbox(http)
+            assert core.sandboxes[sid].pending is not None
+            starts.release()
+            with caplog.at_level("WARNING", logger="agentrun_ci.local"):
+                assert _stdout(http, sid, "print(3)") == ["3\n"]
+            assert starts.cold_starts == 1
+            assert "its spare kernel did not start" in caplog.text
+            assert "injected" in caplog.text
+    finally:
+        starts.release()

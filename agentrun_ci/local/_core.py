@@ -623,16 +623,9 @@ class Core(ProcessesMixin):
         if slot is None:
             slot = self._make_slot(sandbox_id, public)
             slot.launch = attrs.evolve(slot.launch, mounts=tuple(binds))
-        else:  # the spare's directory takes the sandbox's name (its kernel is unaffected)
-            spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
-            if spare_base in self._uids:
-                self._uids[slot.base] = self._uids.pop(spare_base)
-            if slot.kernel is not None:  # but a restart of it must find the new paths
-                slot.kernel.relocate(spare_base, slot.base)
-            home, tmp = home_of(slot.base), tmp_of(slot.base)
-            slot.launch = attrs.evolve(slot.launch, home=home, tmp=tmp)
-            if slot.launch.holder is not None:
-                slot.launch.holder.relocate(home)
+        else:
+            if slot.starting is None:  # the spare's directory takes the sandbox's name
+                self._rename_spare(slot, sandbox_id)
             if slot.launch.holder is not None and slot.launch.holder.own_net:
                 slot.launch = attrs.evolve(slot.launch, public=public)  # connected at first use
         disk_mb = int(number_field(template.body, "diskSize", DEFAULT_DISK_MB))
@@ -660,6 +653,7 @@ class Core(ProcessesMixin):
             launch=slot.launch,
             base=slot.base,
             spares=[slot.kernel] if slot.kernel is not None else [],
+            pending=slot.starting,  # (its directory keeps the spare's name: _rename_spare)
             demand=SpareDemand(
                 min(1, self.settings.spare_kernels), self.settings.spare_idle_timeout
             ),
@@ -667,6 +661,20 @@ class Core(ProcessesMixin):
         )
         self.sandboxes[sandbox_id] = sandbox
         return sandbox
+
+    def _rename_spare(self, slot: Slot, sandbox_id: str) -> None:
+        """A spare slot's directory renamed after the sandbox that took it (its kernel,
+        already started, is unaffected). Not one whose kernel is still starting: a jail
+        being built binds the directory by its path, which a rename pulls from under it."""
+        spare_base, slot.base = slot.base, slot.base.rename(self._sandbox_dir / sandbox_id)
+        if spare_base in self._uids:
+            self._uids[slot.base] = self._uids.pop(spare_base)
+        if slot.kernel is not None:  # but a restart of it must find the new paths
+            slot.kernel.relocate(spare_base, slot.base)
+        home, tmp = home_of(slot.base), tmp_of(slot.base)
+        slot.launch = attrs.evolve(slot.launch, home=home, tmp=tmp)
+        if slot.launch.holder is not None:
+            slot.launch.holder.relocate(home)
 
     def list_sandboxes(self, query: dict[str, str]) -> dict[str, Any]:
         items = [s.wire() for s in self.sandboxes.values()]
@@ -749,6 +757,12 @@ class Core(ProcessesMixin):
         sandbox.defaults.clear()
         spares, sandbox.spares = sandbox.spares, []
         kernels = [c.kernel for c in contexts] + spares
+        pending, sandbox.pending = sandbox.pending, None
+        if pending is not None:  # a start cancelled kills what it launched
+            pending.cancel()
+            await asyncio.wait([pending])
+            if not pending.cancelled() and pending.exception() is None:
+                kernels.append(pending.result())  # it had started
         await asyncio.gather(*(k.shutdown() for k in kernels), return_exceptions=True)
         for proc in sandbox.processes.values():
             await blocking(kill_group, proc.pid)
@@ -823,6 +837,8 @@ class Core(ProcessesMixin):
     async def _python_kernel(self, sandbox: Sandbox, launch: Launch, cwd: str) -> PythonKernel:
         """A spare kernel of the sandbox moved to `cwd`, else a cold start in its jail."""
         kernel: PythonKernel | None = None
+        if not sandbox.spares and sandbox.pending is not None:
+            await self._settle_pending(sandbox)
         spare = sandbox.spares.pop(0) if sandbox.spares else None
         if spare is not None:
             try:
@@ -853,9 +869,34 @@ class Core(ProcessesMixin):
             self._refill(sandbox, launch)
         return kernel
 
+    @staticmethod
+    async def _settle_pending(sandbox: Sandbox) -> None:
+        """Wait for the kernel its spare slot was starting when the sandbox took the slot,
+        and make it the sandbox's first spare; a start that failed leaves a cold one to do."""
+        start = sandbox.pending
+        if start is None:
+            return
+        await asyncio.wait([start])  # a request cancelled meanwhile leaves it to the next
+        if sandbox.pending is not start:  # another request settled it, or the sandbox stopped
+            return
+        sandbox.pending = None
+        error = None if start.cancelled() else start.exception()
+        if start.cancelled() or error is not None:
+            log.warning(
+                "sandbox %s: its spare kernel did not start (%s); starting another",
+                sandbox.id,
+                error or "cancelled",
+            )
+            return
+        sandbox.spares.insert(0, start.result())
+
     def spares_held(self, but: Sandbox | None = None) -> int:
         """Spare kernels kept or starting in sandboxes (all, or all but `but`)."""
-        return sum(len(s.spares) + s.refilling for s in self.sandboxes.values() if s is not but)
+        return sum(
+            len(s.spares) + s.refilling + (s.pending is not None)
+            for s in self.sandboxes.values()
+            if s is not but
+        )
 
     def _spare_target(self, sandbox: Sandbox, *, capped: bool = True) -> int:
         """How many spare kernels `sandbox` keeps now: its demand, within what the machine

@@ -52,7 +52,10 @@ async def delete_template(request: Request) -> Response:
 
 
 async def create_sandbox(request: Request) -> Response:
-    return envelope(request, core_of(request).create_sandbox(await json_body(request)).wire())
+    body = await json_body(request)
+    core = core_of(request)
+    await core.pool.prepared()  # a spare about to start its kernel can be this sandbox's
+    return envelope(request, core.create_sandbox(body).wire())
 
 
 async def list_sandboxes(request: Request) -> Response:

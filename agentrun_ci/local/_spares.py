@@ -124,6 +124,8 @@ class Slot:
     base: Path
     launch: Launch
     kernel: PythonKernel | None = None
+    #: the start of its kernel, still in flight when a sandbox took the slot (`take`)
+    starting: asyncio.Future[PythonKernel] | None = None
 
     @property
     def home(self) -> Path:
@@ -152,6 +154,11 @@ class SparePool:
         self._others = others or (lambda: 0)
         self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
+        #: slots whose kernel is starting, each with its start:
+        #: a sandbox created meanwhile takes one rather than cold-start a kernel beside it
+        self._pending: list[_Pending] = []
+        #: slots being made, before their kernel starts (`prepared`)
+        self._preparing: set[asyncio.Future[Slot]] = set()
         #: the kernel starts inside `_starting`: what close() cancels
         self._kernel_starts: set[asyncio.Future[PythonKernel]] = set()
         #: spares shut down because demand fell (awaited by close())
@@ -197,30 +204,52 @@ class SparePool:
         self._discards.add(task)
         task.add_done_callback(self._discards.discard)
 
+    async def prepared(self) -> None:
+        """Once no spare slot is being made (its directory, cgroup: moments): a sandbox
+        created now finds each spare ready or starting, and can take it (`take`)."""
+        if self._preparing:
+            await asyncio.wait(list(self._preparing))
+
     async def _start_one(self) -> None:
+        name = f".spare-{uuid.uuid4().hex[:12]}"
+        preparing = asyncio.ensure_future(blocking(self._make_slot, name))
+        self._preparing.add(preparing)
         try:
-            slot: Slot = await blocking(self._make_slot, f".spare-{uuid.uuid4().hex[:12]}")
+            slot: Slot = await preparing
         except Exception:
             log.exception("could not prepare a spare sandbox directory")
             return
+        finally:
+            self._preparing.discard(preparing)
         if self._closed:
             await discard(slot)
             return
         start = asyncio.ensure_future(self._start_in_turn(slot.launch))
+        entry = _Pending(slot, start)
         self._kernel_starts.add(start)
+        self._pending.append(entry)
         try:
-            slot.kernel = await start
+            await asyncio.wait([start])  # this task cancelled: not the start, if taken
         except asyncio.CancelledError:
-            if not start.cancelled():
-                raise  # this task was cancelled, not only the start
-            await discard(slot)  # close() cancelled the start, which killed what it launched
-            return
-        except Exception:
-            log.exception("could not pre-start a spare kernel")
-            await discard(slot)
-            return
+            if entry in self._pending:
+                start.cancel()
+            raise
         finally:
             self._kernel_starts.discard(start)
+            taken = entry not in self._pending
+            if not taken:
+                self._pending.remove(entry)
+        if taken:  # a sandbox took the slot: its kernel, and its failure, are the sandbox's
+            return
+        if start.cancelled():  # close() cancelled the start, which killed what it launched
+            await discard(slot)
+            return
+        error = start.exception()
+        if error is not None:
+            log.error("could not pre-start a spare kernel", exc_info=error)
+            await discard(slot)
+            return
+        slot.kernel = start.result()
         if self._closed or len(self._ready) >= self.target:  # demand fell while it started
             await discard(slot)
         else:
@@ -231,12 +260,23 @@ class SparePool:
             return await start_python(launch)
 
     def take(self, accept: Callable[[Slot], bool] | None = None) -> Slot | None:
-        """A slot whose kernel is ready (and that `accept`s), or None; the pool starts a
-        replacement."""
+        """A slot (that `accept`s) whose kernel is ready, else one whose kernel is starting
+        (its `starting` set: the taker awaits it, or cancels it), else None; the pool starts
+        a replacement (for a slot still starting, once its kernel is up).
+
+        A slot still starting beats a cold start: both would start a kernel, and the cold
+        one would wait for a start slot behind it (a new emulator's first sandbox)."""
         self.demand.record()
         slot = None
         if self._ready and (accept is None or accept(self._ready[0])):
             slot = self._ready.pop(0)
+        elif self._pending and (accept is None or accept(self._pending[0].slot)):
+            entry = self._pending.pop(0)
+            slot, slot.starting = entry.slot, entry.start
+            # Not close()'s to cancel now; its task counts as starting until the kernel
+            # is up, so that the replacement does not start beside it (a new emulator's
+            # first sandbox waits for that kernel: a second start would slow it down).
+            self._kernel_starts.discard(entry.start)
         self.fill()
         return slot
 
@@ -257,6 +297,14 @@ class SparePool:
         slots, self._ready = self._ready, []
         await asyncio.gather(*(discard(s) for s in slots), return_exceptions=True)
         await asyncio.gather(*list(self._discards), return_exceptions=True)
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """A spare slot whose kernel is starting, and that start."""
+
+    slot: Slot
+    start: asyncio.Future[PythonKernel]
 
 
 async def start_python(launch: Launch, cwd: str | None = None) -> PythonKernel:

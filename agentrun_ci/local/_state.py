@@ -137,6 +137,9 @@ class Sandbox:
     #: python kernels started in this sandbox's jail, waiting for its next contexts (the
     #: spare slot's, then as many as `demand` asks for)
     spares: list[PythonKernel] = attrs.field(factory=list)
+    #: the spare slot's kernel, still starting when this sandbox took the slot: its first
+    #: python context waits for it (`Core._settle_pending`)
+    pending: asyncio.Future[PythonKernel] | None = None
     #: python contexts created so far (from the second on, spares are kept warm)
     python_contexts: int = 0
     #: spare kernel starts in flight
