@@ -12,13 +12,17 @@ result) and to its exit:
   `agentrun-ci local serve` of the same user runs (listed in the registry): run uses it;
 * run, no emulator: the same with nothing running (`--own-emulator`): run starts the
   emulator in-process and a cold kernel, as before local discovery;
+* CodeInterpreter.from_env(), import to first result: a script with no credentials, so
+  the embedded emulator, from `import agentrun_ci` to `print(6 * 7)`'s output (the
+  README's first example, one execute);
 * reference: the interpreter starting and importing `agentrun_ci.cli`, then printing:
   the part of a run that is neither the emulator nor the kernel.
 
 Rows are visited in rotation, so load drift on a shared machine hits them alike; ratios
 are of medians. Each row runs once first, not counted, so every process finds its
-bytecode compiled as after an install. The goal: a one-shot run with a running emulator
-at most 0.5 x the floor's time to its result.
+bytecode compiled as after an install. The goals: a one-shot run with a running emulator
+at most 0.5 x the floor's time to its result, a script's import to first result at most
+1.3 x.
 """
 
 from __future__ import annotations
@@ -59,8 +63,18 @@ finally:
     km.shutdown_kernel(now=True)
 """
 
+FACADE = """
+from agentrun_ci import CodeInterpreter
+
+with CodeInterpreter.from_env() as interpreter:
+    interpreter.create_interpreter(name="bench")
+    interpreter.start_session()
+    print(interpreter.execute_code("print(6 * 7)").stdout, end="", flush=True)
+"""
+
 ROWS = {
     "floor: bare kernel start + execute": [sys.executable, "-c", FLOOR],
+    "CodeInterpreter.from_env(), import to first result": [sys.executable, "-c", FACADE],
     "agentrun-ci run, emulator running": [CLI, "run", "6 * 7"],
     "agentrun-ci run, no emulator (--own-emulator)": [CLI, "run", "--own-emulator", "6 * 7"],
     "reference: import agentrun_ci.cli, print": [
@@ -177,14 +191,23 @@ def table(times: dict[str, list[tuple[float, float, float]]], rounds: int) -> st
         )
     running = statistics.median(t[0] for t in times["agentrun-ci run, emulator running"])
     verdict = "met" if running / floor <= 0.5 else "NOT met"
+    facade = statistics.median(
+        t[0] for t in times["CodeInterpreter.from_env(), import to first result"]
+    )
+    facade_verdict = "met" if facade / floor <= 1.3 else "NOT met"
     lines += [
         "",
         f"Result: a run with an emulator running took {running / floor:.2f} x the floor's "
-        f"time to its result: the goal is {verdict}. Read the ratios, not the seconds: at this "
-        "load a process gets a fraction of a CPU.",
+        f"time to its result: the goal (at most 0.5 x) is {verdict}. A script's "
+        f"`CodeInterpreter.from_env()` on the embedded emulator, from its import to its first "
+        f"result, took {facade / floor:.2f} x: the goal (at most 1.3 x) is {facade_verdict}. "
+        "Read the ratios, not the seconds: on a loaded machine a process gets a fraction of "
+        "a CPU.",
         "",
-        "Goal: `agentrun-ci run` with an emulator running at most 0.5 x the floor's time to "
-        "its result. The floor starts a kernel, the run with an emulator running does not: "
+        "The script's row starts the emulator in its own process (no credentials: the "
+        "embedded default) and its first sandbox takes the spare kernel the emulator starts "
+        "at once, still starting or ready. "
+        "The floor starts a kernel, the run with an emulator running does not: "
         "its time is the CLI's imports and a handful of loopback requests (a session from "
         "the kept template on the emulator's warm spare kernel, its health, the execute with "
         "its context, the deletion). "

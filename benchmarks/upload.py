@@ -4,6 +4,9 @@ For each size (5 MB and 50 MB by default), in interleaved rounds:
 
 * upload floor: a bare `httpx.Client.put` of the file as the raw body to a loopback sink
   that writes it to a file (what moving the bytes over loopback HTTP into a file costs);
+* server-stack floor: the same PUT to a bare Starlette app under uvicorn, the emulator's
+  own HTTP stack (h11), streaming the body to a file: what that stack costs before any
+  multipart form is read (the emulator's HTTP layer is Python, as the sink's is not);
 * the same upload with httpx's own multipart (`files=`) to the emulator's
   `/filesystem/upload`, the usual hand-written way;
 * `DataPlane.upload` from a path and from an open file;
@@ -97,6 +100,31 @@ def _sink_main(port_queue: Any, target: str) -> None:
         threading.Thread(target=_sink_connection, args=(conn, target), daemon=True).start()
 
 
+def _stack_sink_main(port_queue: Any, target: str) -> None:
+    """A bare Starlette app under uvicorn, configured as the emulator's server is: PUT
+    /upload streams the body to `target`."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def upload(request: Request) -> JSONResponse:
+        with open(target, "wb") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+        return JSONResponse({})
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port_queue.put(listener.getsockname()[1])
+    app = Starlette(routes=[Route("/upload", upload, methods=["PUT"])])
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False
+    )
+    asyncio.run(uvicorn.Server(config).serve(sockets=[listener]))
+
+
 def _emulator_main(url_queue: Any, stop: Any) -> None:
     from agentrun_ci.local import EmulatorSettings, LocalEmulator
 
@@ -118,12 +146,19 @@ class Servers:
         self._sink = ctx.Process(target=_sink_main, args=(sink_queue, sink_file), daemon=True)
         self._sink.start()
         self.sink_url = f"http://127.0.0.1:{sink_queue.get(timeout=60)}"
+        stack_queue = ctx.Queue()
+        self._stack = ctx.Process(
+            target=_stack_sink_main, args=(stack_queue, sink_file), daemon=True
+        )
+        self._stack.start()
+        self.stack_url = f"http://127.0.0.1:{stack_queue.get(timeout=60)}"
 
     def close(self) -> None:
         self._stop.set()
         self._emulator.join(60)
-        self._sink.terminate()
-        self._sink.join(10)
+        for sink in (self._sink, self._stack):
+            sink.terminate()
+            sink.join(10)
 
 
 # ------------------------------------------------------------------ measuring
@@ -154,6 +189,8 @@ class Clients:
         self.sink = httpx.Client(base_url=servers.sink_url, timeout=300)
         self.async_http = httpx.AsyncClient(base_url=url, timeout=300)
         self.async_sink = httpx.AsyncClient(base_url=servers.sink_url, timeout=300)
+        self.stack = httpx.Client(base_url=servers.stack_url, timeout=300)
+        self.async_stack = httpx.AsyncClient(base_url=servers.stack_url, timeout=300)
         config = Config(data_endpoint=url, read_timeout=300)
         self.dp = DataPlane(config)
         self.adp = AsyncDataPlane(config)
@@ -173,9 +210,11 @@ class Clients:
         self.loop.run_until_complete(self.adp.close())
         self.loop.run_until_complete(self.async_http.aclose())
         self.loop.run_until_complete(self.async_sink.aclose())
+        self.loop.run_until_complete(self.async_stack.aclose())
         self.loop.close()
         self.http.close()
         self.sink.close()
+        self.stack.close()
 
     # uploads
 
@@ -183,7 +222,16 @@ class Clients:
         with self.source.open("rb") as handle:
             self.sink.put("/upload", content=handle).raise_for_status()
 
-    def put_raw_to_sink_async(self) -> None:
+    def put_raw_to_stack(self) -> None:
+        with self.source.open("rb") as handle:
+            self.stack.put("/upload", content=handle).raise_for_status()
+
+    def put_raw_to_stack_async(self) -> None:
+        self.put_raw_to_sink_async(self.async_stack)
+
+    def put_raw_to_sink_async(self, client: httpx.AsyncClient | None = None) -> None:
+        target = client or self.async_sink
+
         async def put() -> None:
             with self.source.open("rb") as handle:
 
@@ -191,7 +239,7 @@ class Clients:
                     while chunk := handle.read(1 << 16):
                         yield chunk
 
-                response = await self.async_sink.put(
+                response = await target.put(
                     "/upload",
                     content=chunks(),
                     headers={"Content-Length": str(self.source.stat().st_size)},
@@ -251,10 +299,15 @@ class Clients:
 
 UPLOADS = [
     ("httpx PUT raw body → sink (floor)", "put_raw_to_sink"),
+    ("httpx PUT raw body → uvicorn + Starlette (server-stack floor)", "put_raw_to_stack"),
     ("httpx POST, its own multipart (files=) → emulator", "httpx_multipart"),
     ("DataPlane.upload(path)", "upload_path"),
     ("DataPlane.upload(open file)", "upload_file"),
     ("httpx.AsyncClient PUT raw body → sink (async floor)", "put_raw_to_sink_async"),
+    (
+        "httpx.AsyncClient PUT raw body → uvicorn + Starlette (async server-stack floor)",
+        "put_raw_to_stack_async",
+    ),
     ("AsyncDataPlane.upload(path)", "upload_async"),
 ]
 DOWNLOADS = [
@@ -282,20 +335,26 @@ def run_size(servers: Servers, size_mb: int, rounds: int, tmp: Path) -> list[str
     lines = []
     for rows in (UPLOADS, DOWNLOADS):
         floor_wall = statistics.median(w for w, _ in samples[rows[0][1]])
+        stack_wall: float | None = None
         for label, method in rows:
-            if "floor" in label:  # sync rows against the sync floor, async against async
+            # sync rows against the sync floors, async against the async ones
+            if "server-stack floor" in label:
+                stack_wall = statistics.median(w for w, _ in samples[method])
+            elif "floor" in label:
                 floor_wall = statistics.median(w for w, _ in samples[method])
+                stack_wall = None
             if method not in samples:
-                lines.append(f"| {size_mb} MB | {label} | 0 | n/a | n/a | n/a | n/a | n/a |")
+                lines.append(f"| {size_mb} MB | {label} | 0 | n/a | n/a | n/a | n/a | n/a | n/a |")
                 continue
             walls = [w for w, _ in samples[method]]
             cpus = [c for _, c in samples[method]]
             wall = statistics.median(walls)
             mb_s = size_mb / wall
+            stack = f"{wall / stack_wall:.2f}" if stack_wall is not None else "n/a"
             lines.append(
                 f"| {size_mb} MB | {label} | {len(walls)} | {wall * 1e3:.0f} | "
                 f"{max(walls) * 1e3:.0f} | {statistics.median(cpus) * 1e3:.0f} | {mb_s:.0f} | "
-                f"{wall / floor_wall:.2f} |"
+                f"{wall / floor_wall:.2f} | {stack} |"
             )
     return lines
 
@@ -332,15 +391,19 @@ def main(argv: list[str] | None = None) -> int:
         "client CPU is this process's user + system time per call. × floor = median / "
         "median of the nearest floor above it, sync or async (uploads: a raw PUT to a sink "
         "that writes the body to a file in /dev/shm, memory as a sandbox's disk is; "
-        "downloads: a bare streamed GET of the same file from the emulator).",
+        "downloads: a bare streamed GET of the same file from the emulator). × stack = "
+        "median / median of the server-stack floor above it: the same raw PUT to a bare "
+        "Starlette app under uvicorn, the emulator's HTTP stack, streaming the body to the "
+        "same file.",
         "",
-        "| size | client | n | p50 ms | max ms | client CPU ms (p50) | MB/s | × floor (p50) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| size | client | n | p50 ms | max ms | client CPU ms (p50) | MB/s | × floor (p50) "
+        "| × stack (p50) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         "AgentRun's upload is a multipart form, so every real upload pays the form's parsing "
         "on the server (in Python, as is the emulator's HTTP parsing); the raw PUT floor "
-        "pays neither.",
+        "pays neither, the server-stack floor the HTTP parsing only.",
     ]
     table = "\n".join(lines) + "\n"
     print(table)
