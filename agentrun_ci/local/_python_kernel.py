@@ -13,13 +13,17 @@ import json
 import logging
 import os
 import queue
+import resource
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
 
 from .._models import strip_ansi
 from ._jail import JAIL_PRIVATE
@@ -221,13 +225,45 @@ _LOST = (
 )
 
 
+_ZMQ_CONTEXT: zmq.asyncio.Context | None = None
+_ZMQ_LOCK = threading.Lock()
+
+
+def _zmq_context() -> zmq.asyncio.Context:
+    """The zmq context of every kernel of this process, made at first use.
+
+    jupyter_client gives each kernel manager and each client a context of its own: two
+    I/O threads and their descriptors more per kernel, for nothing. One context, whose
+    socket cap is raised from libzmq's 1023 (some 170 kernels at six sockets each) to
+    what the process may open."""
+    global _ZMQ_CONTEXT
+    with _ZMQ_LOCK:
+        if _ZMQ_CONTEXT is None or _ZMQ_CONTEXT.closed:
+            context = zmq.asyncio.Context()
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            wanted = soft if 0 < soft < 65536 else 65536
+            context.set(zmq.MAX_SOCKETS, max(1024, min(wanted, context.get(zmq.SOCKET_LIMIT))))
+            _ZMQ_CONTEXT = context
+        return _ZMQ_CONTEXT
+
+
 class _KernelManager(AsyncKernelManager):
     """Hands the connection file to the sandbox uid, which must read it to start; jailed,
     writes the kernel its own copy instead (`jail_copy`, in its private directory, with
-    the socket path as the jail sees it): the server's file stays out of every jail."""
+    the socket path as the jail sees it): the server's file stays out of every jail.
+    It and its client use the process's one zmq context (`_zmq_context`), which neither
+    destroys at shutdown."""
 
     sandbox_uid: int | None = None
     jail_copy: Path | None = None
+
+    @default("context")
+    def _shared_context(self) -> zmq.asyncio.Context:
+        return _zmq_context()
+
+    def client(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("context", self.context)
+        return super().client(**kwargs)
 
     def write_connection_file(self, **kwargs: Any) -> None:
         super().write_connection_file(**kwargs)
@@ -257,6 +293,7 @@ class PythonKernel:
         self._start_timeout = start_timeout
         #: the kernel process's own stderr (not its code's: ipykernel sends that to iopub)
         self._stderr: Any = None
+        self._shutting: asyncio.Future[None] | None = None
         self._km = km
         self._kc = kc
         self._home = home
@@ -383,7 +420,9 @@ class PythonKernel:
                 preexec_fn=launch.preexec(launch.settings.kernel_cpu_seconds),
             )
             kc = km.client()
-            kc.start_channels()
+            # No heartbeat: liveness is the kernel's process (km.is_alive), and the
+            # heartbeat would cost every kernel a thread, an event loop and a socket.
+            kc.start_channels(hb=False)
             await wait_until_ready(km, kc, timeout=timeout)
         except BaseException as exc:  # cancelled too: nothing may be left running
             said = _last_words(km, stderr)
@@ -570,9 +609,15 @@ class PythonKernel:
         return KernelError("the kernel died during execution (state lost)")
 
     async def shutdown(self) -> None:
-        if self._closing:
-            return
+        """Kill the kernel and free what it holds; every caller returns once that is done.
+        A caller cancelled meanwhile does not cut the shutdown short (its files and
+        sockets would be left open)."""
         self._closing = True
+        if self._shutting is None:
+            self._shutting = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._shutting)
+
+    async def _shutdown(self) -> None:
         pgid = self.pgid
         with contextlib.suppress(Exception):
             self._kc.stop_channels()
