@@ -5,16 +5,25 @@ Prints a markdown table and writes it to benchmarks/results/emulator.md.
 Targets: warm context create >= 10x faster than cold; `1` through the DataPlane within
 1.25x of the same kind of kernel driven directly with jupyter_client (a second context of
 the same sandbox, its calls interleaved with the DataPlane's).
+
+A second floor prices the HTTP exchange itself: httpx's GET of an empty route of a bare
+Starlette app served by uvicorn in a thread of this process, as the emulator is (no
+middleware, no signing, no kernel). The kernel plus that exchange is what any execute over
+HTTP on these libraries costs at least.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import platform
+import socket
 import statistics
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -116,13 +125,54 @@ def _direct_once(kc: BlockingKernelClient, code: str) -> None:
         pass
 
 
-def execute_dataplane(runs: int) -> tuple[list[float], list[float], list[float]]:
-    """`CODE` round trips: DataPlane with the jail, without it, and the floor (a second
-    context of the jailed sandbox driven with jupyter_client directly), call by call."""
+@contextlib.contextmanager
+def _bare_app() -> Iterator[httpx.Client]:
+    """A client of a bare Starlette app (one empty route) under uvicorn in a thread,
+    configured as the emulator's server is."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def empty(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/", empty)])
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False
+    )
+    server = uvicorn.Server(config)
+    # proto=IPPROTO_TCP, as the emulator's: asyncio sets TCP_NODELAY only on such sockets
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while not server.started:  # uvicorn has no event to wait on
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the bare app did not start in 60 s")
+                time.sleep(0.01)
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def execute_dataplane(runs: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    """`CODE` round trips: DataPlane with the jail, without it, the floor (a second context
+    of the jailed sandbox driven with jupyter_client directly), and an empty request to a
+    bare Starlette app (the HTTP exchange alone), call by call."""
     on: list[float] = []
     off: list[float] = []
     direct: list[float] = []
+    hop: list[float] = []
     with contextlib.ExitStack() as stack:
+        bare_app = stack.enter_context(_bare_app())
         targets = []
         jailed = _Bench(stack, 1, True)
         for bench, times in ((jailed, on), (_Bench(stack, 1, False), off)):
@@ -147,9 +197,12 @@ def execute_dataplane(runs: int) -> tuple[list[float], list[float], list[float]]
             start = time.perf_counter()
             _direct_once(kc, CODE)
             direct.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            bare_app.get("/").raise_for_status()
+            hop.append(time.perf_counter() - start)
         for dp, sid, _, _ in targets:
             dp.delete_sandbox(sid)
-    return on, off, direct
+    return on, off, direct, hop
 
 
 def main() -> int:
@@ -161,7 +214,7 @@ def main() -> int:
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     warm, warm_off = context_create(1, args.context_runs)
     cold, cold_off = context_create(0, args.context_runs)
-    dp, dp_off, bare = execute_dataplane(args.runs)
+    dp, dp_off, bare, hop = execute_dataplane(args.runs)
     with contextlib.ExitStack() as stack:
         no_jail = _Bench(stack, 0, False).unusable
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -172,6 +225,7 @@ def main() -> int:
         ("context create, warm (spare kernel)", warm),
         ("execute `1`, jupyter_client directly on the same kind of kernel (floor)", bare),
         ("execute `1`, DataPlane → emulator (HTTP)", dp),
+        ("empty GET, httpx → a bare Starlette app under uvicorn (the HTTP exchange alone)", hop),
     ]
     lines = [
         "# Emulator benchmark\n",
@@ -221,6 +275,11 @@ def main() -> int:
         "with jupyter_client's blocking client from the same process, its calls interleaved "
         "with the DataPlane's; the emulator runs in this process too (as in the tests), so "
         "client and server share one GIL.",
+        f"- DataPlane execute / (the floor + the bare HTTP exchange, "
+        f"{(pct(bare, 0.5) + pct(hop, 0.5)) * ms:.1f} ms): "
+        f"**{pct(dp, 0.5) / (pct(bare, 0.5) + pct(hop, 0.5)):.2f}×** at p50: what the "
+        "emulator's own work adds beyond the kernel and one HTTP exchange on the libraries "
+        "it is built on (signing, middleware, routing, the usage meter).",
     ]
     table = "\n".join(lines) + "\n"
     print(table)

@@ -115,7 +115,8 @@ def _stack_sink_main(port_queue: Any, target: str) -> None:
                 out.write(chunk)
         return JSONResponse({})
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, as the emulator's: asyncio sets TCP_NODELAY only on such sockets
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.bind(("127.0.0.1", 0))
     port_queue.put(listener.getsockname()[1])
     app = Starlette(routes=[Route("/upload", upload, methods=["PUT"])])
