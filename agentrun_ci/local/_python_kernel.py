@@ -23,7 +23,6 @@ import zmq
 import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import default
 
 from .._models import strip_ansi
 from ._jail import JAIL_PRIVATE
@@ -251,15 +250,11 @@ class _KernelManager(AsyncKernelManager):
     """Hands the connection file to the sandbox uid, which must read it to start; jailed,
     writes the kernel its own copy instead (`jail_copy`, in its private directory, with
     the socket path as the jail sees it): the server's file stays out of every jail.
-    It and its client use the process's one zmq context (`_zmq_context`), which neither
-    destroys at shutdown."""
+    Made with the process's one zmq context (`_zmq_context`), which its client shares and
+    neither destroys at shutdown."""
 
     sandbox_uid: int | None = None
     jail_copy: Path | None = None
-
-    @default("context")
-    def _shared_context(self) -> zmq.asyncio.Context:
-        return _zmq_context()
 
     def client(self, **kwargs: Any) -> Any:
         kwargs.setdefault("context", self.context)
@@ -329,6 +324,7 @@ class PythonKernel:
                 ip,
             )
         km = _KernelManager(
+            context=_zmq_context(),
             transport="ipc" if ipc else "tcp",
             connection_file=str(runtime_dir / f"{name}.json"),
             **({"ip": ip} if ipc else {}),
@@ -369,7 +365,10 @@ class PythonKernel:
             remove_tree(private)
             raise KernelError(f"the kernel's socket path is too long ({ip}): set TMPDIR shorter")
         km = _KernelManager(
-            transport="ipc", connection_file=str(runtime_dir / f"{private.name}.json"), ip=ip
+            context=_zmq_context(),
+            transport="ipc",
+            connection_file=str(runtime_dir / f"{private.name}.json"),
+            ip=ip,
         )
         km.jail_copy = private / "kernel.json"
         km.sandbox_uid = launch.jail.uid if launch.jail and launch.jail.privileged else None
