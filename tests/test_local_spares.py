@@ -5,8 +5,10 @@ fall to none once creations stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -249,104 +251,84 @@ def _stdout(http: httpx.Client, sid: str, code: str) -> list[str]:
     return [e["text"] for e in r.json()["results"] if e["type"] == "stdout"]
 
 
+@contextlib.contextmanager
+def _held_emulator(
+    monkeypatch: pytest.MonkeyPatch, *, fail: bool = False
+) -> Iterator[tuple[_HeldStarts, Any, httpx.Client]]:
+    """An emulator whose spare kernel start is held (`_HeldStarts`), once that start has
+    begun: (the starts, its core, a client). Everything it started is gone afterwards."""
+    pytest.importorskip("jupyter_client")
+    from support import live_mentioning, remaining
+
+    from agentrun_ci.local import LocalEmulator
+
+    starts = _HeldStarts(monkeypatch, fail=fail)
+    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1, no_network=True))
+    try:
+        with (
+            emulator as config,
+            httpx.Client(base_url=str(config.data_endpoint), timeout=300) as http,
+        ):
+            core = emulator.core
+            assert core is not None
+            base = str(core.runtime.parent)
+            _until(lambda: starts.pool_starts == 1, "the spare's kernel start")
+            yield starts, core, http
+    finally:
+        starts.release()
+    assert remaining(lambda: live_mentioning(base)) == []
+
+
 def test_a_sandbox_created_while_the_spare_starts_takes_that_kernel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A new emulator's first sandbox comes while its spare kernel is still starting: the
     sandbox takes that start instead of cold-starting a second kernel beside it."""
-    pytest.importorskip("jupyter_client")
     from support import live_mentioning, remaining
 
-    from agentrun_ci.local import LocalEmulator
-
-    starts = _HeldStarts(monkeypatch)
-    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1, no_network=True))
-    try:
-        with (
-            emulator as config,
-            httpx.Client(base_url=str(config.data_endpoint), timeout=300) as http,
-        ):
-            core = emulator.core
-            assert core is not None
-            base = str(core.runtime.parent)
-            _until(lambda: starts.pool_starts == 1, "the spare's kernel start")
-            sid = _new_sandbox(http)
-            sandbox = core.sandboxes[sid]
-            assert sandbox.pending is not None  # the start in flight is the sandbox's now
-            assert core.pool.ready == 0
-            starts.release()
-            assert _stdout(http, sid, "import os; print(os.getcwd())") == ["/home/user\n"]
-            assert starts.cold_starts == 0
-            assert sandbox.pending is None
-            assert http.delete(f"/sandboxes/{sid}").status_code == 200
-            # its kernel and its directory (still the spare's name) go with it
-            assert remaining(lambda: live_mentioning(str(sandbox.base))) == []
-            assert sandbox.base is not None
-            assert not sandbox.base.exists()
-    finally:
+    with _held_emulator(monkeypatch) as (starts, core, http):
+        sid = _new_sandbox(http)
+        sandbox = core.sandboxes[sid]
+        assert sandbox.pending is not None  # the start in flight is the sandbox's now
+        assert core.pool.ready == 0
         starts.release()
-    assert remaining(lambda: live_mentioning(base)) == []
+        assert _stdout(http, sid, "import os; print(os.getcwd())") == ["/home/user\n"]
+        assert starts.cold_starts == 0
+        assert sandbox.pending is None
+        assert http.delete(f"/sandboxes/{sid}").status_code == 200
+        # its kernel and its directory (still the spare's name) go with it
+        assert remaining(lambda: live_mentioning(str(sandbox.base))) == []
+        assert sandbox.base is not None
+        assert not sandbox.base.exists()
 
 
 def test_a_sandbox_deleted_while_its_kernel_starts_leaves_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pytest.importorskip("jupyter_client")
-    from support import live_mentioning, remaining
-
-    from agentrun_ci.local import LocalEmulator
-
-    starts = _HeldStarts(monkeypatch)
-    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1, no_network=True))
-    try:
-        with (
-            emulator as config,
-            httpx.Client(base_url=str(config.data_endpoint), timeout=300) as http,
-        ):
-            core = emulator.core
-            assert core is not None
-            base = str(core.runtime.parent)
-            _until(lambda: starts.pool_starts == 1, "the spare's kernel start")
-            sid = _new_sandbox(http)
-            sandbox = core.sandboxes[sid]
-            assert sandbox.pending is not None
-            assert http.delete(f"/sandboxes/{sid}").status_code == 200
-            assert sandbox.status == "TERMINATED"
-            assert sandbox.pending is None
-            assert sandbox.base is not None
-            assert not sandbox.base.exists()
-            # the emulator goes on: the next sandbox starts its kernel (the pool's
-            # replacement is held too, so a cold start serves it)
-            other = _new_sandbox(http)
-            assert _stdout(http, other, "print(2)") == ["2\n"]
-    finally:
-        starts.release()
-    assert remaining(lambda: live_mentioning(base)) == []
+    with _held_emulator(monkeypatch) as (_, core, http):
+        sid = _new_sandbox(http)
+        sandbox = core.sandboxes[sid]
+        assert sandbox.pending is not None
+        assert http.delete(f"/sandboxes/{sid}").status_code == 200
+        assert sandbox.status == "TERMINATED"
+        assert sandbox.pending is None
+        assert sandbox.base is not None
+        assert not sandbox.base.exists()
+        # the emulator goes on: the next sandbox starts its kernel (the pool's
+        # replacement is held too, so a cold start serves it)
+        other = _new_sandbox(http)
+        assert _stdout(http, other, "print(2)") == ["2\n"]
 
 
 def test_a_spare_that_fails_to_start_leaves_its_sandbox_a_cold_start(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pytest.importorskip("jupyter_client")
-    from agentrun_ci.local import LocalEmulator
-
-    starts = _HeldStarts(monkeypatch, fail=True)
-    emulator = LocalEmulator(EmulatorSettings(spare_kernels=1, no_network=True))
-    try:
-        with (
-            emulator as config,
-            httpx.Client(base_url=str(config.data_endpoint), timeout=300) as http,
-        ):
-            core = emulator.core
-            assert core is not None
-            _until(lambda: starts.pool_starts == 1, "the spare's kernel start")
-            sid = _new_sandbox(http)
-            assert core.sandboxes[sid].pending is not None
-            starts.release()
-            with caplog.at_level("WARNING", logger="agentrun_ci.local"):
-                assert _stdout(http, sid, "print(3)") == ["3\n"]
-            assert starts.cold_starts == 1
-            assert "its spare kernel did not start" in caplog.text
-            assert "injected" in caplog.text
-    finally:
+    with _held_emulator(monkeypatch, fail=True) as (starts, core, http):
+        sid = _new_sandbox(http)
+        assert core.sandboxes[sid].pending is not None
         starts.release()
+        with caplog.at_level("WARNING", logger="agentrun_ci.local"):
+            assert _stdout(http, sid, "print(3)") == ["3\n"]
+        assert starts.cold_starts == 1
+        assert "its spare kernel did not start" in caplog.text
+        assert "injected" in caplog.text
