@@ -26,6 +26,9 @@ from agentrun_ci.e2b._options import Lifecycle, check_lifecycle
 
 @pytest.fixture(scope="module")
 def shared(emulator: Config) -> Iterator[None]:
+    # What other modules of this worker left open goes first: calls that name no backend
+    # (`connect(id)`, `kill(id)`) use the one the process already uses, which must be ours.
+    e2b.close_shared()
     yield
     e2b.close_shared()
 
@@ -349,3 +352,20 @@ async def test_pause_waits_through_pausing_and_refuses_other_states() -> None:
         await _pause(ci, "s1", 10)
     _, ci = fake(["PAUSED"], "unused")
     assert await _pause(ci, "s1", 10) is False  # already paused
+
+
+@pytest.mark.anyio
+async def test_a_run_refused_on_a_killed_sandbox_leaves_no_coroutine_unawaited(
+    emulator: Config, shared: None
+) -> None:
+    import gc
+    import warnings
+
+    sbx = await AsyncSandbox.create(config=emulator)
+    await sbx.kill()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(Exception, match="killed"):
+            await sbx.run_code("1")
+        gc.collect()
+    assert [str(w.message) for w in seen if "never awaited" in str(w.message)] == []

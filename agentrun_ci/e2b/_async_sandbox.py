@@ -813,9 +813,12 @@ class AsyncSandbox:
         """Run `awaitable` so that kill() ends it at once with SANDBOX_KILLED.
 
         Callers `await self._ready()` before they make `awaitable`."""
-        if self._killed and inspect.iscoroutine(awaitable):
-            awaitable.close()  # never started: nothing to await
-        self._check_alive()
+        try:
+            self._check_alive()
+        except BaseException:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started: nothing to await
+            raise
         task = asyncio.ensure_future(awaitable)
         self._inflight.add(task)
         try:
@@ -1061,14 +1064,15 @@ class AsyncSandbox:
         else:
             lang = _options.language(language)
             context_id = "" if lang == "bash" else await self._guarded(self._default(lang))
-        work = self._run(code, lang, context_id, run_envs, limit)
-        raw: _Execution = await self._guarded(
-            self._bounded(
-                work,
-                (request_timeout or self._request_timeout or DEFAULT_REQUEST_TIMEOUT)
-                + limit * (3 if run_envs else 1),
-            )
+        bound = (request_timeout or self._request_timeout or DEFAULT_REQUEST_TIMEOUT) + limit * (
+            3 if run_envs else 1
         )
+
+        async def work() -> Any:
+            # made here, not before _guarded: a run refused there is never created
+            return await self._bounded(self._run(code, lang, context_id, run_envs, limit), bound)
+
+        raw: _Execution = await self._guarded(work())
         if raw.status == "timeout":
             raise TimeoutException(EXECUTION_TIMED_OUT.format(timeout=limit))
         return Execution(raw)
