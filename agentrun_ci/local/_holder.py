@@ -153,11 +153,12 @@ class Holder:
                 os.close(info_w)
                 os.close(ready_w)
             self._proc = proc
+            both = asyncio.gather(_read_all(info_r), ready_byte(ready_r, proc))
+            # Cut short (a timeout, the emulator stopping), it may end with a child's
+            # CancelledError that no one awaits: taken here, not printed at exit.
+            both.add_done_callback(_retrieved)
             try:
-                data, ready = await asyncio.wait_for(
-                    asyncio.gather(_read_all(info_r), ready_byte(ready_r, proc)),
-                    self._start_timeout,
-                )
+                data, ready = await asyncio.wait_for(both, self._start_timeout)
                 if not ready:
                     raise HolderError("it exited before it was ready")
                 pid = int(json.loads(data)["child-pid"])
@@ -195,6 +196,11 @@ class Holder:
         await blocking(kill_group, proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 10)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _read_all(fd: int) -> bytes:
