@@ -34,6 +34,9 @@ from agentrun_ci.e2b import (
 
 @pytest.fixture(scope="module")
 def shared(emulator: Config) -> Iterator[None]:
+    # What other modules of this worker left open goes first: calls that name no backend
+    # (`connect(id)`, `kill(id)`) use the one the process already uses, which must be ours.
+    e2b.close_shared()
     yield
     e2b.close_shared()
 

@@ -187,7 +187,8 @@ def test_deleting_the_sandbox_kills_its_background_jobs_and_holder(
     )
     marker = _marker()
     _background(http, sandbox_id, marker)
-    jobs = _host_pids(marker)
+    # `$!` is known at the fork; the marker is on its command line from its exec on
+    jobs = wait_until(lambda: _host_pids(marker), f"the background job {marker}")
     assert len(jobs) == 1, jobs
     assert emulator.core is not None
     launch = emulator.core.sandboxes[sandbox_id].launch
