@@ -115,7 +115,7 @@ def _available_mb(meminfo: str) -> float | None:
     return None
 
 
-@attrs.define
+@attrs.define(eq=False)
 class Slot:
     """A sandbox-to-be: its directory (`home` is /home/user, `tmp` its /tmp), its cgroup,
     how to launch in it, and a pre-started kernel already jailed there. A slot goes to one
@@ -124,7 +124,8 @@ class Slot:
     base: Path
     launch: Launch
     kernel: PythonKernel | None = None
-    #: the start of its kernel, still in flight when a sandbox took the slot (`take`)
+    #: the start of its kernel while it is in flight (a sandbox that takes the slot then
+    #: awaits it, or cancels it: `take`)
     starting: asyncio.Future[PythonKernel] | None = None
 
     @property
@@ -154,9 +155,9 @@ class SparePool:
         self._others = others or (lambda: 0)
         self._ready: list[Slot] = []
         self._starting: set[asyncio.Task[None]] = set()
-        #: slots whose kernel is starting, each with its start:
-        #: a sandbox created meanwhile takes one rather than cold-start a kernel beside it
-        self._pending: list[_Pending] = []
+        #: slots whose kernel is starting (`Slot.starting`): a sandbox created meanwhile
+        #: takes one rather than cold-start a kernel beside it
+        self._pending: list[Slot] = []
         #: slots being made, before their kernel starts (`prepared`)
         self._preparing: set[asyncio.Future[Slot]] = set()
         #: the kernel starts inside `_starting`: what close() cancels
@@ -224,23 +225,23 @@ class SparePool:
         if self._closed:
             await discard(slot)
             return
-        start = asyncio.ensure_future(self._start_in_turn(slot.launch))
-        entry = _Pending(slot, start)
+        start = slot.starting = asyncio.ensure_future(self._start_in_turn(slot.launch))
         self._kernel_starts.add(start)
-        self._pending.append(entry)
+        self._pending.append(slot)
         try:
             await asyncio.wait([start])  # this task cancelled: not the start, if taken
         except asyncio.CancelledError:
-            if entry in self._pending:
+            if slot in self._pending:
                 start.cancel()
             raise
         finally:
             self._kernel_starts.discard(start)
-            taken = entry not in self._pending
+            taken = slot not in self._pending
             if not taken:
-                self._pending.remove(entry)
+                self._pending.remove(slot)
         if taken:  # a sandbox took the slot: its kernel, and its failure, are the sandbox's
             return
+        slot.starting = None
         if start.cancelled():  # close() cancelled the start, which killed what it launched
             await discard(slot)
             return
@@ -270,13 +271,13 @@ class SparePool:
         slot = None
         if self._ready and (accept is None or accept(self._ready[0])):
             slot = self._ready.pop(0)
-        elif self._pending and (accept is None or accept(self._pending[0].slot)):
-            entry = self._pending.pop(0)
-            slot, slot.starting = entry.slot, entry.start
+        elif self._pending and (accept is None or accept(self._pending[0])):
+            slot = self._pending.pop(0)
             # Not close()'s to cancel now; its task counts as starting until the kernel
             # is up, so that the replacement does not start beside it (a new emulator's
             # first sandbox waits for that kernel: a second start would slow it down).
-            self._kernel_starts.discard(entry.start)
+            assert slot.starting is not None
+            self._kernel_starts.discard(slot.starting)
         self.fill()
         return slot
 
@@ -297,14 +298,6 @@ class SparePool:
         slots, self._ready = self._ready, []
         await asyncio.gather(*(discard(s) for s in slots), return_exceptions=True)
         await asyncio.gather(*list(self._discards), return_exceptions=True)
-
-
-@attrs.define(eq=False)
-class _Pending:
-    """A spare slot whose kernel is starting, and that start."""
-
-    slot: Slot
-    start: asyncio.Future[PythonKernel]
 
 
 async def start_python(launch: Launch, cwd: str | None = None) -> PythonKernel:
