@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import socket
 import statistics
 import threading
 import time
@@ -32,6 +31,7 @@ from jupyter_client import BlockingKernelClient
 from agentrun_ci import ServerError
 from agentrun_ci._sync.data_plane import DataPlane
 from agentrun_ci.local import EmulatorSettings, LocalEmulator
+from agentrun_ci.local._server import listening_socket, server_config
 
 RESULTS = Path(__file__).parent / "results" / "emulator.md"
 CODE = "1"
@@ -127,8 +127,8 @@ def _direct_once(kc: BlockingKernelClient, code: str) -> None:
 
 @contextlib.contextmanager
 def _bare_app() -> Iterator[httpx.Client]:
-    """A client of a bare Starlette app (one empty route) under uvicorn in a thread,
-    configured as the emulator's server is."""
+    """A client of a bare Starlette app (one empty route) under uvicorn in a thread, served
+    as the emulator's is (`server_config`, `listening_socket`)."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -139,13 +139,8 @@ def _bare_app() -> Iterator[httpx.Client]:
         return JSONResponse({})
 
     app = Starlette(routes=[Route("/", empty)])
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False
-    )
-    server = uvicorn.Server(config)
-    # proto=IPPROTO_TCP, as the emulator's: asyncio sets TCP_NODELAY only on such sockets
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(server_config(app))
+    sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),))
     thread.start()

@@ -101,13 +101,15 @@ def _sink_main(port_queue: Any, target: str) -> None:
 
 
 def _stack_sink_main(port_queue: Any, target: str) -> None:
-    """A bare Starlette app under uvicorn, configured as the emulator's server is: PUT
-    /upload streams the body to `target`."""
+    """A bare Starlette app under uvicorn, served as the emulator's is (`server_config`,
+    `listening_socket`): PUT /upload streams the body to `target`."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
+
+    from agentrun_ci.local._server import listening_socket, server_config
 
     async def upload(request: Request) -> JSONResponse:
         with open(target, "wb") as out:
@@ -115,14 +117,10 @@ def _stack_sink_main(port_queue: Any, target: str) -> None:
                 out.write(chunk)
         return JSONResponse({})
 
-    # proto=IPPROTO_TCP, as the emulator's: asyncio sets TCP_NODELAY only on such sockets
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.bind(("127.0.0.1", 0))
+    listener = listening_socket("127.0.0.1", 0)
     port_queue.put(listener.getsockname()[1])
     app = Starlette(routes=[Route("/upload", upload, methods=["PUT"])])
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False
-    )
+    config = server_config(app)
     asyncio.run(uvicorn.Server(config).serve(sockets=[listener]))
 
 

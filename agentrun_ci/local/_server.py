@@ -91,11 +91,7 @@ class LocalEmulator:
         if self._thread is not None:
             return self.config
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
-        # proto says TCP, and without it every response waits ~40 ms for a delayed ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
+        sock = listening_socket(self._host, self._port)
         port = sock.getsockname()[1]
         shown = f"[{self._host}]" if family == socket.AF_INET6 else self._host
         self._url = f"http://{shown}:{port}"
@@ -146,17 +142,7 @@ class LocalEmulator:
         self.core = core
         try:
             await core.start()
-            config = uvicorn.Config(
-                build_app(core),
-                log_level="warning",
-                lifespan="off",
-                access_log=False,
-                timeout_graceful_shutdown=2,
-                # nothing reads the client's address: skip the X-Forwarded-* pass that
-                # uvicorn makes on every request from a trusted (loopback) peer
-                proxy_headers=False,
-            )
-            server = uvicorn.Server(config)
+            server = uvicorn.Server(server_config(build_app(core)))
             self._server = server
             serving = asyncio.ensure_future(server.serve(sockets=[sock]))
             while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -209,3 +195,29 @@ class LocalEmulator:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await blocking(self.stop)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn's `serve(sockets=...)` (the emulator's, and the
+    bare servers its benchmarks compare it with)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto says TCP, and without it every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def server_config(app: Any) -> uvicorn.Config:
+    """How the emulator's uvicorn serves `app` (and the bare servers of its benchmarks)."""
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        # nothing reads the client's address: skip the X-Forwarded-* pass that uvicorn
+        # makes on every request from a trusted (loopback) peer
+        proxy_headers=False,
+    )
