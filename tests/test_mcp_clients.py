@@ -70,7 +70,8 @@ async def test_a_client_beyond_a_full_pool_is_refused_at_once_naming_pool_size(
     tmp_path: Path,
 ) -> None:
     args = ("--strategy", "pool", "--pool-size", "1")
-    with http_server_process(_owner(), tmp_path / "server.log", *args) as (url, token, _):
+    log = tmp_path / "server.log"
+    with http_server_process(_owner(), log, *args) as (url, token, _):
         async with _session(url, token) as first:
             held = await first.call_tool("run_code", {"code": "x = 'first'"})
             assert not held.is_error, _text(held)
@@ -84,7 +85,13 @@ async def test_a_client_beyond_a_full_pool_is_refused_at_once_naming_pool_size(
                 # the first client keeps its sandbox and its state
                 still = await first.call_tool("run_code", {"code": "print(x)"})
                 assert _s(still)["stdout"] == "first\n"
-        # the first client ended its session: its sandbox went back to the pool
+        # the first client ended its session: its sandbox goes back to the pool (the
+        # server releases it after answering the session's DELETE)
+        wait_until(
+            lambda: "released the state of client" in log.read_text(),
+            "the first client's sandbox to go back to the pool",
+            timeout=120,
+        )
         async with _session(url, token) as third:
             served = await third.call_tool("run_code", {"code": "print('third')"})
             assert _s(served)["stdout"] == "third\n"
