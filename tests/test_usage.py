@@ -3,8 +3,12 @@ what the cloud reports, the MCP result's `usage`, and `agentrun-ci sessions list
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -162,3 +166,126 @@ def test_the_observability_doc_python_blocks_run_as_written() -> None:
         assert wall > 0
         assert cpu >= 0
         assert peak > 0
+
+
+# --------------------------------------------------------------- the gauges, process by process
+
+_CHILD = """
+import sys
+held = []
+for line in sys.stdin:
+    if line.startswith("grow"):
+        held.append(bytearray(int(line.split()[1]) * 1024 * 1024))
+        for i in range(0, len(held[-1]), 4096):  # resident, page by page
+            held[-1][i] = 1
+    elif line.startswith("free"):
+        held.clear()
+    print("ok", flush=True)
+"""
+
+
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _ask(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == "ok\n"
+
+
+def _proc_fds(pid: int) -> list[str]:
+    """This process's descriptors open on /proc/<pid>/..."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"/proc/{pid}/"):
+                found.append(target)
+    return found
+
+
+needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+
+
+@needs_proc
+def test_gauges_measure_a_peak_and_keep_their_files_open_between_runs(
+    child: subprocess.Popen[str],
+) -> None:
+    from agentrun_ci.local._usage import Gauges
+
+    _ask(child, "warm")
+    gauges = Gauges()
+    meter = gauges.start([child.pid])
+    opened = sorted(_proc_fds(child.pid))
+    assert opened == sorted(f"/proc/{child.pid}/{n}" for n in ("stat", "status", "clear_refs"))
+    _ask(child, "grow 64")
+    grown = meter.finish()
+    assert grown["peakMemoryMb"] >= 64
+    # the block freed, the next run's peak is its own (the peak was reset as it started)
+    _ask(child, "free")
+    meter = gauges.start([child.pid])
+    _ask(child, "ping")
+    light = meter.finish()
+    assert light["peakMemoryMb"] < grown["peakMemoryMb"] - 32
+    assert sorted(_proc_fds(child.pid)) == opened  # read again, not opened again
+    gauges.close()
+    assert _proc_fds(child.pid) == []
+
+
+@needs_proc
+def test_an_untouched_member_counts_with_its_resident_set(
+    child: subprocess.Popen[str],
+) -> None:
+    """A member that took no page fault during the run (its stat said so) is counted with
+    its resident set, which is its reset peak: the same sum `status` would give."""
+    from agentrun_ci.local._usage import Gauges
+
+    _ask(child, "grow 32")
+    gauges = Gauges()
+    try:
+        meter = gauges.start([child.pid])
+        idle = meter.finish()  # nothing ran in between
+        meter = gauges.start([child.pid])
+        _ask(child, "ping")  # it ran (and faulted, if only its stack): status is read
+        ran = meter.finish()
+    finally:
+        gauges.close()
+    assert idle["peakMemoryMb"] >= 32
+    assert abs(idle["peakMemoryMb"] - ran["peakMemoryMb"]) < 8
+    assert idle["cpuTime"] == 0
+
+
+@needs_proc
+def test_a_member_that_exits_is_dropped_and_its_files_closed(
+    child: subprocess.Popen[str],
+) -> None:
+    from agentrun_ci.local._usage import Gauges
+
+    _ask(child, "warm")
+    gauges = Gauges()
+    try:
+        mine = os.getpid()
+        meter = gauges.start([child.pid, mine])
+        before = len(_proc_fds(child.pid))
+        assert before == 3
+        fd_count = len(os.listdir("/proc/self/fd"))
+        child.kill()
+        child.wait()
+        usage = meter.finish()  # its files now fail to read: the run counts the others
+        assert "cpuTime" in usage
+        assert usage["peakMemoryMb"] > 0
+        gauges.start([mine]).finish()  # the next run closes what it cannot read any more
+        assert len(os.listdir("/proc/self/fd")) == fd_count - 3
+    finally:
+        gauges.close()

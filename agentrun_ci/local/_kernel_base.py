@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,7 +53,13 @@ class Kernel(Protocol):
 
     @property
     def pgid(self) -> int | None: ...
-    async def execute(self, code: str, timeout: float) -> tuple[list[Event], str, int | None]: ...
+    async def execute(
+        self, code: str, timeout: float, sent: Callable[[], None] | None = None
+    ) -> tuple[list[Event], str, int | None]:
+        """Run `code`; `sent()` is called once it has gone to the kernel (the caller's
+        own work then overlaps the kernel's)."""
+        ...
+
     async def shutdown(self) -> None: ...
     async def pause(self, stop: bool) -> None: ...
 

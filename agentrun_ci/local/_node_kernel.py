@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,9 @@ class NodeKernel:
             preexec_fn=self._launch.preexec(self._settings.kernel_cpu_seconds, memory=False),
         )
 
-    async def execute(self, code: str, timeout: float) -> tuple[list[Event], str, int | None]:
+    async def execute(
+        self, code: str, timeout: float, sent: Callable[[], None] | None = None
+    ) -> tuple[list[Event], str, int | None]:
         proc = self._proc
         if proc is None or proc.returncode is not None or proc.stdin is None or proc.stdout is None:
             raise KernelError("the javascript kernel has died (state lost)")
@@ -89,6 +92,8 @@ class NodeKernel:
         line = json.dumps({"id": req_id, "code": code, "timeoutMs": int(timeout * 1000)})
         proc.stdin.write(line.encode() + b"\n")
         await proc.stdin.drain()
+        if sent is not None:
+            sent()
         extra: list[Event] = []
         stdout = proc.stdout
         streams = _StreamCap()

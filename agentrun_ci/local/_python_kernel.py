@@ -16,6 +16,7 @@ import queue
 import resource
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -481,11 +482,13 @@ class PythonKernel:
         if status != "ok":
             raise KernelError("could not move the kernel into the sandbox")
 
-    async def execute(self, code: str, timeout: float) -> tuple[list[Event], str, int | None]:
-        return await self._run(code, timeout, silent=False)
+    async def execute(
+        self, code: str, timeout: float, sent: Callable[[], None] | None = None
+    ) -> tuple[list[Event], str, int | None]:
+        return await self._run(code, timeout, silent=False, sent=sent)
 
     async def _run(
-        self, code: str, timeout: float, *, silent: bool
+        self, code: str, timeout: float, *, silent: bool, sent: Callable[[], None] | None = None
     ) -> tuple[list[Event], str, int | None]:
         if not await self._km.is_alive():
             raise KernelError("the kernel has died (state lost)")
@@ -497,6 +500,8 @@ class PythonKernel:
             allow_stdin=False,
             user_expressions={} if silent else {"agentrun_output": _COUNT},
         )
+        if sent is not None:
+            sent()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         events: list[Event] = []

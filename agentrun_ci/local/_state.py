@@ -18,6 +18,7 @@ from ._fs import SandboxFS
 from ._kernels import Kernel, Launch, PythonKernel
 from ._spares import SpareDemand
 from ._tty import TtySession
+from ._usage import Gauges
 
 __all__ = ["REGION", "Context", "Process", "Sandbox", "Template", "new_ulid", "now_iso"]
 
@@ -148,6 +149,8 @@ class Sandbox:
     demand: SpareDemand | None = None
     #: its own storage mounts as created (`nasConfig`, `ossMountConfig`, `polarFsConfig`)
     mounts: dict[str, Any] = attrs.field(factory=dict)
+    #: the /proc files its runs are measured on (closed when it ends)
+    gauges: Gauges = attrs.field(factory=Gauges)
 
     def refresh(self) -> None:
         if self.status == "CREATING" and time.monotonic() >= self.ready_at:
