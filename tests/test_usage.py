@@ -184,16 +184,41 @@ for line in sys.stdin:
 """
 
 
+def test_a_deleted_sandbox_leaves_no_proc_descriptor_open(emulator: Config) -> None:
+    """The emulator (in this process) keeps each measured process's /proc files open
+    between runs; the sandbox's end closes them."""
+    name = "usage" + uuid.uuid4().hex[:6]
+    with ControlPlane(emulator) as control, DataPlane(emulator) as data:
+        control.create_template(name)
+        try:
+            sandbox_id = data.create_sandbox(name).sandbox_id
+            try:
+                first = data.execute(sandbox_id, "import os; os.getpid()")
+                assert first.ok, first.error
+                data.execute(sandbox_id, "1", context_id=first.context_id)
+                kernels = [
+                    p.pid
+                    for p in data.list_processes(sandbox_id)
+                    if (p.tag or "").startswith("context:")
+                ]
+                assert kernels
+                assert any(_proc_fds(pid) for pid in kernels)  # kept between the runs
+            finally:
+                data.delete_sandbox(sandbox_id)
+            assert all(_proc_fds(pid) == [] for pid in kernels)
+        finally:
+            control.delete_template(name)
+
+
 @pytest.fixture
 def child() -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
+    ) as proc:  # its pipes closed on the way out
+        try:
+            yield proc
+        finally:
+            proc.kill()
 
 
 def _ask(proc: subprocess.Popen[str], line: str) -> None:
@@ -241,6 +266,10 @@ def test_gauges_measure_a_peak_and_keep_their_files_open_between_runs(
     assert sorted(_proc_fds(child.pid)) == opened  # read again, not opened again
     gauges.close()
     assert _proc_fds(child.pid) == []
+    # a run that starts after the sandbox ended (it raced the delete) opens nothing
+    late = gauges.start([child.pid])
+    assert _proc_fds(child.pid) == []
+    assert set(late.finish()) == {"wallTime"}
 
 
 @needs_proc

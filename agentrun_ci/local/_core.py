@@ -751,6 +751,7 @@ class Core(ProcessesMixin):
         if sandbox.stopping:
             return
         sandbox.stopping = True
+        sandbox.gauges.close()  # first: nothing below may leave its descriptors open
         if sandbox.status == "PAUSED":  # thawed, so that every process dies of its SIGKILL
             await self._signal_all(sandbox, stop=False)
         contexts, sandbox.contexts = list(sandbox.contexts.values()), {}
@@ -775,7 +776,6 @@ class Core(ProcessesMixin):
             await sandbox.launch.holder.stop()  # and with it what still runs in the sandbox
         if sandbox.launch is not None and sandbox.launch.cgroup is not None:
             await blocking(sandbox.launch.cgroup.remove)
-        sandbox.gauges.close()
         await blocking(remove_tree, sandbox.base or sandbox.root)
         if sandbox.base is not None:  # its files and processes are gone: the uid is free
             self._release_uid(sandbox.base)

@@ -42,11 +42,12 @@ class Gauges:
     cost, and the run's answer waits on those reads. A descriptor names the process, not
     its number: once the process has exited, reads through it fail (it is then closed),
     and a pid reused by another process is opened anew. `close()`, when the sandbox ends,
-    closes the rest.
+    closes the rest, and a run that starts after it opens nothing (it measures wall time).
     """
 
     def __init__(self) -> None:
         self._files: dict[int, _Files] = {}
+        self._closed = False
 
     def start(self, members: list[int], since: float | None = None) -> Meter:
         """Reset the members' peaks and sum their CPU: `meter.finish()` after the run.
@@ -62,11 +63,14 @@ class Gauges:
         return Meter(opened, started, _cpu(stats), [_faults(stat) for stat in stats])
 
     def close(self) -> None:
+        self._closed = True
         for files in self._files.values():
             files.close()
         self._files.clear()
 
     def _of(self, pid: int) -> _Files | None:
+        if self._closed:
+            return None
         files = self._files.get(pid)
         if files is not None and files.gone:
             self._files.pop(pid).close()
