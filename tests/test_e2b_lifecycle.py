@@ -3,6 +3,7 @@ listing with queries, order and pages, metrics, and the refusals of what AgentRu
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from support import running_emulator
 
 from agentrun_ci import Config, e2b
 from agentrun_ci.e2b import (
@@ -369,3 +371,38 @@ async def test_a_run_refused_on_a_killed_sandbox_leaves_no_coroutine_unawaited(
             await sbx.run_code("1")
         gc.collect()
     assert [str(w.message) for w in seen if "never awaited" in str(w.message)] == []
+
+
+@pytest.mark.anyio
+async def test_calls_by_id_find_the_backend_that_has_the_sandbox(
+    emulator: Config, shared: None
+) -> None:
+    """A process with sandboxes on two backends (`config=` each): `connect(id)`,
+    `get_info(id)`, `pause(id)` and `kill(id)`, which name none, reach the one that has
+    the sandbox, whichever backend the process opened first."""
+    with running_emulator() as (_, other):
+        first = await AsyncSandbox.create(config=emulator)
+        second = await AsyncSandbox.create(config=other)
+        try:
+            for sbx, value in ((first, 1), (second, 2)):
+                await sbx.run_code(f"v = {value}")
+                again = await AsyncSandbox.connect(sbx.sandbox_id)
+                assert (await again.run_code("v")).text == str(value)
+                info = await AsyncSandbox.get_info(sbx.sandbox_id)
+                assert info.sandbox_id == sbx.sandbox_id
+            # by id, with no handle of this process on it: its backend is asked
+            third = await AsyncSandbox.create(config=other)
+            third_id = third.sandbox_id
+            await third.kill()
+            assert await AsyncSandbox.kill(third_id) is False  # gone from every backend
+            assert await AsyncSandbox.pause(second.sandbox_id) is True
+            assert await AsyncSandbox.kill(second.sandbox_id) is True
+            assert not await second.is_running()
+            with pytest.raises(e2b.NotFoundException):
+                await AsyncSandbox.connect("no-such-sandbox")
+        finally:
+            await first.kill()
+            await second.kill()
+            # both backends' facades, before the second's emulator stops
+            await e2b.aclose_shared()
+            await asyncio.to_thread(e2b.close_shared)

@@ -420,7 +420,10 @@ class AsyncSandbox:
     ) -> AsyncSandbox:
         _options.refuse_connection_options("AsyncSandbox.connect()", opts)
         _check_backend(config, backend)
-        ci, hub_key = await _hub.acquire(config, backend, None)
+        if config is None and backend == "auto":  # the backend that has it
+            ci, hub_key = await _hub.acquire_holding(sandbox_id)
+        else:
+            ci, hub_key = await _hub.acquire(config, backend, None)
         try:
             sandbox = await _get_sandbox(ci, sandbox_id)
             resumed = await _resume_if_paused(ci, sandbox)
@@ -559,7 +562,7 @@ class AsyncSandbox:
             if handle._lease is not None:  # ours: the lease deletes it and stops tracking it
                 return await handle._kill()
         try:
-            async with _hub.using(None, "auto") as ci:
+            async with _hub.holding(sandbox_id) as ci:
                 await ci.data_plane.delete_sandbox(sandbox_id)
         except NotFoundError:
             return False
@@ -655,7 +658,7 @@ class AsyncSandbox:
             live = list(_live.get(sandbox_id, []))
         if live:
             return await _info(live[0]._ci, sandbox_id)
-        async with _hub.using(None, "auto") as ci:
+        async with _hub.holding(sandbox_id) as ci:
             return await _info(ci, sandbox_id)
 
     async def _get_info(self, /, **opts: Any) -> SandboxInfo:
@@ -673,7 +676,7 @@ class AsyncSandbox:
             live = list(_live.get(sandbox_id, []))
         if live:
             return await live[0]._pause(keep_memory, **opts)
-        async with _hub.using(None, "auto") as ci:
+        async with _hub.holding(sandbox_id) as ci:
             return await _pause(ci, sandbox_id, opts.get("request_timeout"))
 
     async def _pause(self, /, keep_memory: bool = True, **opts: Any) -> bool:
@@ -706,7 +709,7 @@ class AsyncSandbox:
             live = list(_live.get(sandbox_id, []))
         if live:
             return await live[0]._get_metrics(start, end, **opts)
-        async with _hub.using(None, "auto") as ci:
+        async with _hub.holding(sandbox_id) as ci:
             return await _metrics(ci, sandbox_id, start, end)
 
     async def _get_metrics(

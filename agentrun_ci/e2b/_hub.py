@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator
 
 from .._config import Config
+from .._errors import NotFoundError
 from .._interpreter import AsyncCodeInterpreter
 from .._sync_interpreter import _Portal
 
@@ -25,7 +26,9 @@ __all__ = [
     "SANDBOX_IDLE",
     "aclose_shared",
     "acquire",
+    "acquire_holding",
     "close_shared",
+    "holding",
     "hub",
     "portal",
     "release",
@@ -127,6 +130,39 @@ async def release(key: _HubKey | None) -> None:
         made = _hubs.pop(key, None)
         if made is not None:
             await made.close()
+
+
+async def acquire_holding(sandbox_id: str) -> tuple[AsyncCodeInterpreter, _HubKey | None]:
+    """`acquire()` for a call by sandbox id that names no backend: the backend this process
+    uses, or, where it uses several (a `config=` per sandbox), the one that has the
+    sandbox. Each is asked in turn (GetSandbox); when none knows the id, the first answers
+    (and says it is not found)."""
+    keys = list(_roots)
+    if len(keys) <= 1:
+        return await acquire(None, "auto", None)
+    for config, backend in keys:
+        ci, key = await acquire(config, backend, None)
+        try:
+            await ci.data_plane.get_sandbox(sandbox_id)
+        except NotFoundError:
+            await release(key)
+            continue
+        except BaseException:
+            await release(key)
+            raise
+        return ci, key
+    config, backend = keys[0]
+    return await acquire(config, backend, None)
+
+
+@contextlib.asynccontextmanager
+async def holding(sandbox_id: str) -> AsyncIterator[AsyncCodeInterpreter]:
+    """The facade for one call by sandbox id with no backend named (`acquire_holding`)."""
+    ci, key = await acquire_holding(sandbox_id)
+    try:
+        yield ci
+    finally:
+        await release(key)
 
 
 @contextlib.asynccontextmanager
