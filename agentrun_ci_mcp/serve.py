@@ -336,6 +336,8 @@ async def serve_stdio(mcp: Any, state: Any) -> int:
         await run_stdio(mcp, first_answer.set, eof.set)
         await _close(state, "stdin closed")
         tg.cancel_scope.cancel()
+    if signals.received:  # it came as the cleanup ended: on_signal was cancelled unheard
+        log.info("signal %d: after the cleanup, nothing left to do", signals.received[0])
     return signals.status(0)
 
 
