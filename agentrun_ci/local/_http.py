@@ -73,7 +73,8 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = body_limit(scope["path"], self.max_upload_bytes)
-        rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
+        # (only a refusal needs it: no new id per request when RequestIdMiddleware set one)
+        rid = scope.get("agentrun_request_id") or str(uuid.uuid4())
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
             done = await _drain(receive, 0)
