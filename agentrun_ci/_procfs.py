@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["is_running", "read_proc", "start_time", "stat_fields"]
+__all__ = ["is_running", "parse_stat", "read_proc", "start_time", "stat_fields"]
 
 #: states of a process that has exited (zombie, dead)
 _EXITED = ("Z", "X")
@@ -36,8 +36,11 @@ def stat_fields(pid: int | str) -> list[str] | None:
     ... (proc(5) fields 3 onwards, so starttime is index 19); None when there is no such
     process (or no /proc)."""
     raw = read_proc(f"/proc/{pid}/stat")
-    if raw is None:
-        return None
+    return None if raw is None else parse_stat(raw)
+
+
+def parse_stat(raw: bytes) -> list[str]:
+    """The fields of a /proc/<pid>/stat text after the command name (see `stat_fields`)."""
     # the command name (field 2) may hold spaces and parentheses: split after the last ")"
     return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
 

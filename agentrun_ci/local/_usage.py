@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from .._procfs import read_proc, stat_fields
+from .._procfs import parse_stat, read_proc, stat_fields
 
 __all__ = ["Gauges", "Meter", "process_usage"]
 
@@ -170,7 +170,7 @@ class _Files:
         if not raw:
             self.gone = True
             return None
-        return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+        return parse_stat(raw)
 
     def reset_peak(self) -> None:
         """Reset the process's peak RSS (VmHWM) to its current RSS."""
