@@ -161,7 +161,14 @@ class AppState:
             ci = await self._interpreter()
             client.lease = await ci.acquire(f"mcp-{secrets.token_hex(4)}")
         if self.options.strategy == "pool" and client.lease.session_id is None:
-            await self._take_pool_sandbox(client.lease)
+            try:
+                await self._take_pool_sandbox(client.lease)
+            except ClientRefused:
+                # a refused client holds nothing: its next call asks the pool afresh
+                lease, client.lease = client.lease, None
+                with anyio.CancelScope(shield=True):
+                    await lease.release()
+                raise
         return client.lease
 
     async def _take_pool_sandbox(self, lease: AsyncLease) -> None:

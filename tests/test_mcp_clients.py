@@ -92,6 +92,9 @@ async def test_a_client_beyond_a_full_pool_is_refused_at_once_naming_pool_size(
             "the first client's sandbox to go back to the pool",
             timeout=120,
         )
+        # the refused client held nothing, so only the first client's release is logged
+        # (one logged for the second could be taken for the first's, before it happened)
+        assert log.read_text().count("released the state of client") == 1
         async with _session(url, token) as third:
             served = await third.call_tool("run_code", {"code": "print('third')"})
             assert _s(served)["stdout"] == "third\n"
@@ -159,5 +162,33 @@ async def test_a_client_beyond_max_clients_all_busy_is_refused_naming_the_flag(
         assert execution.stdout == "later\n"
         assert list(state.clients) == ["handle:later"]
         assert "--max-clients" in (state.registry.tombstones.get(busy.handle) or "")
+    finally:
+        await state.close()
+
+
+async def test_a_client_refused_by_a_full_pool_holds_no_lease(emulator: Config) -> None:
+    options = ServerOptions(
+        config=emulator,
+        backend="cloud",
+        owner=_owner(),
+        strategy="pool",
+        pool_size=1,
+        reap_orphans=False,
+    )
+    _, state = build_server(options)
+    try:
+        holder = state.client("handle:holder")
+        async with using(state, holder) as lease:
+            await lease.execute_code("x = 1")
+        refused = state.client("session:refused")  # stable: kept after a failed call
+        with anyio.fail_after(REFUSAL_WAIT), pytest.raises(ToolError, match="--pool-size max 1"):
+            async with using(state, refused):
+                pytest.fail("a client beyond a full pool was served")
+        # nothing to release when it ends: its end is not logged as a release
+        assert refused.lease is None
+        await state.release(holder.key)
+        async with using(state, refused) as lease:  # asks the pool afresh, and is served
+            execution = await lease.execute_code("print('now')")
+        assert execution.stdout == "now\n"
     finally:
         await state.close()
