@@ -5,7 +5,6 @@ answers.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import hmac
@@ -52,11 +51,15 @@ log = logging.getLogger("agentrun_ci.local")
 # under a 1 GB memory limit made that flush fail with MemoryError in the IO thread: the
 # output was gone and the execute said "ok". So: keep no output history, send big writes
 # in 1 MB pieces, and count what each cell wrote, so that `PythonKernel` can compare it
-# with what arrived and say when output was lost (`_LOST`).
+# with what arrived and say when output was lost (`_LOST`). The counts travel in the
+# execute reply's metadata (`finish_metadata`): a user expression would carry them too,
+# but the kernel evaluates and display-formats it on every run, a tenth of a short run.
+#: the key of the execute reply's metadata that holds what the cell wrote, per stream
+_COUNTS = "agentrun_output"
 _OUTPUT_GUARD = """
 def _agentrun_guard():
     from ipykernel.iostream import OutStream
-    if hasattr(OutStream, "_agentrun_take"):
+    if hasattr(OutStream, "_agentrun_guarded"):
         return
 
     class Forget(dict):
@@ -91,11 +94,17 @@ def _agentrun_guard():
         except MemoryError:
             pass
 
-    def take():
-        msg_id = shell.kernel.get_parent()["header"]["msg_id"]
-        found = {name: n for (mid, name), n in counts.items() if mid == msg_id}
-        counts.clear()
-        return found
+    kernel = shell.kernel
+    finish = kernel.finish_metadata
+
+    def finish_metadata(parent, metadata, reply_content):
+        metadata = finish(parent, metadata, reply_content)
+        header = parent.get("header", {})
+        if header.get("msg_type") == "execute_request":
+            msg_id = header.get("msg_id")
+            metadata[COUNTS] = {name: n for (mid, name), n in counts.items() if mid == msg_id}
+            counts.clear()
+        return metadata
 
     class Write:
         # IPython tees each cell's output by setting `stream.write` to a wrapper and
@@ -117,13 +126,13 @@ def _agentrun_guard():
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, OutStream):
             stream.__dict__.pop("write", None)
-    OutStream.write, OutStream._flush, OutStream._agentrun_take = Write(), guarded_flush, take
+    OutStream.write, OutStream._flush, OutStream._agentrun_guarded = Write(), guarded_flush, True
+    kernel.finish_metadata = finish_metadata
 
 
 _agentrun_guard()
 del _agentrun_guard
-"""
-_COUNT = "__import__('ipykernel').iostream.OutStream._agentrun_take()"
+""".replace("COUNTS", repr(_COUNTS))
 
 
 _KERNEL_FLAGS = ("--HistoryManager.enabled=False", "--IPKernelApp.quiet=True")
@@ -197,22 +206,19 @@ async def _reply_to(get: Any, msg_id: str, timeout: float) -> dict[str, Any]:
 
 
 def _lost_output(
-    events: list[Event], reply: dict[str, Any], dropped: dict[str, int] | None = None
+    events: list[Event], metadata: dict[str, Any], dropped: dict[str, int] | None = None
 ) -> list[Event]:
-    """A stderr note for output the kernel wrote that never arrived (never lose it silently)."""
-    counted = reply.get("user_expressions", {}).get("agentrun_output", {})
-    if counted.get("status") != "ok":
-        name = counted.get("ename", "no answer")
-        return [{"type": "stderr", "text": f"{_LOST} (the kernel could not count it: {name})]\n"}]
-    try:
-        written = ast.literal_eval(counted["data"]["text/plain"])
-    except (KeyError, ValueError, SyntaxError):
-        return []
+    """A stderr note for output the kernel wrote that never arrived (never lose it silently).
+    `metadata` is the execute reply's, where the output guard puts its counts."""
+    written = metadata.get(_COUNTS)
+    if not isinstance(written, dict):
+        return [{"type": "stderr", "text": f"{_LOST} (the kernel did not count it)]\n"}]
     notes: list[Event] = []
     for stream in ("stdout", "stderr"):
         got = sum(len(e.get("text") or "") for e in events if e.get("type") == stream)
         got += (dropped or {}).get(stream, 0)
-        lost = int(written.get(stream, 0)) - got
+        count = written.get(stream, 0)
+        lost = (count if isinstance(count, int) else 0) - got
         if lost > 0:
             text = f"{_LOST}: {lost} characters of {stream} never arrived]\n"
             notes.append({"type": "stderr", "text": text})
@@ -498,7 +504,6 @@ class PythonKernel:
             silent=silent,
             store_history=not silent,
             allow_stdin=False,
-            user_expressions={} if silent else {"agentrun_output": _COUNT},
         )
         if sent is not None:
             sent()
@@ -578,18 +583,17 @@ class PythonKernel:
             events.append(_timeout_event(timeout))
         reply = await self._drain_shell(msg_id)
         if reply is not None and not silent and status == "ok":
-            events += _lost_output(events, reply, streams.dropped)
+            events += _lost_output(events, reply["metadata"], streams.dropped)
         return events + streams.notes(), status, count
 
     async def _drain_shell(self, msg_id: str) -> dict[str, Any] | None:
-        # The shell reply only adds what our output guard counted (user_expressions);
-        # read it so the queue does not grow, without waiting long for it.
+        # The shell reply only adds what our output guard counted (its metadata); read
+        # it so the queue does not grow, without waiting long for it.
         with contextlib.suppress(queue.Empty):
             while True:
                 reply = await self._inbox("shell").get(0.5)
                 if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                    content: dict[str, Any] = reply.get("content", {})
-                    return content
+                    return reply
         return None
 
     def _inbox(self, name: str) -> _Inbox:
@@ -675,6 +679,7 @@ class _Inbox:
             "header": header,
             "msg_type": header.get("msg_type"),
             "parent_header": session.unpack(parts[2]),
+            "metadata": session.unpack(parts[3]),
             "content": session.unpack(parts[4]),
         }
 
