@@ -25,7 +25,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -207,23 +207,34 @@ def execute_dataplane(
         stack.callback(kc.stop_channels)
         for _ in range(10):
             _direct_once(kc, CODE)
-        for _ in range(runs):
-            for dp, sid, ctx_id, times in targets:
-                start = time.perf_counter()
-                run = dp.execute(sid, CODE, context_id=ctx_id)
-                times.append(time.perf_counter() - start)
-                assert run.text == "1", run
-            start = time.perf_counter()
-            _direct_once(kc, CODE)
-            direct.append(time.perf_counter() - start)
-            start = time.perf_counter()
+
+        def dataplane(dp: DataPlane, sid: str, ctx_id: str) -> Callable[[], None]:
+            def run() -> None:
+                execution = dp.execute(sid, CODE, context_id=ctx_id)
+                assert execution.text == "1", execution
+
+            return run
+
+        def empty_get() -> None:
             bare_app.get("/").raise_for_status()
-            hop.append(time.perf_counter() - start)
-            start = time.perf_counter()
+
+        def same_shaped() -> None:
             answer = bare_app.post("/execute", json=body)
             answer.raise_for_status()
             answer.json()
-            shaped.append(time.perf_counter() - start)
+
+        rows: list[tuple[Callable[[], None], list[float]]] = [
+            (dataplane(dp, sid, ctx_id), times) for dp, sid, ctx_id, times in targets
+        ]
+        rows += [(lambda: _direct_once(kc, CODE), direct), (empty_get, hop), (same_shaped, shaped)]
+        for round_ in range(runs):
+            # each round starts one row later: every row follows each of the others
+            # equally often (what ran just before a call changes its time)
+            turn = round_ % len(rows)
+            for run, times in rows[turn:] + rows[:turn]:
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
         for dp, sid, _, _ in targets:
             dp.delete_sandbox(sid)
     return on, off, direct, hop, shaped
