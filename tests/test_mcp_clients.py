@@ -49,6 +49,20 @@ def _text(result: Any) -> str:
 
 
 @asynccontextmanager
+async def _state(emulator: Config, **options: Any) -> AsyncIterator[Any]:
+    """The MCP server's state in-process against the emulator (closed when the block exits)."""
+    _, state = build_server(
+        ServerOptions(
+            config=emulator, backend="cloud", owner=_owner(), reap_orphans=False, **options
+        )
+    )
+    try:
+        yield state
+    finally:
+        await state.close()
+
+
+@asynccontextmanager
 async def _session(url: str, token: str) -> AsyncIterator[Any]:
     """One MCP client over streamable HTTP (its own MCP session); the session is ended
     (HTTP DELETE) when the block exits."""
@@ -136,16 +150,7 @@ async def test_an_idle_clients_sandbox_is_released_and_its_next_call_is_told(
 async def test_a_client_beyond_max_clients_all_busy_is_refused_naming_the_flag(
     emulator: Config,
 ) -> None:
-    options = ServerOptions(
-        config=emulator,
-        backend="cloud",
-        owner=_owner(),
-        max_clients=1,
-        strategy="dedicated",
-        reap_orphans=False,
-    )
-    _, state = build_server(options)
-    try:
+    async with _state(emulator, max_clients=1, strategy="dedicated") as state:
         busy = state.client("handle:busy")
         async with using(state, busy) as lease:
             await lease.execute_code("x = 1")
@@ -162,21 +167,10 @@ async def test_a_client_beyond_max_clients_all_busy_is_refused_naming_the_flag(
         assert execution.stdout == "later\n"
         assert list(state.clients) == ["handle:later"]
         assert "--max-clients" in (state.registry.tombstones.get(busy.handle) or "")
-    finally:
-        await state.close()
 
 
 async def test_a_client_refused_by_a_full_pool_holds_no_lease(emulator: Config) -> None:
-    options = ServerOptions(
-        config=emulator,
-        backend="cloud",
-        owner=_owner(),
-        strategy="pool",
-        pool_size=1,
-        reap_orphans=False,
-    )
-    _, state = build_server(options)
-    try:
+    async with _state(emulator, strategy="pool", pool_size=1) as state:
         holder = state.client("handle:holder")
         async with using(state, holder) as lease:
             await lease.execute_code("x = 1")
@@ -190,5 +184,3 @@ async def test_a_client_refused_by_a_full_pool_holds_no_lease(emulator: Config) 
         async with using(state, refused) as lease:  # asks the pool afresh, and is served
             execution = await lease.execute_code("print('now')")
         assert execution.stdout == "now\n"
-    finally:
-        await state.close()
