@@ -194,7 +194,6 @@ def execute_dataplane(
             for _ in range(10):
                 bench.dp.execute(sid, CODE, context_id=ctx.id)
             targets.append((bench.dp, sid, ctx.id, times))
-        floor_sid = targets[0][1]
         dp0, sid0, ctx0, _ = targets[0]
         call = _wire.execute(sid0, CODE, context_id=ctx0, language=None, timeout=30.0)
         body = call.json
@@ -203,7 +202,7 @@ def execute_dataplane(
         recorded = dp0._client.post(endpoint + call.path, json=body)
         recorded.raise_for_status()
         _ANSWER.update(recorded.json())
-        kc = _direct_client(jailed.emulator, floor_sid, jailed.dp.create_context(floor_sid).id)
+        kc = _direct_client(jailed.emulator, sid0, jailed.dp.create_context(sid0).id)
         stack.callback(kc.stop_channels)
         for _ in range(10):
             _direct_once(kc, CODE)

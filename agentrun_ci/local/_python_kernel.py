@@ -602,7 +602,10 @@ class PythonKernel:
             raise self._ended()
         inbox = self._inboxes.get(name)
         if inbox is None or not inbox.reads(channel.socket):  # the channels were remade
-            inbox = self._inboxes[name] = _Inbox(channel.socket, self._kc.session)
+            # only the shell's replies carry metadata a run reads (the output counts)
+            inbox = self._inboxes[name] = _Inbox(
+                channel.socket, self._kc.session, metadata=name == "shell"
+            )
         return inbox
 
     async def pause(self, stop: bool) -> None:
@@ -649,10 +652,11 @@ class _Inbox:
     there is the socket's readiness awaited.
     """
 
-    def __init__(self, socket: Any, session: Any) -> None:
+    def __init__(self, socket: Any, session: Any, *, metadata: bool = False) -> None:
         self._socket = socket
         self._now: zmq.Socket[Any] = zmq.Socket.shadow(socket.underlying)
         self._session = session
+        self._metadata = metadata
 
     def reads(self, socket: Any) -> bool:
         return socket is self._socket
@@ -665,9 +669,10 @@ class _Inbox:
         return self._decode(parts)
 
     def _decode(self, parts: list[bytes]) -> dict[str, Any]:
-        """The parts of a message a run reads (msg_type, parent_header, content), its
-        signature checked: `Session.deserialize` also turns every date in both headers into
-        a datetime (dateutil, some 40 % of a message's cost), which nothing here reads."""
+        """The parts of a message a run reads (msg_type, parent_header, content, and
+        metadata where this inbox was made to read it), its signature checked:
+        `Session.deserialize` also turns every date in both headers into a datetime
+        (dateutil, some 40 % of a message's cost), which nothing here reads."""
         session = self._session
         _, parts = session.feed_identities(parts)
         if len(parts) < 5:
@@ -675,13 +680,15 @@ class _Inbox:
         if session.auth is not None and not hmac.compare_digest(parts[0], session.sign(parts[1:5])):
             raise ValueError("kernel message with an invalid signature")
         header = session.unpack(parts[1])
-        return {
+        message = {
             "header": header,
             "msg_type": header.get("msg_type"),
             "parent_header": session.unpack(parts[2]),
-            "metadata": session.unpack(parts[3]),
             "content": session.unpack(parts[4]),
         }
+        if self._metadata:
+            message["metadata"] = session.unpack(parts[3])
+        return message
 
     async def get(self, timeout: float) -> dict[str, Any]:
         """The next message; `queue.Empty` after `timeout` seconds without one."""
