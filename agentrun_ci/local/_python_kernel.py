@@ -16,13 +16,16 @@ import resource
 import tempfile
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
+from jupyter_client._version import protocol_version
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.session import DELIM
 
 from .._models import strip_ansi
 from ._jail import JAIL_PRIVATE
@@ -498,12 +501,16 @@ class PythonKernel:
     ) -> tuple[list[Event], str, int | None]:
         if not await self._km.is_alive():
             raise KernelError("the kernel has died (state lost)")
-        kc = self._kc
-        msg_id = kc.execute(
-            code,
-            silent=silent,
-            store_history=not silent,
-            allow_stdin=False,
+        msg_id = self._inbox("shell").send(
+            "execute_request",
+            {
+                "code": code,
+                "silent": silent,
+                "store_history": not silent,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
         )
         if sent is not None:
             sent()
@@ -660,6 +667,31 @@ class _Inbox:
 
     def reads(self, socket: Any) -> bool:
         return socket is self._socket
+
+    def send(self, msg_type: str, content: dict[str, Any]) -> str:
+        """Send a request on this (shell) channel at once; its message id.
+
+        What `Session.send` sends, made directly: a header, empty parent and metadata, the
+        content, signed. `Session.msg` carries the date as a datetime that `serialize`
+        turns back into text through a `default` hook, and the asyncio socket's send
+        goes through a future; this is about a third of that, and the kernel gets the
+        request that much sooner."""
+        session = self._session
+        msg_id: str = session.msg_id
+        header = {
+            "msg_id": msg_id,
+            "msg_type": msg_type,
+            "username": session.username,
+            "session": session.session,
+            "date": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "version": protocol_version,
+        }
+        parts = [session.pack(header), b"{}", b"{}", session.pack(content)]
+        try:
+            self._now.send_multipart([DELIM, session.sign(parts), *parts], zmq.NOBLOCK)
+        except zmq.Again:  # its queue is full or it has no peer: never block the loop
+            raise KernelError("the kernel is not taking requests (state lost)") from None
+        return msg_id
 
     def _take(self) -> dict[str, Any] | None:
         try:
