@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -196,10 +197,14 @@ def test_a_deleted_sandbox_leaves_no_proc_descriptor_open(emulator: Config) -> N
                 first = data.execute(sandbox_id, "import os; os.getpid()")
                 assert first.ok, first.error
                 data.execute(sandbox_id, "1", context_id=first.context_id)
+                # a context's process is its launcher; the kernel is in the launcher's group
+                from agentrun_ci.local._limits import group_members
+
                 kernels = [
-                    p.pid
+                    pid
                     for p in data.list_processes(sandbox_id)
                     if (p.tag or "").startswith("context:")
+                    for pid in group_members(int(p.pid))
                 ]
                 assert kernels
                 assert any(_proc_fds(pid) for pid in kernels)  # kept between the runs
@@ -208,6 +213,42 @@ def test_a_deleted_sandbox_leaves_no_proc_descriptor_open(emulator: Config) -> N
             assert all(_proc_fds(pid) == [] for pid in kernels)
         finally:
             control.delete_template(name)
+
+
+def test_a_run_is_measured_on_the_kernel_not_on_its_launchers(emulator: Config) -> None:
+    """A context's kernel is launched through a chain (the jail's launcher, bubblewrap, our
+    init) that only waits on it: a run reads the kernel's /proc files, not theirs."""
+    from agentrun_ci.local._limits import group_members
+
+    name = "usage" + uuid.uuid4().hex[:6]
+    with ControlPlane(emulator) as control, DataPlane(emulator) as data:
+        control.create_template(name)
+        try:
+            sandbox_id = data.create_sandbox(name).sandbox_id
+            try:
+                assert data.execute(sandbox_id, "x = 1").ok
+                (launcher,) = [
+                    int(p.pid)
+                    for p in data.list_processes(sandbox_id)
+                    if (p.tag or "").startswith("context:")
+                ]
+                group = group_members(launcher)
+                measured = [pid for pid in group if _proc_fds(pid)]
+                commands = {pid: _cmdline(pid) for pid in measured}
+            finally:
+                data.delete_sandbox(sandbox_id)
+        finally:
+            control.delete_template(name)
+    if len(group) == 1:
+        pytest.skip("the kernel leads its own group here (no jail): it has no launcher")
+    assert len(measured) == 1, (group, measured)
+    assert measured[0] != launcher
+    assert b"kernelapp" in commands[measured[0]]  # the kernel itself
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        return fh.read()
 
 
 @pytest.fixture
@@ -318,3 +359,37 @@ def test_a_member_that_exits_is_dropped_and_its_files_closed(
         assert len(os.listdir("/proc/self/fd")) == fd_count - 3
     finally:
         gauges.close()
+
+
+@needs_proc
+def test_launch_chain_is_the_group_above_its_last_process() -> None:
+    from agentrun_ci.local._limits import group_members
+    from agentrun_ci.local._usage import launch_chain
+
+    def started(script: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["sh", "-c", script], start_new_session=True, stdout=subprocess.PIPE
+        )
+
+    # sh -> sh -> sleep, one group: the two shells launch the sleep
+    chain = started("sh -c 'sleep 60; :'; :")
+    other = started("sleep 60 & sleep 60 & wait")  # sh with two children: no chain
+    try:
+        deadline = time.monotonic() + 60
+        while len(group_members(chain.pid)) < 3 or len(group_members(other.pid)) < 3:
+            assert time.monotonic() < deadline, "the shells did not start their sleeps"
+            time.sleep(0.01)
+        members = group_members(chain.pid)
+        found = launch_chain(chain.pid, [*members, os.getpid()])  # others are ignored
+        assert chain.pid in found
+        assert len(found) == 2
+        (last,) = set(members) - found
+        assert _cmdline(last).startswith(b"sleep")
+        assert launch_chain(other.pid, group_members(other.pid)) == frozenset()
+        assert launch_chain(chain.pid, [chain.pid]) == frozenset()  # nothing launched
+    finally:
+        for proc in (chain, other):
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()

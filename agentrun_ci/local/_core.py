@@ -76,7 +76,7 @@ from ._state import Context, Sandbox, Template, new_ulid, now_iso
 from ._threads import blocking
 from ._tree import remove_tree
 from ._uids import UidLease, lease_uid
-from ._usage import Meter
+from ._usage import Meter, launch_chain
 
 __all__ = ["Core", "Sandbox"]
 
@@ -1011,6 +1011,7 @@ class Core(ProcessesMixin):
             before = ctx.kernel.restarts
             since = time.monotonic()
             meters: list[Meter] = []
+            _know_launchers(sandbox, ctx.kernel)
 
             def measure() -> None:
                 # Once the code is on its way: these /proc reads then overlap the kernel's
@@ -1045,7 +1046,18 @@ _QUEUE_RETRY_AFTER = 5
 
 
 def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
-    """Whose resources a run is measured on (see _usage.py)."""
+    """Whose resources a run is measured on (see _usage.py): the sandbox's processes, or
+    the kernel's group, less what only launches them (the holder, kernels' launchers)."""
+    pids = _candidates(sandbox, kernel)
+    launch = sandbox.launch
+    holder = launch.holder if launch is not None else None
+    skip: set[int | None] = {holder.pid, holder.launcher_pid} if holder is not None else set()
+    for chain in sandbox.gauges.launchers.values():
+        skip |= chain
+    return [pid for pid in pids if pid not in skip]
+
+
+def _candidates(sandbox: Sandbox, kernel: Kernel) -> list[int]:
     launch = sandbox.launch
     if launch is not None and launch.cgroup is not None:
         return launch.cgroup.pids()  # the whole sandbox
@@ -1056,6 +1068,22 @@ def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
         # the group's leader is the jail's launcher, the kernel one of its children
         return group_members(pgid)
     return [pgid]  # the kernel leads its group (its reaped children count in its CPU)
+
+
+def _know_launchers(sandbox: Sandbox, kernel: Kernel) -> None:
+    """Find a kernel's launchers once, as it is about to run its first code (a restart
+    makes a new group: found again), and forget those of kernels that are gone."""
+    pgid = kernel.pgid
+    known = sandbox.gauges.launchers
+    if not pgid or pgid in known:
+        return
+    launch = sandbox.launch
+    if launch is None or not (launch.jail is not None or launch.pid_namespace):
+        return  # the kernel leads its own group: it has no launcher
+    live = {context.kernel.pgid for context in sandbox.contexts.values()}
+    for gone in known.keys() - live:
+        del known[gone]
+    known[pgid] = launch_chain(pgid, _candidates(sandbox, kernel))
 
 
 def _descendants(root: int) -> list[int]:
