@@ -813,6 +813,7 @@ class Core(ProcessesMixin):
             raise ApiError(404, "ERR_NOT_FOUND", f"sandbox {sandbox.id!r} is TERMINATED")
         ctx = Context(id=str(uuid.uuid4()), language=language, cwd=cwd or HOME, kernel=kernel)
         sandbox.contexts[ctx.id] = ctx
+        _know_launchers(sandbox, kernel)  # now, while no code of the context has run
         return ctx
 
     @staticmethod
@@ -1071,8 +1072,9 @@ def _candidates(sandbox: Sandbox, kernel: Kernel) -> list[int]:
 
 
 def _know_launchers(sandbox: Sandbox, kernel: Kernel) -> None:
-    """Find a kernel's launchers once, as it is about to run its first code (a restart
-    makes a new group: found again), and forget those of kernels that are gone."""
+    """Find a kernel's launchers once, before it runs code of its context's (as the
+    context is made; a restarted kernel, a new group, before its next run), and forget
+    those of kernels that are gone."""
     pgid = kernel.pgid
     known = sandbox.gauges.launchers
     if not pgid or pgid in known:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -609,6 +609,8 @@ class PythonKernel:
             raise self._ended()
         inbox = self._inboxes.get(name)
         if inbox is None or not inbox.reads(channel.socket):  # the channels were remade
+            if inbox is not None:
+                inbox.close()
             # only the shell's replies carry metadata a run reads (the output counts)
             inbox = self._inboxes[name] = _Inbox(
                 channel.socket, self._kc.session, metadata=name == "shell"
@@ -637,6 +639,9 @@ class PythonKernel:
 
     async def _shutdown(self) -> None:
         pgid = self.pgid
+        for inbox in self._inboxes.values():
+            inbox.close()
+        self._inboxes.clear()
         with contextlib.suppress(Exception):
             self._kc.stop_channels()
         if pgid:
@@ -650,13 +655,14 @@ class PythonKernel:
 
 
 class _Inbox:
-    """One channel's messages, taken straight off the socket when they are already there.
+    """One channel's messages, taken straight off the socket.
 
     jupyter_client's `get_*_msg` awaits a poll and then a receive, each a zmq.asyncio
-    future with its callbacks, for every message; a run's messages come in bursts (busy,
-    input; result, idle), so most are already queued. Those are read without waiting
-    (a non-blocking receive on a synchronous shadow of the same socket); only when none is
-    there is the socket's readiness awaited.
+    future with its callbacks (and zmq's event flags, an enum, at every step), for every
+    message. A run's messages come in bursts (busy, input; result, idle), so most are
+    already queued: those are read without waiting, by a non-blocking receive on a
+    synchronous shadow of the same socket. Only when none is there does a run wait, on
+    the event loop's own watch of a copy of the socket's descriptor (`_watch`).
     """
 
     def __init__(self, socket: Any, session: Any, *, metadata: bool = False) -> None:
@@ -664,6 +670,11 @@ class _Inbox:
         self._now: zmq.Socket[Any] = zmq.Socket.shadow(socket.underlying)
         self._session = session
         self._metadata = metadata
+        #: our copy of the socket's descriptor, watched by `_loop` (-1: not yet, or closed)
+        self._fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
 
     def reads(self, socket: Any) -> bool:
         return socket is self._socket
@@ -694,6 +705,9 @@ class _Inbox:
         return msg_id
 
     def _take(self) -> dict[str, Any] | None:
+        # asking first is cheaper than the zmq.Again a receive raises when none is there
+        if self._closed or not cast(int, self._now.get(zmq.EVENTS)) & _POLLIN:
+            return None
         try:
             parts = self._now.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
@@ -722,20 +736,67 @@ class _Inbox:
             message["metadata"] = session.unpack(parts[3])
         return message
 
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch a copy of the socket's descriptor with the loop, for as long as this inbox
+        lives: zmq.asyncio watches the original for its own futures; the copy is ours.
+        The descriptor says only that the socket's state changed (it is edge-triggered),
+        so a wait asks the socket itself before and after it."""
+        self._fd = os.dup(cast(int, self._now.get(zmq.FD)))
+        self._loop = loop
+        loop.add_reader(self._fd, self._ready)
+
+    def _ready(self) -> None:
+        try:
+            self._now.get(zmq.EVENTS)  # take the signal, or the descriptor stays readable
+        except zmq.ZMQError:  # the socket was closed under us (the kernel's shutdown)
+            self.close()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def get(self, timeout: float) -> dict[str, Any]:
         """The next message; `queue.Empty` after `timeout` seconds without one."""
         message = self._take()
         if message is not None:
             return message
         loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._watch(loop)
         deadline = loop.time() + timeout
         while True:
             left = deadline - loop.time()
-            if left <= 0 or not await self._socket.poll(left * 1000):
+            if left <= 0 or self._closed:
                 raise queue.Empty
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(left, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
             message = self._take()
             if message is not None:
                 return message
+
+    def close(self) -> None:
+        """Stop watching (on the loop's thread); a run waiting here wakes and finds none."""
+        self._closed = True
+        if self._fd >= 0:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+_POLLIN = int(zmq.POLLIN)  # a plain int: zmq's flag is an enum, slow to combine
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _last_words(km: Any, stderr: Any) -> str:
