@@ -669,6 +669,10 @@ class _Inbox:
         self._socket = socket
         self._now: zmq.Socket[Any] = zmq.Socket.shadow(socket.underlying)
         self._session = session
+        # read once: each is a traitlets attribute, a lookup through its descriptor
+        self._auth: hmac.HMAC | None = session.auth  # the connection key's HMAC (None: unsigned)
+        self._unpack: Callable[[bytes], Any] = session.unpack
+        self._pack: Callable[[Any], bytes] = session.pack
         self._metadata = metadata
         #: our copy of the socket's descriptor, watched by `_loop` (-1: not yet, or closed)
         self._fd = -1
@@ -697,9 +701,9 @@ class _Inbox:
             "date": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
             "version": protocol_version,
         }
-        parts = [session.pack(header), b"{}", b"{}", session.pack(content)]
+        parts = [self._pack(header), b"{}", b"{}", self._pack(content)]
         try:
-            self._now.send_multipart([DELIM, session.sign(parts), *parts], zmq.NOBLOCK)
+            self._now.send_multipart([DELIM, self._sign(parts), *parts], _NOBLOCK)
         except zmq.Again:  # its queue is full or it has no peer: never block the loop
             raise KernelError("the kernel is not taking requests (state lost)") from None
         return msg_id
@@ -709,7 +713,7 @@ class _Inbox:
         if self._closed or not cast(int, self._now.get(zmq.EVENTS)) & _POLLIN:
             return None
         try:
-            parts = self._now.recv_multipart(zmq.NOBLOCK)
+            parts = self._now.recv_multipart(_NOBLOCK)
         except zmq.Again:
             return None
         return self._decode(parts)
@@ -719,22 +723,34 @@ class _Inbox:
         metadata where this inbox was made to read it), its signature checked:
         `Session.deserialize` also turns every date in both headers into a datetime
         (dateutil, some 40 % of a message's cost), which nothing here reads."""
-        session = self._session
-        _, parts = session.feed_identities(parts)
+        try:
+            parts = parts[parts.index(DELIM) + 1 :]  # after the routing identities
+        except ValueError:
+            raise ValueError("malformed kernel message: no delimiter") from None
         if len(parts) < 5:
             raise ValueError(f"malformed kernel message: {len(parts)} parts, at least 5 expected")
-        if session.auth is not None and not hmac.compare_digest(parts[0], session.sign(parts[1:5])):
+        if self._auth is not None and not hmac.compare_digest(parts[0], self._sign(parts[1:5])):
             raise ValueError("kernel message with an invalid signature")
-        header = session.unpack(parts[1])
+        unpack = self._unpack
+        header = unpack(parts[1])
         message = {
             "header": header,
             "msg_type": header.get("msg_type"),
-            "parent_header": session.unpack(parts[2]),
-            "content": session.unpack(parts[4]),
+            "parent_header": unpack(parts[2]),
+            "content": unpack(parts[4]),
         }
         if self._metadata:
-            message["metadata"] = session.unpack(parts[3])
+            message["metadata"] = unpack(parts[3])
         return message
+
+    def _sign(self, parts: list[bytes]) -> bytes:
+        """`Session.sign`: the HMAC of the parts, in hex (b"" unsigned)."""
+        if self._auth is None:
+            return b""
+        digest = self._auth.copy()
+        for part in parts:
+            digest.update(part)
+        return digest.hexdigest().encode()
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch a copy of the socket's descriptor with the loop, for as long as this inbox
@@ -791,7 +807,9 @@ class _Inbox:
             waiter.set_result(None)
 
 
-_POLLIN = int(zmq.POLLIN)  # a plain int: zmq's flag is an enum, slow to combine
+# plain ints: zmq's flags are enums, slow to combine (a multipart receive does per part)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
