@@ -6,7 +6,8 @@ not use; uvicorn because it is the reference ASGI server and runs in a thread.
 
 The handlers are module-level functions, one module per area (`_routes_control`,
 `_routes_sandbox`, `_routes_files`); they reach the `Core` through `request.app.state`.
-The middleware stack is request id → body limit → signature check → faults → routes.
+The middleware stack is request id → body limit → signature check → faults → routes
+(execute, the call made most, is answered by `ExecuteRoute` just before the router).
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def routes() -> list[BaseRoute]:
 def build_app(core: Core) -> Starlette:
     app = Starlette(routes=routes(), exception_handlers=exception_handlers(), lifespan=None)
     app.state.core = core
+    # Innermost: execute, answered before the router (after every check below).
+    app.add_middleware(inside.ExecuteRoute, core=core)
     # Faults sit inside the signature check: only authentic requests get (or set) them;
     # they, and /_admin/faults, exist only when asked for (`EmulatorSettings(faults=...)`).
     if core.settings.faults is not None:

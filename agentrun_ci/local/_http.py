@@ -33,6 +33,7 @@ __all__ = [
     "error_response",
     "exception_handlers",
     "json_body",
+    "json_object",
     "json_response",
     "request_id",
 ]
@@ -215,7 +216,11 @@ async def deny(websocket: WebSocket, status: int, code: str, message: str) -> No
 
 async def json_body(request: Request) -> dict[str, Any]:
     """The body as a JSON object ({} when empty); 400 for anything else."""
-    raw = await request.body()
+    return json_object(await request.body())
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object ({} when empty); 400 for anything else."""
     if not raw.strip():
         return {}
     try:
