@@ -246,9 +246,40 @@ def test_a_run_is_measured_on_the_kernel_not_on_its_launchers(emulator: Config) 
     assert b"kernelapp" in commands[measured[0]]  # the kernel itself
 
 
+def test_spare_kernels_are_not_measured() -> None:
+    """From its second context on a sandbox keeps a spare kernel warm for the next: that
+    is the emulator's, not the code's, and a run does not read it."""
+    from support import running_emulator, wait_until
+
+    from agentrun_ci.local._limits import group_members
+
+    with running_emulator() as (local, config), DataPlane(config) as data:
+        with ControlPlane(config) as control:
+            control.create_template("spares")
+        sandbox_id = data.create_sandbox("spares").sandbox_id
+        first = data.create_context(sandbox_id)
+        data.create_context(sandbox_id)
+        assert local.core is not None
+        sandbox = local.core.sandboxes[sandbox_id]
+        if sandbox.launch is None or sandbox.launch.jail is None:
+            pytest.skip("no jail here: a kernel leads its own group")
+        spares = wait_until(lambda: list(sandbox.spares), "a spare kernel to be ready")
+        assert data.execute(sandbox_id, "x = 1", context_id=first.id).ok
+        kernel = sandbox.contexts[first.id].kernel
+        assert kernel.pgid is not None
+        assert any(_proc_fds(pid) for pid in group_members(kernel.pgid))  # measured
+        for spare in spares:
+            assert spare.pgid is not None
+            assert all(_proc_fds(pid) == [] for pid in group_members(spare.pgid))
+        data.delete_sandbox(sandbox_id)
+
+
 def _cmdline(pid: int) -> bytes:
-    with open(f"/proc/{pid}/cmdline", "rb") as fh:
-        return fh.read()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:  # it has exited
+        return b""
 
 
 @pytest.fixture
@@ -362,7 +393,7 @@ def test_a_member_that_exits_is_dropped_and_its_files_closed(
 
 
 @needs_proc
-def test_launch_chain_is_the_group_above_its_last_process() -> None:
+def test_launch_chain_is_the_group_from_its_launcher_down() -> None:
     from agentrun_ci.local._limits import group_members
     from agentrun_ci.local._usage import launch_chain
 
@@ -376,17 +407,19 @@ def test_launch_chain_is_the_group_above_its_last_process() -> None:
     other = started("sleep 60 & sleep 60 & wait")  # sh with two children: no chain
     try:
         deadline = time.monotonic() + 60
-        while len(group_members(chain.pid)) < 3 or len(group_members(other.pid)) < 3:
+        while len(group_members(other.pid)) < 3 or not any(
+            _cmdline(pid).startswith(b"sleep") for pid in group_members(chain.pid)
+        ):
             assert time.monotonic() < deadline, "the shells did not start their sleeps"
             time.sleep(0.01)
         members = group_members(chain.pid)
         found = launch_chain(chain.pid, [*members, os.getpid()])  # others are ignored
-        assert chain.pid in found
-        assert len(found) == 2
-        (last,) = set(members) - found
-        assert _cmdline(last).startswith(b"sleep")
-        assert launch_chain(other.pid, group_members(other.pid)) == frozenset()
-        assert launch_chain(chain.pid, [chain.pid]) == frozenset()  # nothing launched
+        assert sorted(found) == sorted(members)
+        assert found[0] == chain.pid  # the launcher first, its child, the last one last
+        assert _cmdline(found[1]).startswith(b"sh")
+        assert _cmdline(found[2]).startswith(b"sleep")
+        assert launch_chain(other.pid, group_members(other.pid)) == ()
+        assert launch_chain(chain.pid, [chain.pid]) == ()  # nothing launched
     finally:
         for proc in (chain, other):
             os.killpg(proc.pid, 9)

@@ -1048,13 +1048,19 @@ _QUEUE_RETRY_AFTER = 5
 
 def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
     """Whose resources a run is measured on (see _usage.py): the sandbox's processes, or
-    the kernel's group, less what only launches them (the holder, kernels' launchers)."""
+    the kernel's group, less its plumbing: the holder, kernels' launchers, spare kernels."""
     pids = _candidates(sandbox, kernel)
     launch = sandbox.launch
     holder = launch.holder if launch is not None else None
     skip: set[int | None] = {holder.pid, holder.launcher_pid} if holder is not None else set()
-    for chain in sandbox.gauges.launchers.values():
-        skip |= chain
+    chains = sandbox.gauges.chains
+    for spare in sandbox.spares:  # idle since they started: no code of anyone's has run
+        pgid = spare.pgid
+        if pgid and pgid not in chains:
+            chains[pgid] = launch_chain(pgid, pids)
+        skip.update(chains.get(pgid or 0, ()))
+    for chain in chains.values():
+        skip.update(chain[:-1])
     return [pid for pid in pids if pid not in skip]
 
 
@@ -1072,20 +1078,21 @@ def _candidates(sandbox: Sandbox, kernel: Kernel) -> list[int]:
 
 
 def _know_launchers(sandbox: Sandbox, kernel: Kernel) -> None:
-    """Find a kernel's launchers once, before it runs code of its context's (as the
-    context is made; a restarted kernel, a new group, before its next run), and forget
-    those of kernels that are gone."""
+    """Find a kernel's chain once, before it runs code of its context's (as the context
+    is made; a restarted kernel, a new group, before its next run), and forget those of
+    kernels that are gone."""
     pgid = kernel.pgid
-    known = sandbox.gauges.launchers
-    if not pgid or pgid in known:
+    chains = sandbox.gauges.chains
+    if not pgid or pgid in chains:
         return
     launch = sandbox.launch
     if launch is None or not (launch.jail is not None or launch.pid_namespace):
         return  # the kernel leads its own group: it has no launcher
     live = {context.kernel.pgid for context in sandbox.contexts.values()}
-    for gone in known.keys() - live:
-        del known[gone]
-    known[pgid] = launch_chain(pgid, _candidates(sandbox, kernel))
+    live |= {spare.pgid for spare in sandbox.spares}
+    for gone in chains.keys() - live:
+        del chains[gone]
+    chains[pgid] = launch_chain(pgid, _candidates(sandbox, kernel))
 
 
 def _descendants(root: int) -> list[int]:

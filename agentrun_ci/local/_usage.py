@@ -4,8 +4,9 @@ Which processes (chosen by the core as the run starts): the sandbox's cgroup
 members where the sandbox has one (then other contexts running at the same time
 count too); in a jail or PID namespace the kernel's process group (found by
 listing /proc, a few milliseconds); else the kernel alone, which leads its group.
-Not the sandbox's plumbing: its namespace holder and each kernel's launchers
-(`launch_chain`), which wait on their child and use nothing a run does.
+Not the sandbox's plumbing: its namespace holder, each kernel's launchers
+(`launch_chain`), which wait on their child and use nothing a run does, and the
+spare kernels kept warm for its next contexts.
 Before a run their CPU times are summed and their peak-RSS counters reset (`5`
 into /proc/<pid>/clear_refs, Linux >= 4.0); after it the same processes' CPU
 times are summed again and their peaks (VmHWM) added up. CPU time includes
@@ -35,29 +36,26 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def launch_chain(pgid: int, candidates: list[int]) -> frozenset[int]:
-    """The processes that launched a kernel: in its process group `pgid` (its launcher's),
-    all but the last of the chain launcher -> bubblewrap -> our init -> kernel. Asked for
-    before the kernel runs any code, when the group is that chain alone; where the group
-    is not one chain (it never is, then), nothing is taken for a launcher.
-
-    They wait on their child from the kernel's start to its end and use nothing a run
-    does; measuring them cost a run four stat reads and a peak reset each, before and
-    after, for a constant few MiB in its peak."""
+def launch_chain(pgid: int, candidates: list[int]) -> tuple[int, ...]:
+    """A kernel's process group `pgid` (its launcher's) as the chain launcher ->
+    bubblewrap -> our init -> kernel, the kernel last; () where the group is not one chain
+    (it never is, then). Asked for before the kernel runs any code of its context's, when
+    the group is that chain alone. Only the kernel of it does a run's work: the others
+    wait on their child from its start to its end."""
     parents: dict[int, int] = {}
     for pid in candidates:
         fields = stat_fields(pid)  # state, ppid, pgrp, ...
         if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in "ZX":
             parents[pid] = int(fields[1])
     if len(parents) < 2 or pgid not in parents:
-        return frozenset()
+        return ()
     chain = [pgid]
     while len(chain) < len(parents):
         children = [pid for pid, parent in parents.items() if parent == chain[-1]]
         if len(children) != 1:
-            return frozenset()
+            return ()
         chain.append(children[0])
-    return frozenset(chain[:-1])
+    return tuple(chain)
 
 
 class Gauges:
@@ -75,8 +73,8 @@ class Gauges:
     def __init__(self) -> None:
         self._files: dict[int, _Files] = {}
         self._closed = False
-        #: each kernel's launchers (`launch_chain`), by the kernel's process group
-        self.launchers: dict[int, frozenset[int]] = {}
+        #: each kernel's chain (`launch_chain`), by its process group
+        self.chains: dict[int, tuple[int, ...]] = {}
 
     def start(self, members: list[int], since: float | None = None) -> Meter:
         """Reset the members' peaks and sum their CPU: `meter.finish()` after the run.
