@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import random
 import statistics
 import sys
 import threading
@@ -38,6 +39,7 @@ from agentrun_ci.local._server import listening_socket, server_config
 
 RESULTS = Path(__file__).parent / "results" / "emulator.md"
 CODE = "1"
+SEED = 20261208  # the rows' order, round by round
 
 
 def pct(values: list[float], q: float) -> float:
@@ -226,11 +228,13 @@ def execute_dataplane(
             (dataplane(dp, sid, ctx_id), times) for dp, sid, ctx_id, times in targets
         ]
         rows += [(lambda: _direct_once(kc, CODE), direct), (empty_get, hop), (same_shaped, shaped)]
-        for round_ in range(runs):
-            # each round starts one row later: every row follows each of the others
-            # equally often (what ran just before a call changes its time)
-            turn = round_ % len(rows)
-            for run, times in rows[turn:] + rows[:turn]:
+        order = random.Random(SEED)
+        for _ in range(runs):
+            # each round in its own order: what ran just before a call changes its time
+            # (a kernel still busy after its answer, a cache the other row cooled), and
+            # with a fixed order (or one rotated a step a round) each row mostly follows
+            # the same other row
+            for run, times in order.sample(rows, len(rows)):
                 start = time.perf_counter()
                 run()
                 times.append(time.perf_counter() - start)
