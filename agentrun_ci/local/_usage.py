@@ -45,7 +45,7 @@ def launch_chain(pgid: int, candidates: list[int]) -> tuple[int, ...]:
     parents: dict[int, int] = {}
     for pid in candidates:
         fields = stat_fields(pid)  # state, ppid, pgrp, ...
-        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in "ZX":
+        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             parents[pid] = int(fields[1])
     if len(parents) < 2 or pgid not in parents:
         return ()
