@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -426,3 +427,38 @@ def test_launch_chain_is_the_group_from_its_launcher_down() -> None:
             proc.wait()
             assert proc.stdout is not None
             proc.stdout.close()
+
+
+def test_gauges_list_the_sandbox_anew_only_when_its_task_count_moves(tmp_path: Path) -> None:
+    from agentrun_ci.local._usage import Gauges
+
+    count = tmp_path / "pids.current"
+    count.write_text("3\n")
+    reads: list[list[int]] = []
+    listed = [[11, 12, 13]]
+
+    def read() -> list[int]:
+        reads.append(list(listed[-1]))
+        return list(listed[-1])
+
+    gauges = Gauges()
+    try:
+        assert gauges.listing(str(count), read) == [11, 12, 13]
+        assert gauges.listing(str(count), read) == [11, 12, 13]
+        assert len(reads) == 1  # the count did not move: the same listing
+        listed.append([11, 12, 13, 14])
+        count.write_text("4\n")  # read again through the descriptor kept open
+        assert gauges.listing(str(count), read) == [11, 12, 13, 14]
+        assert len(reads) == 2
+        # a listed process has gone (its files cannot be opened): listed anew next time
+        gauges.start([2**22 + 12345])  # no such pid
+        assert gauges.listing(str(count), read) == [11, 12, 13, 14]
+        assert len(reads) == 3
+        count.write_text("unreadable\n")  # no count: always anew
+        gauges.listing(str(count), read)
+        gauges.listing(str(count), read)
+        assert len(reads) == 5
+    finally:
+        gauges.close()
+    gauges.listing(str(count), read)  # closed: reads anew, keeps nothing open
+    assert len(reads) == 6

@@ -1066,8 +1066,9 @@ def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
 
 def _candidates(sandbox: Sandbox, kernel: Kernel) -> list[int]:
     launch = sandbox.launch
-    if launch is not None and launch.cgroup is not None:
-        return launch.cgroup.pids()  # the whole sandbox
+    if launch is not None and launch.cgroup is not None:  # the whole sandbox
+        cgroup = launch.cgroup
+        return sandbox.gauges.listing(os.path.join(cgroup.path, "pids.current"), cgroup.pids)
     pgid = kernel.pgid
     if not pgid:
         return []

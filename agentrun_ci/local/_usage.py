@@ -23,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from .._procfs import parse_stat, read_proc, stat_fields
+from .._procfs import read_proc, stat_fields
 
 __all__ = ["Gauges", "Meter", "launch_chain", "process_usage"]
 
@@ -75,6 +76,31 @@ class Gauges:
         self._closed = False
         #: each kernel's chain (`launch_chain`), by its process group
         self.chains: dict[int, tuple[int, ...]] = {}
+        #: the last `listing`, the task count it was read at, and whether one of its
+        #: processes has gone since
+        self._listing: list[int] = []
+        self._listed_at: int | None = None
+        self._gone = True
+        self._count_fd = -1
+
+    def listing(self, count_file: str, read: Callable[[], list[int]]) -> list[int]:
+        """The sandbox's pids (`read()`, its cgroup's `cgroup.procs`), read anew only when
+        its task count (`count_file`, the cgroup's `pids.current`: one `pread` on a
+        descriptor kept open) moved or one of the listed processes has gone since the last
+        reading. A process that starts between two runs while another ends, leaving the
+        count as it was, is listed from the run after (the ended one's files fail to read
+        in this one); one that starts during a run is not counted in that run anyway."""
+        if self._closed:
+            return read()
+        if self._count_fd < 0:
+            self._count_fd = _open(count_file, os.O_RDONLY)
+        raw = _pread(self._count_fd) if self._count_fd >= 0 else None
+        count = int(raw) if raw and raw.strip().isdigit() else None
+        if count is None or count != self._listed_at or self._gone:
+            self._listing = read()
+            self._listed_at = count
+            self._gone = False
+        return self._listing
 
     def start(self, members: list[int], since: float | None = None) -> Meter:
         """Reset the members' peaks and sum their CPU: `meter.finish()` after the run.
@@ -86,6 +112,8 @@ class Gauges:
         for files in opened:
             files.reset_peak()
         stats = [files.stat() for files in opened]
+        if len(opened) < len(members) or None in stats:
+            self._gone = True  # list the sandbox's processes anew next time
         started = time.monotonic() if since is None else since
         return Meter(opened, started, _cpu(stats), [_faults(stat) for stat in stats])
 
@@ -94,6 +122,9 @@ class Gauges:
         for files in self._files.values():
             files.close()
         self._files.clear()
+        if self._count_fd >= 0:
+            os.close(self._count_fd)
+            self._count_fd = -1
 
     def _of(self, pid: int) -> _Files | None:
         if self._closed:
@@ -145,7 +176,7 @@ class Meter:
         return usage
 
 
-def _cpu(stats: list[list[str] | None]) -> float | None:
+def _cpu(stats: list[list[bytes] | None]) -> float | None:
     """User + system seconds of these stat lines' processes, reaped children included."""
     known = [stat for stat in stats if stat is not None]
     if not known:
@@ -154,7 +185,7 @@ def _cpu(stats: list[list[str] | None]) -> float | None:
     return sum(sum(int(v) for v in stat[11:15]) for stat in known) / _TICKS
 
 
-def _faults(stat: list[str] | None) -> int | None:
+def _faults(stat: list[bytes] | None) -> int | None:
     """minflt + majflt (fields 10 and 12) of a stat line."""
     try:
         return int(stat[7]) + int(stat[9]) if stat is not None else None
@@ -162,7 +193,7 @@ def _faults(stat: list[str] | None) -> int | None:
         return None
 
 
-def _rss_mb(stat: list[str]) -> float | None:
+def _rss_mb(stat: list[bytes]) -> float | None:
     """The resident set (field 24, in pages) of a stat line, in MiB."""
     try:
         return int(stat[21]) * _PAGE / (1024 * 1024)
@@ -191,13 +222,14 @@ class _Files:
             _open(f"/proc/{pid}/clear_refs", os.O_WRONLY),
         )
 
-    def stat(self) -> list[str] | None:
-        """/proc/<pid>/stat's fields after the command name (see `stat_fields`)."""
+    def stat(self) -> list[bytes] | None:
+        """/proc/<pid>/stat's fields after the command name (see `stat_fields`), as bytes
+        (`int()` reads them as they are: not decoding them is a third of the cost)."""
         raw = _pread(self.stat_fd) if self.stat_fd >= 0 else None
         if not raw:
             self.gone = True
             return None
-        return parse_stat(raw)
+        return raw[raw.rfind(b")") + 2 :].split()
 
     def reset_peak(self) -> None:
         """Reset the process's peak RSS (VmHWM) to its current RSS."""
