@@ -1048,7 +1048,7 @@ _QUEUE_RETRY_AFTER = 5
 
 def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
     """Whose resources a run is measured on (see _usage.py): the sandbox's processes, or
-    the kernel's group, less its plumbing: the holder, kernels' launchers, spare kernels."""
+    the kernel's group, less the holder and every kernel's chain but the running one."""
     pids = _candidates(sandbox, kernel)
     launch = sandbox.launch
     holder = launch.holder if launch is not None else None
@@ -1058,9 +1058,9 @@ def _members(sandbox: Sandbox, kernel: Kernel) -> list[int]:
         pgid = spare.pgid
         if pgid and pgid not in chains:
             chains[pgid] = launch_chain(pgid, pids)
-        skip.update(chains.get(pgid or 0, ()))
-    for chain in chains.values():
-        skip.update(chain[:-1])
+    for pgid, chain in chains.items():
+        # its launchers always; the kernel too unless it is the one running this code
+        skip.update(chain[:-1] if pgid == kernel.pgid else chain)
     return [pid for pid in pids if pid not in skip]
 
 

@@ -1,12 +1,13 @@
 """What one run used: wall time, CPU time and peak memory, read from /proc.
 
 Which processes (chosen by the core as the run starts): the sandbox's cgroup
-members where the sandbox has one (then other contexts running at the same time
-count too); in a jail or PID namespace the kernel's process group (found by
-listing /proc, a few milliseconds); else the kernel alone, which leads its group.
-Not the sandbox's plumbing: its namespace holder, each kernel's launchers
-(`launch_chain`), which wait on their child and use nothing a run does, and the
-spare kernels kept warm for its next contexts.
+members where the sandbox has one (a background job any code started counts);
+in a jail or PID namespace the kernel's process group (found by listing /proc, a
+few milliseconds); else the kernel alone, which leads its group. Of the kernels
+only the one running the code: not the other contexts' (their runs are theirs),
+nor the spare kernels kept warm for the next contexts, nor the sandbox's plumbing
+(its namespace holder, each kernel's launchers, `launch_chain`), which waits on
+its children and uses nothing a run does.
 Before a run their CPU times are summed and their peak-RSS counters reset (`5`
 into /proc/<pid>/clear_refs, Linux >= 4.0); after it the same processes' CPU
 times are summed again and their peaks (VmHWM) added up. CPU time includes
