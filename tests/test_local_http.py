@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +14,8 @@ from support import wait_until
 from agentrun_ci._config import Config
 
 pytest.importorskip("jupyter_client")
+
+from agentrun_ci.local._routes_sandbox import ExecuteRoute
 
 
 def _name(prefix: str) -> str:
@@ -489,3 +492,76 @@ def test_provisioning_delay_and_upload_limit() -> None:
             data={"path": "small"},
         )
         assert small.json()["size"] == 10
+
+
+# ------------------------------------------- execute, answered before the router (ExecuteRoute)
+
+
+async def _through_the_router(self: ExecuteRoute, scope: Any, receive: Any, send: Any) -> None:
+    await self.app(scope, receive, send)
+
+
+def _both(
+    http: httpx.Client, monkeypatch: pytest.MonkeyPatch, method: str, path: str, **kw: Any
+) -> tuple[httpx.Response, httpx.Response]:
+    """The answer of the route before the router, then the router's."""
+    fast = http.request(method, path, **kw)
+    with monkeypatch.context() as patch:
+        patch.setattr(ExecuteRoute, "__call__", _through_the_router)
+        routed = http.request(method, path, **kw)
+    return fast, routed
+
+
+def _same(fast: httpx.Response, routed: httpx.Response) -> dict[str, Any]:
+    assert fast.status_code == routed.status_code, (fast.text, routed.text)
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert fast.headers.get("retry-after") == routed.headers.get("retry-after")
+    assert fast.headers["x-acs-request-id"]
+    body, other = fast.json(), routed.json()
+    if "requestId" in body:  # an error: its id is the header's
+        assert body.pop("requestId") == fast.headers["x-acs-request-id"]
+        other.pop("requestId")
+    assert body == other
+    return body  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("prefix", ["", "/2025-09-10"])
+def test_errors_are_the_routers(
+    http: httpx.Client, sid: str, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    path = f"{prefix}/sandboxes/{sid}/contexts/execute"
+    cases: list[dict[str, Any]] = [
+        {"content": b"{not json"},
+        {"content": b"[1, 2]"},
+        {"json": {}},
+        {"json": {"code": 1}},
+        {"json": {"code": "1", "timeout": -1}},
+        {"json": {"code": "1", "timeout": "soon"}},
+        {"json": {"code": "1", "contextId": "no-such-context"}},
+        {"json": {"code": "1", "language": "cobol"}},
+        {"content": b'{"code": "\\ud800"}'},
+    ]
+    for case in cases:
+        body = _same(*_both(http, monkeypatch, "POST", path, **case))
+        assert body["code"].startswith("ERR_"), (case, body)
+    missing = f"{prefix}/sandboxes/no-such-sandbox/contexts/execute"
+    assert _same(*_both(http, monkeypatch, "POST", missing, json={"code": "1"}))["code"] == (
+        "ERR_NOT_FOUND"
+    )
+    # other methods on the path are the router's to answer (GET: a context named "execute")
+    assert _same(*_both(http, monkeypatch, "GET", path))["code"] == "ERR_NOT_FOUND"
+
+
+def test_a_run_answers_alike(http: httpx.Client, sid: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = f"/sandboxes/{sid}/contexts/execute"
+    fast, routed = _both(http, monkeypatch, "POST", path, json={"code": "print('hi'); 6 * 7"})
+    assert fast.status_code == routed.status_code == 200
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    assert fast.headers["content-length"] == str(len(fast.content))
+    one, two = fast.json(), routed.json()
+    for answer in (one, two):
+        answer.pop("usage")  # measured per run
+        for event in answer["results"]:
+            event.pop("executionCount", None)
+    assert one == two
+    assert [e["type"] for e in one["results"]] == ["stdout", "result", "endOfExecution"]

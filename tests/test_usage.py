@@ -216,35 +216,25 @@ def test_a_deleted_sandbox_leaves_no_proc_descriptor_open(emulator: Config) -> N
             control.delete_template(name)
 
 
-def test_a_run_is_measured_on_the_kernel_not_on_its_launchers(emulator: Config) -> None:
+def test_a_run_is_measured_on_the_kernel_not_on_its_launchers(
+    session: tuple[DataPlane, str],
+) -> None:
     """A context's kernel is launched through a chain (the jail's launcher, bubblewrap, our
     init) that only waits on it: a run reads the kernel's /proc files, not theirs."""
     from agentrun_ci.local._limits import group_members
 
-    name = "usage" + uuid.uuid4().hex[:6]
-    with ControlPlane(emulator) as control, DataPlane(emulator) as data:
-        control.create_template(name)
-        try:
-            sandbox_id = data.create_sandbox(name).sandbox_id
-            try:
-                assert data.execute(sandbox_id, "x = 1").ok
-                (launcher,) = [
-                    int(p.pid)
-                    for p in data.list_processes(sandbox_id)
-                    if (p.tag or "").startswith("context:")
-                ]
-                group = group_members(launcher)
-                measured = [pid for pid in group if _proc_fds(pid)]
-                commands = {pid: _cmdline(pid) for pid in measured}
-            finally:
-                data.delete_sandbox(sandbox_id)
-        finally:
-            control.delete_template(name)
+    data, sandbox_id = session
+    assert data.execute(sandbox_id, "x = 1").ok
+    (launcher,) = [
+        int(p.pid) for p in data.list_processes(sandbox_id) if (p.tag or "").startswith("context:")
+    ]
+    group = group_members(launcher)
     if len(group) == 1:
         pytest.skip("the kernel leads its own group here (no jail): it has no launcher")
+    measured = [pid for pid in group if _proc_fds(pid)]
     assert len(measured) == 1, (group, measured)
     assert measured[0] != launcher
-    assert b"kernelapp" in commands[measured[0]]  # the kernel itself
+    assert b"kernelapp" in _cmdline(measured[0])  # the kernel itself
 
 
 def test_other_kernels_are_not_measured() -> None:
