@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -36,6 +36,7 @@ __all__ = [
     "json_object",
     "json_response",
     "request_id",
+    "scope_request_id",
 ]
 
 log = logging.getLogger("agentrun_ci.local")
@@ -173,8 +174,13 @@ def core_of(request: Request) -> Core:
     return core
 
 
-def request_id(request: Request) -> str:
-    rid = request.scope.get("agentrun_request_id")
+def request_id(request: HTTPConnection) -> str:
+    return scope_request_id(request.scope)
+
+
+def scope_request_id(scope: Scope) -> str:
+    """The id `RequestIdMiddleware` gave this request (a new one where it gave none)."""
+    rid = scope.get("agentrun_request_id")
     return rid if isinstance(rid, str) else str(uuid.uuid4())
 
 
@@ -204,10 +210,7 @@ def error_response(
 async def deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
     """Refuse a WebSocket upgrade with the usual JSON error answer (where the server has
     the denial-response extension; else a bare 403)."""
-    rid = websocket.scope.get("agentrun_request_id")
-    response = error_response(
-        rid if isinstance(rid, str) else str(uuid.uuid4()), status, code, message
-    )
+    response = error_response(request_id(websocket), status, code, message)
     try:
         await websocket.send_denial_response(response)
     except RuntimeError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from datetime import datetime, timezone
 
 from starlette.requests import Request
@@ -14,8 +13,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._core import Core, Sandbox
 from ._errors import ApiError, bad_request
+from ._faults import read_body
 from ._fs import HOME
-from ._http import core_of, error_response, json_body, json_object, json_response, request_id
+from ._http import (
+    core_of,
+    error_response,
+    json_body,
+    json_object,
+    json_response,
+    request_id,
+    scope_request_id,
+)
 from ._records import CommandRequest, ExecuteRequest
 
 __all__ = [
@@ -110,13 +118,11 @@ class ExecuteRoute:
         if match is None:
             await self.app(scope, receive, send)
             return
-        rid = scope.get("agentrun_request_id")
-        rid = rid if isinstance(rid, str) else str(uuid.uuid4())
+        rid = scope_request_id(scope)
         try:
             sandbox = self.core.live(match["sid"])
-            raw = await _body(receive)
-            if raw is None:
-                return  # the client went away: no one to answer
+            # a client gone mid-body leaves a cut JSON object: a 400 no one reads, no run
+            raw, _ = await read_body(receive)
             answer = await self.core.execute(sandbox, ExecuteRequest.parse(json_object(raw)))
         except ApiError as exc:
             await error_response(
@@ -141,18 +147,6 @@ class ExecuteRoute:
 
 #: the execute route's path, on both planes (Starlette's `{sid}` is `[^/]+`)
 _EXECUTE_PATH = re.compile(r"(?:/2025-09-10)?/sandboxes/(?P<sid>[^/]+)/contexts/execute")
-
-
-async def _body(receive: Receive) -> bytes | None:
-    """The whole request body (None: the client disconnected first)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 # ---------------------------------------------------------------- processes

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import uuid
 from urllib.parse import parse_qsl, quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -18,7 +17,7 @@ from starlette.websockets import WebSocket
 
 from .._auth import date_is_fresh, query_is_signable, verify_signature
 from ._faults import read_body
-from ._http import VERSION, deny, error_response
+from ._http import VERSION, deny, error_response, scope_request_id
 from ._settings import EmulatorSettings
 
 __all__ = ["UNSIGNED", "WRONG_API_KEY", "SignatureMiddleware"]
@@ -80,7 +79,7 @@ class SignatureMiddleware:
             if websocket:
                 await deny(WebSocket(scope, receive, send), 401, "ERR_UNAUTHORIZED", WRONG_API_KEY)
                 return
-            rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
+            rid = scope_request_id(scope)
             response = error_response(rid, 401, "ERR_UNAUTHORIZED", WRONG_API_KEY)
             await response(scope, receive, send)
             return
@@ -107,7 +106,7 @@ class SignatureMiddleware:
             await deny(WebSocket(scope, receive, send), 403, "ERR_FORBIDDEN", refused)
             return
         if not ok:
-            rid = scope.get("agentrun_request_id", str(uuid.uuid4()))
+            rid = scope_request_id(scope)
             said = UNSIGNED if unsigned else _REFUSED
             if unsigned and self.api_key and not control:
                 said = NO_CREDENTIAL
